@@ -1,0 +1,47 @@
+/**
+ * vstamp: Viewstamped Replication for TypeScript.
+ *
+ * The protocol core (`Replica`) is pure: drive it with messages, ticks and persistence
+ * completions, and carry out the effects it returns. `StateMachine` is the interface of the
+ * service it replicates; `KvStore` is the key-value store that ships with it.
+ *
+ * @module
+ */
+export {
+  type DurableState,
+  type Effect,
+  type LogLevel,
+  Replica,
+  type ReplicaOptions,
+  type Status,
+  type Superblock,
+} from "./src/vr/replica.ts";
+export type * from "./src/vr/message.ts";
+export {
+  type Limits,
+  LIMITS_DEFAULT,
+  TICK_MS,
+  type Timing,
+  TIMING_DEFAULT,
+} from "./src/vr/constants.ts";
+export type { ApplyContext, StateMachine } from "./src/app/state_machine.ts";
+export {
+  decodeKvOperation,
+  decodeKvResult,
+  encodeKvOperation,
+  encodeKvResult,
+  formatKvResult,
+  type KvOperation,
+  type KvResult,
+  KvStore,
+} from "./src/app/kv.ts";
+export {
+  runSimulation,
+  type SimulationOptions,
+  type SimulationResult,
+} from "./src/sim/simulator.ts";
+export {
+  checkLinearizable,
+  type HistoryOperation,
+  type LinearizabilityResult,
+} from "./src/sim/linearizability.ts";

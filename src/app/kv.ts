@@ -1,0 +1,636 @@
+/**
+ * A replicated key-value store: the service the protocol replicates, with commands in the style
+ * of Redis (`SET`, `GET`, `DEL`, `SIZE`). Keys and values are arbitrary bytes.
+ *
+ * Wire format (plain msgpack, no extension types):
+ * - an operation is the array `[command, ...arguments]`, the command a string and every key or
+ *   value a msgpack bin;
+ * - a result is nil, a bin, an integer, or the map `{ error: string }`.
+ *
+ * @module
+ */
+
+import { Packr, Unpackr } from "msgpackr";
+import type { ApplyContext, StateMachine } from "./state_machine.ts";
+
+/** The largest key, in bytes. */
+export const KEY_SIZE_MAX = 64 * 1024;
+/** The largest value, in bytes. */
+export const VALUE_SIZE_MAX = 1024 * 1024;
+
+/**
+ * The deepest nesting of msgpack arrays and maps accepted from untrusted bytes. Valid operations
+ * and results nest one level and snapshots two; the bound keeps the recursive decoder far from the
+ * stack limit, which differs between machines and would otherwise make replicas disagree.
+ */
+const MSGPACK_DEPTH_MAX = 8;
+/** How many characters of an unknown command an error message quotes. */
+const COMMAND_DISPLAY_LENGTH_MAX = 32;
+/** Characters per `String.fromCharCode` call, well below engines' argument-count limits. */
+const CHAR_CODE_CHUNK_SIZE = 8 * 1024;
+
+/** One command of the store, decoded. */
+export type KvOperation =
+  | { readonly command: "SET"; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly command: "GET"; readonly key: Uint8Array }
+  | { readonly command: "DEL"; readonly key: Uint8Array }
+  | { readonly command: "SIZE" };
+
+/** What a command returns to the client. */
+export type KvResult =
+  | { readonly kind: "nil" }
+  | { readonly kind: "bytes"; readonly value: Uint8Array }
+  | { readonly kind: "integer"; readonly value: number }
+  | { readonly kind: "error"; readonly message: string };
+
+// Records, structured cloning and the extra types are msgpackr extensions that other msgpack
+// implementations cannot read; turning them off keeps the wire format plain msgpack. A variable
+// map size makes `{ error }` a fixmap instead of msgpackr's default map16.
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  variableMapSize: true,
+});
+// Maps decode as `Map` so that a map with non-string keys is data to reject, not an exception
+// thrown by msgpackr while it builds a plain object.
+const unpackr = new Unpackr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  mapsAsObjects: false,
+});
+
+/**
+ * msgpackr returns subarrays of a pooled Node Buffer; a copy gives callers a plain Uint8Array
+ * that owns its memory and does not pin the pool.
+ */
+function packPlain(value: unknown): Uint8Array {
+  return new Uint8Array(packr.pack(value));
+}
+
+/** A plain Uint8Array view of `bytes`, which msgpackr may hand back as a Buffer. */
+function plainView(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+// ---------------------------------------------------------------- strict msgpack framing
+
+type ScanResult = { readonly ok: true } | { readonly ok: false; readonly error: string };
+
+/**
+ * Checks that `bytes` hold exactly one msgpack value, without extension types and nested at most
+ * `MSGPACK_DEPTH_MAX` deep, before msgpackr sees them. msgpackr decodes its built-in extensions
+ * whatever the options (a typed-array extension even yields a Uint8Array indistinguishable from a
+ * bin), accepts the never-used byte 0xc1, and reports trailing bytes with an unspecific message.
+ * The scan is iterative and each step consumes at least one byte, so it is linear in the input.
+ */
+function scanMsgpack(bytes: Uint8Array, what: string): ScanResult {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const length = bytes.byteLength;
+  if (length === 0) return { ok: false, error: `${what} is empty` };
+  const truncated: ScanResult = { ok: false, error: `${what} is truncated msgpack` };
+  // The number of values still expected inside each open array or map, innermost last.
+  const open: number[] = [];
+  let position = 0;
+  for (;;) {
+    if (position >= length) return truncated;
+    const byte = view.getUint8(position);
+    let headerSize = 1;
+    let bodySize = 0;
+    let children = 0;
+    if (byte <= 0x7f || byte >= 0xe0 || byte === 0xc0 || byte === 0xc2 || byte === 0xc3) {
+      // A fixint, nil or boolean: the byte is the whole value.
+    } else if (byte <= 0x8f) {
+      children = 2 * (byte & 0x0f);
+    } else if (byte <= 0x9f) {
+      children = byte & 0x0f;
+    } else if (byte <= 0xbf) {
+      bodySize = byte & 0x1f;
+    } else if (byte === 0xc1) {
+      return { ok: false, error: `${what} holds byte 0xc1 at ${position}, never used in msgpack` };
+    } else if (
+      (byte >= 0xc4 && byte <= 0xc6) || (byte >= 0xd9 && byte <= 0xdb) ||
+      (byte >= 0xdc && byte <= 0xdf)
+    ) {
+      // bin 8/16/32, str 8/16/32, array 16/32 and map 16/32 carry a big-endian length.
+      const lengthSize = byte <= 0xc6 ? 1 << (byte - 0xc4) : byte <= 0xdb ? 1 << (byte - 0xd9) : 0;
+      const countSize = byte === 0xdc || byte === 0xde ? 2 : byte === 0xdd || byte === 0xdf ? 4 : 0;
+      const fieldSize = lengthSize + countSize;
+      if (position + 1 + fieldSize > length) return truncated;
+      const field = fieldSize === 1
+        ? view.getUint8(position + 1)
+        : fieldSize === 2
+        ? view.getUint16(position + 1)
+        : view.getUint32(position + 1);
+      headerSize = 1 + fieldSize;
+      if (lengthSize > 0) bodySize = field;
+      else children = byte >= 0xde ? 2 * field : field;
+    } else if (byte >= 0xca && byte <= 0xd3) {
+      // float 32/64, uint 8/16/32/64 and int 8/16/32/64.
+      const sizes = [4, 8, 1, 2, 4, 8, 1, 2, 4, 8] as const;
+      bodySize = sizes[byte - 0xca] ?? 0;
+    } else {
+      // What remains is ext 8/16/32 (0xc7..0xc9) and fixext (0xd4..0xd8).
+      return {
+        ok: false,
+        error: `${what} holds a msgpack extension type at byte ${position}, which is not allowed`,
+      };
+    }
+    position += headerSize + bodySize;
+    if (position > length) return truncated;
+    if (children > 0) {
+      if (open.length >= MSGPACK_DEPTH_MAX) {
+        return { ok: false, error: `${what} nests deeper than ${MSGPACK_DEPTH_MAX} levels` };
+      }
+      open.push(children);
+      continue;
+    }
+    // A value is complete: close every container it completes.
+    for (;;) {
+      const innermost = open.length - 1;
+      if (innermost < 0) {
+        if (position < length) {
+          const trailing = length - position;
+          return {
+            ok: false,
+            error: `${what} has ${trailing} trailing byte${trailing === 1 ? "" : "s"}`,
+          };
+        }
+        return { ok: true };
+      }
+      const remaining = (open[innermost] ?? 0) - 1;
+      if (remaining > 0) {
+        open[innermost] = remaining;
+        break;
+      }
+      open.pop();
+    }
+  }
+}
+
+type DecodeResult = { readonly ok: true; readonly value: unknown } | {
+  readonly ok: false;
+  readonly error: string;
+};
+
+/** Decodes untrusted bytes holding one plain msgpack value; never throws. */
+function decodeStrict(bytes: Uint8Array, what: string): DecodeResult {
+  const scan = scanMsgpack(bytes, what);
+  if (!scan.ok) return scan;
+  try {
+    return { ok: true, value: unpackr.unpack(bytes) };
+  } catch (error) {
+    // The scan leaves little for msgpackr to reject; this is a last line of defence.
+    return { ok: false, error: `${what} is malformed msgpack: ${errorMessage(error)}` };
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Names a decoded msgpack value's type for error messages. */
+function describeType(value: unknown): string {
+  if (value === null || value === undefined) return "nil";
+  if (value instanceof Uint8Array) return "binary";
+  if (Array.isArray(value)) return "array";
+  if (value instanceof Map) return "map";
+  if (typeof value === "number") return Number.isInteger(value) ? "integer" : "float";
+  if (typeof value === "bigint") return "integer";
+  return typeof value;
+}
+
+// ---------------------------------------------------------------- operations
+
+const ARGUMENT_NAMES = {
+  SET: ["key", "value"],
+  GET: ["key"],
+  DEL: ["key"],
+  SIZE: [],
+} as const satisfies Record<KvOperation["command"], readonly string[]>;
+
+type Command = keyof typeof ARGUMENT_NAMES;
+
+function isCommand(name: string): name is Command {
+  return Object.hasOwn(ARGUMENT_NAMES, name);
+}
+
+/** Encodes an operation. Limits are not checked here: the replicas' decoder enforces them. */
+export function encodeKvOperation(operation: KvOperation): Uint8Array {
+  switch (operation.command) {
+    case "SET":
+      return packPlain(["SET", operation.key, operation.value]);
+    case "GET":
+    case "DEL":
+      return packPlain([operation.command, operation.key]);
+    case "SIZE":
+      return packPlain(["SIZE"]);
+  }
+}
+
+/** Checks one binary argument; returns an error message or the argument as a plain view. */
+function binaryArgument(
+  name: "key" | "value",
+  argument: unknown,
+  sizeMax: number,
+): Uint8Array | string {
+  if (!(argument instanceof Uint8Array)) {
+    return `${name} must be binary (msgpack bin), got ${describeType(argument)}`;
+  }
+  if (argument.byteLength > sizeMax) {
+    return `${name} is ${argument.byteLength} bytes, the limit is ${sizeMax}`;
+  }
+  return plainView(argument);
+}
+
+/**
+ * Decodes an operation from untrusted bytes: returns an error description instead of throwing.
+ * Keys and values are views into `bytes`, not copies.
+ */
+export function decodeKvOperation(bytes: Uint8Array): KvOperation | { readonly error: string } {
+  const decoded = decodeStrict(bytes, "operation");
+  if (!decoded.ok) return { error: decoded.error };
+  const value = decoded.value;
+  if (!Array.isArray(value)) {
+    return {
+      error: `operation must be an array [command, ...arguments], got ${describeType(value)}`,
+    };
+  }
+  if (value.length === 0) {
+    return { error: "operation is an empty array, expected [command, ...arguments]" };
+  }
+  const [command, ...args] = value as unknown[];
+  if (typeof command !== "string") {
+    return { error: `command must be a string, got ${describeType(command)}` };
+  }
+  if (!isCommand(command)) {
+    const shown = command.length > COMMAND_DISPLAY_LENGTH_MAX
+      ? `${command.slice(0, COMMAND_DISPLAY_LENGTH_MAX)}…`
+      : command;
+    return {
+      error: `unknown command ${JSON.stringify(shown)}, expected one of ${
+        Object.keys(ARGUMENT_NAMES).join(", ")
+      }`,
+    };
+  }
+  const names: readonly string[] = ARGUMENT_NAMES[command];
+  if (args.length !== names.length) {
+    const expected = `${names.length} argument${names.length === 1 ? "" : "s"}`;
+    const listed = names.length > 0 ? ` (${names.join(", ")})` : "";
+    return { error: `${command} expects ${expected}${listed}, got ${args.length}` };
+  }
+  if (command === "SIZE") return { command };
+  const key = binaryArgument("key", args[0], KEY_SIZE_MAX);
+  if (typeof key === "string") return { error: key };
+  if (command === "GET" || command === "DEL") return { command, key };
+  const setValue = binaryArgument("value", args[1], VALUE_SIZE_MAX);
+  if (typeof setValue === "string") return { error: setValue };
+  return { command, key, value: setValue };
+}
+
+// ---------------------------------------------------------------- results
+
+/** Encodes a result. Throws a RangeError if an integer result is not a safe integer. */
+export function encodeKvResult(result: KvResult): Uint8Array {
+  switch (result.kind) {
+    case "nil":
+      return packPlain(null);
+    case "bytes":
+      return packPlain(result.value);
+    case "integer":
+      if (!Number.isSafeInteger(result.value)) {
+        throw new RangeError(`integer result ${result.value} is not a safe integer`);
+      }
+      return packPlain(result.value);
+    case "error":
+      return packPlain({ error: result.message });
+  }
+}
+
+function malformedResult(reason: string): KvResult {
+  return { kind: "error", message: `malformed result: ${reason}` };
+}
+
+/**
+ * Decodes a result from untrusted bytes (a client decoding a reply): malformed input gives an
+ * error result whose message starts with "malformed result:"; never throws. A bytes value is a
+ * view into `bytes`, not a copy.
+ */
+export function decodeKvResult(bytes: Uint8Array): KvResult {
+  const decoded = decodeStrict(bytes, "result");
+  if (!decoded.ok) return malformedResult(decoded.error);
+  const value = decoded.value;
+  if (value === null) return { kind: "nil" };
+  if (value instanceof Uint8Array) {
+    if (value.byteLength > VALUE_SIZE_MAX) {
+      return malformedResult(`value is ${value.byteLength} bytes, the limit is ${VALUE_SIZE_MAX}`);
+    }
+    return { kind: "bytes", value: plainView(value) };
+  }
+  // msgpackr decodes uint64 and int64 as bigint even when they are small.
+  if (typeof value === "bigint") {
+    const integer = Number(value);
+    if (!Number.isSafeInteger(integer)) return malformedResult(`integer ${value} is out of range`);
+    return { kind: "integer", value: integer };
+  }
+  if (typeof value === "number") {
+    if (!Number.isSafeInteger(value)) {
+      return malformedResult(`number ${value} is not a safe integer`);
+    }
+    return { kind: "integer", value };
+  }
+  if (value instanceof Map) {
+    const message: unknown = value.get("error");
+    if (value.size !== 1 || typeof message !== "string") {
+      return malformedResult("a map result must be exactly { error: string }");
+    }
+    return { kind: "error", message };
+  }
+  return malformedResult(`unexpected ${describeType(value)}`);
+}
+
+const UTF8_STRICT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * Characters printed raw could drive the terminal (escape sequences) or break the one-line
+ * output; text holding any of them is shown quoted and escaped instead.
+ */
+// deno-lint-ignore no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** The redis-cli escaping of a byte string: `"\xff\x00a"`. */
+function quoteBytes(bytes: Uint8Array): string {
+  let out = '"';
+  for (const byte of bytes) {
+    switch (byte) {
+      case 0x5c:
+        out += "\\\\";
+        break;
+      case 0x22:
+        out += '\\"';
+        break;
+      case 0x0a:
+        out += "\\n";
+        break;
+      case 0x0d:
+        out += "\\r";
+        break;
+      case 0x09:
+        out += "\\t";
+        break;
+      case 0x07:
+        out += "\\a";
+        break;
+      case 0x08:
+        out += "\\b";
+        break;
+      default:
+        out += byte >= 0x20 && byte <= 0x7e
+          ? String.fromCharCode(byte)
+          : `\\x${byte.toString(16).padStart(2, "0")}`;
+    }
+  }
+  return `${out}"`;
+}
+
+/**
+ * Formats a result the way redis-cli does: `(nil)`, `(integer) 1`, `(error) message`, and a value
+ * bare when it is printable UTF-8 text, otherwise quoted with escapes. The empty value prints as
+ * `""` so that it is visible.
+ */
+export function formatKvResult(result: KvResult): string {
+  switch (result.kind) {
+    case "nil":
+      return "(nil)";
+    case "integer":
+      return `(integer) ${result.value}`;
+    case "error":
+      return `(error) ${result.message}`;
+    case "bytes": {
+      if (result.value.byteLength === 0) return '""';
+      let text: string;
+      try {
+        text = UTF8_STRICT.decode(result.value);
+      } catch {
+        return quoteBytes(result.value);
+      }
+      return CONTROL_CHARACTER.test(text) ? quoteBytes(result.value) : text;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- keys and digests
+
+/**
+ * Maps key bytes to a string with one character per byte (code 0..255). Unlike a "latin1"
+ * TextDecoder, which is windows-1252 and remaps 0x80..0x9f, this is a bijection.
+ */
+function keyToString(key: Uint8Array): string {
+  let out = "";
+  for (let start = 0; start < key.byteLength; start += CHAR_CODE_CHUNK_SIZE) {
+    out += String.fromCharCode(...key.subarray(start, start + CHAR_CODE_CHUNK_SIZE));
+  }
+  return out;
+}
+
+/** The inverse of `keyToString`. */
+function stringToKey(text: string): Uint8Array {
+  const key = new Uint8Array(text.length);
+  for (let index = 0; index < text.length; index++) key[index] = text.charCodeAt(index);
+  return key;
+}
+
+const FNV_OFFSET_BASIS = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+const MURMUR_SEED = 0x9747b28c;
+
+/** The murmur3 finaliser: spreads every input bit over the whole word. */
+function fmix32(hash: number): number {
+  let h = hash;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * FNV-1a over `bytes`, continuing from `hash`. An indexed loop: iterating a Uint8Array with
+ * for-of is about ten times slower in V8, which matters for megabyte values.
+ */
+function fnv1a(hash: number, bytes: Uint8Array): number {
+  let h = hash;
+  for (let index = 0; index < bytes.length; index++) {
+    h = Math.imul(h ^ (bytes[index] ?? 0), FNV_PRIME);
+  }
+  return h >>> 0;
+}
+
+/** MurmurHash3 (x86, 32-bit) of `bytes` with `seed`. */
+function murmur3(seed: number, bytes: Uint8Array): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const blocksEnd = bytes.byteLength & ~3;
+  let h = seed;
+  for (let index = 0; index < blocksEnd; index += 4) {
+    let k = view.getUint32(index, true);
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  // The last one to three bytes, little-endian, as murmur3's tail.
+  let k = 0;
+  for (let index = bytes.byteLength - 1; index >= blocksEnd; index--) {
+    k = (k << 8) | (bytes[index] ?? 0);
+  }
+  if (bytes.byteLength > blocksEnd) {
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+  }
+  return fmix32(h ^ bytes.byteLength);
+}
+
+/**
+ * Two independent 32-bit hashes of one (key, value) pair. The key's length is hashed first (FNV)
+ * or fixed by murmur3's own length mixing before it seeds the value's hash, so that the split
+ * between key and value is part of the input: ("ab", "c") and ("a", "bc") differ.
+ */
+function pairHash(key: Uint8Array, value: Uint8Array): readonly [number, number] {
+  const keyLength = new Uint8Array(4);
+  new DataView(keyLength.buffer).setUint32(0, key.byteLength);
+  const laneA = fmix32(fnv1a(fnv1a(fnv1a(FNV_OFFSET_BASIS, keyLength), key), value));
+  const laneB = murmur3(murmur3(MURMUR_SEED, key), value);
+  return [laneA, laneB];
+}
+
+function hex8(word: number): string {
+  return word.toString(16).padStart(8, "0");
+}
+
+// ---------------------------------------------------------------- the store
+
+/**
+ * The key-value state machine. The digest is a multiset hash: the sum modulo 2^32, per lane, of
+ * the hashes of all (key, value) pairs, kept up to date on every change so that `digest()` costs
+ * O(1) and depends only on the set of pairs, not on the order of the operations that built it.
+ */
+export class KvStore implements StateMachine {
+  #entries = new Map<string, Uint8Array>();
+  #laneA = 0;
+  #laneB = 0;
+
+  /** The number of keys. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  apply(operation: Uint8Array, _context: ApplyContext): Uint8Array {
+    return encodeKvResult(this.#execute(operation));
+  }
+
+  #execute(bytes: Uint8Array): KvResult {
+    const operation = decodeKvOperation(bytes);
+    if ("error" in operation) return { kind: "error", message: operation.error };
+    switch (operation.command) {
+      case "SET": {
+        // The decoded value is a view into the operation bytes, which the caller may reuse.
+        const value = operation.value.slice();
+        this.#set(operation.key, value);
+        return { kind: "bytes", value };
+      }
+      case "GET": {
+        const value = this.#entries.get(keyToString(operation.key));
+        return value === undefined ? { kind: "nil" } : { kind: "bytes", value };
+      }
+      case "DEL":
+        return { kind: "integer", value: this.#delete(operation.key) ? 1 : 0 };
+      case "SIZE":
+        return { kind: "integer", value: this.#entries.size };
+    }
+  }
+
+  #set(key: Uint8Array, value: Uint8Array): void {
+    const name = keyToString(key);
+    const previous = this.#entries.get(name);
+    if (previous !== undefined) this.#unaccount(key, previous);
+    this.#entries.set(name, value);
+    this.#account(key, value);
+  }
+
+  #delete(key: Uint8Array): boolean {
+    const name = keyToString(key);
+    const previous = this.#entries.get(name);
+    if (previous === undefined) return false;
+    this.#entries.delete(name);
+    this.#unaccount(key, previous);
+    return true;
+  }
+
+  #account(key: Uint8Array, value: Uint8Array): void {
+    const [a, b] = pairHash(key, value);
+    this.#laneA = (this.#laneA + a) >>> 0;
+    this.#laneB = (this.#laneB + b) >>> 0;
+  }
+
+  #unaccount(key: Uint8Array, value: Uint8Array): void {
+    const [a, b] = pairHash(key, value);
+    this.#laneA = (this.#laneA - a) >>> 0;
+    this.#laneB = (this.#laneB - b) >>> 0;
+  }
+
+  /** 24 hex digits: the two hash lanes, then the number of keys. */
+  digest(): string {
+    return `${hex8(this.#laneA)}${hex8(this.#laneB)}${hex8(this.#entries.size)}`;
+  }
+
+  /** The msgpack array of [key, value] pairs sorted by key bytes: equal states, equal bytes. */
+  snapshot(): Uint8Array {
+    // Each character stands for one byte, so comparing strings compares key bytes.
+    const names = [...this.#entries.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+    const pairs = names.map((name) => [stringToKey(name), this.#entries.get(name)]);
+    return packPlain(pairs);
+  }
+
+  /**
+   * Replaces the state by a snapshot's. Throws an Error naming the problem if the bytes are not a
+   * snapshot, leaving the state unchanged.
+   */
+  restore(snapshot: Uint8Array): void {
+    const decoded = decodeStrict(snapshot, "snapshot");
+    if (!decoded.ok) throw new Error(decoded.error);
+    const pairs = decoded.value;
+    if (!Array.isArray(pairs)) {
+      throw new Error(
+        `snapshot must be an array of [key, value] pairs, got ${describeType(pairs)}`,
+      );
+    }
+    const restored = new KvStore();
+    let previousName: string | undefined;
+    for (const [index, pair] of (pairs as unknown[]).entries()) {
+      if (!Array.isArray(pair) || pair.length !== 2) {
+        throw new Error(`snapshot entry ${index} must be a [key, value] pair`);
+      }
+      const key = binaryArgument("key", pair[0], KEY_SIZE_MAX);
+      if (typeof key === "string") throw new Error(`snapshot entry ${index}: ${key}`);
+      const value = binaryArgument("value", pair[1], VALUE_SIZE_MAX);
+      if (typeof value === "string") throw new Error(`snapshot entry ${index}: ${value}`);
+      const name = keyToString(key);
+      // Strictly increasing keys make the snapshot of a state unique and rule out duplicates.
+      if (previousName !== undefined && !(previousName < name)) {
+        throw new Error(`snapshot entry ${index} is not in strictly increasing key order`);
+      }
+      previousName = name;
+      // The decoded value is a view into the snapshot bytes, which the caller may reuse.
+      restored.#set(key, value.slice());
+    }
+    this.#entries = restored.#entries;
+    this.#laneA = restored.#laneA;
+    this.#laneB = restored.#laneB;
+  }
+}

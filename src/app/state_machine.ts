@@ -1,0 +1,33 @@
+/**
+ * The interface between the protocol and the service it replicates.
+ *
+ * @module
+ */
+
+/** What the primary fixed for an operation (§4.4); every replica passes the same values. */
+export interface ApplyContext {
+  /** The op-number of the operation in the replicated log. */
+  readonly opNumber: number;
+  /** Milliseconds chosen by the primary; non-decreasing along the log. */
+  readonly timestamp: number;
+  readonly clientId: number;
+  readonly requestNumber: number;
+}
+
+/**
+ * A deterministic state machine. The protocol calls `apply` for every committed operation, in
+ * op-number order, on every replica that runs the service.
+ *
+ * Contract: `apply` never throws for any input bytes — a malformed operation yields an error
+ * result, the same on every replica — and its result depends only on the state and its arguments.
+ */
+export interface StateMachine {
+  /** Execute one committed operation and return its result for the client. */
+  apply(operation: Uint8Array, context: ApplyContext): Uint8Array;
+  /** A short fingerprint of the whole state: equal states give equal digests. */
+  digest(): string;
+  /** The whole state, for state transfer by checkpoint (§5.1). */
+  snapshot(): Uint8Array;
+  /** Replace the whole state by one from `snapshot`. Throws if the bytes are not a snapshot. */
+  restore(snapshot: Uint8Array): void;
+}

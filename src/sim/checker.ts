@@ -1,0 +1,197 @@
+/**
+ * The simulator's invariants, checked after every event (verification.md):
+ * 1. Agreement: one global committed sequence; every replica's commits match or extend it.
+ * 2. Durability: the primary of the newest view holds the whole committed sequence when it
+ *    enters status normal; an acknowledged op is committed and stays so (by 1).
+ * 3. Monotonicity: within one incarnation, view-number and commit-number never go back.
+ * 4. Exactly once: each (client-id, request-number) appears at most once in the sequence.
+ * 5. Replies are right: every reply equals the result of a plain model executing the sequence.
+ * 6. Replicas at the same commit-number have the same state digest (the model's).
+ * 7. (Linearizability of the clients' history is checked by the simulator at the end.)
+ *
+ * @module
+ */
+import { KvStore } from "../app/kv.ts";
+import { sameEntry } from "../vr/log.ts";
+import type { LogEntry, Reply } from "../vr/message.ts";
+import type { Replica, Status } from "../vr/replica.ts";
+
+/** A broken invariant: the run fails with this message. */
+export class InvariantViolation extends Error {
+  override name = "InvariantViolation";
+}
+
+interface ReplicaTrack {
+  viewNumber: number;
+  commitNumber: number;
+  status: Status;
+}
+
+export class Checker {
+  readonly #committed: LogEntry[] = [];
+  readonly #model = new KvStore();
+  readonly #results: Uint8Array[] = [];
+  /** The model's digest after each op; index 0 is the empty state. */
+  readonly #digests: string[] = [];
+  readonly #requests = new Map<string, number>();
+  readonly #tracks: (ReplicaTrack | undefined)[];
+  #maxNormalView = 0;
+  viewChanges = 0;
+
+  constructor(replicaCount: number) {
+    this.#tracks = new Array<ReplicaTrack | undefined>(replicaCount).fill(undefined);
+    this.#digests.push(this.#model.digest());
+  }
+
+  get committedCount(): number {
+    return this.#committed.length;
+  }
+
+  committedEntry(opNumber: number): LogEntry | undefined {
+    return this.#committed[opNumber - 1];
+  }
+
+  onStart(index: number, replica: Replica): void {
+    // A restart from disk replays its committed prefix: it must agree with everyone's.
+    this.#checkCommits(index, replica, 0);
+    this.#tracks[index] = {
+      viewNumber: replica.viewNumber,
+      commitNumber: replica.commitNumber,
+      status: replica.status,
+    };
+  }
+
+  onCrash(index: number): void {
+    this.#tracks[index] = undefined;
+  }
+
+  afterStep(index: number, replica: Replica, cause: string): void {
+    const track = this.#tracks[index];
+    if (track === undefined) throw new InvariantViolation(`r${index} stepped while down`);
+    if (replica.viewNumber < track.viewNumber) {
+      this.#fail(index, cause, `view went back from ${track.viewNumber} to ${replica.viewNumber}`);
+    }
+    if (replica.commitNumber < track.commitNumber) {
+      this.#fail(index, cause, `commit went back from ${track.commitNumber}`);
+    }
+    if (replica.commitNumber > replica.opNumber) this.#fail(index, cause, "commit beyond op");
+    if (replica.commitNumber !== track.commitNumber) {
+      this.#checkCommits(index, replica, track.commitNumber);
+    }
+    const enteredNormal = replica.status === "normal" &&
+      (track.status !== "normal" || track.viewNumber !== replica.viewNumber);
+    if (enteredNormal) {
+      if (replica.isPrimary && replica.viewNumber >= this.#maxNormalView) {
+        if (replica.viewNumber > 0) this.viewChanges++;
+        // Durability: the new primary's log holds every committed op.
+        for (let op = 1; op <= this.#committed.length; op++) {
+          const entry = replica.logEntry(op);
+          if (entry === undefined || !sameEntry(entry, this.#committed[op - 1]!)) {
+            this.#fail(
+              index,
+              cause,
+              `new primary of view ${replica.viewNumber} lacks committed op ${op}`,
+            );
+          }
+        }
+      }
+      if (replica.viewNumber > this.#maxNormalView) this.#maxNormalView = replica.viewNumber;
+    }
+    track.viewNumber = replica.viewNumber;
+    track.commitNumber = replica.commitNumber;
+    track.status = replica.status;
+  }
+
+  /** Invariant 5: a reply carries the model's result for that request, at its op-number. */
+  onReplySent(reply: Reply | { readonly type: string }): void {
+    if (reply.type !== "reply") return;
+    const message = reply as Reply;
+    const op = this.#requests.get(`${message.clientId}:${message.requestNumber}`);
+    if (op === undefined) {
+      throw new InvariantViolation(
+        `reply to c=${message.clientId} s=${message.requestNumber} for an uncommitted request`,
+      );
+    }
+    if (op !== message.opNumber) {
+      throw new InvariantViolation(
+        `reply to c=${message.clientId} s=${message.requestNumber} names op ${message.opNumber}, committed at ${op}`,
+      );
+    }
+    if (!bytesEqual(this.#results[op - 1]!, message.result)) {
+      throw new InvariantViolation(
+        `reply to c=${message.clientId} s=${message.requestNumber} differs from the model's`,
+      );
+    }
+  }
+
+  /** At the end: every replica holds exactly the committed sequence. */
+  checkFinal(replicas: readonly Replica[]): void {
+    replicas.forEach((replica, index) => {
+      if (replica.commitNumber !== this.#committed.length) {
+        this.#fail(index, "final", `commit ${replica.commitNumber} != ${this.#committed.length}`);
+      }
+      this.#checkCommits(index, replica, 0);
+    });
+  }
+
+  /** Invariants 1, 4, 6 for the commits of `replica` after `from`. */
+  #checkCommits(index: number, replica: Replica, from: number): void {
+    for (let op = from + 1; op <= replica.commitNumber; op++) {
+      const entry = replica.logEntry(op);
+      if (entry === undefined) this.#fail(index, "commit", `committed op ${op} not in its log`);
+      const known = this.#committed[op - 1];
+      if (known !== undefined) {
+        if (
+          !sameEntry(known, entry) || known.clientId !== entry.clientId ||
+          known.requestNumber !== entry.requestNumber || known.timestamp !== entry.timestamp ||
+          !bytesEqual(known.operation, entry.operation)
+        ) {
+          this.#fail(
+            index,
+            "commit",
+            `agreement: op ${op} committed as v${entry.viewNumber} c=${entry.clientId} s=${entry.requestNumber}, ` +
+              `but before as v${known.viewNumber} c=${known.clientId} s=${known.requestNumber}`,
+          );
+        }
+        continue;
+      }
+      if (op !== this.#committed.length + 1) this.#fail(index, "commit", `hole before op ${op}`);
+      const key = `${entry.clientId}:${entry.requestNumber}`;
+      const earlier = this.#requests.get(key);
+      if (earlier !== undefined) {
+        this.#fail(
+          index,
+          "commit",
+          `exactly once: c=${entry.clientId} s=${entry.requestNumber} committed at op ${earlier} and ${op}`,
+        );
+      }
+      this.#requests.set(key, op);
+      this.#committed.push(entry);
+      this.#results.push(this.#model.apply(entry.operation, {
+        opNumber: op,
+        timestamp: entry.timestamp,
+        clientId: entry.clientId,
+        requestNumber: entry.requestNumber,
+      }));
+      this.#digests.push(this.#model.digest());
+    }
+    const digest = this.#digests[replica.commitNumber];
+    if (digest !== undefined && replica.app.digest() !== digest) {
+      this.#fail(
+        index,
+        "commit",
+        `state digest at op ${replica.commitNumber} differs from the model`,
+      );
+    }
+  }
+
+  #fail(index: number, cause: string, text: string): never {
+    throw new InvariantViolation(`r${index} after ${cause}: ${text}`);
+  }
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

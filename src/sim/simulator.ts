@@ -1,0 +1,766 @@
+/**
+ * The deterministic simulator (model: TigerBeetle's VOPR, FoundationDB's simulation). One seed
+ * decides everything: the fault parameters of the run (swarm testing), the network, crashes,
+ * disks and the clients' workload, each from its own stream. The replicas are the real protocol
+ * core, driven through the same interface the TCP node driver uses.
+ *
+ * A run has two phases. Safety: faults of every kind for a budget of time, with at most f replicas
+ * crashed or recovering at once (the paper's fault model) while the network may do anything.
+ * Liveness: the network heals, crashed replicas restart, no new faults; every pending request must
+ * complete and the replicas converge within a bounded time. Invariants are checked after every
+ * event (see `Checker`).
+ *
+ * @module
+ */
+import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
+import { Prng } from "../lib/prng.ts";
+import type { ClientMessage, ClientReplyMessage, LogEntry, Message } from "../vr/message.ts";
+import { describeMessage } from "../vr/message.ts";
+import { type Effect, type PlantedBug, Replica, type Superblock } from "../vr/replica.ts";
+import { EventQueue } from "./event_queue.ts";
+import type { HistoryOperation, KvCall } from "./linearizability.ts";
+import { checkLinearizable } from "./linearizability.ts";
+import { type Delivery, Network } from "./network.ts";
+import { Checker, InvariantViolation } from "./checker.ts";
+
+/** Simulated time units per replica tick. One unit stands for about a millisecond. */
+export const TICK_UNITS = 10;
+/** Protocol client ids start here, so they never look like small numbers by accident. */
+const CLIENT_ID_BASE = 1_000;
+
+/** The fault parameters drawn for one seed. */
+export interface SwarmParameters {
+  readonly replicaCount: number;
+  readonly clientCount: number;
+  readonly delayMin: number;
+  readonly delayMean: number;
+  readonly lossProbability: number;
+  readonly duplicateProbability: number;
+  readonly linkCapacity: number;
+  /** How often (time units) the fault injector considers crashing a replica or cutting links. */
+  readonly faultIntervalUnits: number;
+  readonly crashProbability: number;
+  readonly downtimeMeanUnits: number;
+  /** Of crashes, the share that also lose the log (the replica restarts with §4.3 recovery). */
+  readonly disklessProbability: number;
+  /** On a crash, the probability that writes not yet durable are lost. */
+  readonly loseUnsyncedProbability: number;
+  readonly diskLatencyUnits: number;
+  readonly partitionProbability: number;
+  readonly partitionMeanUnits: number;
+  /** Mean pause between a client's operations; 0 = back to back. */
+  readonly thinkMeanUnits: number;
+  /** Probability that a client takes a long idle break after an operation. */
+  readonly idleProbability: number;
+  readonly requestTimeoutUnits: number;
+  readonly keyCount: number;
+}
+
+export interface SimulationOptions {
+  readonly seed: number;
+  /** Force the replica count instead of drawing it. */
+  readonly replicas?: 1 | 3 | 5 | undefined;
+  readonly plantedBug?: PlantedBug | undefined;
+  /** Keep a one-line-per-event trace (slower; for replaying a seed). */
+  readonly trace?: boolean | undefined;
+  /** Length of the safety phase, in time units. */
+  readonly safetyUnits?: number | undefined;
+  /** The longest the liveness phase may take, in time units. */
+  readonly livenessUnitsMax?: number | undefined;
+  /** Client request rate mode: "swarm" draws it, "high" keeps every client busy (batching). */
+  readonly load?: "swarm" | "high" | undefined;
+}
+
+export const SAFETY_UNITS_DEFAULT = 20_000;
+export const LIVENESS_UNITS_MAX_DEFAULT = 30_000;
+
+/** What a run exercised, for the sweep's totals. */
+export interface SimulationStats {
+  events: number;
+  opsCommitted: number;
+  requestsCompleted: number;
+  viewChanges: number;
+  recoveries: number;
+  restartsFromDisk: number;
+  stateTransfers: number;
+  crashes: number;
+  messagesSent: number;
+  messagesDropped: number;
+  messagesDuplicated: number;
+  partitions: number;
+}
+
+export interface SimulationResult {
+  readonly seed: number;
+  readonly ok: boolean;
+  /** The first invariant that failed, with its explanation. */
+  readonly failure?: string | undefined;
+  readonly parameters: SwarmParameters;
+  readonly stats: SimulationStats;
+  /** FNV-1a over the trace lines (only when tracing). */
+  readonly traceHash?: string | undefined;
+  readonly trace?: readonly string[] | undefined;
+}
+
+/** Draw the swarm parameters of a seed. */
+export function drawParameters(
+  seed: number,
+  options: SimulationOptions = { seed },
+): SwarmParameters {
+  const prng = new Prng(seed).fork(1);
+  const replicaCount = options.replicas ?? prng.pick([1, 3, 3, 3, 5, 5]);
+  const high = options.load === "high";
+  return {
+    replicaCount,
+    clientCount: high ? prng.int(4, 12) : prng.int(1, 6),
+    delayMin: prng.int(1, 4),
+    delayMean: prng.pick([0, 2, 5, 10, 25]),
+    lossProbability: prng.pick([0, 0, 0.01, 0.05, 0.1, 0.3]),
+    duplicateProbability: prng.pick([0, 0, 0.01, 0.1, 0.5]),
+    linkCapacity: prng.pick([Infinity, Infinity, 8, 32, 128]),
+    faultIntervalUnits: prng.pick([200, 500, 1000]),
+    crashProbability: prng.pick([0.1, 0.3, 0.6]),
+    downtimeMeanUnits: prng.pick([200, 1000, 3000]),
+    disklessProbability: prng.pick([0.3, 0.6, 1]),
+    loseUnsyncedProbability: prng.pick([0, 0.5, 1]),
+    diskLatencyUnits: prng.pick([0, 0, 1, 3, 10]),
+    partitionProbability: prng.pick([0, 0.1, 0.3, 0.5]),
+    partitionMeanUnits: prng.pick([300, 1000, 3000]),
+    thinkMeanUnits: high ? 0 : prng.pick([0, 5, 20, 100]),
+    idleProbability: high ? 0 : prng.pick([0, 0.01, 0.05]),
+    requestTimeoutUnits: prng.pick([40, 100, 300]),
+    keyCount: high ? prng.int(8, 16) : prng.int(1, 4),
+  };
+}
+
+type SimEvent =
+  | { readonly kind: "deliver"; readonly delivery: Delivery<Message> }
+  | { readonly kind: "tick"; readonly replica: number; readonly incarnation: number }
+  | {
+    readonly kind: "persisted";
+    readonly replica: number;
+    readonly incarnation: number;
+    readonly id: number;
+  }
+  | { readonly kind: "client"; readonly client: number; readonly generation: number }
+  | { readonly kind: "fault" }
+  | { readonly kind: "restart"; readonly replica: number }
+  | { readonly kind: "heal" };
+
+/** A write on its way to the simulated disk. */
+interface PendingWrite {
+  readonly effect: Extract<Effect, { type: "persist_log" | "persist_superblock" }>;
+}
+
+/** The durable state of one simulated replica: what survives a crash. */
+interface SimDisk {
+  superblock: Superblock;
+  log: LogEntry[];
+  commitNumber: number;
+  /**
+   * False once a crash lost the log, until the restarted replica has durably marked itself as
+   * recovering (from then on its superblock says whether the log can be trusted).
+   */
+  logIntact: boolean;
+}
+
+class SimReplica {
+  replica: Replica | undefined;
+  incarnation = 0;
+  readonly disk: SimDisk = {
+    superblock: { viewNumber: 0, lastNormalView: 0, recovering: false },
+    log: [],
+    commitNumber: 0,
+    logIntact: true,
+  };
+  pendingWrites: PendingWrite[] = [];
+  /** When the last pending write completes; writes complete in order. */
+  writeDoneAt = 0;
+  /** A brand-new replica starts without durable state (view 0, normal). */
+  fresh = true;
+
+  constructor(readonly index: number) {}
+
+  get up(): boolean {
+    return this.replica !== undefined;
+  }
+}
+
+interface ClientOperation {
+  readonly call: KvCall;
+  readonly key: string;
+  readonly requestNumber: number;
+  readonly invokeTime: number;
+  readonly operation: Uint8Array;
+}
+
+class SimClient {
+  requestNumber = 0;
+  viewGuess = 0;
+  pending: ClientOperation | undefined;
+  /** Bumped whenever the client's timer is re-armed, to ignore stale timer events. */
+  generation = 0;
+  issued = 0;
+  constructor(readonly index: number, readonly clientId: number, readonly node: number) {}
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Run one seed. Never throws for a protocol bug: a failure is reported in the result. */
+export function runSimulation(options: SimulationOptions): SimulationResult {
+  return new Simulation(options).run();
+}
+
+class Simulation {
+  readonly seed: number;
+  readonly parameters: SwarmParameters;
+  readonly queue = new EventQueue<SimEvent>();
+  readonly network: Network<Message>;
+  readonly replicas: SimReplica[] = [];
+  readonly clients: SimClient[] = [];
+  readonly checker: Checker;
+  readonly history: HistoryOperation[] = [];
+  readonly faultPrng: Prng;
+  readonly workloadPrng: Prng;
+  readonly diskPrng: Prng;
+  readonly seedPrng: Prng;
+  readonly trace: string[] | undefined;
+  traceHash = 0x811c9dc5;
+  now = 0;
+  phase: "safety" | "liveness" = "safety";
+  readonly stats: SimulationStats = {
+    events: 0,
+    opsCommitted: 0,
+    requestsCompleted: 0,
+    viewChanges: 0,
+    recoveries: 0,
+    restartsFromDisk: 0,
+    stateTransfers: 0,
+    crashes: 0,
+    messagesSent: 0,
+    messagesDropped: 0,
+    messagesDuplicated: 0,
+    partitions: 0,
+  };
+  readonly safetyUnits: number;
+  readonly livenessUnitsMax: number;
+  readonly addresses: string[];
+  readonly plantedBug: PlantedBug | undefined;
+
+  constructor(readonly options: SimulationOptions) {
+    this.seed = options.seed;
+    this.parameters = drawParameters(options.seed, options);
+    const root = new Prng(options.seed);
+    this.faultPrng = root.fork(2);
+    this.workloadPrng = root.fork(3);
+    this.diskPrng = root.fork(4);
+    this.seedPrng = root.fork(5);
+    this.trace = options.trace === true ? [] : undefined;
+    this.safetyUnits = options.safetyUnits ?? SAFETY_UNITS_DEFAULT;
+    this.livenessUnitsMax = options.livenessUnitsMax ?? LIVENESS_UNITS_MAX_DEFAULT;
+    this.plantedBug = options.plantedBug;
+    const p = this.parameters;
+    this.network = new Network<Message>(
+      {
+        delayMin: p.delayMin,
+        delayMean: p.delayMean,
+        lossProbability: p.lossProbability,
+        duplicateProbability: p.duplicateProbability,
+        linkCapacity: p.linkCapacity,
+      },
+      root.fork(6),
+      (time, delivery) => this.queue.push(time, { kind: "deliver", delivery }),
+    );
+    this.addresses = [];
+    for (let i = 0; i < p.replicaCount; i++) this.addresses.push(`sim:${i}`);
+    this.checker = new Checker(p.replicaCount);
+    for (let i = 0; i < p.replicaCount; i++) this.replicas.push(new SimReplica(i));
+    for (let i = 0; i < p.clientCount; i++) {
+      this.clients.push(new SimClient(i, CLIENT_ID_BASE + i, p.replicaCount + i));
+    }
+  }
+
+  run(): SimulationResult {
+    let failure: string | undefined;
+    try {
+      this.#runPhases();
+    } catch (error) {
+      if (error instanceof InvariantViolation) {
+        failure = error.message;
+      } else {
+        failure = `replica or simulator threw: ${
+          error instanceof Error ? (error.stack ?? error.message) : String(error)
+        }`;
+      }
+      this.#traceLine(`FAILURE ${failure}`);
+    }
+    const net = this.network.stats;
+    this.stats.messagesSent = net.sent;
+    this.stats.messagesDropped = net.dropped.loss + net.dropped.partition + net.dropped.overflow +
+      net.dropped.down;
+    this.stats.messagesDuplicated = net.duplicated;
+    this.stats.partitions = net.partitions;
+    this.stats.opsCommitted = this.checker.committedCount;
+    return {
+      seed: this.seed,
+      ok: failure === undefined,
+      failure,
+      parameters: this.parameters,
+      stats: this.stats,
+      traceHash: this.trace !== undefined ? (this.traceHash >>> 0).toString(16) : undefined,
+      trace: this.trace,
+    };
+  }
+
+  #runPhases(): void {
+    for (const sim of this.replicas) this.#start(sim);
+    for (const client of this.clients) this.#scheduleClient(client, this.workloadPrng.int(0, 50));
+    this.queue.push(this.parameters.faultIntervalUnits, { kind: "fault" });
+    this.#runUntil(this.safetyUnits);
+
+    // Liveness: heal everything, restart every crashed replica, inject nothing more.
+    this.phase = "liveness";
+    this.#traceLine("LIVENESS heal, restart every replica, no more faults");
+    this.network.heal();
+    this.network.setFaultsEnabled(false);
+    for (const sim of this.replicas) if (!sim.up) this.#start(sim);
+    const deadline = this.now + this.livenessUnitsMax;
+    while (this.now < deadline) {
+      this.#runUntil(Math.min(deadline, this.now + 100));
+      if (this.#converged()) break;
+    }
+    if (!this.#converged()) {
+      throw new InvariantViolation(
+        `liveness: not converged after ${this.livenessUnitsMax} units: ${this.#describeReplicas()}; pending requests: ${
+          this.clients.filter((c) => c.pending !== undefined).length
+        }`,
+      );
+    }
+    // Invariant 7: the clients' history is linearizable.
+    const result = checkLinearizable(this.history);
+    if (!result.ok) throw new InvariantViolation(`linearizability: ${result.message}`);
+    this.checker.checkFinal(this.replicas.map((sim) => sim.replica!));
+  }
+
+  #converged(): boolean {
+    if (this.clients.some((client) => client.pending !== undefined)) return false;
+    const first = this.replicas[0]!.replica;
+    if (first === undefined) return false;
+    for (const sim of this.replicas) {
+      const replica = sim.replica;
+      if (replica === undefined || replica.status !== "normal") return false;
+      if (replica.viewNumber !== first.viewNumber) return false;
+      if (replica.commitNumber !== this.checker.committedCount) return false;
+      if (replica.opNumber !== replica.commitNumber) return false;
+    }
+    return true;
+  }
+
+  #describeReplicas(): string {
+    return this.replicas.map((sim) => {
+      const r = sim.replica;
+      if (r === undefined) return `r${sim.index}:down`;
+      return `r${sim.index}:${r.status} v${r.viewNumber} op${r.opNumber} k${r.commitNumber}`;
+    }).join(" ");
+  }
+
+  #runUntil(time: number): void {
+    while (true) {
+      const next = this.queue.peekTime();
+      if (next === undefined || next > time) break;
+      const entry = this.queue.pop()!;
+      this.now = entry.time;
+      this.stats.events++;
+      this.#handle(entry.item);
+    }
+    this.now = time;
+  }
+
+  #handle(event: SimEvent): void {
+    switch (event.kind) {
+      case "deliver":
+        return this.#deliver(event.delivery);
+      case "tick": {
+        const sim = this.replicas[event.replica]!;
+        if (sim.incarnation !== event.incarnation || sim.replica === undefined) return;
+        this.queue.push(this.now + TICK_UNITS, event);
+        sim.replica.tick(this.now);
+        this.#afterStep(sim, "tick");
+        return;
+      }
+      case "persisted":
+        return this.#persisted(event.replica, event.incarnation, event.id);
+      case "client": {
+        const client = this.clients[event.client]!;
+        if (client.generation !== event.generation) return;
+        return this.#clientWake(client);
+      }
+      case "fault":
+        return this.#injectFault();
+      case "restart": {
+        const sim = this.replicas[event.replica]!;
+        if (!sim.up) this.#start(sim);
+        return;
+      }
+      case "heal":
+        if (this.phase === "safety") {
+          this.network.heal();
+          this.#traceLine("HEAL network");
+        }
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------- replicas
+
+  #start(sim: SimReplica): void {
+    sim.incarnation++;
+    const index = sim.index;
+    const durable = sim.fresh ? undefined : {
+      superblock: sim.disk.superblock,
+      log: sim.disk.log.slice(),
+      commitNumber: sim.disk.commitNumber,
+      logTrusted: sim.disk.logIntact,
+    };
+    sim.fresh = false;
+    sim.pendingWrites = [];
+    sim.writeDoneAt = this.now;
+    const replica = new Replica({
+      replicaIndex: index,
+      addresses: this.addresses,
+      app: new KvStore(),
+      seed: this.seedPrng.nextUint32(),
+      durable,
+      plantedBug: this.plantedBug,
+      log: this.trace !== undefined
+        ? (level, text) => this.#traceLine(`r${index} ${level} ${text}`)
+        : undefined,
+      debug: this.trace !== undefined,
+    });
+    sim.replica = replica;
+    this.network.setNodeUp(index, true);
+    this.checker.onStart(index, replica);
+    if (durable !== undefined) {
+      const recovering = replica.status === "recovering";
+      if (recovering) this.stats.recoveries++;
+      else this.stats.restartsFromDisk++;
+      this.#traceLine(
+        `START r${index} ${recovering ? "recovering (§4.3)" : "from disk"} ${
+          this.#replicaState(replica)
+        }`,
+      );
+    }
+    // Ticks of different replicas are spread over the tick period, deterministically.
+    this.queue.push(this.now + 1 + this.seedPrng.int(0, TICK_UNITS - 1), {
+      kind: "tick",
+      replica: index,
+      incarnation: sim.incarnation,
+    });
+    this.#afterStep(sim, "start");
+  }
+
+  #crash(sim: SimReplica, diskless: boolean): void {
+    const replica = sim.replica!;
+    this.stats.crashes++;
+    // Writes still in flight: lost (power failure) or completed (the process died, the kernel
+    // still wrote them), in order.
+    const lose = this.diskPrng.chance(this.parameters.loseUnsyncedProbability);
+    if (!lose) {
+      for (const write of sim.pendingWrites) this.#applyWrite(sim, write);
+    }
+    sim.pendingWrites = [];
+    if (diskless) {
+      sim.disk.log = [];
+      sim.disk.commitNumber = 0;
+      sim.disk.logIntact = false;
+    }
+    this.#traceLine(
+      `CRASH r${sim.index} ${this.#replicaState(replica)} ${
+        diskless ? "losing its log" : "keeping its disk"
+      }${lose ? ", losing unsynced writes" : ""}`,
+    );
+    sim.replica = undefined;
+    sim.incarnation++;
+    this.network.setNodeUp(sim.index, false);
+    this.checker.onCrash(sim.index);
+  }
+
+  #deliver(delivery: Delivery<Message>): void {
+    if (!this.network.onDeliver(delivery)) return;
+    const to = delivery.to;
+    if (to < this.replicas.length) {
+      const sim = this.replicas[to]!;
+      const replica = sim.replica;
+      if (replica === undefined) return;
+      if (this.trace !== undefined) {
+        this.#traceLine(
+          `r${to} ${this.#replicaState(replica)} <- ${this.#nodeName(delivery.from)}: ${
+            describeMessage(delivery.message)
+          }`,
+        );
+      }
+      if (delivery.message.type === "get_state") this.stats.stateTransfers++;
+      replica.onMessage(delivery.message);
+      this.#afterStep(sim, delivery.message.type);
+    } else {
+      const client = this.clients[to - this.replicas.length]!;
+      this.#clientReceive(client, delivery.message as ClientReplyMessage);
+    }
+  }
+
+  #persisted(index: number, incarnation: number, id: number): void {
+    const sim = this.replicas[index]!;
+    if (sim.incarnation !== incarnation || sim.replica === undefined) return;
+    while (sim.pendingWrites.length > 0 && sim.pendingWrites[0]!.effect.id <= id) {
+      this.#applyWrite(sim, sim.pendingWrites.shift()!);
+    }
+    sim.replica.onPersisted(id);
+    this.#afterStep(sim, "persisted");
+  }
+
+  #applyWrite(sim: SimReplica, write: PendingWrite): void {
+    const effect = write.effect;
+    const disk = sim.disk;
+    if (effect.type === "persist_superblock") {
+      disk.superblock = effect.superblock;
+      if (effect.superblock.recovering) disk.logIntact = true;
+      return;
+    }
+    disk.log.length = Math.min(disk.log.length, effect.fromOpNumber - 1);
+    if (disk.log.length !== effect.fromOpNumber - 1) {
+      throw new InvariantViolation(
+        `r${sim.index} wrote log from op ${effect.fromOpNumber} with a hole after ${disk.log.length}`,
+      );
+    }
+    for (const entry of effect.entries) disk.log.push(entry);
+    disk.commitNumber = Math.min(effect.commitNumber, disk.log.length);
+  }
+
+  /** Carry out what a replica asked for after one step, then check the invariants. */
+  #afterStep(sim: SimReplica, cause: string): void {
+    const replica = sim.replica!;
+    const effects = replica.drainEffects();
+    // Check first, so that replies are checked against the commits of this very step.
+    const before = this.checker.viewChanges;
+    this.checker.afterStep(sim.index, replica, cause);
+    this.stats.viewChanges += this.checker.viewChanges - before;
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "send":
+          this.network.send(sim.index, effect.to, effect.message, this.now);
+          break;
+        case "reply": {
+          const clientIndex = effect.clientId - CLIENT_ID_BASE;
+          if (clientIndex >= 0 && clientIndex < this.clients.length) {
+            this.checker.onReplySent(effect.message);
+            this.network.send(
+              sim.index,
+              this.replicas.length + clientIndex,
+              effect.message,
+              this.now,
+            );
+          }
+          break;
+        }
+        case "persist_log":
+        case "persist_superblock": {
+          sim.pendingWrites.push({ effect });
+          const latency = this.parameters.diskLatencyUnits;
+          sim.writeDoneAt = Math.max(sim.writeDoneAt, this.now + latency);
+          this.queue.push(sim.writeDoneAt, {
+            kind: "persisted",
+            replica: sim.index,
+            incarnation: sim.incarnation,
+            id: effect.id,
+          });
+          break;
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  #injectFault(): void {
+    if (this.phase !== "safety") return;
+    const p = this.parameters;
+    const prng = this.faultPrng;
+    this.queue.push(this.now + p.faultIntervalUnits, { kind: "fault" });
+    if (prng.chance(p.crashProbability)) {
+      // At most f replicas crashed or recovering at once (§4.3's fault model).
+      const unavailable = this.replicas.filter((sim) =>
+        !sim.up || sim.replica!.status === "recovering"
+      ).length;
+      const f = (p.replicaCount - 1) / 2;
+      const candidates = this.replicas.filter((sim) => sim.up);
+      if (unavailable < f && candidates.length > 0) {
+        const sim = prng.pick(candidates);
+        this.#crash(sim, prng.chance(p.disklessProbability));
+        const downtime = 1 + Math.round(prng.exponential(p.downtimeMeanUnits));
+        this.queue.push(this.now + downtime, { kind: "restart", replica: sim.index });
+      }
+    }
+    if (prng.chance(p.partitionProbability)) {
+      this.network.heal();
+      const replicas = this.replicas.map((sim) => sim.index);
+      const kind = prng.int(0, 3);
+      if (replicas.length >= 2) {
+        if (kind === 0) {
+          const node = prng.pick(replicas);
+          this.network.isolate(node, replicas);
+          this.#traceLine(`PARTITION isolate r${node}`);
+        } else if (kind === 1) {
+          this.network.splitHalves(replicas);
+          this.#traceLine("PARTITION halves");
+        } else if (kind === 2) {
+          const from = prng.pick(replicas);
+          let to = prng.pick(replicas);
+          if (to === from) to = (from + 1) % replicas.length;
+          this.network.cutOneWay(from, to);
+          this.#traceLine(`PARTITION one-way r${from} -/-> r${to}`);
+        } else {
+          // An isolated primary-to-be: cut a replica from every other one way only.
+          const node = prng.pick(replicas);
+          for (const other of replicas) if (other !== node) this.network.cutOneWay(node, other);
+          this.#traceLine(`PARTITION r${node} cannot send to anyone`);
+        }
+        const duration = 1 + Math.round(prng.exponential(p.partitionMeanUnits));
+        this.queue.push(this.now + duration, { kind: "heal" });
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  #scheduleClient(client: SimClient, delay: number): void {
+    client.generation++;
+    this.queue.push(this.now + delay, {
+      kind: "client",
+      client: client.index,
+      generation: client.generation,
+    });
+  }
+
+  #clientWake(client: SimClient): void {
+    if (client.pending !== undefined) {
+      // §4.1: a request that timed out goes to every replica.
+      this.#clientSend(client, true);
+      this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
+      return;
+    }
+    if (this.phase !== "safety") return;
+    this.#clientIssue(client);
+  }
+
+  #clientIssue(client: SimClient): void {
+    const prng = this.workloadPrng;
+    const key = `k${prng.int(1, this.parameters.keyCount)}`;
+    const roll = prng.int(0, 9);
+    client.requestNumber++;
+    client.issued++;
+    let call: KvCall;
+    let operation: Uint8Array;
+    if (roll < 4) {
+      call = { kind: "get" };
+      operation = encodeKvOperation({ command: "GET", key: encoder.encode(key) });
+    } else if (roll < 8) {
+      const value = `c${client.clientId}.${client.requestNumber}`;
+      call = { kind: "set", value };
+      operation = encodeKvOperation({
+        command: "SET",
+        key: encoder.encode(key),
+        value: encoder.encode(value),
+      });
+    } else {
+      call = { kind: "del" };
+      operation = encodeKvOperation({ command: "DEL", key: encoder.encode(key) });
+    }
+    client.pending = {
+      call,
+      key,
+      requestNumber: client.requestNumber,
+      invokeTime: this.now,
+      operation,
+    };
+    this.#clientSend(client, false);
+    this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
+  }
+
+  #clientSend(client: SimClient, toAll: boolean): void {
+    const pending = client.pending!;
+    const request: ClientMessage = {
+      type: "request",
+      clientId: client.clientId,
+      requestNumber: pending.requestNumber,
+      operation: pending.operation,
+    };
+    if (toAll) {
+      for (const sim of this.replicas) this.network.send(client.node, sim.index, request, this.now);
+    } else {
+      this.network.send(client.node, client.viewGuess % this.replicas.length, request, this.now);
+    }
+  }
+
+  #clientReceive(client: SimClient, message: ClientReplyMessage): void {
+    if (message.type === "not_primary") {
+      if (message.viewNumber > client.viewGuess) client.viewGuess = message.viewNumber;
+      return;
+    }
+    if (message.type !== "reply") return;
+    const pending = client.pending;
+    if (pending === undefined || message.requestNumber !== pending.requestNumber) return;
+    if (message.viewNumber > client.viewGuess) client.viewGuess = message.viewNumber;
+    const result = decodeKvResult(message.result);
+    let output: string | number | null;
+    switch (result.kind) {
+      case "nil":
+        output = null;
+        break;
+      case "bytes":
+        output = decoder.decode(result.value);
+        break;
+      case "integer":
+        output = result.value;
+        break;
+      case "error":
+        throw new InvariantViolation(`client ${client.clientId} got an error: ${result.message}`);
+    }
+    this.history.push({
+      clientId: client.clientId,
+      key: pending.key,
+      call: pending.call,
+      invokeTime: pending.invokeTime,
+      returnTime: this.now,
+      output,
+    });
+    this.stats.requestsCompleted++;
+    client.pending = undefined;
+    const p = this.parameters;
+    const idle = this.workloadPrng.chance(p.idleProbability);
+    const think = Math.round(this.workloadPrng.exponential(idle ? 2_000 : p.thinkMeanUnits));
+    this.#scheduleClient(client, think);
+  }
+
+  // ---------------------------------------------------------------- trace
+
+  #nodeName(node: number): string {
+    return node < this.replicas.length ? `r${node}` : `c${node - this.replicas.length}`;
+  }
+
+  #replicaState(replica: Replica): string {
+    return `[${replica.status} v${replica.viewNumber} op${replica.opNumber} k${replica.commitNumber}]`;
+  }
+
+  #traceLine(text: string): void {
+    if (this.trace === undefined) return;
+    const line = `${String(this.now).padStart(6)} ${text}`;
+    this.trace.push(line);
+    let hash = this.traceHash;
+    for (let i = 0; i < line.length; i++) {
+      hash ^= line.charCodeAt(i);
+      hash = Math.imul(hash, 0x01000193);
+    }
+    this.traceHash = hash ^ 10;
+  }
+}

@@ -1,0 +1,16 @@
+/**
+ * Assertions for the protocol core. A failed assertion is a bug: it stops the replica loudly
+ * instead of letting it act on a broken state.
+ *
+ * @module
+ */
+
+/** Thrown when an invariant of the protocol core does not hold. */
+export class AssertionError extends Error {
+  override name = "AssertionError";
+}
+
+/** Throws an AssertionError with `message` unless `condition` holds. */
+export function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new AssertionError(message);
+}

@@ -1,0 +1,65 @@
+/**
+ * Every limit and timeout of the protocol core, named. Timeouts are in ticks: the driver decides
+ * how long a tick is (the node driver uses `TICK_MS`; the simulator uses its own time unit).
+ *
+ * @module
+ */
+
+/** Limits that bound memory and message sizes. */
+export interface Limits {
+  /** The largest operation a client may submit, in bytes. */
+  readonly operationBytesMax: number;
+  /** At most this many ops in the log beyond the commit-number (the pipeline, §6.2). */
+  readonly pipelineOpsMax: number;
+  /** At most this many bytes of operations beyond the commit-number. */
+  readonly pipelineBytesMax: number;
+  /** At most this many entries in one Prepare (a batch, §6.2). */
+  readonly batchOpsMax: number;
+  /** At most this many operation bytes in one Prepare. */
+  readonly batchBytesMax: number;
+  /** At most this many entries in one state-transfer message (NewState, StartView, recovery). */
+  readonly transferOpsMax: number;
+  /** At most this many operation bytes in one state-transfer message. */
+  readonly transferBytesMax: number;
+  /** The client table keeps at most this many clients; the least recently served is evicted. */
+  readonly clientsMax: number;
+}
+
+export const LIMITS_DEFAULT: Limits = {
+  operationBytesMax: 2 * 1024 * 1024,
+  pipelineOpsMax: 1024,
+  pipelineBytesMax: 8 * 1024 * 1024,
+  batchOpsMax: 256,
+  batchBytesMax: 2 * 1024 * 1024,
+  transferOpsMax: 1024,
+  transferBytesMax: 4 * 1024 * 1024,
+  clientsMax: 4096,
+};
+
+/** Timeouts, in ticks. */
+export interface Timing {
+  /** The primary sends Commit when it has sent nothing to the backups for this long. */
+  readonly heartbeatTicks: number;
+  /** The primary re-sends Prepares to a backup that has not acknowledged them for this long. */
+  readonly prepareRetryTicks: number;
+  /** A backup that hears nothing from its primary for this long starts a view change (§4.2). */
+  readonly primaryTimeoutTicks: number;
+  /** Up to this many extra ticks, drawn per timeout, so that backups do not all fire at once. */
+  readonly primaryTimeoutJitterTicks: number;
+  /** StartViewChange / DoViewChange / Recovery / GetState are re-sent this often. */
+  readonly retryTicks: number;
+  /** A view change that has not completed after this long moves on to the next view (§4.2). */
+  readonly viewChangeTimeoutTicks: number;
+}
+
+export const TIMING_DEFAULT: Timing = {
+  heartbeatTicks: 5,
+  prepareRetryTicks: 10,
+  primaryTimeoutTicks: 25,
+  primaryTimeoutJitterTicks: 15,
+  retryTicks: 10,
+  viewChangeTimeoutTicks: 50,
+};
+
+/** How long a tick is for the node driver, in milliseconds. */
+export const TICK_MS = 10;

@@ -1,0 +1,330 @@
+/**
+ * The messages of Viewstamped Replication Revisited (Liskov & Cowling, 2012), with the paper's
+ * names. Every message is a plain object with a `type` tag so that the transport can encode it
+ * with a generic codec and validate it field by field before the core sees it.
+ *
+ * Replica-to-replica messages carry `replica`, the sender's index. Client-facing messages carry
+ * `clientId`.
+ *
+ * @module
+ */
+
+/** A replica's position in the configuration, 0-based. */
+export type ReplicaIndex = number;
+
+/**
+ * One entry of the replicated log. Entries are tagged with the view in which the primary created
+ * them: two logs holding an entry with the same op-number and view hold the same entries up to it
+ * (the primary of a view starts from the log installed by its StartView and only appends), which
+ * lets a view change ship log suffixes instead of whole logs (§5.3).
+ */
+export interface LogEntry {
+  /** The op-number assigned by the primary. */
+  readonly opNumber: number;
+  /** The view in which the primary of that view created this entry. */
+  readonly viewNumber: number;
+  readonly clientId: number;
+  readonly requestNumber: number;
+  /** The operation for the state machine; opaque to the protocol. */
+  readonly operation: Uint8Array;
+  /** §4.4: a timestamp fixed by the primary, in milliseconds, non-decreasing along the log. */
+  readonly timestamp: number;
+}
+
+// ---------------------------------------------------------------- client ↔ replica
+
+/** §4.1 A client's request. `requestNumber` grows with each request of one client. */
+export interface Request {
+  readonly type: "request";
+  readonly clientId: number;
+  readonly requestNumber: number;
+  readonly operation: Uint8Array;
+}
+
+/** §4.1 The primary's reply to a client, once the request is committed and executed. */
+export interface Reply {
+  readonly type: "reply";
+  readonly viewNumber: number;
+  readonly clientId: number;
+  readonly requestNumber: number;
+  /** The op-number the request was executed at. */
+  readonly opNumber: number;
+  readonly result: Uint8Array;
+}
+
+/**
+ * §4.1 A replica that is not the primary tells a client which view it knows, so the client finds
+ * the primary without waiting for a timeout. A hint only: it may be stale.
+ */
+export interface NotPrimary {
+  readonly type: "not_primary";
+  readonly clientId: number;
+  readonly requestNumber: number;
+  readonly viewNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/** §4.5 A restarted client asks for the latest request-number a replica has seen from it. */
+export interface RequestNumberQuery {
+  readonly type: "request_number_query";
+  readonly clientId: number;
+  readonly nonce: number;
+}
+
+/** §4.5 The answer: the largest request-number of `clientId` in this replica's log, or 0. */
+export interface RequestNumberReply {
+  readonly type: "request_number_reply";
+  readonly clientId: number;
+  readonly nonce: number;
+  readonly requestNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/** §7.4 Anyone may ask a replica for the group's configuration and the view it knows. */
+export interface Locate {
+  readonly type: "locate";
+  readonly clientId: number;
+}
+
+/** §7.4 The answer to Locate. */
+export interface Configuration {
+  readonly type: "configuration";
+  readonly clientId: number;
+  readonly viewNumber: number;
+  readonly addresses: readonly string[];
+  readonly replica: ReplicaIndex;
+}
+
+// ---------------------------------------------------------------- normal operation (§4.1)
+
+/**
+ * §4.1, batched (§6.2): the primary sends one or more consecutive log entries. The entries start
+ * right after some op-number the backup may or may not hold; a backup appends them only in order.
+ * `commitNumber` piggybacks the primary's commit-number.
+ */
+export interface Prepare {
+  readonly type: "prepare";
+  readonly viewNumber: number;
+  readonly entries: readonly LogEntry[];
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/** §4.1 A backup holds (durably) every entry of the view's log up to `opNumber`: cumulative. */
+export interface PrepareOk {
+  readonly type: "prepare_ok";
+  readonly viewNumber: number;
+  readonly opNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/** §4.1 The primary's commit-number when it has nothing to prepare; also the heartbeat. */
+export interface Commit {
+  readonly type: "commit";
+  readonly viewNumber: number;
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+// ---------------------------------------------------------------- view change (§4.2)
+
+export interface StartViewChange {
+  readonly type: "start_view_change";
+  readonly viewNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/**
+ * §4.2 Sent to the new primary. Per §5.3 it carries only the uncommitted suffix of the sender's
+ * log: the entries after `commitNumber` up to `opNumber`.
+ */
+export interface DoViewChange {
+  readonly type: "do_view_change";
+  readonly viewNumber: number;
+  /** The latest view in which the sender's status was normal. */
+  readonly lastNormalView: number;
+  readonly opNumber: number;
+  readonly commitNumber: number;
+  /** Entries `commitNumber + 1 .. opNumber`. */
+  readonly entries: readonly LogEntry[];
+  readonly replica: ReplicaIndex;
+}
+
+/**
+ * §4.2 The new primary's log, as a suffix (§5.3): `entries` are the log after `anchorOpNumber`.
+ * A replica installs it only if it holds the committed prefix up to `anchorOpNumber`; otherwise it
+ * fetches that prefix first (§5.2). Also the answer to RequestStartView.
+ */
+export interface StartView {
+  readonly type: "start_view";
+  readonly viewNumber: number;
+  readonly anchorOpNumber: number;
+  readonly entries: readonly LogEntry[];
+  readonly opNumber: number;
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/**
+ * Correction to §5.2 (the checklist's second defect): a replica that learns of a newer view asks
+ * that view's primary for its StartView state and adopts the view only when it installs it.
+ */
+export interface RequestStartView {
+  readonly type: "request_start_view";
+  readonly viewNumber: number;
+  /** The requester's commit-number: the primary ships the log after it if that fits. */
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+// ---------------------------------------------------------------- recovery (§4.3)
+
+export interface Recovery {
+  readonly type: "recovery";
+  readonly nonce: number;
+  /** The requester's commit-number: the primary ships the log after it if that fits. */
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/**
+ * §4.3 Only a replica in status normal answers. The primary of `viewNumber` adds its log state:
+ * `entries` after `anchorOpNumber`, `opNumber`, `commitNumber`; a backup sends `isPrimary: false`
+ * and no entries.
+ */
+export interface RecoveryResponse {
+  readonly type: "recovery_response";
+  readonly viewNumber: number;
+  readonly nonce: number;
+  readonly isPrimary: boolean;
+  readonly anchorOpNumber: number;
+  readonly entries: readonly LogEntry[];
+  readonly opNumber: number;
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+// ---------------------------------------------------------------- state transfer (§5.2)
+
+/** §5.2 Ask for the log after `opNumber`. */
+export interface GetState {
+  readonly type: "get_state";
+  readonly viewNumber: number;
+  readonly opNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/**
+ * §5.2 The answer: `entries` follow `anchorOpNumber` (the requester's op-number). Entries up to
+ * `commitNumber` are committed and may be trusted by anyone; the rest only by a replica that is in
+ * status normal in the same view as a responder that is also normal (`normal`).
+ */
+export interface NewState {
+  readonly type: "new_state";
+  readonly viewNumber: number;
+  readonly normal: boolean;
+  readonly anchorOpNumber: number;
+  readonly entries: readonly LogEntry[];
+  readonly opNumber: number;
+  readonly commitNumber: number;
+  readonly replica: ReplicaIndex;
+}
+
+/** Messages clients send to replicas. */
+export type ClientMessage = Request | RequestNumberQuery | Locate;
+
+/** Messages replicas send to clients. */
+export type ClientReplyMessage = Reply | NotPrimary | RequestNumberReply | Configuration;
+
+/** Messages replicas send to each other. */
+export type ReplicaMessage =
+  | Prepare
+  | PrepareOk
+  | Commit
+  | StartViewChange
+  | DoViewChange
+  | StartView
+  | RequestStartView
+  | Recovery
+  | RecoveryResponse
+  | GetState
+  | NewState;
+
+export type Message = ClientMessage | ClientReplyMessage | ReplicaMessage;
+
+export type MessageType = Message["type"];
+
+/** The types a replica accepts from a client connection. */
+export const CLIENT_MESSAGE_TYPES: readonly ClientMessage["type"][] = [
+  "request",
+  "request_number_query",
+  "locate",
+];
+
+/** The types a replica accepts from a peer replica. */
+export const REPLICA_MESSAGE_TYPES: readonly ReplicaMessage["type"][] = [
+  "prepare",
+  "prepare_ok",
+  "commit",
+  "start_view_change",
+  "do_view_change",
+  "start_view",
+  "request_start_view",
+  "recovery",
+  "recovery_response",
+  "get_state",
+  "new_state",
+];
+
+/** The types a client accepts from a replica. */
+export const CLIENT_REPLY_TYPES: readonly ClientReplyMessage["type"][] = [
+  "reply",
+  "not_primary",
+  "request_number_reply",
+  "configuration",
+];
+
+/** A short human-readable description of a message, for traces and logs. */
+export function describeMessage(message: Message): string {
+  switch (message.type) {
+    case "request":
+      return `request c=${message.clientId} s=${message.requestNumber}`;
+    case "reply":
+      return `reply v=${message.viewNumber} c=${message.clientId} s=${message.requestNumber} op=${message.opNumber}`;
+    case "not_primary":
+      return `not_primary v=${message.viewNumber} c=${message.clientId} s=${message.requestNumber}`;
+    case "request_number_query":
+      return `request_number_query c=${message.clientId}`;
+    case "request_number_reply":
+      return `request_number_reply c=${message.clientId} s=${message.requestNumber}`;
+    case "locate":
+      return `locate c=${message.clientId}`;
+    case "configuration":
+      return `configuration v=${message.viewNumber}`;
+    case "prepare": {
+      const first = message.entries[0]?.opNumber ?? 0;
+      const last = message.entries[message.entries.length - 1]?.opNumber ?? 0;
+      return `prepare v=${message.viewNumber} ops=${first}..${last} k=${message.commitNumber}`;
+    }
+    case "prepare_ok":
+      return `prepare_ok v=${message.viewNumber} n=${message.opNumber}`;
+    case "commit":
+      return `commit v=${message.viewNumber} k=${message.commitNumber}`;
+    case "start_view_change":
+      return `start_view_change v=${message.viewNumber}`;
+    case "do_view_change":
+      return `do_view_change v=${message.viewNumber} v'=${message.lastNormalView} n=${message.opNumber} k=${message.commitNumber} entries=${message.entries.length}`;
+    case "start_view":
+      return `start_view v=${message.viewNumber} anchor=${message.anchorOpNumber} n=${message.opNumber} k=${message.commitNumber}`;
+    case "request_start_view":
+      return `request_start_view v=${message.viewNumber} k=${message.commitNumber}`;
+    case "recovery":
+      return `recovery x=${message.nonce} k=${message.commitNumber}`;
+    case "recovery_response":
+      return `recovery_response v=${message.viewNumber} x=${message.nonce} primary=${message.isPrimary} n=${message.opNumber} k=${message.commitNumber}`;
+    case "get_state":
+      return `get_state v=${message.viewNumber} n=${message.opNumber}`;
+    case "new_state":
+      return `new_state v=${message.viewNumber} normal=${message.normal} anchor=${message.anchorOpNumber} entries=${message.entries.length} n=${message.opNumber} k=${message.commitNumber}`;
+  }
+}

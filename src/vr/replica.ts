@@ -1,0 +1,1350 @@
+/**
+ * The pure Viewstamped Replication replica (Liskov & Cowling, *Viewstamped Replication
+ * Revisited*, 2012). It never touches a clock, a socket, a file, a timer or a random source: the
+ * driver feeds it messages (`onMessage`), time (`tick`) and persistence completions
+ * (`onPersisted`), and drains what it must send, reply and persist (`drainEffects`). The same
+ * code runs under the deterministic simulator and over TCP.
+ *
+ * Persistence contract with the driver:
+ * - `persist_log` and `persist_superblock` effects are made durable in the order they were
+ *   emitted; `onPersisted(id)` then tells the replica that every persist up to `id` is durable.
+ * - Sends and replies may go out at once: the replica itself holds back whatever must wait for a
+ *   superblock write (the view-number is durable before the replica acts in a new view), and it
+ *   acknowledges log entries (PrepareOk, or counting itself as primary) only once they are durable.
+ * - A driver without a disk calls `onPersisted` right away.
+ *
+ * @module
+ */
+import type { StateMachine } from "../app/state_machine.ts";
+import { assert } from "./assert.ts";
+import { ClientTable } from "./client_table.ts";
+import { type Limits, LIMITS_DEFAULT, type Timing, TIMING_DEFAULT } from "./constants.ts";
+import { Log, sameEntry } from "./log.ts";
+import type {
+  ClientReplyMessage,
+  Commit,
+  DoViewChange,
+  GetState,
+  LogEntry,
+  Message,
+  NewState,
+  Prepare,
+  PrepareOk,
+  Recovery,
+  RecoveryResponse,
+  ReplicaIndex,
+  ReplicaMessage,
+  Request,
+  RequestNumberQuery,
+  RequestStartView,
+  StartView,
+  StartViewChange,
+} from "./message.ts";
+import { SplitMix32 } from "./_random.ts";
+
+export type Status = "normal" | "view_change" | "recovering";
+
+/** What a replica must keep durably: the view it promised and the last view it was normal in. */
+export interface Superblock {
+  readonly viewNumber: number;
+  readonly lastNormalView: number;
+  /**
+   * Set while the replica runs §4.3 recovery: the log on disk then lacks entries this replica
+   * acknowledged before it lost its log, so a restart must recover again rather than trust it.
+   */
+  readonly recovering: boolean;
+}
+
+/** What the driver loaded from storage to restart a replica. */
+export interface DurableState {
+  readonly superblock: Superblock;
+  /** The log as persisted; ignored unless `logTrusted`. */
+  readonly log: readonly LogEntry[];
+  /** The commit-number stored with the last log write (a lower bound). */
+  readonly commitNumber: number;
+  /**
+   * Whether every log entry this replica ever acknowledged is in `log`. When false (diskless
+   * restart, §4.3), the replica runs the recovery protocol before it takes part again.
+   */
+  readonly logTrusted: boolean;
+}
+
+export type Effect =
+  | { readonly type: "send"; readonly to: ReplicaIndex; readonly message: ReplicaMessage }
+  | { readonly type: "reply"; readonly clientId: number; readonly message: ClientReplyMessage }
+  | { readonly type: "persist_superblock"; readonly id: number; readonly superblock: Superblock }
+  | {
+    readonly type: "persist_log";
+    readonly id: number;
+    /** The durable log becomes: its entries before `fromOpNumber`, then `entries`. */
+    readonly fromOpNumber: number;
+    readonly entries: readonly LogEntry[];
+    readonly commitNumber: number;
+  };
+
+/** Bugs that tests plant on purpose to show the simulator catches them. Never set in production. */
+export type PlantedBug =
+  | "commit_with_too_few_prepare_oks"
+  | "do_view_change_log_by_op_number"
+  | "recovery_without_nonce_check"
+  | "execute_retried_request_twice";
+
+export type LogLevel = "debug" | "info" | "warn";
+
+export interface ReplicaOptions {
+  readonly replicaIndex: ReplicaIndex;
+  /** The addresses of the group, one per replica (§7.4: told to clients that ask). */
+  readonly addresses: readonly string[];
+  readonly app: StateMachine;
+  /** Seeds the jitter of timeouts; the driver picks it (the simulator from its seed). */
+  readonly seed: number;
+  /** Undefined for a brand-new replica of a brand-new group. */
+  readonly durable?: DurableState | undefined;
+  readonly limits?: Partial<Limits> | undefined;
+  readonly timing?: Partial<Timing> | undefined;
+  readonly plantedBug?: PlantedBug | undefined;
+  /** Receives one line per notable event; `debug` lines explain every dropped message. */
+  readonly log?: ((level: LogLevel, text: string) => void) | undefined;
+  /** Whether `debug` lines are built at all (they cost time on the hot path). */
+  readonly debug?: boolean | undefined;
+}
+
+/** A durable write of the log still in flight: when done, the durable log matches up to `toOp`. */
+interface PendingLogWrite {
+  readonly id: number;
+  toOp: number;
+}
+
+/** What a replica waits for while it adopts the log of `viewNumber` from that view's primary. */
+interface SyncTarget {
+  readonly viewNumber: number;
+  /** State ending before this op-number is stale (it predates what started the sync). */
+  readonly opNumberMin: number;
+}
+
+export class Replica {
+  readonly replicaIndex: ReplicaIndex;
+  readonly replicaCount: number;
+  /** The number of failures tolerated: the group has 2f+1 replicas. */
+  readonly f: number;
+  readonly app: StateMachine;
+  readonly limits: Limits;
+  readonly timing: Timing;
+  readonly addresses: readonly string[];
+
+  #viewNumber = 0;
+  #lastNormalView = 0;
+  #status: Status = "normal";
+  readonly #log = new Log();
+  #commitNumber = 0;
+  readonly #clientTable: ClientTable;
+  /** §4.4 The driver's clock, in milliseconds; only the primary reads it, to stamp entries. */
+  #clockMs = 0;
+  readonly #random: SplitMix32;
+  readonly #plantedBug: PlantedBug | undefined;
+  readonly #logSink: ((level: LogLevel, text: string) => void) | undefined;
+  readonly #debug: boolean;
+
+  #effects: Effect[] = [];
+  /** Sends and replies waiting for the superblock write `#superblockPendingId` to be durable. */
+  #held: Effect[] = [];
+  #superblockPendingId = 0;
+  #persistIdNext = 1;
+  /** The durable log equals the in-memory log up to here. */
+  #logDurableOpNumber = 0;
+  /**
+   * The first op-number whose entry (or absence, after a truncation) is not yet on its way to
+   * disk; Infinity when the disk has been asked for everything.
+   */
+  #logDirtyFrom = Infinity;
+  #pendingLogWrites: PendingLogWrite[] = [];
+  /** Bytes of operations in the log after the commit-number. */
+  #uncommittedBytes = 0;
+
+  // Primary state (meaningful while normal and primary).
+  /** Per replica: the op-number it acknowledged in this view, -1 when unknown. */
+  #acked: number[];
+  /** Entries up to here went out in a Prepare (or StartView) in this view. */
+  #preparedOpNumber = 0;
+  #ticksSinceSend = 0;
+  #ticksSincePrepareRetry = 0;
+
+  // Backup state.
+  #ticksSincePrimary = 0;
+  #primaryTimeoutTicks: number;
+  /** The op-number a PrepareOk was last sent for in this view. */
+  #prepareOkSentOpNumber = 0;
+  #ticksSinceGetState = 0;
+
+  // View change state (§4.2).
+  #startViewChangeFrom = new Set<ReplicaIndex>();
+  #doViewChanges = new Map<ReplicaIndex, DoViewChange>();
+  #doViewChangeSent = false;
+  #ticksInViewChange = 0;
+  #ticksSinceViewChangeSend = 0;
+
+  // Recovery state (§4.3).
+  #recoveryNonce = 0;
+  #recoveryResponses = new Map<ReplicaIndex, RecoveryResponse>();
+  #ticksSinceRecoverySend = 0;
+
+  /** Set while the replica adopts the log of a view from that view's primary (§5.2 corrected). */
+  #syncTarget: SyncTarget | undefined;
+  #ticksSinceRequestStartView = 0;
+  #requestStartViewSentFor = -1;
+
+  constructor(options: ReplicaOptions) {
+    const count = options.addresses.length;
+    assert(count >= 1 && count % 2 === 1, `a group needs an odd number of replicas, got ${count}`);
+    assert(
+      Number.isInteger(options.replicaIndex) && options.replicaIndex >= 0 &&
+        options.replicaIndex < count,
+      `replica index ${options.replicaIndex} out of range`,
+    );
+    this.replicaIndex = options.replicaIndex;
+    this.replicaCount = count;
+    this.f = (count - 1) / 2;
+    this.app = options.app;
+    this.addresses = options.addresses;
+    this.limits = { ...LIMITS_DEFAULT, ...options.limits };
+    this.timing = { ...TIMING_DEFAULT, ...options.timing };
+    this.#clientTable = new ClientTable(this.limits.clientsMax);
+    this.#random = new SplitMix32(options.seed);
+    this.#plantedBug = options.plantedBug;
+    this.#logSink = options.log;
+    this.#debug = options.debug === true && options.log !== undefined;
+    this.#acked = new Array<number>(count).fill(-1);
+    this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
+
+    const durable = options.durable;
+    if (durable === undefined) return;
+    this.#viewNumber = durable.superblock.viewNumber;
+    this.#lastNormalView = durable.superblock.lastNormalView;
+    assert(this.#lastNormalView <= this.#viewNumber, "superblock: last normal view > view");
+    if (durable.logTrusted && !durable.superblock.recovering) {
+      this.#restartFromDisk(durable);
+    } else {
+      this.#startRecovery();
+    }
+  }
+
+  // ------------------------------------------------------------------ read-only state
+
+  get viewNumber(): number {
+    return this.#viewNumber;
+  }
+  get lastNormalView(): number {
+    return this.#lastNormalView;
+  }
+  get status(): Status {
+    return this.#status;
+  }
+  get opNumber(): number {
+    return this.#log.opNumber;
+  }
+  get commitNumber(): number {
+    return this.#commitNumber;
+  }
+  get logDurableOpNumber(): number {
+    return this.#logDurableOpNumber;
+  }
+  /** The primary of the current view: replica `viewNumber mod N` (§4). */
+  get primaryIndex(): ReplicaIndex {
+    return this.#primaryOf(this.#viewNumber);
+  }
+  get isPrimary(): boolean {
+    return this.primaryIndex === this.replicaIndex;
+  }
+  /** The entry at `opNumber`, if this replica holds it. */
+  logEntry(opNumber: number): LogEntry | undefined {
+    return this.#log.entry(opNumber);
+  }
+  /** The largest request-number of `clientId` known here (§4.5). */
+  latestRequestNumber(clientId: number): number {
+    return this.#clientTable.latestRequestNumber(clientId);
+  }
+
+  // ------------------------------------------------------------------ driver interface
+
+  /** Hand one message to the replica. The transport has validated its shape. */
+  onMessage(message: Message): void {
+    switch (message.type) {
+      case "request":
+        this.#onRequest(message);
+        break;
+      case "request_number_query":
+        this.#onRequestNumberQuery(message);
+        break;
+      case "locate":
+        this.#emitReply(message.clientId, {
+          type: "configuration",
+          clientId: message.clientId,
+          viewNumber: this.#viewNumber,
+          addresses: this.addresses,
+          replica: this.replicaIndex,
+        });
+        break;
+      case "prepare":
+        this.#onPrepare(message);
+        break;
+      case "prepare_ok":
+        this.#onPrepareOk(message);
+        break;
+      case "commit":
+        this.#onCommit(message);
+        break;
+      case "start_view_change":
+        this.#onStartViewChange(message);
+        break;
+      case "do_view_change":
+        this.#onDoViewChange(message);
+        break;
+      case "start_view":
+        this.#onStartView(message);
+        break;
+      case "request_start_view":
+        this.#onRequestStartView(message);
+        break;
+      case "recovery":
+        this.#onRecovery(message);
+        break;
+      case "recovery_response":
+        this.#onRecoveryResponse(message);
+        break;
+      case "get_state":
+        this.#onGetState(message);
+        break;
+      case "new_state":
+        this.#onNewState(message);
+        break;
+      case "reply":
+      case "not_primary":
+      case "request_number_reply":
+      case "configuration":
+        this.#ignore(`${message.type}: a message for clients`);
+        break;
+      default: {
+        const never: never = message;
+        throw new Error(`unknown message ${JSON.stringify(never)}`);
+      }
+    }
+    this.#checkInvariants();
+  }
+
+  /** Advance time by one tick; `nowMs` is the driver's clock (§4.4 timestamps). */
+  tick(nowMs: number): void {
+    if (nowMs > this.#clockMs) this.#clockMs = nowMs;
+    this.#ticksSinceRequestStartView++;
+    switch (this.#status) {
+      case "normal":
+        if (this.isPrimary) this.#tickPrimary();
+        else this.#tickBackup();
+        break;
+      case "view_change":
+        this.#tickViewChange();
+        break;
+      case "recovering":
+        this.#tickRecovering();
+        break;
+    }
+    this.#checkInvariants();
+  }
+
+  /** Every persist effect up to `id` is durable. */
+  onPersisted(id: number): void {
+    while (this.#pendingLogWrites.length > 0 && this.#pendingLogWrites[0]!.id <= id) {
+      const write = this.#pendingLogWrites.shift()!;
+      if (write.toOp > this.#logDurableOpNumber) this.#logDurableOpNumber = write.toOp;
+    }
+    if (this.#superblockPendingId !== 0 && id >= this.#superblockPendingId) {
+      this.#superblockPendingId = 0;
+      for (const effect of this.#held) this.#effects.push(effect);
+      this.#held = [];
+    }
+    if (this.#status === "normal") {
+      if (this.isPrimary) this.#commitReady();
+      else this.#sendPrepareOkIfDurable();
+    }
+    this.#checkInvariants();
+  }
+
+  /** Everything the replica wants done since the last call, in order. */
+  drainEffects(): Effect[] {
+    this.#flush();
+    const effects = this.#effects;
+    this.#effects = [];
+    return effects;
+  }
+
+  // ------------------------------------------------------------------ §4.1 normal operation
+
+  #onRequest(request: Request): void {
+    if (this.#status !== "normal") return this.#ignore(`request: status ${this.#status}`);
+    if (!this.isPrimary) {
+      this.#emitReply(request.clientId, {
+        type: "not_primary",
+        clientId: request.clientId,
+        requestNumber: request.requestNumber,
+        viewNumber: this.#viewNumber,
+        replica: this.replicaIndex,
+      });
+      return;
+    }
+    if (request.operation.length > this.limits.operationBytesMax) {
+      return this.#ignore(`request: operation of ${request.operation.length} bytes`);
+    }
+    const executed = this.#clientTable.executed(request.clientId);
+    if (executed !== undefined && request.requestNumber <= executed.requestNumber) {
+      if (request.requestNumber < executed.requestNumber) {
+        return this.#ignore(`request c=${request.clientId} s=${request.requestNumber}: old`);
+      }
+      // §4.1: the latest request was executed: re-send its stored reply.
+      this.#emitReply(request.clientId, {
+        type: "reply",
+        viewNumber: this.#viewNumber,
+        clientId: request.clientId,
+        requestNumber: request.requestNumber,
+        opNumber: executed.opNumber,
+        result: executed.result,
+      });
+      return;
+    }
+    const pending = this.#clientTable.pending(request.clientId);
+    if (
+      pending !== undefined && request.requestNumber <= pending &&
+      this.#plantedBug !== "execute_retried_request_twice"
+    ) {
+      return this.#ignore(`request c=${request.clientId} s=${request.requestNumber}: in progress`);
+    }
+    if (
+      this.opNumber - this.#commitNumber >= this.limits.pipelineOpsMax ||
+      this.#uncommittedBytes >= this.limits.pipelineBytesMax
+    ) {
+      return this.#ignore(`request c=${request.clientId}: pipeline full`);
+    }
+    const last = this.#log.entry(this.opNumber);
+    const entry: LogEntry = {
+      opNumber: this.opNumber + 1,
+      viewNumber: this.#viewNumber,
+      clientId: request.clientId,
+      requestNumber: request.requestNumber,
+      operation: request.operation,
+      // §4.4: the primary fixes the timestamp; it never goes back along the log.
+      timestamp: Math.max(this.#clockMs, last?.timestamp ?? 0),
+    };
+    this.#appendEntry(entry);
+    // The Prepare goes out in #flush, so that requests arriving in one turn share one (§6.2).
+  }
+
+  #onRequestNumberQuery(query: RequestNumberQuery): void {
+    if (this.#status !== "normal") return this.#ignore(`request_number_query: ${this.#status}`);
+    this.#emitReply(query.clientId, {
+      type: "request_number_reply",
+      clientId: query.clientId,
+      nonce: query.nonce,
+      requestNumber: this.#clientTable.latestRequestNumber(query.clientId),
+      replica: this.replicaIndex,
+    });
+  }
+
+  #onPrepare(prepare: Prepare): void {
+    if (!this.#acceptNormalMessage(prepare)) return;
+    if (this.isPrimary) return this.#ignore("prepare: sent to the primary of its own view");
+    this.#ticksSincePrimary = 0;
+    let appended = false;
+    for (const entry of prepare.entries) {
+      if (entry.opNumber <= this.opNumber) continue; // Already held: logs in a view are prefixes.
+      if (entry.opNumber !== this.opNumber + 1) {
+        this.#requestState(`prepare: gap after op ${this.opNumber}, got ${entry.opNumber}`);
+        break;
+      }
+      this.#appendEntry(entry);
+      appended = true;
+    }
+    this.#advanceCommit(Math.min(prepare.commitNumber, this.opNumber));
+    if (!appended) {
+      // A re-sent Prepare: the primary may have lost our PrepareOk.
+      this.#prepareOkSentOpNumber = 0;
+      this.#sendPrepareOkIfDurable();
+    }
+  }
+
+  #onPrepareOk(message: PrepareOk): void {
+    if (!this.#acceptNormalMessage(message)) return;
+    if (!this.isPrimary) return this.#ignore("prepare_ok: not the primary");
+    if (message.opNumber > this.opNumber) {
+      return this.#ignore(`prepare_ok: op ${message.opNumber} beyond the log`);
+    }
+    if (message.opNumber > this.#acked[message.replica]!) {
+      this.#acked[message.replica] = message.opNumber;
+      this.#commitReady();
+    }
+  }
+
+  #onCommit(message: Commit): void {
+    if (!this.#acceptNormalMessage(message)) return;
+    if (this.isPrimary) return this.#ignore("commit: sent to the primary of its own view");
+    this.#ticksSincePrimary = 0;
+    if (message.commitNumber > this.opNumber) {
+      this.#requestState(`commit: k=${message.commitNumber} beyond op ${this.opNumber}`);
+    }
+    this.#advanceCommit(Math.min(message.commitNumber, this.opNumber));
+  }
+
+  /**
+   * Normal-protocol messages are handled only in status normal and in the same view. A message
+   * from a newer view means this replica is behind: per the correction to §5.2 it asks that view's
+   * primary for the view's state instead of adopting the view number on its own.
+   */
+  #acceptNormalMessage(message: Prepare | PrepareOk | Commit): boolean {
+    if (message.viewNumber < this.#viewNumber) {
+      this.#ignore(`${message.type}: old view ${message.viewNumber}`);
+      return false;
+    }
+    if (message.viewNumber > this.#viewNumber) {
+      this.#learnNewerView(message.viewNumber);
+      return false;
+    }
+    if (this.#status !== "normal") {
+      if (this.#status === "view_change" && message.type !== "prepare_ok") {
+        // The primary of this view is already normal: we missed its StartView.
+        this.#learnNewerView(message.viewNumber);
+      } else {
+        this.#ignore(`${message.type}: status ${this.#status}`);
+      }
+      return false;
+    }
+    return true;
+  }
+
+  /** The primary commits what `f` backups and its own disk hold (§4.1), then executes it. */
+  #commitReady(): void {
+    const acks: number[] = [];
+    for (let replica = 0; replica < this.replicaCount; replica++) {
+      if (replica !== this.replicaIndex) acks.push(this.#acked[replica]!);
+    }
+    acks.sort((a, b) => b - a);
+    let needed = this.f;
+    if (this.#plantedBug === "commit_with_too_few_prepare_oks") needed = Math.max(0, this.f - 1);
+    let committable = this.#logDurableOpNumber;
+    if (needed > 0) committable = Math.min(committable, acks[needed - 1]!);
+    if (committable > this.#commitNumber) this.#advanceCommit(committable);
+  }
+
+  /** Execute committed entries up to `commitNumber` (they must all be in the log). */
+  #advanceCommit(commitNumber: number): void {
+    assert(commitNumber <= this.opNumber, `commit ${commitNumber} beyond op ${this.opNumber}`);
+    const replying = this.#status === "normal" && this.isPrimary;
+    while (this.#commitNumber < commitNumber) {
+      const entry = this.#log.entry(this.#commitNumber + 1)!;
+      const result = this.app.apply(entry.operation, {
+        opNumber: entry.opNumber,
+        timestamp: entry.timestamp,
+        clientId: entry.clientId,
+        requestNumber: entry.requestNumber,
+      });
+      this.#commitNumber = entry.opNumber;
+      this.#uncommittedBytes -= entry.operation.length;
+      this.#clientTable.onExecute(entry, result);
+      if (replying) {
+        this.#emitReply(entry.clientId, {
+          type: "reply",
+          viewNumber: this.#viewNumber,
+          clientId: entry.clientId,
+          requestNumber: entry.requestNumber,
+          opNumber: entry.opNumber,
+          result,
+        });
+      }
+    }
+  }
+
+  #appendEntry(entry: LogEntry): void {
+    this.#log.append(entry);
+    if (this.#logDirtyFrom > entry.opNumber) this.#logDirtyFrom = entry.opNumber;
+    this.#clientTable.onAppend(entry);
+    this.#uncommittedBytes += entry.operation.length;
+  }
+
+  #sendPrepareOkIfDurable(): void {
+    const durable = this.#logDurableOpNumber;
+    if (durable <= this.#prepareOkSentOpNumber || durable === 0) return;
+    this.#prepareOkSentOpNumber = durable;
+    this.#send(this.primaryIndex, {
+      type: "prepare_ok",
+      viewNumber: this.#viewNumber,
+      opNumber: durable,
+      replica: this.replicaIndex,
+    });
+  }
+
+  #tickPrimary(): void {
+    this.#ticksSinceSend++;
+    this.#ticksSincePrepareRetry++;
+    if (this.#ticksSincePrepareRetry >= this.timing.prepareRetryTicks) {
+      this.#ticksSincePrepareRetry = 0;
+      for (let replica = 0; replica < this.replicaCount; replica++) {
+        if (replica === this.replicaIndex) continue;
+        const acked = this.#acked[replica]!;
+        const from = acked >= 0 ? acked : this.#commitNumber;
+        if (from >= this.#preparedOpNumber) continue;
+        const entries = this.#log.sliceBounded(
+          from,
+          this.limits.batchOpsMax,
+          this.limits.batchBytesMax,
+        );
+        this.#send(replica, this.#prepareMessage(entries));
+      }
+    }
+    if (this.#ticksSinceSend >= this.timing.heartbeatTicks) {
+      this.#ticksSinceSend = 0;
+      for (let replica = 0; replica < this.replicaCount; replica++) {
+        if (replica === this.replicaIndex) continue;
+        this.#send(replica, {
+          type: "commit",
+          viewNumber: this.#viewNumber,
+          commitNumber: this.#commitNumber,
+          replica: this.replicaIndex,
+        });
+      }
+    }
+  }
+
+  #tickBackup(): void {
+    this.#ticksSincePrimary++;
+    this.#ticksSinceGetState++;
+    if (this.#ticksSincePrimary >= this.#primaryTimeoutTicks) {
+      this.#log_("info", `primary ${this.primaryIndex} silent: starting a view change`);
+      this.#startViewChange(this.#viewNumber + 1);
+    }
+  }
+
+  #prepareMessage(entries: readonly LogEntry[]): Prepare {
+    return {
+      type: "prepare",
+      viewNumber: this.#viewNumber,
+      entries,
+      commitNumber: this.#commitNumber,
+      replica: this.replicaIndex,
+    };
+  }
+
+  /**
+   * Emit what accumulated during this turn: one log write for every entry appended, and as
+   * primary one Prepare per batch of entries not yet sent (§6.2: a lone request goes out at once,
+   * requests arriving together go out together).
+   */
+  #flush(): void {
+    this.#flushLogPersist();
+    if (this.#status !== "normal" || !this.isPrimary) return;
+    while (this.#preparedOpNumber < this.opNumber) {
+      const entries = this.#log.sliceBounded(
+        this.#preparedOpNumber,
+        this.limits.batchOpsMax,
+        this.limits.batchBytesMax,
+      );
+      const message = this.#prepareMessage(entries);
+      for (let replica = 0; replica < this.replicaCount; replica++) {
+        if (replica !== this.replicaIndex) this.#send(replica, message);
+      }
+      this.#preparedOpNumber = entries[entries.length - 1]!.opNumber;
+      this.#ticksSinceSend = 0;
+    }
+  }
+
+  #flushLogPersist(): void {
+    const from = this.#logDirtyFrom;
+    if (from === Infinity) return;
+    // After a truncation with nothing appended, an empty suffix tells the disk to drop entries.
+    this.#emitLogPersist(from, from <= this.opNumber ? this.#log.slice(from, this.opNumber) : []);
+  }
+
+  #emitLogPersist(fromOpNumber: number, entries: readonly LogEntry[]): void {
+    const id = this.#persistIdNext++;
+    const toOp = fromOpNumber - 1 + entries.length;
+    this.#effects.push({
+      type: "persist_log",
+      id,
+      fromOpNumber,
+      entries,
+      commitNumber: this.#commitNumber,
+    });
+    this.#pendingLogWrites.push({ id, toOp });
+    this.#logDirtyFrom = Infinity;
+  }
+
+  /** Replace the log after `opNumber` (which must not cut into committed entries). */
+  #truncateLog(opNumber: number): void {
+    assert(opNumber >= this.#commitNumber, `truncation to ${opNumber} below commit`);
+    if (opNumber >= this.opNumber) return;
+    this.#log.truncateAfter(opNumber);
+    if (this.#logDurableOpNumber > opNumber) this.#logDurableOpNumber = opNumber;
+    if (this.#logDirtyFrom > opNumber + 1) this.#logDirtyFrom = opNumber + 1;
+    for (const write of this.#pendingLogWrites) {
+      if (write.toOp > opNumber) write.toOp = opNumber;
+    }
+    if (this.#prepareOkSentOpNumber > opNumber) this.#prepareOkSentOpNumber = opNumber;
+    this.#recomputeUncommitted();
+  }
+
+  // ------------------------------------------------------------------ §4.2 view change
+
+  #startViewChange(viewNumber: number): void {
+    assert(viewNumber > this.#viewNumber, "a view change must move to a later view");
+    this.#transitionToViewChange(viewNumber);
+    this.#broadcastStartViewChange();
+    this.#maybeSendDoViewChange();
+  }
+
+  #transitionToViewChange(viewNumber: number): void {
+    this.#log_("info", `view change to view ${viewNumber}`);
+    this.#viewNumber = viewNumber;
+    this.#status = "view_change";
+    this.#syncTarget = undefined;
+    this.#startViewChangeFrom = new Set();
+    this.#doViewChanges = new Map();
+    this.#doViewChangeSent = false;
+    this.#ticksInViewChange = 0;
+    this.#ticksSinceViewChangeSend = 0;
+    this.#resetViewState();
+    // Correction 1 (vr-checklist): the new view is durable before this replica acts in it.
+    this.#persistSuperblock();
+  }
+
+  #broadcastStartViewChange(): void {
+    this.#broadcast({
+      type: "start_view_change",
+      viewNumber: this.#viewNumber,
+      replica: this.replicaIndex,
+    });
+  }
+
+  #onStartViewChange(message: StartViewChange): void {
+    if (message.viewNumber < this.#viewNumber) return this.#ignore("start_view_change: old view");
+    if (this.#status === "recovering") return this.#ignore("start_view_change: recovering");
+    if (message.viewNumber > this.#viewNumber) {
+      this.#startViewChange(message.viewNumber);
+    }
+    if (this.#status !== "view_change") return this.#ignore("start_view_change: view started");
+    this.#startViewChangeFrom.add(message.replica);
+    this.#maybeSendDoViewChange();
+  }
+
+  #maybeSendDoViewChange(): void {
+    if (this.#doViewChangeSent || this.#startViewChangeFrom.size < this.f) return;
+    this.#doViewChangeSent = true;
+    this.#sendDoViewChange();
+  }
+
+  #sendDoViewChange(): void {
+    const message: DoViewChange = {
+      type: "do_view_change",
+      viewNumber: this.#viewNumber,
+      lastNormalView: this.#lastNormalView,
+      opNumber: this.opNumber,
+      commitNumber: this.#commitNumber,
+      entries: this.opNumber > this.#commitNumber
+        ? this.#log.slice(this.#commitNumber + 1, this.opNumber)
+        : [],
+      replica: this.replicaIndex,
+    };
+    if (this.isPrimary) {
+      this.#onDoViewChange(message);
+    } else {
+      this.#send(this.primaryIndex, message);
+    }
+  }
+
+  #onDoViewChange(message: DoViewChange): void {
+    if (message.viewNumber < this.#viewNumber) return this.#ignore("do_view_change: old view");
+    if (this.#status === "recovering") return this.#ignore("do_view_change: recovering");
+    if (message.viewNumber > this.#viewNumber) this.#startViewChange(message.viewNumber);
+    if (this.#primaryOf(message.viewNumber) !== this.replicaIndex) {
+      return this.#ignore("do_view_change: not the new primary");
+    }
+    if (this.#status === "normal") {
+      // A late DoViewChange: its sender missed our StartView.
+      this.#sendStartView(message.replica, message.commitNumber);
+      return;
+    }
+    this.#doViewChanges.set(message.replica, message);
+    this.#maybeStartView();
+  }
+
+  /**
+   * §4.2 With f+1 DoViewChange messages the new primary takes the log of the one with the latest
+   * last-normal view (ties: the largest op-number). Per §5.3 each carries only its uncommitted
+   * suffix, so the new primary first fetches committed entries it lacks (from a replica that
+   * committed them) until its own committed prefix reaches the chosen suffix's start.
+   */
+  #maybeStartView(): void {
+    if (this.#doViewChanges.size < this.f + 1) return;
+    let chosen: DoViewChange | undefined;
+    let commitMax = 0;
+    let commitMaxFrom: ReplicaIndex = this.replicaIndex;
+    for (const message of this.#doViewChanges.values()) {
+      if (chosen === undefined || this.#betterLog(message, chosen)) chosen = message;
+      if (message.commitNumber > commitMax) {
+        commitMax = message.commitNumber;
+        commitMaxFrom = message.replica;
+      }
+    }
+    assert(chosen !== undefined, "no DoViewChange chosen");
+    assert(chosen.opNumber >= commitMax, "the chosen log lacks committed entries");
+    if (this.#commitNumber < chosen.commitNumber) {
+      // Fetch committed entries (this.#commitNumber, chosen.commitNumber] first.
+      this.#sendGetState(commitMaxFrom, this.#viewNumber, this.#commitNumber);
+      return;
+    }
+    // Our entries up to our commit-number are committed, hence equal to the chosen log's.
+    for (const entry of chosen.entries) {
+      if (entry.opNumber > this.#commitNumber) break;
+      const ours = this.#log.entry(entry.opNumber);
+      assert(
+        ours !== undefined && sameEntry(ours, entry),
+        `committed op ${entry.opNumber} differs`,
+      );
+    }
+    this.#replaceUncommitted(chosen.entries);
+    assert(this.opNumber === chosen.opNumber, "the new log must end at the chosen op-number");
+    this.#transitionToNormal(this.#viewNumber);
+    this.#advanceCommit(commitMax);
+    this.#preparedOpNumber = this.opNumber;
+    const commits = new Map<ReplicaIndex, number>();
+    for (const message of this.#doViewChanges.values()) {
+      commits.set(message.replica, message.commitNumber);
+    }
+    for (let replica = 0; replica < this.replicaCount; replica++) {
+      if (replica === this.replicaIndex) continue;
+      this.#sendStartView(replica, commits.get(replica) ?? commitMax);
+    }
+    this.#doViewChanges = new Map();
+  }
+
+  /** Whether the log in `a` should be preferred to the one in `b` (§4.2). */
+  #betterLog(a: DoViewChange, b: DoViewChange): boolean {
+    if (this.#plantedBug === "do_view_change_log_by_op_number") return a.opNumber > b.opNumber;
+    if (a.lastNormalView !== b.lastNormalView) return a.lastNormalView > b.lastNormalView;
+    return a.opNumber > b.opNumber;
+  }
+
+  /**
+   * Send this view's state to `replica`. The log suffix starts at the replica's commit-number when
+   * the suffix fits in one message; otherwise the replica fetches the rest by state transfer.
+   */
+  #sendStartView(replica: ReplicaIndex, commitNumber: number): void {
+    const anchor = this.#transferAnchor(commitNumber);
+    this.#send(replica, {
+      type: "start_view",
+      viewNumber: this.#viewNumber,
+      anchorOpNumber: anchor,
+      entries: anchor < this.opNumber ? this.#log.slice(anchor + 1, this.opNumber) : [],
+      opNumber: this.opNumber,
+      commitNumber: this.#commitNumber,
+      replica: this.replicaIndex,
+    });
+  }
+
+  /** Where a log suffix for a replica whose commit-number is `commitNumber` should start. */
+  #transferAnchor(commitNumber: number): number {
+    const n = this.opNumber;
+    let anchor = Math.max(0, Math.min(commitNumber, n));
+    if (n - anchor > this.limits.transferOpsMax) anchor = n - this.limits.transferOpsMax;
+    let bytes = 0;
+    for (let op = n; op > anchor; op--) {
+      bytes += this.#log.entry(op)!.operation.length;
+      if (bytes > this.limits.transferBytesMax) {
+        anchor = op;
+        break;
+      }
+    }
+    return anchor;
+  }
+
+  #onStartView(message: StartView): void {
+    if (message.viewNumber < this.#viewNumber) return this.#ignore("start_view: old view");
+    if (this.#status === "recovering") {
+      // Only state tied to this recovery's nonce may be installed (§4.3).
+      return this.#ignore("start_view: recovering");
+    }
+    if (message.viewNumber === this.#viewNumber && this.#status === "normal") {
+      return this.#ignore("start_view: already normal in this view");
+    }
+    if (message.replica !== this.#primaryOf(message.viewNumber)) {
+      return this.#ignore("start_view: not from the view's primary");
+    }
+    this.#installFromPrimary(
+      message.viewNumber,
+      message.anchorOpNumber,
+      message.entries,
+      message.opNumber,
+      message.commitNumber,
+    );
+  }
+
+  #onRequestStartView(message: RequestStartView): void {
+    if (
+      message.viewNumber !== this.#viewNumber || this.#status !== "normal" || !this.isPrimary
+    ) {
+      return this.#ignore("request_start_view: not the normal primary of that view");
+    }
+    this.#sendStartView(message.replica, message.commitNumber);
+  }
+
+  /**
+   * Correction to §5.2: a replica that learns of a newer view does not adopt it on its own; it
+   * asks that view's primary for the view's state and adopts the view when it installs it.
+   */
+  #learnNewerView(viewNumber: number): void {
+    if (this.#status === "recovering") return this.#ignore("newer view: recovering");
+    if (
+      this.#requestStartViewSentFor === viewNumber &&
+      this.#ticksSinceRequestStartView < this.timing.retryTicks
+    ) {
+      return;
+    }
+    this.#requestStartViewSentFor = viewNumber;
+    this.#ticksSinceRequestStartView = 0;
+    this.#send(this.#primaryOf(viewNumber), {
+      type: "request_start_view",
+      viewNumber,
+      commitNumber: this.#commitNumber,
+      replica: this.replicaIndex,
+    });
+  }
+
+  /**
+   * Adopt the log of `viewNumber` from its primary: the entries after `anchor`, the primary's
+   * op-number and commit-number. The committed prefix up to `anchor` must already be here;
+   * otherwise fetch it first (committed entries can be trusted from anyone).
+   */
+  #installFromPrimary(
+    viewNumber: number,
+    anchor: number,
+    entries: readonly LogEntry[],
+    opNumber: number,
+    commitNumber: number,
+    opNumberMin = 0,
+  ): void {
+    assert(anchor + entries.length === opNumber, "a primary's state must reach its op-number");
+    if (opNumber < this.#commitNumber || opNumber < opNumberMin) {
+      return this.#ignore(`state of view ${viewNumber} ends at op ${opNumber}: stale`);
+    }
+    if (anchor > this.#commitNumber) {
+      // The suffix starts after our committed prefix ends: fetch the committed entries between.
+      this.#syncTarget = { viewNumber, opNumberMin: Math.max(opNumberMin, opNumber) };
+      this.#sendGetState(this.#primaryOf(viewNumber), viewNumber, this.#commitNumber);
+      return;
+    }
+    // Our entries up to our commit-number are committed, hence equal to the primary's.
+    for (const entry of entries) {
+      if (entry.opNumber > this.#commitNumber) break;
+      const ours = this.#log.entry(entry.opNumber);
+      assert(
+        ours !== undefined && sameEntry(ours, entry),
+        `committed op ${entry.opNumber} differs`,
+      );
+    }
+    this.#replaceUncommitted(entries);
+    assert(this.opNumber === opNumber, "installed log must end at the primary's op-number");
+    const wasRecovering = this.#status === "recovering";
+    this.#viewNumber = viewNumber;
+    this.#transitionToNormal(viewNumber);
+    this.#advanceCommit(Math.min(commitNumber, this.opNumber));
+    if (wasRecovering) this.#log_("info", `recovered in view ${viewNumber}`);
+    this.#sendPrepareOkIfDurable();
+  }
+
+  /**
+   * Replace everything after our commit-number by the entries of `entries` beyond it. The caller
+   * has checked that `entries` continue our committed prefix.
+   */
+  #replaceUncommitted(entries: readonly LogEntry[]): void {
+    let keep = this.#commitNumber;
+    // Keep a matching prefix of our uncommitted entries: no need to rewrite them on disk.
+    for (const entry of entries) {
+      if (entry.opNumber <= keep) continue;
+      const ours = this.#log.entry(entry.opNumber);
+      if (ours === undefined || !sameEntry(ours, entry) || entry.opNumber !== keep + 1) break;
+      keep = entry.opNumber;
+    }
+    this.#truncateLog(keep);
+    for (const entry of entries) {
+      if (entry.opNumber > this.opNumber) this.#appendEntry(entry);
+    }
+  }
+
+  /**
+   * Append committed entries (those up to `committed`) that continue our committed prefix,
+   * replacing any uncommitted entries of ours they contradict, and execute them. Committed
+   * entries are facts: they can be taken from any replica, in any view.
+   */
+  #appendCommitted(entries: readonly LogEntry[], committed: number): void {
+    for (const entry of entries) {
+      if (entry.opNumber > committed) break;
+      if (entry.opNumber <= this.#commitNumber) continue;
+      if (entry.opNumber !== this.#commitNumber + 1) break;
+      const ours = this.#log.entry(entry.opNumber);
+      if (ours === undefined || !sameEntry(ours, entry)) {
+        this.#truncateLog(entry.opNumber - 1);
+        this.#appendEntry(entry);
+      }
+      this.#advanceCommit(entry.opNumber);
+    }
+  }
+
+  #transitionToNormal(viewNumber: number): void {
+    this.#status = "normal";
+    this.#lastNormalView = viewNumber;
+    this.#syncTarget = undefined;
+    this.#resetViewState();
+    this.#persistSuperblock();
+  }
+
+  /** Forget per-view bookkeeping when entering a new view or status. */
+  #resetViewState(): void {
+    this.#acked.fill(-1);
+    this.#preparedOpNumber = this.opNumber;
+    this.#prepareOkSentOpNumber = 0;
+    this.#ticksSincePrimary = 0;
+    this.#ticksSinceSend = 0;
+    this.#ticksSincePrepareRetry = 0;
+    this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
+  }
+
+  #tickViewChange(): void {
+    this.#ticksInViewChange++;
+    this.#ticksSinceViewChangeSend++;
+    this.#ticksSinceGetState++;
+    if (this.#ticksInViewChange >= this.timing.viewChangeTimeoutTicks + this.#jitter()) {
+      this.#log_("info", `view change to view ${this.#viewNumber} stalled`);
+      this.#startViewChange(this.#viewNumber + 1);
+      return;
+    }
+    if (this.#ticksSinceViewChangeSend >= this.timing.retryTicks) {
+      this.#ticksSinceViewChangeSend = 0;
+      this.#broadcastStartViewChange();
+      if (this.#doViewChangeSent) this.#sendDoViewChange();
+      if (this.isPrimary) this.#maybeStartView();
+      this.#retrySync();
+    }
+  }
+
+  // ------------------------------------------------------------------ §4.3 recovery
+
+  #startRecovery(): void {
+    this.#status = "recovering";
+    this.#recoveryNonce = this.#random.nextUint32() + 1;
+    this.#recoveryResponses = new Map();
+    this.#ticksSinceRecoverySend = 0;
+    this.#log_("info", `recovering (nonce ${this.#recoveryNonce})`);
+    this.#persistSuperblock();
+    this.#broadcastRecovery();
+  }
+
+  #broadcastRecovery(): void {
+    this.#broadcast({
+      type: "recovery",
+      nonce: this.#recoveryNonce,
+      commitNumber: this.#commitNumber,
+      replica: this.replicaIndex,
+    });
+  }
+
+  #onRecovery(message: Recovery): void {
+    if (this.#status !== "normal") return this.#ignore(`recovery: status ${this.#status}`);
+    const isPrimary = this.isPrimary;
+    const anchor = isPrimary ? this.#transferAnchor(message.commitNumber) : 0;
+    this.#send(message.replica, {
+      type: "recovery_response",
+      viewNumber: this.#viewNumber,
+      nonce: message.nonce,
+      isPrimary,
+      anchorOpNumber: anchor,
+      entries: isPrimary && anchor < this.opNumber
+        ? this.#log.slice(anchor + 1, this.opNumber)
+        : [],
+      opNumber: isPrimary ? this.opNumber : 0,
+      commitNumber: isPrimary ? this.#commitNumber : 0,
+      replica: this.replicaIndex,
+    });
+  }
+
+  /**
+   * §4.3 With f+1 responses carrying our nonce, one of them from the primary of the latest view
+   * among them, adopt that primary's state. Fix for the known defect (Michael et al., DISC 2017):
+   * the view must be at least the view this replica persisted before it crashed.
+   */
+  #onRecoveryResponse(message: RecoveryResponse): void {
+    if (this.#status !== "recovering") return this.#ignore("recovery_response: not recovering");
+    if (
+      message.nonce !== this.#recoveryNonce &&
+      this.#plantedBug !== "recovery_without_nonce_check"
+    ) {
+      return this.#ignore("recovery_response: another recovery's nonce");
+    }
+    this.#recoveryResponses.set(message.replica, message);
+    if (this.#recoveryResponses.size < this.f + 1) return;
+    let latest = -1;
+    for (const response of this.#recoveryResponses.values()) {
+      if (response.viewNumber > latest) latest = response.viewNumber;
+    }
+    if (latest < this.#viewNumber) {
+      // The group has not reached the view we persisted (a view change we joined never
+      // completed). We may not recover into an older view (DISC 2017), so push the group on.
+      this.#broadcastStartViewChange();
+      return;
+    }
+    let primary: RecoveryResponse | undefined;
+    for (const response of this.#recoveryResponses.values()) {
+      if (response.isPrimary && response.viewNumber === latest) primary = response;
+    }
+    if (primary === undefined) return;
+    this.#installFromPrimary(
+      primary.viewNumber,
+      primary.anchorOpNumber,
+      primary.entries,
+      primary.opNumber,
+      primary.commitNumber,
+      primary.opNumber,
+    );
+  }
+
+  #tickRecovering(): void {
+    this.#ticksSinceRecoverySend++;
+    if (this.#ticksSinceRecoverySend >= this.timing.retryTicks) {
+      this.#ticksSinceRecoverySend = 0;
+      this.#retrySync();
+      // Responses of a newer view restart the transfer from that view's primary.
+      this.#broadcastRecovery();
+    }
+  }
+
+  // ------------------------------------------------------------------ §5.2 state transfer
+
+  /** A backup that is behind in its own view asks its primary for the missing entries. */
+  #requestState(reason: string): void {
+    if (this.#ticksSinceGetState < this.timing.retryTicks && this.#ticksSinceGetState > 0) return;
+    this.#debugLog(() => `state transfer: ${reason}`);
+    this.#ticksSinceGetState = 0;
+    this.#sendGetState(this.primaryIndex, this.#viewNumber, this.opNumber);
+  }
+
+  #sendGetState(to: ReplicaIndex, viewNumber: number, opNumber: number): void {
+    if (to === this.replicaIndex) return;
+    this.#send(to, {
+      type: "get_state",
+      viewNumber,
+      opNumber,
+      replica: this.replicaIndex,
+    });
+  }
+
+  #onGetState(message: GetState): void {
+    if (this.#status === "recovering") return this.#ignore("get_state: recovering");
+    const normal = this.#status === "normal";
+    // Uncommitted entries are only meaningful to a replica of the same view; send committed ones
+    // to anyone else.
+    const upTo = normal && message.viewNumber === this.#viewNumber
+      ? this.opNumber
+      : this.#commitNumber;
+    if (message.opNumber > upTo) return this.#ignore("get_state: nothing to send");
+    const all = this.#log.sliceBounded(
+      message.opNumber,
+      this.limits.transferOpsMax,
+      this.limits.transferBytesMax,
+    );
+    const entries = all.filter((entry) => entry.opNumber <= upTo);
+    this.#send(message.replica, {
+      type: "new_state",
+      viewNumber: this.#viewNumber,
+      normal,
+      anchorOpNumber: message.opNumber,
+      entries,
+      opNumber: this.opNumber,
+      commitNumber: this.#commitNumber,
+      replica: this.replicaIndex,
+    });
+  }
+
+  #onNewState(message: NewState): void {
+    // A replica adopting the log of a view from that view's primary (after StartView,
+    // RequestStartView or recovery): install the state once it reaches the primary's op-number,
+    // and meanwhile keep the committed entries it carries.
+    const sync = this.#syncTarget;
+    if (sync !== undefined && sync.viewNumber === message.viewNumber) {
+      if (!message.normal || message.replica !== this.#primaryOf(message.viewNumber)) {
+        return this.#ignore("new_state: not from the normal primary of the view we adopt");
+      }
+      if (
+        message.anchorOpNumber <= this.#commitNumber &&
+        message.anchorOpNumber + message.entries.length === message.opNumber &&
+        message.opNumber >= sync.opNumberMin
+      ) {
+        this.#installFromPrimary(
+          message.viewNumber,
+          message.anchorOpNumber,
+          message.entries,
+          message.opNumber,
+          message.commitNumber,
+          sync.opNumberMin,
+        );
+      } else {
+        this.#appendCommitted(message.entries, message.commitNumber);
+        this.#sendGetState(message.replica, sync.viewNumber, this.#commitNumber);
+      }
+      return;
+    }
+    if (this.#status === "normal") {
+      if (message.viewNumber > this.#viewNumber) return this.#learnNewerView(message.viewNumber);
+      if (message.viewNumber < this.#viewNumber || !message.normal || this.isPrimary) {
+        return this.#ignore("new_state: not from a normal replica of our view");
+      }
+      // §5.2 A backup behind in its own view: the entries continue its log, since the logs of
+      // normal replicas in one view are prefixes of the primary's.
+      for (const entry of message.entries) {
+        if (entry.opNumber <= this.opNumber) continue;
+        if (entry.opNumber !== this.opNumber + 1) break;
+        this.#appendEntry(entry);
+      }
+      this.#ticksSinceGetState = this.timing.retryTicks; // Allow the next request at once.
+      this.#advanceCommit(Math.min(message.commitNumber, this.opNumber));
+      return;
+    }
+    // The new primary during a view change, fetching committed entries it lacks (§5.3).
+    if (this.#status === "view_change" && this.isPrimary) {
+      const before = this.#commitNumber;
+      this.#appendCommitted(message.entries, message.commitNumber);
+      if (this.#commitNumber > before) this.#maybeStartView();
+      return;
+    }
+    this.#ignore("new_state: not expected");
+  }
+
+  /** Re-send the request for the state of the view this replica is adopting, if any. */
+  #retrySync(): void {
+    const sync = this.#syncTarget;
+    if (sync === undefined) return;
+    this.#sendGetState(this.#primaryOf(sync.viewNumber), sync.viewNumber, this.#commitNumber);
+  }
+
+  // ------------------------------------------------------------------ restart from disk
+
+  #restartFromDisk(durable: DurableState): void {
+    // Replay without replying: the status is not normal until the log is executed.
+    this.#status = "view_change";
+    for (const entry of durable.log) this.#appendEntry(entry);
+    this.#logDurableOpNumber = this.opNumber;
+    this.#logDirtyFrom = Infinity;
+    this.#advanceCommit(Math.min(durable.commitNumber, this.opNumber));
+    this.#recomputeUncommitted();
+    if (this.#viewNumber === this.#lastNormalView && !this.isPrimary) {
+      this.#status = "normal";
+      this.#resetViewState();
+      this.#log_("info", `restarted from disk in view ${this.#viewNumber}, op ${this.opNumber}`);
+    } else if (this.#viewNumber === this.#lastNormalView) {
+      // A primary may have sent Prepares for entries its disk lost; were it to go on in the same
+      // view it could give another entry the same op-number and view. Start the next view instead.
+      this.#log_("info", `restarted from disk as primary of view ${this.#viewNumber}`);
+      this.#startViewChange(this.#viewNumber + 1);
+    } else {
+      // It was changing views: carry on (the view is already durable).
+      this.#log_("info", `restarted from disk during the view change to ${this.#viewNumber}`);
+      this.#broadcastStartViewChange();
+      this.#maybeSendDoViewChange();
+    }
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  #primaryOf(viewNumber: number): ReplicaIndex {
+    return viewNumber % this.replicaCount;
+  }
+
+  #uncommittedEntries(): LogEntry[] {
+    return this.opNumber > this.#commitNumber
+      ? this.#log.slice(this.#commitNumber + 1, this.opNumber)
+      : [];
+  }
+
+  /** Recount the uncommitted bytes and pending requests after the log suffix changed. */
+  #recomputeUncommitted(): void {
+    const uncommitted = this.#uncommittedEntries();
+    let bytes = 0;
+    for (const entry of uncommitted) bytes += entry.operation.length;
+    this.#uncommittedBytes = bytes;
+    this.#clientTable.rebuildPending(uncommitted);
+  }
+
+  #persistSuperblock(): void {
+    // The log goes first: a superblock naming a view must never be durable before that view's log.
+    this.#flushLogPersist();
+    const id = this.#persistIdNext++;
+    this.#effects.push({
+      type: "persist_superblock",
+      id,
+      superblock: {
+        viewNumber: this.#viewNumber,
+        lastNormalView: this.#lastNormalView,
+        recovering: this.#status === "recovering",
+      },
+    });
+    this.#superblockPendingId = id;
+  }
+
+  #send(to: ReplicaIndex, message: ReplicaMessage): void {
+    if (to === this.replicaIndex) return;
+    this.#emit({ type: "send", to, message });
+  }
+
+  #broadcast(message: ReplicaMessage): void {
+    for (let replica = 0; replica < this.replicaCount; replica++) {
+      if (replica !== this.replicaIndex) this.#emit({ type: "send", to: replica, message });
+    }
+  }
+
+  #emitReply(clientId: number, message: ClientReplyMessage): void {
+    this.#emit({ type: "reply", clientId, message });
+  }
+
+  #emit(effect: Effect): void {
+    if (this.#superblockPendingId !== 0) this.#held.push(effect);
+    else this.#effects.push(effect);
+  }
+
+  #drawPrimaryTimeout(): number {
+    return this.timing.primaryTimeoutTicks + this.#jitter();
+  }
+
+  #jitter(): number {
+    const range = this.timing.primaryTimeoutJitterTicks;
+    return range > 0 ? this.#random.nextUint32() % (range + 1) : 0;
+  }
+
+  #ignore(reason: string): void {
+    if (this.#debug) this.#logSink!("debug", `ignore ${reason}`);
+  }
+
+  #debugLog(text: () => string): void {
+    if (this.#debug) this.#logSink!("debug", text());
+  }
+
+  #log_(level: LogLevel, text: string): void {
+    if (this.#logSink !== undefined) this.#logSink(level, text);
+  }
+
+  /** Cheap structural invariants after every step; the simulator checks the global ones. */
+  #checkInvariants(): void {
+    assert(this.#commitNumber <= this.opNumber, "commit-number beyond op-number");
+    assert(this.#lastNormalView <= this.#viewNumber, "last normal view beyond view");
+    assert(this.#logDurableOpNumber <= this.opNumber, "durable op-number beyond op-number");
+    assert(
+      this.#status !== "normal" || this.#lastNormalView === this.#viewNumber,
+      "normal status outside the last normal view",
+    );
+    assert(
+      this.opNumber - this.#commitNumber <= this.limits.pipelineOpsMax + this.limits.batchOpsMax,
+      `uncommitted suffix too long: ${this.opNumber - this.#commitNumber}`,
+    );
+  }
+}
