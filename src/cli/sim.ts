@@ -13,6 +13,8 @@ const PLANTED_BUGS: readonly PlantedBug[] = [
   "do_view_change_log_by_op_number",
   "recovery_without_nonce_check",
   "execute_retried_request_twice",
+  "recovery_forgets_persisted_view",
+  "adopt_newer_view_before_its_state",
 ];
 
 /** Parse a non-negative integer option, with an error naming the option. */

@@ -276,9 +276,10 @@ function isSortedSubset(small: readonly number[], large: readonly number[]): boo
  *   swapped. So the search only places such an operation once all earlier-invoked identical ones
  *   are placed.
  *
- * Besides, it tries definite calls before indefinite ones, so an indefinite operation is placed
- * only where nothing else fits, and it succeeds as soon as every definite operation is placed
- * (the indefinite ones left go last).
+ * Indefinite operations without a bound are kept out of the entry list, whose scans they would
+ * otherwise lengthen until the end of the history, in a list of their own that the search tries
+ * only when no call of the entry list fits. It succeeds as soon as every definite operation is
+ * placed (the indefinite ones left go last).
  *
  * The cache also skips a configuration when one with the same definite operations, the same
  * state, at least as much freedom for the next operation and a subset of its indefinite
@@ -310,43 +311,55 @@ function checkKey(
   if (definiteCount === 0) return undefined;
   const observer = operations.map((op, rank) => at(definite, rank) && op.call.kind !== "set");
   const latest = latestEffectTimes(operations);
+  const unbounded = latest.map((time) => time === Infinity);
   // For an unbounded indefinite operation, the rank of the previous identical one, or -1.
   const previousTwin = new Int32Array(opCount).fill(-1);
   const lastTwin = new Map<string, number>();
   operations.forEach((op, rank) => {
-    if (at(definite, rank) || at(latest, rank) !== Infinity) return;
+    if (!at(unbounded, rank)) return;
     const call = op.call.kind === "set" ? "set " + op.call.value : op.call.kind;
     previousTwin[rank] = lastTwin.get(call) ?? -1;
     lastTwin.set(call, rank);
   });
 
   // Entry 2r is the call of the operation of rank r and entry 2r + 1 its return, so an entry's
-  // operation is `entry >> 1` and its match is `entry ^ 1`.
+  // operation is `entry >> 1` and its match is `entry ^ 1`. Both lists live in `next` and
+  // `prev`, each between its own two sentinels.
   const entryTime = (entry: number): number =>
     (entry & 1) === 0 ? at(operations, entry >> 1).invokeTime : at(latest, entry >> 1);
-  const entries = Array.from({ length: 2 * opCount }, (_, entry) => entry);
+  const entries: number[] = [];
+  const unboundedCalls: number[] = [];
+  for (let rank = 0; rank < opCount; rank++) {
+    if (at(unbounded, rank)) unboundedCalls.push(2 * rank);
+    else entries.push(2 * rank, 2 * rank + 1);
+  }
   entries.sort((a, b) => {
     const byTime = entryTime(a) - entryTime(b);
     if (byTime !== 0 && !Number.isNaN(byTime)) return byTime;
     // Calls go before returns at equal times so that touching operations count as concurrent;
     // the entry number then keeps invocation order, which makes the search deterministic. Two
-    // infinite times give NaN and fall through here too.
+    // infinite return times (allowed, if odd) give NaN and fall through here too.
     const byKind = (a & 1) - (b & 1);
     return byKind !== 0 ? byKind : a - b;
   });
-
   const head = 2 * opCount;
   const tail = head + 1;
-  const next = new Int32Array(2 * opCount + 2);
-  const prev = new Int32Array(2 * opCount + 2);
-  let last = head;
-  for (const entry of entries) {
-    next[last] = entry;
-    prev[entry] = last;
-    last = entry;
-  }
-  next[last] = tail;
-  prev[tail] = last;
+  const unboundedHead = head + 2;
+  const unboundedTail = head + 3;
+  const next = new Int32Array(2 * opCount + 4);
+  const prev = new Int32Array(2 * opCount + 4);
+  const chain = (first: number, list: readonly number[], end: number): void => {
+    let last = first;
+    for (const entry of list) {
+      next[last] = entry;
+      prev[entry] = last;
+      last = entry;
+    }
+    next[last] = end;
+    prev[end] = last;
+  };
+  chain(head, entries, tail);
+  chain(unboundedHead, unboundedCalls, unboundedTail);
 
   const unlink = (entry: number): void => {
     const before = at(prev, entry);
@@ -358,14 +371,19 @@ function checkKey(
     next[at(prev, entry)] = entry;
     prev[at(next, entry)] = entry;
   };
-  // Relinking in the reverse order of unlinking restores the list exactly (dancing links).
+  // Relinking in the reverse order of unlinking restores the lists exactly (dancing links).
   const lift = (call: number): void => {
     unlink(call);
-    unlink(call ^ 1);
+    if (!at(unbounded, call >> 1)) unlink(call ^ 1);
   };
   const unlift = (call: number): void => {
-    relink(call ^ 1);
+    if (!at(unbounded, call >> 1)) relink(call ^ 1);
     relink(call);
+  };
+  const firstReturnTime = (): number => {
+    let entry = at(next, head);
+    while ((entry & 1) === 0) entry = at(next, entry);
+    return entryTime(entry);
   };
 
   // The linearized operations: a bitset by rank; for the definite ones, their count and the
@@ -407,7 +425,7 @@ function checkKey(
     let key = String(firstUnplaced);
     let beyond = definitePlaced - at(definiteBefore, firstUnplaced);
     for (let rank = firstUnplaced + 1; beyond > 0; rank++) {
-      if (isPlaced(rank)) {
+      if (at(definite, rank) && isPlaced(rank)) {
         key += "," + rank;
         beyond -= 1;
       }
@@ -438,11 +456,11 @@ function checkKey(
   const statesBefore: (string | null)[] = [];
   let state: string | null = null;
   let mustObserve = false;
+  // The next call to try: in the entry list until its first return entry, then in the list of
+  // unbounded operations up to the ones invoked by that return (`unboundedPass`, `timeLimit`).
   let entry = at(next, head);
-  // Whether this scan tries the indefinite calls (after the definite ones failed), and whether
-  // the definite scan passed over any.
-  let indefinitePass = false;
-  let skippedIndefinite = false;
+  let unboundedPass = false;
+  let timeLimit = 0;
 
   // The longest dead end so far. Its prefix shares the bottom of the stack up to `lowWater`, the
   // lowest the stack went since, so only the rest is copied when a longer one is found.
@@ -461,41 +479,15 @@ function checkKey(
         }, ${opCount} operations); check a shorter or less concurrent history`,
       );
     }
-    if ((entry & 1) === 0) {
-      const rank = entry >> 1;
-      const isDefinite = at(definite, rank);
-      const twin = at(previousTwin, rank);
-      if (
-        isDefinite === indefinitePass || (mustObserve && !at(observer, rank)) ||
-        (twin !== -1 && !isPlaced(twin))
-      ) {
-        skippedIndefinite ||= !isDefinite;
-        entry = at(next, entry);
-        continue;
-      }
-      const nextState = step(state, at(operations, rank));
-      if (nextState !== undefined) {
-        place(rank);
-        if (visit(nextState, !isDefinite)) {
-          calls.push(entry);
-          statesBefore.push(state);
-          state = nextState;
-          mustObserve = !isDefinite;
-          lift(entry);
-          entry = at(next, head);
-          indefinitePass = false;
-          skippedIndefinite = false;
-          continue;
-        }
-        unplace(rank);
-      }
-      entry = at(next, entry);
-    } else if (!indefinitePass && skippedIndefinite && !mustObserve) {
-      indefinitePass = true;
-      entry = at(next, head);
-    } else {
-      // A return whose operation is not linearized: every call before it was tried, so this
-      // configuration is a dead end.
+    if (!unboundedPass && (entry & 1) === 1) {
+      // The first return entry: the calls after it must wait for its operation.
+      timeLimit = entryTime(entry);
+      unboundedPass = true;
+      entry = mustObserve ? unboundedTail : at(next, unboundedHead);
+      continue;
+    }
+    if (unboundedPass && (entry === unboundedTail || entryTime(entry) > timeLimit)) {
+      // Every call that could come next was tried, so this configuration is a dead end.
       if (!longestFound || calls.length > longest.length) {
         longestFound = true;
         longest.length = lowWater;
@@ -522,11 +514,33 @@ function checkKey(
       unplace(call >> 1);
       unlift(call);
       entry = at(next, call);
-      indefinitePass = !at(definite, call >> 1);
-      // The resumed scan does not know whether it skipped indefinite calls before `call`, so it
-      // assumes it did; the cost is at most one needless indefinite pass.
-      skippedIndefinite = true;
+      unboundedPass = at(unbounded, call >> 1);
+      if (unboundedPass) timeLimit = firstReturnTime();
+      continue;
     }
+    const rank = entry >> 1;
+    const isDefinite = at(definite, rank);
+    const twin = at(previousTwin, rank);
+    if ((mustObserve && !at(observer, rank)) || (twin !== -1 && !isPlaced(twin))) {
+      entry = at(next, entry);
+      continue;
+    }
+    const nextState = step(state, at(operations, rank));
+    if (nextState !== undefined) {
+      place(rank);
+      if (visit(nextState, !isDefinite)) {
+        calls.push(entry);
+        statesBefore.push(state);
+        state = nextState;
+        mustObserve = !isDefinite;
+        lift(entry);
+        entry = at(next, head);
+        unboundedPass = false;
+        continue;
+      }
+      unplace(rank);
+    }
+    entry = at(next, entry);
   }
 }
 

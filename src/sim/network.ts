@@ -55,6 +55,13 @@ export interface NetworkOptions {
    * Infinity for unbounded); a send beyond it is dropped as "overflow".
    */
   readonly linkCapacity: number;
+  /**
+   * The probability, in [0, 1], that a message is held up for a long time (a stalled TCP
+   * retransmission, a paused process): such stragglers deliver stale messages long after the fact.
+   */
+  readonly slowProbability?: number | undefined;
+  /** The longest extra delay of a straggler, in time units. */
+  readonly slowDelayMax?: number | undefined;
 }
 
 export type DropReason = "loss" | "partition" | "overflow" | "down";
@@ -110,6 +117,8 @@ export class Network<M> {
   readonly #lossProbability: number;
   readonly #duplicateProbability: number;
   readonly #linkCapacity: number;
+  readonly #slowProbability: number;
+  readonly #slowDelayMax: number;
   /** In-flight counts are only needed to enforce a finite capacity, so unbounded links skip them. */
   readonly #trackInFlight: boolean;
   readonly #prng: Prng;
@@ -146,6 +155,9 @@ export class Network<M> {
     this.#lossProbability = options.lossProbability;
     this.#duplicateProbability = options.duplicateProbability;
     this.#linkCapacity = capacity;
+    this.#slowProbability = options.slowProbability ?? 0;
+    this.#slowDelayMax = options.slowDelayMax ?? 0;
+    checkProbability(this.#slowProbability, "slowProbability");
     this.#trackInFlight = capacity !== Infinity;
     this.#prng = prng;
     this.#schedule = schedule;
@@ -314,6 +326,12 @@ export class Network<M> {
 
   /** One delivery delay: `delayMin` plus the rounded exponential extra delay. */
   #delay(): number {
-    return this.#delayMin + Math.round(this.#prng.exponential(this.#delayMean));
+    const delay = this.#delayMin + Math.round(this.#prng.exponential(this.#delayMean));
+    if (
+      this.#slowProbability > 0 && this.#faultsEnabled && this.#prng.chance(this.#slowProbability)
+    ) {
+      return delay + this.#prng.int(1, Math.max(1, this.#slowDelayMax));
+    }
+    return delay;
   }
 }

@@ -37,6 +37,13 @@ export interface SwarmParameters {
   readonly lossProbability: number;
   readonly duplicateProbability: number;
   readonly linkCapacity: number;
+  /** The share of messages that straggle for up to `slowDelayMaxUnits`. */
+  readonly slowProbability: number;
+  readonly slowDelayMaxUnits: number;
+  /** Of crashes and isolations, the share aimed at the primary. */
+  readonly targetPrimaryProbability: number;
+  /** After a restart, the probability that the same replica crashes again soon (crash loops). */
+  readonly crashAgainProbability: number;
   /** How often (time units) the fault injector considers crashing a replica or cutting links. */
   readonly faultIntervalUnits: number;
   readonly crashProbability: number;
@@ -118,6 +125,10 @@ export function drawParameters(
     lossProbability: prng.pick([0, 0, 0.01, 0.05, 0.1, 0.3]),
     duplicateProbability: prng.pick([0, 0, 0.01, 0.1, 0.5]),
     linkCapacity: prng.pick([Infinity, Infinity, 8, 32, 128]),
+    slowProbability: prng.pick([0, 0, 0.001, 0.01]),
+    slowDelayMaxUnits: prng.pick([1000, 5000]),
+    targetPrimaryProbability: prng.pick([0, 0.5, 0.9]),
+    crashAgainProbability: prng.pick([0, 0.3]),
     faultIntervalUnits: prng.pick([200, 500, 1000]),
     crashProbability: prng.pick([0.1, 0.3, 0.6]),
     downtimeMeanUnits: prng.pick([200, 1000, 3000]),
@@ -145,6 +156,7 @@ type SimEvent =
   | { readonly kind: "client"; readonly client: number; readonly generation: number }
   | { readonly kind: "fault" }
   | { readonly kind: "restart"; readonly replica: number }
+  | { readonly kind: "crash"; readonly replica: number; readonly incarnation: number }
   | { readonly kind: "heal" };
 
 /** A write on its way to the simulated disk. */
@@ -268,6 +280,8 @@ class Simulation {
         lossProbability: p.lossProbability,
         duplicateProbability: p.duplicateProbability,
         linkCapacity: p.linkCapacity,
+        slowProbability: p.slowProbability,
+        slowDelayMax: p.slowDelayMaxUnits,
       },
       root.fork(6),
       (time, delivery) => this.queue.push(time, { kind: "deliver", delivery }),
@@ -400,7 +414,33 @@ class Simulation {
         return this.#injectFault();
       case "restart": {
         const sim = this.replicas[event.replica]!;
-        if (!sim.up) this.#start(sim);
+        if (sim.up) return;
+        this.#start(sim);
+        if (
+          this.phase === "safety" && this.faultPrng.chance(this.parameters.crashAgainProbability)
+        ) {
+          const delay = this.faultPrng.int(50, 1500);
+          this.queue.push(this.now + delay, {
+            kind: "crash",
+            replica: sim.index,
+            incarnation: sim.incarnation,
+          });
+        }
+        return;
+      }
+      case "crash": {
+        const sim = this.replicas[event.replica]!;
+        if (this.phase !== "safety" || sim.incarnation !== event.incarnation || !sim.up) return;
+        if (sim.replica!.status === "recovering") return; // Only one replica recovering at once.
+        if (
+          this.#unavailable() > 0 && this.#unavailable() >= (this.parameters.replicaCount - 1) / 2
+        ) {
+          return;
+        }
+        this.#crash(sim, this.faultPrng.chance(this.parameters.disklessProbability));
+        const downtime = 1 +
+          Math.round(this.faultPrng.exponential(this.parameters.downtimeMeanUnits));
+        this.queue.push(this.now + downtime, { kind: "restart", replica: sim.index });
         return;
       }
       case "heal":
@@ -589,13 +629,14 @@ class Simulation {
     this.queue.push(this.now + p.faultIntervalUnits, { kind: "fault" });
     if (prng.chance(p.crashProbability)) {
       // At most f replicas crashed or recovering at once (§4.3's fault model).
-      const unavailable = this.replicas.filter((sim) =>
-        !sim.up || sim.replica!.status === "recovering"
-      ).length;
+      const unavailable = this.#unavailable();
       const f = (p.replicaCount - 1) / 2;
       const candidates = this.replicas.filter((sim) => sim.up);
       if (unavailable < f && candidates.length > 0) {
-        const sim = prng.pick(candidates);
+        const primary = this.#currentPrimary();
+        const sim = primary !== undefined && prng.chance(p.targetPrimaryProbability)
+          ? primary
+          : prng.pick(candidates);
         this.#crash(sim, prng.chance(p.disklessProbability));
         const downtime = 1 + Math.round(prng.exponential(p.downtimeMeanUnits));
         this.queue.push(this.now + downtime, { kind: "restart", replica: sim.index });
@@ -607,7 +648,11 @@ class Simulation {
       const kind = prng.int(0, 3);
       if (replicas.length >= 2) {
         if (kind === 0) {
-          const node = prng.pick(replicas);
+          // An isolated primary goes on appending requests it cannot commit: a long stale log.
+          const primary = this.#currentPrimary();
+          const node = primary !== undefined && prng.chance(p.targetPrimaryProbability)
+            ? primary.index
+            : prng.pick(replicas);
           this.network.isolate(node, replicas);
           this.#traceLine(`PARTITION isolate r${node}`);
         } else if (kind === 1) {
@@ -629,6 +674,22 @@ class Simulation {
         this.queue.push(this.now + duration, { kind: "heal" });
       }
     }
+  }
+
+  /** Replicas crashed or recovering: at most f at once in the safety phase. */
+  #unavailable(): number {
+    return this.replicas.filter((sim) => !sim.up || sim.replica!.status === "recovering").length;
+  }
+
+  /** The up replica that is primary of the latest view in which some replica is normal. */
+  #currentPrimary(): SimReplica | undefined {
+    let best: SimReplica | undefined;
+    for (const sim of this.replicas) {
+      const replica = sim.replica;
+      if (replica === undefined || replica.status !== "normal" || !replica.isPrimary) continue;
+      if (best === undefined || replica.viewNumber > best.replica!.viewNumber) best = sim;
+    }
+    return best;
   }
 
   // ---------------------------------------------------------------- clients

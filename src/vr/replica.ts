@@ -87,7 +87,10 @@ export type PlantedBug =
   | "commit_with_too_few_prepare_oks"
   | "do_view_change_log_by_op_number"
   | "recovery_without_nonce_check"
-  | "execute_retried_request_twice";
+  | "execute_retried_request_twice"
+  // The two corrections of vr-checklist, removed:
+  | "recovery_forgets_persisted_view"
+  | "adopt_newer_view_before_its_state";
 
 export type LogLevel = "debug" | "info" | "warn";
 
@@ -224,6 +227,11 @@ export class Replica {
     if (durable.logTrusted && !durable.superblock.recovering) {
       this.#restartFromDisk(durable);
     } else {
+      if (this.#plantedBug === "recovery_forgets_persisted_view") {
+        // The paper's diskless recovery: nothing survives, not even the view.
+        this.#viewNumber = 0;
+        this.#lastNormalView = 0;
+      }
       this.#startRecovery();
     }
   }
@@ -897,6 +905,14 @@ export class Replica {
    */
   #learnNewerView(viewNumber: number): void {
     if (this.#status === "recovering") return this.#ignore("newer view: recovering");
+    if (this.#plantedBug === "adopt_newer_view_before_its_state") {
+      // The paper's §5.2 as written: truncate to the commit-number, adopt the view, then fetch.
+      this.#truncateLog(this.#commitNumber);
+      this.#viewNumber = viewNumber;
+      this.#transitionToNormal(viewNumber);
+      this.#requestState(`adopted view ${viewNumber} before its state`);
+      return;
+    }
     if (
       this.#requestStartViewSentFor === viewNumber &&
       this.#ticksSinceRequestStartView < this.timing.retryTicks

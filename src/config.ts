@@ -1,0 +1,359 @@
+/**
+ * The server configuration file: one YAML file, shared by every replica, that lists the address of
+ * each replica in the group. A replica learns which entry is its own from `--index`.
+ *
+ * ```yaml
+ * replicas_addresses:
+ *   - "127.0.0.1:14621"
+ *   - "127.0.0.1:14622"
+ *   - "127.0.0.1:14623"
+ * ```
+ *
+ * Every mistake in the file is reported as a `ConfigError` whose message is one line naming the
+ * file, the field and the offending value, so that an operator can fix it without reading code.
+ *
+ * @module
+ */
+import { parseDocument } from "yaml";
+
+/** Where the server and the client look for the file when `--config` is not given. */
+export const CONFIG_PATH_DEFAULT = "./server-config.yaml";
+
+/**
+ * The largest group the file may describe. Every replica sends each Prepare to every other, so
+ * large groups cost quadratic traffic for little extra fault tolerance.
+ */
+export const REPLICAS_MAX = 15;
+
+/** A configuration file is a few lines; anything bigger than this is the wrong file. */
+export const CONFIG_BYTES_MAX = 1024 * 1024;
+
+/** The longest host name DNS allows (RFC 1035). */
+export const HOST_CHARS_MAX = 253;
+
+/** Values quoted in error messages are cut to this many characters to keep the message one line. */
+export const ERROR_VALUE_CHARS_MAX = 80;
+
+/** The largest TCP port. */
+const PORT_MAX = 65535;
+
+/** The only key the file may hold at its top level. */
+const REPLICAS_ADDRESSES_KEY = "replicas_addresses";
+
+/** A configuration problem. The CLI prints the message and exits with `exitCode`. */
+export class ConfigError extends Error {
+  /** Exit status 2 is the usual one for a usage or configuration mistake. */
+  readonly exitCode = 2;
+
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** A replica's network address. An IPv6 host is held without its brackets. */
+export interface Address {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A parsed and validated configuration file. */
+export interface ServerConfig {
+  /** The file it came from, for error messages. */
+  readonly path: string;
+  /** One address per replica; a replica's index in this list is its replica number. */
+  readonly addresses: readonly Address[];
+  /** The addresses exactly as written in the file, for messages and `cluster up`. */
+  readonly addressTexts: readonly string[];
+}
+
+/**
+ * One DNS label or IPv4 octet: letters, digits and hyphens, not starting or ending with a hyphen,
+ * at most 63 characters.
+ */
+const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/** Characters an IPv6 address may contain (hex digits, colons, and dots for an embedded IPv4). */
+const IPV6_CHARACTERS = /^[0-9A-Fa-f:.]+$/;
+
+/** A port is decimal digits without a sign, exponent or fraction. */
+const PORT_DIGITS = /^[0-9]+$/;
+
+/** Quotes a value for an error message: escaped so that it stays on one line, and cut short. */
+function quote(text: string): string {
+  const cut = text.length > ERROR_VALUE_CHARS_MAX
+    ? `${text.slice(0, ERROR_VALUE_CHARS_MAX)}...`
+    : text;
+  return JSON.stringify(cut);
+}
+
+/** Describes a YAML value of the wrong type the way the user wrote it, for error messages. */
+function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return "null";
+  if (typeof value === "string") return quote(value);
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+    return String(value);
+  }
+  if (Array.isArray(value)) return "a list";
+  if (value instanceof Uint8Array) return "binary data";
+  if (value instanceof Date) return `the date ${value.toISOString()}`;
+  if (value instanceof Map || typeof value === "object") return "a mapping";
+  return typeof value;
+}
+
+/** Whether a host (without brackets) is a valid IPv6 address, checked by the URL parser. */
+function isIpv6(host: string): boolean {
+  if (!IPV6_CHARACTERS.test(host) || !host.includes(":")) return false;
+  try {
+    new URL(`http://[${host}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Checks a host name or IPv4 address; returns the reason it is invalid, or undefined. */
+function hostNameProblem(host: string): string | undefined {
+  if (host.length > HOST_CHARS_MAX) {
+    return `host is longer than ${HOST_CHARS_MAX} characters (HOST_CHARS_MAX)`;
+  }
+  const labels = host.split(".");
+  if (!labels.every((label) => HOST_LABEL.test(label))) {
+    return "host must be a name or IPv4 address (letters, digits, dots, hyphens) " +
+      "or an IPv6 address in brackets";
+  }
+  // An all-numeric host can only be meant as an IPv4 address, and a resolver would otherwise
+  // accept odd forms such as "127.1"; insist on the dotted quad.
+  if (labels.every((label) => /^[0-9]+$/.test(label))) {
+    if (labels.length !== 4 || !labels.every((label) => Number(label) <= 255)) {
+      return "host is not a valid IPv4 address";
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Parses `host:port`, or `[ipv6]:port`. The host is a name or IPv4 address (letters, digits, dots,
+ * hyphens) or a bracketed IPv6 address; the port is an integer 1..65535. An error begins with the
+ * quoted text, so that a caller can prefix the field: `replicas_addresses[1] "localhost" is not
+ * host:port`.
+ */
+export function parseAddress(text: string): Address | { readonly error: string } {
+  const shown = quote(text);
+  let host: string;
+  let portText: string;
+  if (text.startsWith("[")) {
+    const close = text.indexOf("]");
+    if (close < 0 || text[close + 1] !== ":") return { error: `${shown} is not [host]:port` };
+    host = text.slice(1, close);
+    portText = text.slice(close + 2);
+    if (!isIpv6(host)) return { error: `${shown}: host in brackets must be an IPv6 address` };
+  } else {
+    const colon = text.lastIndexOf(":");
+    if (colon <= 0) return { error: `${shown} is not host:port` };
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    if (host.includes(":")) {
+      return { error: `${shown}: an IPv6 host must be in brackets, as in "[::1]:14621"` };
+    }
+    const problem = hostNameProblem(host);
+    if (problem !== undefined) return { error: `${shown}: ${problem}` };
+  }
+  const port = Number(portText);
+  if (!PORT_DIGITS.test(portText) || port < 1 || port > PORT_MAX) {
+    return { error: `${shown}: port must be 1..${PORT_MAX}` };
+  }
+  return { host, port };
+}
+
+/** Formats an address as `host:port`, with brackets around an IPv6 host; inverse of parseAddress. */
+export function formatAddress(address: Address): string {
+  return address.host.includes(":")
+    ? `[${address.host}]:${address.port}`
+    : `${address.host}:${address.port}`;
+}
+
+/** Two spellings of one address (host case, IPv6 zero compression) compare equal in this form. */
+function canonicalAddress(address: Address): string {
+  // The URL parser lowercases a host name and compresses an IPv6 address (keeping its brackets).
+  const host = address.host.includes(":")
+    ? new URL(`http://[${address.host}]/`).hostname
+    : address.host.toLowerCase();
+  return `${host}:${address.port}`;
+}
+
+/** The first line of a YAML library error, which already names the line and column. */
+function firstLine(message: string): string {
+  const line = message.split("\n", 1)[0] ?? message;
+  return line.replace(/:\s*$/, "");
+}
+
+/** Parses YAML text into a plain value, or throws a ConfigError naming the file. */
+function parseYaml(text: string, fail: (detail: string) => ConfigError): unknown {
+  try {
+    const document = parseDocument(text);
+    const error = document.errors[0];
+    if (error !== undefined) throw fail(`not valid YAML: ${firstLine(error.message)}`);
+    // Maps keep keys of any type, so a collection used as a key is reported rather than
+    // stringified with a warning on stderr.
+    return document.toJS({ mapAsMap: true });
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    // The yaml library reads the LOG_TOKENS and LOG_STREAM environment variables while parsing;
+    // without env permission that is a setup mistake, not a problem with the file.
+    if (error instanceof Deno.errors.NotCapable) {
+      throw new Error(
+        "parsing YAML needs env access (the yaml library reads LOG_TOKENS and LOG_STREAM): " +
+          "run with --allow-env",
+      );
+    }
+    // toJS throws for documents it refuses to expand, such as excessive aliases.
+    throw fail(
+      `not valid YAML: ${firstLine(error instanceof Error ? error.message : String(error))}`,
+    );
+  }
+}
+
+/**
+ * Parses and validates the text of a configuration file. `path` only names the file in errors.
+ * Throws ConfigError for every mistake.
+ */
+export function parseConfig(text: string, path: string): ServerConfig {
+  const fail = (detail: string) => new ConfigError(`Cannot read config ${quote(path)}: ${detail}`);
+  if (text.length > CONFIG_BYTES_MAX) {
+    throw fail(`the file is larger than ${CONFIG_BYTES_MAX} bytes (CONFIG_BYTES_MAX)`);
+  }
+  const root = parseYaml(text, fail);
+  if (root === null || root === undefined) {
+    throw fail(`the file is empty, expected a mapping with ${REPLICAS_ADDRESSES_KEY}`);
+  }
+  if (!(root instanceof Map)) {
+    throw fail(
+      `the top level must be a mapping with ${REPLICAS_ADDRESSES_KEY}, got ` +
+        describeValue(root),
+    );
+  }
+  // A misspelt key would otherwise be ignored silently and leave the setting at its default.
+  for (const key of root.keys()) {
+    if (key !== REPLICAS_ADDRESSES_KEY) {
+      throw fail(`unknown key ${describeValue(key)} (the only key is ${REPLICAS_ADDRESSES_KEY})`);
+    }
+  }
+  if (!root.has(REPLICAS_ADDRESSES_KEY)) {
+    throw fail(`${REPLICAS_ADDRESSES_KEY} is missing`);
+  }
+  const entries: unknown = root.get(REPLICAS_ADDRESSES_KEY);
+  if (!Array.isArray(entries)) {
+    throw fail(
+      `${REPLICAS_ADDRESSES_KEY} must be a list of "host:port" strings, got ` +
+        describeValue(entries),
+    );
+  }
+  if (entries.length === 0) throw fail(`${REPLICAS_ADDRESSES_KEY} must not be empty`);
+  if (entries.length > REPLICAS_MAX) {
+    throw fail(
+      `${REPLICAS_ADDRESSES_KEY} must have at most ${REPLICAS_MAX} entries (REPLICAS_MAX), got ` +
+        entries.length,
+    );
+  }
+  // A group of 2f+1 replicas tolerates f failures; an extra replica adds a vote to every quorum
+  // without tolerating one more failure, so an even count is almost certainly a mistake.
+  if (entries.length % 2 === 0) {
+    throw fail(
+      `${REPLICAS_ADDRESSES_KEY} must have an odd number of entries, got ${entries.length}`,
+    );
+  }
+  const addresses: Address[] = [];
+  const addressTexts: string[] = [];
+  const seen = new Map<string, number>();
+  entries.forEach((entry: unknown, index) => {
+    const field = `${REPLICAS_ADDRESSES_KEY}[${index}]`;
+    if (typeof entry !== "string") {
+      throw fail(`${field} must be a "host:port" string, got ${describeValue(entry)}`);
+    }
+    const parsed = parseAddress(entry);
+    if ("error" in parsed) throw fail(`${field} ${parsed.error}`);
+    const canonical = canonicalAddress(parsed);
+    const first = seen.get(canonical);
+    if (first !== undefined) {
+      throw fail(`${field} ${quote(entry)} duplicates ${REPLICAS_ADDRESSES_KEY}[${first}]`);
+    }
+    seen.set(canonical, index);
+    addresses.push(parsed);
+    addressTexts.push(entry);
+  });
+  return { path, addresses, addressTexts };
+}
+
+/** Reads at most `limit` bytes of a file; returns more than `limit` bytes only if it is bigger. */
+async function readBounded(path: string, limit: number): Promise<Uint8Array> {
+  using file = await Deno.open(path, { read: true });
+  const buffer = new Uint8Array(limit + 1);
+  let filled = 0;
+  while (filled < buffer.length) {
+    const count = await file.read(buffer.subarray(filled));
+    if (count === null) break;
+    filled += count;
+  }
+  return buffer.subarray(0, filled);
+}
+
+/** Reads, parses and validates a configuration file. Throws ConfigError for every mistake. */
+export async function loadConfig(path: string): Promise<ServerConfig> {
+  const fail = (detail: string) => new ConfigError(`Cannot read config ${quote(path)}: ${detail}`);
+  let bytes: Uint8Array;
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isFile) throw fail("it is not a file");
+    // The size is checked before reading so that a wrong path to a huge file fails fast; the
+    // bounded read below catches a file that grows in between.
+    if (info.size > CONFIG_BYTES_MAX) {
+      throw fail(`the file is larger than ${CONFIG_BYTES_MAX} bytes (CONFIG_BYTES_MAX)`);
+    }
+    bytes = await readBounded(path, CONFIG_BYTES_MAX);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    if (error instanceof Deno.errors.NotFound) {
+      throw fail(
+        "file not found (copy server-config-example.yaml to server-config.yaml, or pass --config)",
+      );
+    }
+    const reason = error instanceof Error ? firstLine(error.message) : String(error);
+    throw fail(reason);
+  }
+  if (bytes.length > CONFIG_BYTES_MAX) {
+    throw fail(`the file is larger than ${CONFIG_BYTES_MAX} bytes (CONFIG_BYTES_MAX)`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw fail("the file is not UTF-8 text");
+  }
+  return parseConfig(text, path);
+}
+
+/** Checks that `--index` names a replica of the file. Throws ConfigError otherwise. */
+export function checkReplicaIndex(config: ServerConfig, index: number): void {
+  const count = config.addresses.length;
+  if (!Number.isSafeInteger(index) || index < 0 || index >= count) {
+    throw new ConfigError(
+      `Cannot use config ${quote(config.path)}: --index ${index} is out of range, ` +
+        `the file has ${count} ${count === 1 ? "replica" : "replicas"} (0..${count - 1})`,
+    );
+  }
+}
+
+/**
+ * Renders a configuration file for the given addresses, as `cluster up --config-out` writes it.
+ * Each address is written as a JSON string, which is also a valid YAML double-quoted scalar.
+ */
+export function renderConfig(addresses: readonly string[]): string {
+  const lines = [
+    "# vstamp server configuration, shared by every replica of the group.",
+    "# Each replica is started with --index N to pick its own address from this list.",
+    addresses.length === 0 ? `${REPLICAS_ADDRESSES_KEY}: []` : `${REPLICAS_ADDRESSES_KEY}:`,
+    ...addresses.map((address) => `  - ${JSON.stringify(address)}`),
+  ];
+  return `${lines.join("\n")}\n`;
+}

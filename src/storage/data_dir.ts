@@ -1,0 +1,920 @@
+/**
+ * A replica's data directory: the durable half of the persistence contract in `src/vr/replica.ts`.
+ * The node driver hands it each turn's persist effects as one batch and reports them to the
+ * replica (`onPersisted`) once `persist` resolves.
+ *
+ * Files:
+ * - `LOCK`: holds an advisory lock for as long as the directory is open, so that a second server
+ *   started on the same directory fails at once instead of interleaving writes.
+ * - `superblock.a`, `superblock.b`: two fixed slots of `SUPERBLOCK_BYTES`, written in place in
+ *   turn (even sequence-numbers in `a`, odd in `b`). A write torn by a crash spoils only the slot
+ *   being written; the load takes the valid slot with the higher sequence-number.
+ * - `log`: an append-only file of records, one per batch (see `encodeRecord`).
+ *
+ * A batch costs one write and one fdatasync of the log, then, if it holds superblock writes, one
+ * write and one fdatasync of a superblock slot. Log writes that the batch orders after a superblock
+ * write go into the same log write, tagged with the superblock sequence-number they depend on; a
+ * load drops them when that superblock never became durable. Every crash therefore leaves a
+ * prefix of the effects, in the order the replica emitted them.
+ *
+ * @module
+ */
+
+import { Packr, Unpackr } from "msgpackr";
+import type { LogEntry } from "../vr/message.ts";
+import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
+import { assert, AssertionError } from "../vr/assert.ts";
+
+/** A log file smaller than this is never rewritten, however much of it is dead. */
+export const LOG_REWRITE_BYTES_MIN = 64 * 1024 * 1024;
+/** The log is rewritten at open when it is more than this many times the size of its live part. */
+const LOG_REWRITE_RATIO = 2;
+/** Roughly the bytes of msgpack an entry takes besides its operation, to estimate live bytes. */
+const ENTRY_OVERHEAD_BYTES_ESTIMATE = 48;
+/** The operation bytes per record when the log is rewritten, to keep records a modest size. */
+const REWRITE_RECORD_BYTES_TARGET = 1024 * 1024;
+
+/** "VSLR" in little-endian: marks the start of every log record. */
+const RECORD_MAGIC = 0x524c5356;
+/** Magic, body length, checksum: three u32. */
+const RECORD_HEADER_BYTES = 12;
+/**
+ * The largest record body. A batch is bounded by the replica's limits far below this; the bound
+ * keeps a corrupt length field from asking for an absurd allocation.
+ */
+const RECORD_BODY_BYTES_MAX = 1024 * 1024 * 1024;
+/** The one kind of record so far; the tag leaves room for others. */
+const RECORD_KIND_BATCH = 1;
+/** The number of fields of an encoded log entry. */
+const ENTRY_FIELD_COUNT = 6;
+/** The number of fields of an encoded segment. */
+const SEGMENT_FIELD_COUNT = 4;
+/** How much of the log a load reads per system call. */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
+/** "VSSB" in little-endian: marks a superblock slot. */
+const SUPERBLOCK_MAGIC = 0x42535356;
+const SUPERBLOCK_VERSION = 1;
+/** Magic, version, sequence, view, last normal view, recovering, checksum. */
+const SUPERBLOCK_BYTES = 40;
+/** The bytes a slot's checksum covers: everything before the checksum. */
+const SUPERBLOCK_CHECKED_BYTES = 36;
+
+const LOCK_FILE = "LOCK";
+const LOG_FILE = "log";
+const LOG_TMP_FILE = "log.tmp";
+const SUPERBLOCK_SLOT_FILES = ["superblock.a", "superblock.b"] as const;
+const SUPERBLOCK_TMP_FILE = "superblock.tmp";
+
+const SUPERBLOCK_DEFAULT: Superblock = { viewNumber: 0, lastNormalView: 0, recovering: false };
+
+/** A problem with the files of a data directory; the message names the file. */
+export class DataDirError extends Error {
+  override name = "DataDirError";
+}
+
+export interface DataDirOptions {
+  /**
+   * "fsync" (default): fdatasync every batch before reporting it durable. "none": write() only,
+   * which survives a killed process but not a power failure; for benchmarks.
+   */
+  readonly sync?: "fsync" | "none" | undefined;
+  /** The size below which the log is never rewritten; `LOG_REWRITE_BYTES_MIN` by default. */
+  readonly logRewriteBytesMin?: number | undefined;
+  /** Told about every repair a load makes (a torn tail cut off, the log rewritten). */
+  readonly onRepair?: ((message: string) => void) | undefined;
+}
+
+// ---------------------------------------------------------------- checksum
+
+/** The reflected CRC-32C (Castagnoli) polynomial: stronger than CRC-32 for storage errors. */
+const CRC32C_POLYNOMIAL = 0x82f63b78;
+
+const CRC32C_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let index = 0; index < 256; index++) {
+    let crc = index;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 1 ? (crc >>> 1) ^ CRC32C_POLYNOMIAL : crc >>> 1;
+    table[index] = crc >>> 0;
+  }
+  return table;
+})();
+
+/** Feeds `bytes` into a running CRC-32C; start with `0xffffffff` and finish with `crc32cFinish`. */
+function crc32cUpdate(state: number, bytes: Uint8Array): number {
+  let crc = state;
+  for (let index = 0; index < bytes.length; index++) {
+    crc = CRC32C_TABLE[(crc ^ bytes[index]!) & 0xff]! ^ (crc >>> 8);
+  }
+  return crc;
+}
+
+function crc32cFinish(state: number): number {
+  return (state ^ 0xffffffff) >>> 0;
+}
+
+/** The CRC-32C of `bytes` (0xe3069283 for the ASCII digits 1 to 9). */
+function crc32c(bytes: Uint8Array): number {
+  return crc32cFinish(crc32cUpdate(0xffffffff, bytes));
+}
+
+/**
+ * A record's checksum covers its file offset and length as well as its body: a record found at
+ * the wrong place (a misdirected write, or a record an operation carries inside its bytes) does
+ * not check out.
+ */
+function recordChecksum(offset: number, body: Uint8Array): number {
+  const prefix = new Uint8Array(12);
+  const view = new DataView(prefix.buffer);
+  view.setUint32(0, offset % 2 ** 32, true);
+  view.setUint32(4, Math.floor(offset / 2 ** 32), true);
+  view.setUint32(8, body.length, true);
+  return crc32cFinish(crc32cUpdate(crc32cUpdate(0xffffffff, prefix), body));
+}
+
+// ---------------------------------------------------------------- encoding
+
+// Plain msgpack: records, structured cloning and extension types are msgpackr extensions.
+const packr = new Packr({ useRecords: false, moreTypes: false, structuredClone: false });
+const unpackr = new Unpackr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  mapsAsObjects: false,
+});
+
+/**
+ * What one effect or several consecutive ones do to the log: keep the entries before
+ * `fromOpNumber`, then append `entries`. `superblockSequence` is the sequence-number of the
+ * superblock write that must be durable for the segment to count.
+ */
+interface Segment {
+  readonly superblockSequence: number;
+  readonly fromOpNumber: number;
+  readonly commitNumber: number;
+  readonly entries: readonly LogEntry[];
+}
+
+/**
+ * A record: u32 magic, u32 body length, u32 checksum (see `recordChecksum`), then the body, the
+ * msgpack of `[RECORD_KIND_BATCH, [segment, ...]]` where a segment is
+ * `[superblockSequence, fromOpNumber, commitNumber, [entry, ...]]` and an entry is
+ * `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`.
+ */
+function encodeRecord(offset: number, segments: readonly Segment[], fileName: string): Uint8Array {
+  // pack() returns a pooled buffer: it is copied into the record before the next pack().
+  const body = packr.pack([
+    RECORD_KIND_BATCH,
+    segments.map((segment) => [
+      segment.superblockSequence,
+      segment.fromOpNumber,
+      segment.commitNumber,
+      segment.entries.map((entry) => [
+        entry.opNumber,
+        entry.viewNumber,
+        entry.clientId,
+        entry.requestNumber,
+        entry.timestamp,
+        entry.operation,
+      ]),
+    ]),
+  ]);
+  if (body.length > RECORD_BODY_BYTES_MAX) {
+    throw new DataDirError(
+      `${fileName}: a batch of ${body.length} bytes exceeds the limit of ${RECORD_BODY_BYTES_MAX}`,
+    );
+  }
+  const record = new Uint8Array(RECORD_HEADER_BYTES + body.length);
+  const view = new DataView(record.buffer);
+  view.setUint32(0, RECORD_MAGIC, true);
+  view.setUint32(4, body.length, true);
+  view.setUint32(8, recordChecksum(offset, body), true);
+  record.set(body, RECORD_HEADER_BYTES);
+  return record;
+}
+
+/** A record that checks out but does not decode: corruption or a bug, never a crash. */
+class InvalidRecord extends Error {}
+
+function invalid(reason: string): never {
+  throw new InvalidRecord(reason);
+}
+
+/** msgpackr decodes integers beyond 32 bits as floats or bigints, depending on the encoder. */
+function decodeCount(value: unknown, what: string): number {
+  const number = typeof value === "bigint" ? Number(value) : value;
+  if (typeof number !== "number" || !Number.isSafeInteger(number) || number < 0) {
+    invalid(`${what} is not a non-negative integer`);
+  }
+  return number;
+}
+
+function decodeEntry(value: unknown, opNumber: number): LogEntry {
+  if (!Array.isArray(value) || value.length !== ENTRY_FIELD_COUNT) {
+    invalid(`the entry for op ${opNumber} is not an array of ${ENTRY_FIELD_COUNT}`);
+  }
+  const [op, view, client, request, timestamp, operation] = value as unknown[];
+  if (decodeCount(op, "an op-number") !== opNumber) {
+    invalid(`holds op ${String(op)} where op ${opNumber} belongs`);
+  }
+  const timestampNumber = typeof timestamp === "bigint" ? Number(timestamp) : timestamp;
+  if (typeof timestampNumber !== "number" || !Number.isFinite(timestampNumber)) {
+    invalid(`the timestamp of op ${opNumber} is not a number`);
+  }
+  if (!(operation instanceof Uint8Array)) invalid(`the operation of op ${opNumber} is not bytes`);
+  return {
+    opNumber,
+    viewNumber: decodeCount(view, `the view-number of op ${opNumber}`),
+    clientId: decodeCount(client, `the client-id of op ${opNumber}`),
+    requestNumber: decodeCount(request, `the request-number of op ${opNumber}`),
+    // A copy: msgpackr hands back a Node Buffer over the whole record.
+    operation: new Uint8Array(operation),
+    timestamp: timestampNumber,
+  };
+}
+
+function decodeSegment(value: unknown): Segment {
+  if (!Array.isArray(value) || value.length !== SEGMENT_FIELD_COUNT) {
+    invalid(`holds a segment that is not an array of ${SEGMENT_FIELD_COUNT}`);
+  }
+  const [sequence, from, commit, entries] = value as unknown[];
+  const fromOpNumber = decodeCount(from, "a segment's first op-number");
+  if (fromOpNumber < 1) invalid("holds a segment that starts at op 0");
+  if (!Array.isArray(entries)) invalid("holds a segment whose entries are not an array");
+  return {
+    superblockSequence: decodeCount(sequence, "a segment's superblock sequence-number"),
+    fromOpNumber,
+    commitNumber: decodeCount(commit, "a segment's commit-number"),
+    entries: (entries as unknown[]).map((entry, index) => decodeEntry(entry, fromOpNumber + index)),
+  };
+}
+
+function decodeRecordBody(body: Uint8Array): Segment[] {
+  let value: unknown;
+  try {
+    value = unpackr.unpack(body);
+  } catch (error) {
+    invalid(`is not msgpack (${error instanceof Error ? error.message : String(error)})`);
+  }
+  if (!Array.isArray(value) || value.length !== 2 || value[0] !== RECORD_KIND_BATCH) {
+    invalid("is not a batch record");
+  }
+  const segments: unknown = value[1];
+  if (!Array.isArray(segments) || segments.length === 0) invalid("holds no segments");
+  return (segments as unknown[]).map(decodeSegment);
+}
+
+function encodeSuperblock(sequence: number, superblock: Superblock): Uint8Array {
+  const bytes = new Uint8Array(SUPERBLOCK_BYTES);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, SUPERBLOCK_MAGIC, true);
+  view.setUint32(4, SUPERBLOCK_VERSION, true);
+  view.setBigUint64(8, BigInt(sequence), true);
+  view.setBigUint64(16, BigInt(superblock.viewNumber), true);
+  view.setBigUint64(24, BigInt(superblock.lastNormalView), true);
+  view.setUint32(32, superblock.recovering ? 1 : 0, true);
+  view.setUint32(36, crc32c(bytes.subarray(0, SUPERBLOCK_CHECKED_BYTES)), true);
+  return bytes;
+}
+
+interface SuperblockSlot {
+  readonly sequence: number;
+  readonly superblock: Superblock;
+}
+
+/** The slot's contents, or why they are not valid. */
+function decodeSuperblock(bytes: Uint8Array, slot: number): SuperblockSlot | string {
+  if (bytes.length !== SUPERBLOCK_BYTES) return `is ${bytes.length} bytes, not ${SUPERBLOCK_BYTES}`;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint32(0, true) !== SUPERBLOCK_MAGIC) return "lacks the superblock magic";
+  if (view.getUint32(36, true) !== crc32c(bytes.subarray(0, SUPERBLOCK_CHECKED_BYTES))) {
+    return "has a bad checksum";
+  }
+  const version = view.getUint32(4, true);
+  if (version !== SUPERBLOCK_VERSION) return `has version ${version}, not ${SUPERBLOCK_VERSION}`;
+  const [sequence, viewNumber, lastNormalView] = [8, 16, 24].map((at) =>
+    Number(view.getBigUint64(at, true))
+  ) as [number, number, number];
+  if (![sequence, viewNumber, lastNormalView].every(Number.isSafeInteger)) {
+    return "holds a number beyond 2^53";
+  }
+  if (sequence % 2 !== slot) {
+    return `holds sequence-number ${sequence}, which belongs in the other slot`;
+  }
+  const recovering = view.getUint32(32, true);
+  if (recovering > 1) return `has recovering flag ${recovering}`;
+  if (lastNormalView > viewNumber) return "has a last normal view after its view";
+  return { sequence, superblock: { viewNumber, lastNormalView, recovering: recovering === 1 } };
+}
+
+// ---------------------------------------------------------------- file helpers
+
+async function writeAll(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
+  await file.seek(offset, Deno.SeekMode.Start);
+  let written = 0;
+  while (written < bytes.length) written += await file.write(bytes.subarray(written));
+}
+
+/** Reads `length` bytes at `offset`, fewer only at the end of the file. */
+async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
+  await file.seek(offset, Deno.SeekMode.Start);
+  const bytes = new Uint8Array(length);
+  let filled = 0;
+  while (filled < length) {
+    const count = await file.read(bytes.subarray(filled));
+    if (count === null) break;
+    filled += count;
+  }
+  return filled === length ? bytes : bytes.subarray(0, filled);
+}
+
+/** Sequential reads through a window of `READ_CHUNK_BYTES`, to spare a system call per record. */
+class WindowReader {
+  readonly #file: Deno.FsFile;
+  readonly #size: number;
+  #window: Uint8Array = new Uint8Array(0);
+  #windowStart = 0;
+
+  constructor(file: Deno.FsFile, size: number) {
+    this.#file = file;
+    this.#size = size;
+  }
+
+  /** The bytes [offset, offset + length), which must lie in the file; valid until overwritten. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const start = offset - this.#windowStart;
+    if (start >= 0 && start + length <= this.#window.length) {
+      return this.#window.subarray(start, start + length);
+    }
+    const windowLength = Math.min(Math.max(length, READ_CHUNK_BYTES), this.#size - offset);
+    // A fresh array each time: subarrays handed out earlier stay intact.
+    this.#window = await readAt(this.#file, offset, windowLength);
+    this.#windowStart = offset;
+    if (this.#window.length < length) throw new Error("the file shrank while it was read");
+    return this.#window.subarray(0, length);
+  }
+}
+
+/** Whether a whole record that checks out starts at `offset`. */
+async function isRecordAt(file: Deno.FsFile, size: number, offset: number): Promise<boolean> {
+  if (offset + RECORD_HEADER_BYTES > size) return false;
+  const header = await readAt(file, offset, RECORD_HEADER_BYTES);
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  const length = view.getUint32(4, true);
+  if (view.getUint32(0, true) !== RECORD_MAGIC || length > RECORD_BODY_BYTES_MAX) return false;
+  if (offset + RECORD_HEADER_BYTES + length > size) return false;
+  const body = await readAt(file, offset + RECORD_HEADER_BYTES, length);
+  return recordChecksum(offset, body) === view.getUint32(8, true);
+}
+
+/**
+ * The offset of the first record that checks out after `offset`, if any. A crash tears only the
+ * last batch, the only record after which nothing valid can follow; anything valid further on
+ * means the bad record is damage, not a torn write.
+ */
+async function findRecordAfter(
+  file: Deno.FsFile,
+  size: number,
+  offset: number,
+): Promise<number | undefined> {
+  const magic = new Uint8Array(4);
+  new DataView(magic.buffer).setUint32(0, RECORD_MAGIC, true);
+  let position = offset + 1;
+  while (position + RECORD_HEADER_BYTES <= size) {
+    const chunk = await readAt(file, position, Math.min(READ_CHUNK_BYTES, size - position));
+    for (let index = 0; index + magic.length <= chunk.length; index++) {
+      if (
+        chunk[index] === magic[0] && chunk[index + 1] === magic[1] &&
+        chunk[index + 2] === magic[2] && chunk[index + 3] === magic[3] &&
+        await isRecordAt(file, size, position + index)
+      ) {
+        return position + index;
+      }
+    }
+    // Chunks overlap by the magic's length less one, so a magic across a boundary is seen.
+    position += chunk.length - (magic.length - 1);
+  }
+  return undefined;
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const directory = await Deno.open(path, { read: true });
+  try {
+    await directory.sync();
+  } finally {
+    directory.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+async function removeIfPresent(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** Closes `file` on an error path, where it may already be closed. */
+function closeQuietly(file: Deno.FsFile): void {
+  try {
+    file.close();
+  } catch {
+    // Already closed: nothing to release.
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------- merging a batch
+
+/** Consecutive log effects folded into one segment. */
+class SegmentBuilder {
+  fromOpNumber: number;
+  entries: LogEntry[];
+  commitNumber: number;
+
+  constructor(fromOpNumber: number, entries: readonly LogEntry[], commitNumber: number) {
+    this.fromOpNumber = fromOpNumber;
+    this.entries = entries.slice();
+    this.commitNumber = commitNumber;
+  }
+
+  /** Apply a later effect; its `fromOpNumber` is at most one past this segment's end. */
+  add(fromOpNumber: number, entries: readonly LogEntry[], commitNumber: number): void {
+    if (fromOpNumber <= this.fromOpNumber) {
+      this.fromOpNumber = fromOpNumber;
+      this.entries = entries.slice();
+    } else {
+      this.entries.length = fromOpNumber - this.fromOpNumber;
+      for (const entry of entries) this.entries.push(entry);
+    }
+    this.commitNumber = commitNumber;
+  }
+}
+
+// ---------------------------------------------------------------- the data directory
+
+interface LoadedLog {
+  readonly log: LogEntry[];
+  readonly commitNumber: number;
+  /** The size of the log file once repaired. */
+  readonly size: number;
+}
+
+export class DataDir {
+  readonly #path: string;
+  readonly #sync: boolean;
+  readonly #lock: Deno.FsFile;
+  #log: Deno.FsFile;
+  readonly #slots: readonly [Deno.FsFile, Deno.FsFile];
+  /** The op-number of the last entry in the durable log. */
+  #opNumber: number;
+  /** The size of the log file, where the next record goes. */
+  #logBytes: number;
+  /** The sequence-number of the durable superblock. */
+  #superblockSequence: number;
+  #inFlight: Promise<number> | undefined;
+  /** Set once a write failed: what is on disk is then unknown until the directory is reopened. */
+  #failure: unknown;
+  #closed = false;
+
+  private constructor(
+    path: string,
+    sync: boolean,
+    lock: Deno.FsFile,
+    log: Deno.FsFile,
+    slots: readonly [Deno.FsFile, Deno.FsFile],
+    opNumber: number,
+    logBytes: number,
+    superblockSequence: number,
+  ) {
+    this.#path = path;
+    this.#sync = sync;
+    this.#lock = lock;
+    this.#log = log;
+    this.#slots = slots;
+    this.#opNumber = opNumber;
+    this.#logBytes = logBytes;
+    this.#superblockSequence = superblockSequence;
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  /**
+   * Opens the directory at `path`, creating it if missing, and loads what it holds: `undefined`
+   * for a new directory (a new replica), otherwise the durable state. Repairs a log torn by a
+   * crash; throws DataDirError on corruption or when another process has the directory open.
+   */
+  static async open(
+    path: string,
+    options: DataDirOptions = {},
+  ): Promise<{ dataDir: DataDir; state: DurableState | undefined }> {
+    const sync = (options.sync ?? "fsync") === "fsync";
+    const created = !(await exists(path));
+    await Deno.mkdir(path, { recursive: true });
+    const lock = await Deno.open(`${path}/${LOCK_FILE}`, {
+      read: true,
+      write: true,
+      create: true,
+    });
+    const opened: Deno.FsFile[] = [lock];
+    try {
+      if (!(await lock.tryLock(true))) {
+        throw new DataDirError(`${path} is in use by another process`);
+      }
+      // Leftovers of a crash during a rename; the renamed-to files are intact.
+      await removeIfPresent(`${path}/${SUPERBLOCK_TMP_FILE}`);
+      await removeIfPresent(`${path}/${LOG_TMP_FILE}`);
+      const fresh = await DataDir.#initialiseIfNew(path, sync, created);
+      const log = await Deno.open(`${path}/${LOG_FILE}`, { read: true, write: true, create: true });
+      opened.push(log);
+      const slotA = await Deno.open(`${path}/${SUPERBLOCK_SLOT_FILES[0]}`, {
+        read: true,
+        write: true,
+      });
+      opened.push(slotA);
+      const slotBExisted = await exists(`${path}/${SUPERBLOCK_SLOT_FILES[1]}`);
+      const slotB = await Deno.open(`${path}/${SUPERBLOCK_SLOT_FILES[1]}`, {
+        read: true,
+        write: true,
+        create: true,
+      });
+      opened.push(slotB);
+      if (!slotBExisted && sync) await syncDirectory(path);
+      const slots = [slotA, slotB] as const;
+      const current = await DataDir.#loadSuperblock(path, slots);
+      const loaded = await DataDir.#loadLog(path, log, current.sequence, sync, options.onRepair);
+      const dataDir = new DataDir(
+        path,
+        sync,
+        lock,
+        log,
+        slots,
+        loaded.log.length,
+        loaded.size,
+        current.sequence,
+      );
+      await dataDir.#rewriteIfBloated(
+        loaded,
+        options.logRewriteBytesMin ?? LOG_REWRITE_BYTES_MIN,
+        options.onRepair,
+      );
+      const state: DurableState | undefined = fresh ? undefined : {
+        superblock: current.superblock,
+        log: loaded.log,
+        commitNumber: Math.min(loaded.commitNumber, loaded.log.length),
+        logTrusted: true,
+      };
+      return { dataDir, state };
+    } catch (error) {
+      // Closing the lock file releases the lock.
+      for (const file of opened.reverse()) closeQuietly(file);
+      throw error;
+    }
+  }
+
+  /**
+   * Writes the first superblock unless the directory has one, and tells whether the directory
+   * is new. `superblock.a` is created only here, through a rename of a synced file, so it exists
+   * and is valid in every directory that `open` ever returned.
+   */
+  static async #initialiseIfNew(path: string, sync: boolean, created: boolean): Promise<boolean> {
+    const logPath = `${path}/${LOG_FILE}`;
+    if (await exists(`${path}/${SUPERBLOCK_SLOT_FILES[0]}`)) return false;
+    const logBytes = (await exists(logPath)) ? (await Deno.stat(logPath)).size : 0;
+    if (logBytes > 0) {
+      throw new DataDirError(
+        `${path}/${SUPERBLOCK_SLOT_FILES[0]}: missing, yet ${logPath} holds ${logBytes} bytes`,
+      );
+    }
+    const tmpPath = `${path}/${SUPERBLOCK_TMP_FILE}`;
+    const tmp = await Deno.open(tmpPath, { write: true, create: true, truncate: true });
+    try {
+      await writeAll(tmp, 0, encodeSuperblock(0, SUPERBLOCK_DEFAULT));
+      if (sync) await tmp.syncData();
+    } finally {
+      tmp.close();
+    }
+    (await Deno.open(logPath, { write: true, create: true })).close();
+    await Deno.rename(tmpPath, `${path}/${SUPERBLOCK_SLOT_FILES[0]}`);
+    if (sync) {
+      await syncDirectory(path);
+      if (created) await syncDirectory(`${path}/..`);
+    }
+    return true;
+  }
+
+  static async #loadSuperblock(
+    path: string,
+    slots: readonly [Deno.FsFile, Deno.FsFile],
+  ): Promise<SuperblockSlot> {
+    let best: SuperblockSlot | undefined;
+    const problems: string[] = [];
+    for (const [index, file] of slots.entries()) {
+      const decoded = decodeSuperblock(await readAt(file, 0, SUPERBLOCK_BYTES + 1), index);
+      if (typeof decoded === "string") {
+        problems.push(`${path}/${SUPERBLOCK_SLOT_FILES[index]} ${decoded}`);
+      } else if (best === undefined || decoded.sequence > best.sequence) {
+        best = decoded;
+      }
+    }
+    if (best === undefined) {
+      throw new DataDirError(`no valid superblock: ${problems.join("; ")}`);
+    }
+    return best;
+  }
+
+  /**
+   * Replays the log. The tail may be torn by a crash during the last batch's write, or hold
+   * segments whose superblock never became durable: both are cut off, which leaves the effects
+   * before the crash. Anything else amiss is corruption.
+   */
+  static async #loadLog(
+    path: string,
+    file: Deno.FsFile,
+    superblockSequence: number,
+    sync: boolean,
+    onRepair: ((message: string) => void) | undefined,
+  ): Promise<LoadedLog> {
+    const fileName = `${path}/${LOG_FILE}`;
+    const size = (await file.stat()).size;
+    const reader = new WindowReader(file, size);
+    const log: LogEntry[] = [];
+    let commitNumber = 0;
+    let offset = 0;
+    let badReason: string | undefined;
+    /** Segments of the last record to write back after cutting it off, when some must go. */
+    let kept: Segment[] | undefined;
+    while (offset < size) {
+      if (size - offset < RECORD_HEADER_BYTES) {
+        badReason = `is cut short (${size - offset} bytes)`;
+        break;
+      }
+      const header = await reader.read(offset, RECORD_HEADER_BYTES);
+      const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+      const length = view.getUint32(4, true);
+      if (view.getUint32(0, true) !== RECORD_MAGIC) {
+        badReason = "lacks the record magic";
+        break;
+      }
+      if (length > RECORD_BODY_BYTES_MAX) {
+        badReason = `claims ${length} bytes, over the limit of ${RECORD_BODY_BYTES_MAX}`;
+        break;
+      }
+      if (offset + RECORD_HEADER_BYTES + length > size) {
+        badReason = `is cut short (${size - offset - RECORD_HEADER_BYTES} of ${length} bytes)`;
+        break;
+      }
+      const body = await reader.read(offset + RECORD_HEADER_BYTES, length);
+      if (recordChecksum(offset, body) !== view.getUint32(8, true)) {
+        badReason = "has a bad checksum";
+        break;
+      }
+      let segments: Segment[];
+      try {
+        segments = decodeRecordBody(body);
+      } catch (error) {
+        if (!(error instanceof InvalidRecord)) throw error;
+        throw new DataDirError(`${fileName}: record at byte ${offset} ${error.message}`);
+      }
+      const end = offset + RECORD_HEADER_BYTES + length;
+      // Segments tagged with the next superblock write come last; they count only if it is durable.
+      const firstLost = segments.findIndex((segment) =>
+        false
+      );
+      if (firstLost !== -1) {
+        const lost = segments.slice(firstLost);
+        if (lost.some((segment) => segment.superblockSequence !== superblockSequence + 1)) {
+          throw new DataDirError(
+            `${fileName}: record at byte ${offset} depends on superblock writes out of order`,
+          );
+        }
+        if (end !== size) {
+          throw new DataDirError(
+            `${fileName}: record at byte ${offset} depends on a superblock write that is not durable, but is not the last of the log`,
+          );
+        }
+        kept = segments.slice(0, firstLost);
+      }
+      for (const segment of kept ?? segments) {
+        if (segment.fromOpNumber > log.length + 1) {
+          throw new DataDirError(
+            `${fileName}: record at byte ${offset} writes from op ${segment.fromOpNumber}, but the log ends at op ${log.length}`,
+          );
+        }
+        log.length = segment.fromOpNumber - 1;
+        for (const entry of segment.entries) log.push(entry);
+        commitNumber = segment.commitNumber;
+      }
+      if (kept !== undefined) break;
+      offset = end;
+    }
+    if (badReason !== undefined) {
+      const next = await findRecordAfter(file, size, offset);
+      if (next !== undefined) {
+        throw new DataDirError(
+          `${fileName}: record at byte ${offset} ${badReason}, yet a valid record follows at byte ${next}`,
+        );
+      }
+      onRepair?.(
+        `${fileName}: cut off ${size - offset} bytes torn at byte ${offset} (${badReason})`,
+      );
+    } else if (kept !== undefined) {
+      onRepair?.(
+        `${fileName}: dropped the writes of the record at byte ${offset} that followed a superblock write lost in a crash`,
+      );
+    } else {
+      return { log, commitNumber, size };
+    }
+    await file.truncate(offset);
+    let repairedSize = offset;
+    if (kept !== undefined && kept.length > 0) {
+      const record = encodeRecord(offset, kept, fileName);
+      await writeAll(file, offset, record);
+      repairedSize += record.length;
+    }
+    if (sync) await file.sync();
+    return { log, commitNumber, size: repairedSize };
+  }
+
+  /** Rewrites the log with only its live entries when truncations left it mostly dead. */
+  async #rewriteIfBloated(
+    loaded: LoadedLog,
+    bytesMin: number,
+    onRepair: ((message: string) => void) | undefined,
+  ): Promise<void> {
+    if (loaded.size <= bytesMin) return;
+    let liveBytes = 0;
+    for (const entry of loaded.log) {
+      liveBytes += entry.operation.length + ENTRY_OVERHEAD_BYTES_ESTIMATE;
+    }
+    if (loaded.size <= LOG_REWRITE_RATIO * liveBytes) return;
+    const tmpPath = `${this.#path}/${LOG_TMP_FILE}`;
+    const fileName = `${this.#path}/${LOG_FILE}`;
+    const tmp = await Deno.open(tmpPath, { read: true, write: true, create: true, truncate: true });
+    let size = 0;
+    try {
+      const commitNumber = Math.min(loaded.commitNumber, loaded.log.length);
+      let start = 0;
+      while (start < loaded.log.length) {
+        let end = start;
+        let bytes = 0;
+        while (end < loaded.log.length && (end === start || bytes < REWRITE_RECORD_BYTES_TARGET)) {
+          bytes += loaded.log[end]!.operation.length;
+          end++;
+        }
+        const segment: Segment = {
+          superblockSequence: 0,
+          fromOpNumber: start + 1,
+          commitNumber,
+          entries: loaded.log.slice(start, end),
+        };
+        const record = encodeRecord(size, [segment], fileName);
+        await writeAll(tmp, size, record);
+        size += record.length;
+        start = end;
+      }
+      if (this.#sync) await tmp.sync();
+    } catch (error) {
+      tmp.close();
+      throw error;
+    }
+    // The new file takes the old one's place at once: a crash leaves one or the other whole.
+    this.#log.close();
+    await Deno.rename(tmpPath, fileName);
+    if (this.#sync) await syncDirectory(this.#path);
+    tmp.close();
+    this.#log = await Deno.open(fileName, { read: true, write: true });
+    onRepair?.(`${fileName}: rewrote ${loaded.size} bytes as ${size} bytes of live entries`);
+    this.#logBytes = size;
+  }
+
+  /**
+   * Makes the persist effects of one batch durable, in order, ignoring the other effects. Costs
+   * one write and fdatasync of the log and, if the batch writes the superblock, one write and
+   * fdatasync of a superblock slot. Resolves with the largest persist id of the batch (0 if none).
+   * The caller waits for each call to resolve before the next.
+   */
+  persist(effects: readonly Effect[]): Promise<number> {
+    assert(!this.#closed, `${this.#path}: persist after close`);
+    assert(this.#inFlight === undefined, `${this.#path}: persist while another is in flight`);
+    if (this.#failure !== undefined) {
+      return Promise.reject(
+        new DataDirError(
+          `${this.#path}: an earlier write failed (${
+            describe(this.#failure)
+          }); reopen the directory`,
+        ),
+      );
+    }
+    const promise = this.#persist(effects).then(
+      (id) => {
+        this.#inFlight = undefined;
+        return id;
+      },
+      (error: unknown) => {
+        this.#inFlight = undefined;
+        if (!(error instanceof AssertionError)) this.#failure = error;
+        throw error;
+      },
+    );
+    this.#inFlight = promise;
+    return promise;
+  }
+
+  async #persist(effects: readonly Effect[]): Promise<number> {
+    let maxId = 0;
+    // Log effects before the first superblock write, and after it.
+    let before: SegmentBuilder | undefined;
+    let after: SegmentBuilder | undefined;
+    let superblock: Superblock | undefined;
+    let opNumber = this.#opNumber;
+    for (const effect of effects) {
+      if (effect.type === "persist_superblock") {
+        maxId = Math.max(maxId, effect.id);
+        superblock = effect.superblock;
+      } else if (effect.type === "persist_log") {
+        maxId = Math.max(maxId, effect.id);
+        const { fromOpNumber, entries, commitNumber } = effect;
+        assert(
+          Number.isSafeInteger(fromOpNumber) && fromOpNumber >= 1 && fromOpNumber <= opNumber + 1,
+          `persist_log ${effect.id} writes from op ${fromOpNumber}, but the log ends at op ${opNumber}`,
+        );
+        for (const [index, entry] of entries.entries()) {
+          assert(
+            entry.opNumber === fromOpNumber + index,
+            `persist_log ${effect.id} holds op ${entry.opNumber} where op ${
+              fromOpNumber + index
+            } belongs`,
+          );
+        }
+        const builder = superblock === undefined ? before : after;
+        if (builder !== undefined) {
+          builder.add(fromOpNumber, entries, commitNumber);
+        } else if (superblock === undefined) {
+          before = new SegmentBuilder(fromOpNumber, entries, commitNumber);
+        } else {
+          after = new SegmentBuilder(fromOpNumber, entries, commitNumber);
+        }
+        opNumber = fromOpNumber - 1 + entries.length;
+      }
+    }
+    const nextSequence = this.#superblockSequence + 1;
+    const segments: Segment[] = [];
+    if (before !== undefined) {
+      segments.push({ ...before, superblockSequence: this.#superblockSequence });
+    }
+    if (after !== undefined) segments.push({ ...after, superblockSequence: nextSequence });
+    if (segments.length > 0) {
+      const fileName = `${this.#path}/${LOG_FILE}`;
+      const record = encodeRecord(this.#logBytes, segments, fileName);
+      try {
+        await writeAll(this.#log, this.#logBytes, record);
+        if (this.#sync) await this.#log.syncData();
+      } catch (error) {
+        throw new DataDirError(`${fileName}: write failed: ${describe(error)}`, { cause: error });
+      }
+      this.#logBytes += record.length;
+      this.#opNumber = opNumber;
+    }
+    if (superblock !== undefined) {
+      const slot = nextSequence % 2;
+      try {
+        const file = this.#slots[slot]!;
+        await writeAll(file, 0, encodeSuperblock(nextSequence, superblock));
+        if (this.#sync) await file.syncData();
+      } catch (error) {
+        throw new DataDirError(
+          `${this.#path}/${SUPERBLOCK_SLOT_FILES[slot]}: write failed: ${describe(error)}`,
+          { cause: error },
+        );
+      }
+      this.#superblockSequence = nextSequence;
+    }
+    return maxId;
+  }
+
+  /** Waits for a persist in flight, then closes the files and releases the lock. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#inFlight?.catch(() => {});
+    this.#log.close();
+    for (const slot of this.#slots) slot.close();
+    this.#lock.close();
+  }
+}

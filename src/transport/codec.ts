@@ -1,0 +1,877 @@
+/**
+ * The encoding of protocol messages (`src/vr/message.ts`) as frame bodies, and their validation
+ * when they arrive from the network.
+ *
+ * A body is one plain msgpack array (no extension types, no maps): a small integer tag naming the
+ * message type, then the message's fields in a fixed order. Positional arrays are much smaller and
+ * faster to encode and decode than maps keyed by field names. The layouts, `T` standing for the
+ * tag:
+ *
+ * ```text
+ * request               [T, clientId, requestNumber, operation]
+ * reply                 [T, viewNumber, clientId, requestNumber, opNumber, result]
+ * not_primary           [T, clientId, requestNumber, viewNumber, replica]
+ * request_number_query  [T, clientId, nonce]
+ * request_number_reply  [T, clientId, nonce, requestNumber, replica]
+ * locate                [T, clientId]
+ * configuration         [T, clientId, viewNumber, replica, addresses]
+ * prepare               [T, viewNumber, commitNumber, replica, entries]
+ * prepare_ok            [T, viewNumber, opNumber, replica]
+ * commit                [T, viewNumber, commitNumber, replica]
+ * start_view_change     [T, viewNumber, replica]
+ * do_view_change        [T, viewNumber, lastNormalView, opNumber, commitNumber, replica, entries]
+ * start_view            [T, viewNumber, anchorOpNumber, opNumber, commitNumber, replica, entries]
+ * request_start_view    [T, viewNumber, commitNumber, replica]
+ * recovery              [T, nonce, commitNumber, replica]
+ * recovery_response     [T, viewNumber, nonce, isPrimary, anchorOpNumber, opNumber, commitNumber,
+ *                          replica, entries]
+ * get_state             [T, viewNumber, opNumber, replica]
+ * new_state             [T, viewNumber, normal, anchorOpNumber, opNumber, commitNumber, replica,
+ *                          entries]
+ *
+ * entries    an array of [opNumber, viewNumber, clientId, requestNumber, timestamp, operation]
+ * operation  msgpack bin;  result  msgpack bin;  addresses  an array of str
+ * ```
+ *
+ * Integers are msgpack integers, except that integers of 2^32 and more (timestamps in
+ * milliseconds) are float64, as msgpackr writes them; the decoder accepts both, and uint64/int64.
+ *
+ * @module
+ */
+
+import { Packr, Unpackr } from "msgpackr";
+import { LIMITS_DEFAULT } from "../vr/constants.ts";
+import {
+  CLIENT_MESSAGE_TYPES,
+  CLIENT_REPLY_TYPES,
+  type LogEntry,
+  type Message,
+  type MessageType,
+  REPLICA_MESSAGE_TYPES,
+} from "../vr/message.ts";
+import { encodeFrame } from "./frame.ts";
+
+// ---------------------------------------------------------------- tags and limits
+
+export const TAG_REQUEST = 1;
+export const TAG_REPLY = 2;
+export const TAG_NOT_PRIMARY = 3;
+export const TAG_REQUEST_NUMBER_QUERY = 4;
+export const TAG_REQUEST_NUMBER_REPLY = 5;
+export const TAG_LOCATE = 6;
+export const TAG_CONFIGURATION = 7;
+export const TAG_PREPARE = 8;
+export const TAG_PREPARE_OK = 9;
+export const TAG_COMMIT = 10;
+export const TAG_START_VIEW_CHANGE = 11;
+export const TAG_DO_VIEW_CHANGE = 12;
+export const TAG_START_VIEW = 13;
+export const TAG_REQUEST_START_VIEW = 14;
+export const TAG_RECOVERY = 15;
+export const TAG_RECOVERY_RESPONSE = 16;
+export const TAG_GET_STATE = 17;
+export const TAG_NEW_STATE = 18;
+
+/** The tag of each message type; tags are never reused, so that old peers fail loudly. */
+export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
+  request: TAG_REQUEST,
+  reply: TAG_REPLY,
+  not_primary: TAG_NOT_PRIMARY,
+  request_number_query: TAG_REQUEST_NUMBER_QUERY,
+  request_number_reply: TAG_REQUEST_NUMBER_REPLY,
+  locate: TAG_LOCATE,
+  configuration: TAG_CONFIGURATION,
+  prepare: TAG_PREPARE,
+  prepare_ok: TAG_PREPARE_OK,
+  commit: TAG_COMMIT,
+  start_view_change: TAG_START_VIEW_CHANGE,
+  do_view_change: TAG_DO_VIEW_CHANGE,
+  start_view: TAG_START_VIEW,
+  request_start_view: TAG_REQUEST_START_VIEW,
+  recovery: TAG_RECOVERY,
+  recovery_response: TAG_RECOVERY_RESPONSE,
+  get_state: TAG_GET_STATE,
+  new_state: TAG_NEW_STATE,
+};
+
+/** The message type of each tag, indexed by tag. */
+const TAG_TYPES: readonly (MessageType | undefined)[] = (() => {
+  const types: (MessageType | undefined)[] = [];
+  for (const [type, tag] of Object.entries(MESSAGE_TAGS)) types[tag] = type as MessageType;
+  return types;
+})();
+
+/**
+ * The most entries one message may carry. Far above what the core sends (`transferOpsMax` and
+ * `pipelineOpsMax` are about a thousand) so that tuning those limits does not break the wire, yet
+ * it bounds the work a hostile message can cause.
+ */
+export const ENTRIES_MAX = 100_000;
+/** The most addresses a Configuration may list: far more replicas than VR groups ever have. */
+export const ADDRESSES_MAX = 64;
+/** The longest address, in UTF-16 code units: room for any host name and port. */
+export const ADDRESS_LENGTH_MAX = 256;
+
+/** The fields of an entry on the wire. */
+const ENTRY_FIELDS = 6;
+/** The longest message array: recovery_response's tag and eight fields. */
+const MESSAGE_FIELDS_MAX = 9;
+/**
+ * The deepest nesting of msgpack arrays in a valid body (message, entries, entry). Checked before
+ * msgpackr's recursive decoder runs so that hostile input cannot exhaust the stack.
+ */
+const MSGPACK_DEPTH_MAX = 3;
+/**
+ * The most msgpack values one body may hold: a message with `ENTRIES_MAX` entries. It bounds what
+ * msgpackr allocates for hostile input to a constant factor of what a valid message needs.
+ */
+const MSGPACK_VALUES_MAX = 1 + MESSAGE_FIELDS_MAX + ENTRIES_MAX * (1 + ENTRY_FIELDS);
+/** How many characters of msgpackr's own error message an error quotes. */
+const LIBRARY_ERROR_LENGTH_MAX = 120;
+
+// ---------------------------------------------------------------- encoding
+
+// Plain msgpack: records and structured cloning are msgpackr extensions that would make a peer
+// depend on state shared with the sender, and other implementations could not read them.
+const packr = new Packr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+});
+// Maps never occur in a valid body (the scan rejects them); decoding them as `Map` regardless
+// means a stray map can never become an object with hostile keys such as `__proto__`.
+const unpackr = new Unpackr({
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  mapsAsObjects: false,
+});
+
+function entriesFields(entries: readonly LogEntry[]): unknown[] {
+  const out = new Array<unknown>(entries.length);
+  for (let index = 0; index < entries.length; index++) {
+    const entry = entries[index] as LogEntry;
+    out[index] = [
+      entry.opNumber,
+      entry.viewNumber,
+      entry.clientId,
+      entry.requestNumber,
+      entry.timestamp,
+      entry.operation,
+    ];
+  }
+  return out;
+}
+
+/** The positional array of `message`, as laid out in the module documentation. */
+function messageFields(message: Message): unknown[] {
+  switch (message.type) {
+    case "request":
+      return [TAG_REQUEST, message.clientId, message.requestNumber, message.operation];
+    case "reply":
+      return [
+        TAG_REPLY,
+        message.viewNumber,
+        message.clientId,
+        message.requestNumber,
+        message.opNumber,
+        message.result,
+      ];
+    case "not_primary":
+      return [
+        TAG_NOT_PRIMARY,
+        message.clientId,
+        message.requestNumber,
+        message.viewNumber,
+        message.replica,
+      ];
+    case "request_number_query":
+      return [TAG_REQUEST_NUMBER_QUERY, message.clientId, message.nonce];
+    case "request_number_reply":
+      return [
+        TAG_REQUEST_NUMBER_REPLY,
+        message.clientId,
+        message.nonce,
+        message.requestNumber,
+        message.replica,
+      ];
+    case "locate":
+      return [TAG_LOCATE, message.clientId];
+    case "configuration":
+      return [
+        TAG_CONFIGURATION,
+        message.clientId,
+        message.viewNumber,
+        message.replica,
+        message.addresses,
+      ];
+    case "prepare":
+      return [
+        TAG_PREPARE,
+        message.viewNumber,
+        message.commitNumber,
+        message.replica,
+        entriesFields(message.entries),
+      ];
+    case "prepare_ok":
+      return [TAG_PREPARE_OK, message.viewNumber, message.opNumber, message.replica];
+    case "commit":
+      return [TAG_COMMIT, message.viewNumber, message.commitNumber, message.replica];
+    case "start_view_change":
+      return [TAG_START_VIEW_CHANGE, message.viewNumber, message.replica];
+    case "do_view_change":
+      return [
+        TAG_DO_VIEW_CHANGE,
+        message.viewNumber,
+        message.lastNormalView,
+        message.opNumber,
+        message.commitNumber,
+        message.replica,
+        entriesFields(message.entries),
+      ];
+    case "start_view":
+      return [
+        TAG_START_VIEW,
+        message.viewNumber,
+        message.anchorOpNumber,
+        message.opNumber,
+        message.commitNumber,
+        message.replica,
+        entriesFields(message.entries),
+      ];
+    case "request_start_view":
+      return [TAG_REQUEST_START_VIEW, message.viewNumber, message.commitNumber, message.replica];
+    case "recovery":
+      return [TAG_RECOVERY, message.nonce, message.commitNumber, message.replica];
+    case "recovery_response":
+      return [
+        TAG_RECOVERY_RESPONSE,
+        message.viewNumber,
+        message.nonce,
+        message.isPrimary,
+        message.anchorOpNumber,
+        message.opNumber,
+        message.commitNumber,
+        message.replica,
+        entriesFields(message.entries),
+      ];
+    case "get_state":
+      return [TAG_GET_STATE, message.viewNumber, message.opNumber, message.replica];
+    case "new_state":
+      return [
+        TAG_NEW_STATE,
+        message.viewNumber,
+        message.normal,
+        message.anchorOpNumber,
+        message.opNumber,
+        message.commitNumber,
+        message.replica,
+        entriesFields(message.entries),
+      ];
+  }
+}
+
+/**
+ * The msgpack body of `message`, not framed. The message is trusted (it comes from this
+ * process's core): it is not validated here, the receiver's `decodeMessage` does that.
+ */
+export function encodeMessage(message: Message): Uint8Array {
+  // msgpackr returns a Buffer view into its reused buffer, which the next call overwrites: copy
+  // it. `set` copies in bulk; `new Uint8Array(buffer)` would copy element by element, slower
+  // than the packing itself.
+  const packed = packr.pack(messageFields(message));
+  const body = new Uint8Array(packed.byteLength);
+  body.set(packed);
+  return body;
+}
+
+/** The frame of `message`: `encodeFrame(encodeMessage(message))`, with a single copy. */
+export function encodeFramedMessage(message: Message): Uint8Array {
+  // The pooled view goes straight into the frame, saving the copy `encodeMessage` makes.
+  return encodeFrame(packr.pack(messageFields(message)));
+}
+
+// ---------------------------------------------------------------- strict msgpack scan
+
+/**
+ * Checks that `bytes` hold exactly one msgpack value of the shapes a body may have before
+ * msgpackr sees them: no maps and no extension types (msgpackr decodes its built-in extensions
+ * whatever the options), never the unused byte 0xc1, no truncation and no trailing bytes, arrays
+ * nested at most `MSGPACK_DEPTH_MAX` deep and at most `MSGPACK_VALUES_MAX` values in all. Every
+ * declared length is checked against the bytes present, so msgpackr never allocates more than a
+ * small multiple of the input. Returns an error message, or undefined when the bytes pass. The
+ * scan is iterative and each step consumes at least one byte: it is linear in the input.
+ */
+function scanBody(bytes: Uint8Array): string | undefined {
+  const length = bytes.length;
+  if (length === 0) return "body is empty";
+  // The number of values still expected inside each open array, innermost last.
+  const open: number[] = [];
+  let values = 0;
+  let position = 0;
+  for (;;) {
+    if (position >= length) return "body is truncated msgpack";
+    if (++values > MSGPACK_VALUES_MAX) {
+      return `body holds more than ${MSGPACK_VALUES_MAX} msgpack values`;
+    }
+    const byte = bytes[position] as number;
+    let size = 1;
+    let children = 0;
+    if (byte <= 0x7f || byte >= 0xe0 || byte === 0xc0 || byte === 0xc2 || byte === 0xc3) {
+      // A fixint, nil or boolean: the byte is the whole value.
+    } else if (byte >= 0x90 && byte <= 0x9f) {
+      children = byte & 0x0f;
+    } else if (byte >= 0xa0 && byte <= 0xbf) {
+      size = 1 + (byte & 0x1f);
+    } else if (byte >= 0xca && byte <= 0xd3) {
+      // float 32/64, uint 8/16/32/64 and int 8/16/32/64.
+      size = 1 + (SCALAR_SIZES[byte - 0xca] as number);
+    } else if (byte === 0xc4 || byte === 0xd9) {
+      if (position + 2 > length) return "body is truncated msgpack";
+      size = 2 + (bytes[position + 1] as number);
+    } else if (byte === 0xc5 || byte === 0xda || byte === 0xdc) {
+      if (position + 3 > length) return "body is truncated msgpack";
+      const field = ((bytes[position + 1] as number) << 8) | (bytes[position + 2] as number);
+      if (byte === 0xdc) {
+        size = 3;
+        children = field;
+      } else {
+        size = 3 + field;
+      }
+    } else if (byte === 0xc6 || byte === 0xdb || byte === 0xdd) {
+      if (position + 5 > length) return "body is truncated msgpack";
+      const field = (((bytes[position + 1] as number) << 24) |
+        ((bytes[position + 2] as number) << 16) | ((bytes[position + 3] as number) << 8) |
+        (bytes[position + 4] as number)) >>> 0;
+      if (byte === 0xdd) {
+        size = 5;
+        children = field;
+      } else {
+        size = 5 + field;
+      }
+    } else if (byte === 0xc1) {
+      return `body holds byte 0xc1 at ${position}, never used in msgpack`;
+    } else if ((byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf) {
+      return `body holds a msgpack map at byte ${position}; messages use arrays only`;
+    } else {
+      // What remains is ext 8/16/32 (0xc7..0xc9) and fixext (0xd4..0xd8).
+      return `body holds a msgpack extension type at byte ${position}, which is not allowed`;
+    }
+    position += size;
+    if (position > length) return "body is truncated msgpack";
+    if (children > 0) {
+      if (open.length >= MSGPACK_DEPTH_MAX) {
+        return `body nests arrays deeper than ${MSGPACK_DEPTH_MAX} levels`;
+      }
+      // Each child takes at least one byte: a count beyond the bytes left is truncated data.
+      if (children > length - position) return "body is truncated msgpack";
+      open.push(children);
+      continue;
+    }
+    // A value is complete: close every array it completes.
+    for (;;) {
+      const innermost = open.length - 1;
+      if (innermost < 0) {
+        if (position < length) {
+          const trailing = length - position;
+          return `body has ${trailing} trailing byte${trailing === 1 ? "" : "s"}`;
+        }
+        return undefined;
+      }
+      const remaining = (open[innermost] as number) - 1;
+      if (remaining > 0) {
+        open[innermost] = remaining;
+        break;
+      }
+      open.pop();
+    }
+  }
+}
+
+/** Payload sizes of float 32/64, uint 8/16/32/64 and int 8/16/32/64 (0xca..0xd3). */
+const SCALAR_SIZES: readonly number[] = [4, 8, 1, 2, 4, 8, 1, 2, 4, 8];
+
+// ---------------------------------------------------------------- decoding and validation
+
+/** A decoded message, or why the body is not one. */
+export type DecodeResult =
+  | { readonly ok: true; readonly message: Message }
+  | { readonly ok: false; readonly error: string };
+
+/** What a connection may carry, so that a peer cannot send messages outside its role. */
+export interface ValidationContext {
+  /**
+   * What the peer may send: "client" (a client connection to a replica), "replica" (a peer
+   * replica connection), or "reply" (a replica answering a client).
+   */
+  readonly from: "client" | "replica" | "reply";
+  /** Number of replicas in the group: every replica index must be < this. */
+  readonly replicaCount: number;
+}
+
+const ALLOWED_TYPES: { readonly [from in ValidationContext["from"]]: ReadonlySet<MessageType> } = {
+  client: new Set(CLIENT_MESSAGE_TYPES),
+  replica: new Set(REPLICA_MESSAGE_TYPES),
+  reply: new Set(CLIENT_REPLY_TYPES),
+};
+
+const SENDER_DESCRIPTIONS: { readonly [from in ValidationContext["from"]]: string } = {
+  client: "a client",
+  replica: "a peer replica",
+  reply: "a replica answering a client",
+};
+
+/**
+ * Thrown inside the validator and caught by `decodeMessage`, which turns it into an error result.
+ * Not an Error: nothing needs its stack, and capturing one would slow down rejecting bad input.
+ */
+class Invalid {
+  constructor(readonly message: string) {}
+}
+
+function fail(message: string): never {
+  throw new Invalid(message);
+}
+
+/** Names a decoded value for an error message: numbers by value, anything else by type. */
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return "nil";
+  if (typeof value === "number" || typeof value === "bigint") return String(value);
+  if (value instanceof Uint8Array) return "binary";
+  if (Array.isArray(value)) return "array";
+  if (value instanceof Map) return "map";
+  return typeof value;
+}
+
+/** `entries[3].opNumber` for a field of an entry, else the field's name. */
+function fieldName(field: string, entryIndex: number): string {
+  return entryIndex < 0 ? field : `entries[${entryIndex}].${field}`;
+}
+
+const SAFE_INTEGER_MAX_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A non-negative safe integer, else a failure naming `field`. */
+function natural(value: unknown, type: MessageType, field: string, entryIndex = -1): number {
+  if (typeof value === "number") {
+    // `+ 0` turns a float64 -0 into 0, so that the result compares equal to what was sent.
+    if (value >= 0 && Number.isSafeInteger(value)) return value + 0;
+  } else if (typeof value === "bigint") {
+    // msgpackr decodes uint64 and int64 as bigint even when they are small.
+    if (value >= 0n && value <= SAFE_INTEGER_MAX_BIGINT) return Number(value);
+  }
+  return fail(
+    `${type}: ${fieldName(field, entryIndex)} must be a non-negative safe integer, ` +
+      `got ${describe(value)}`,
+  );
+}
+
+function replicaIndex(value: unknown, type: MessageType, replicaCount: number): number {
+  const replica = natural(value, type, "replica");
+  if (replica >= replicaCount) {
+    fail(`${type}: replica ${replica} out of range (${replicaCount} replicas)`);
+  }
+  return replica;
+}
+
+function boolean(value: unknown, type: MessageType, field: string): boolean {
+  if (typeof value !== "boolean") {
+    fail(`${type}: ${field} must be a boolean, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/**
+ * A msgpack bin as a plain Uint8Array view, at most `bytesMax` long. The body is decoded through
+ * a plain view, so msgpackr's bins are plain already; the check converts should that change.
+ */
+function binary(
+  value: unknown,
+  type: MessageType,
+  field: string,
+  bytesMax: number,
+  entryIndex = -1,
+): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    return fail(`${type}: ${fieldName(field, entryIndex)} must be binary, got ${describe(value)}`);
+  }
+  if (value.byteLength > bytesMax) {
+    fail(
+      `${type}: ${fieldName(field, entryIndex)} of ${value.byteLength} bytes exceeds ${bytesMax}`,
+    );
+  }
+  return value.constructor === Uint8Array
+    ? value
+    : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+}
+
+function addressList(value: unknown, type: MessageType): string[] {
+  if (!Array.isArray(value)) fail(`${type}: addresses must be an array, got ${describe(value)}`);
+  if (value.length > ADDRESSES_MAX) {
+    fail(`${type}: addresses has ${value.length} elements, more than ${ADDRESSES_MAX}`);
+  }
+  const out: string[] = [];
+  for (let index = 0; index < value.length; index++) {
+    const address: unknown = value[index];
+    if (typeof address !== "string") {
+      fail(`${type}: addresses[${index}] must be a string, got ${describe(address)}`);
+    }
+    if (address.length > ADDRESS_LENGTH_MAX) {
+      fail(
+        `${type}: addresses[${index}] is ${address.length} characters, ` +
+          `more than ${ADDRESS_LENGTH_MAX}`,
+      );
+    }
+    out.push(address);
+  }
+  return out;
+}
+
+/**
+ * Log entries with consecutive op-numbers, starting at `firstOpNumber` when it is not -1 (else
+ * at 1 or more), created in views up to the message's `viewNumber`, with non-decreasing
+ * timestamps (the log asserts that order, so a message breaking it must not reach the core).
+ */
+function logEntries(
+  value: unknown,
+  type: MessageType,
+  viewNumber: number,
+  firstOpNumber: number,
+): LogEntry[] {
+  if (!Array.isArray(value)) {
+    return fail(`${type}: entries must be an array, got ${describe(value)}`);
+  }
+  if (value.length > ENTRIES_MAX) {
+    fail(`${type}: ${value.length} entries exceed the limit of ${ENTRIES_MAX}`);
+  }
+  const out = new Array<LogEntry>(value.length);
+  let previousOpNumber = firstOpNumber - 1;
+  let previousTimestamp = 0;
+  for (let index = 0; index < value.length; index++) {
+    const fields: unknown = value[index];
+    if (!Array.isArray(fields) || fields.length !== ENTRY_FIELDS) {
+      fail(
+        `${type}: entries[${index}] must be an array of ${ENTRY_FIELDS} fields, got ` +
+          (Array.isArray(fields) ? `${fields.length}` : describe(fields)),
+      );
+    }
+    const opNumber = natural(fields[0], type, "opNumber", index);
+    if (index === 0 && firstOpNumber < 0) {
+      if (opNumber < 1) fail(`${type}: entries[0].opNumber must be at least 1, got 0`);
+    } else if (opNumber !== previousOpNumber + 1) {
+      fail(`${type}: entries[${index}].opNumber must be ${previousOpNumber + 1}, got ${opNumber}`);
+    }
+    previousOpNumber = opNumber;
+    const entryView = natural(fields[1], type, "viewNumber", index);
+    if (entryView > viewNumber) {
+      fail(
+        `${type}: entries[${index}].viewNumber ${entryView} exceeds the message's viewNumber ` +
+          `${viewNumber}`,
+      );
+    }
+    const clientId = natural(fields[2], type, "clientId", index);
+    const requestNumber = natural(fields[3], type, "requestNumber", index);
+    const timestamp = natural(fields[4], type, "timestamp", index);
+    if (timestamp < previousTimestamp) {
+      fail(
+        `${type}: entries[${index}].timestamp ${timestamp} is less than the previous entry's ` +
+          `${previousTimestamp}`,
+      );
+    }
+    previousTimestamp = timestamp;
+    const operation = binary(
+      fields[5],
+      type,
+      "operation",
+      LIMITS_DEFAULT.operationBytesMax,
+      index,
+    );
+    out[index] = { opNumber, viewNumber: entryView, clientId, requestNumber, operation, timestamp };
+  }
+  return out;
+}
+
+function checkCommitWithinOp(type: MessageType, commitNumber: number, opNumber: number): void {
+  if (commitNumber > opNumber) {
+    fail(`${type}: commitNumber ${commitNumber} exceeds opNumber ${opNumber}`);
+  }
+}
+
+/** Entries that follow `anchorOpNumber` must end exactly at `opNumber`. */
+function checkReachesOp(
+  type: MessageType,
+  anchorOpNumber: number,
+  entryCount: number,
+  opNumber: number,
+): void {
+  if (anchorOpNumber + entryCount !== opNumber) {
+    fail(
+      `${type}: anchorOpNumber ${anchorOpNumber} + ${entryCount} entries must equal ` +
+        `opNumber ${opNumber}`,
+    );
+  }
+}
+
+/** The message a field array (tag checked, length checked) encodes; fails if invalid. */
+function toMessage(
+  type: MessageType,
+  f: readonly unknown[],
+  replicaCount: number,
+): Message {
+  switch (type) {
+    case "request":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        requestNumber: natural(f[2], type, "requestNumber"),
+        operation: binary(f[3], type, "operation", LIMITS_DEFAULT.operationBytesMax),
+      };
+    case "reply":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        clientId: natural(f[2], type, "clientId"),
+        requestNumber: natural(f[3], type, "requestNumber"),
+        opNumber: natural(f[4], type, "opNumber"),
+        // A result is bounded by the frame only: the state machine decides its size.
+        result: binary(f[5], type, "result", Number.MAX_SAFE_INTEGER),
+      };
+    case "not_primary":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        requestNumber: natural(f[2], type, "requestNumber"),
+        viewNumber: natural(f[3], type, "viewNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
+      };
+    case "request_number_query":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        nonce: natural(f[2], type, "nonce"),
+      };
+    case "request_number_reply":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        nonce: natural(f[2], type, "nonce"),
+        requestNumber: natural(f[3], type, "requestNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
+      };
+    case "locate":
+      return { type, clientId: natural(f[1], type, "clientId") };
+    case "configuration":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
+        addresses: addressList(f[4], type),
+      };
+    case "prepare": {
+      const viewNumber = natural(f[1], type, "viewNumber");
+      const commitNumber = natural(f[2], type, "commitNumber");
+      const replica = replicaIndex(f[3], type, replicaCount);
+      // A Prepare may start anywhere after the backup's log, and its commit-number may be ahead
+      // of or behind its entries: there is nothing to check between them.
+      const entries = logEntries(f[4], type, viewNumber, -1);
+      return { type, viewNumber, entries, commitNumber, replica };
+    }
+    case "prepare_ok":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        opNumber: natural(f[2], type, "opNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
+      };
+    case "commit":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        commitNumber: natural(f[2], type, "commitNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
+      };
+    case "start_view_change":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        replica: replicaIndex(f[2], type, replicaCount),
+      };
+    case "do_view_change": {
+      const viewNumber = natural(f[1], type, "viewNumber");
+      const lastNormalView = natural(f[2], type, "lastNormalView");
+      const opNumber = natural(f[3], type, "opNumber");
+      const commitNumber = natural(f[4], type, "commitNumber");
+      const replica = replicaIndex(f[5], type, replicaCount);
+      if (lastNormalView > viewNumber) {
+        fail(`${type}: lastNormalView ${lastNormalView} exceeds viewNumber ${viewNumber}`);
+      }
+      checkCommitWithinOp(type, commitNumber, opNumber);
+      const entries = logEntries(f[6], type, viewNumber, commitNumber + 1);
+      if (entries.length !== opNumber - commitNumber) {
+        fail(
+          `${type}: entries must be commitNumber+1..opNumber (${opNumber - commitNumber} ` +
+            `entries), got ${entries.length}`,
+        );
+      }
+      return { type, viewNumber, lastNormalView, opNumber, commitNumber, entries, replica };
+    }
+    case "start_view": {
+      const viewNumber = natural(f[1], type, "viewNumber");
+      const anchorOpNumber = natural(f[2], type, "anchorOpNumber");
+      const opNumber = natural(f[3], type, "opNumber");
+      const commitNumber = natural(f[4], type, "commitNumber");
+      const replica = replicaIndex(f[5], type, replicaCount);
+      checkCommitWithinOp(type, commitNumber, opNumber);
+      const entries = logEntries(f[6], type, viewNumber, anchorOpNumber + 1);
+      checkReachesOp(type, anchorOpNumber, entries.length, opNumber);
+      return { type, viewNumber, anchorOpNumber, entries, opNumber, commitNumber, replica };
+    }
+    case "request_start_view":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        commitNumber: natural(f[2], type, "commitNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
+      };
+    case "recovery":
+      return {
+        type,
+        nonce: natural(f[1], type, "nonce"),
+        commitNumber: natural(f[2], type, "commitNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
+      };
+    case "recovery_response": {
+      const viewNumber = natural(f[1], type, "viewNumber");
+      const nonce = natural(f[2], type, "nonce");
+      const isPrimary = boolean(f[3], type, "isPrimary");
+      const anchorOpNumber = natural(f[4], type, "anchorOpNumber");
+      const opNumber = natural(f[5], type, "opNumber");
+      const commitNumber = natural(f[6], type, "commitNumber");
+      const replica = replicaIndex(f[7], type, replicaCount);
+      checkCommitWithinOp(type, commitNumber, opNumber);
+      const entries = logEntries(f[8], type, viewNumber, anchorOpNumber + 1);
+      if (isPrimary) {
+        checkReachesOp(type, anchorOpNumber, entries.length, opNumber);
+      } else if (entries.length > 0) {
+        fail(`${type}: a backup's response (isPrimary false) carries ${entries.length} entries`);
+      }
+      return {
+        type,
+        viewNumber,
+        nonce,
+        isPrimary,
+        anchorOpNumber,
+        entries,
+        opNumber,
+        commitNumber,
+        replica,
+      };
+    }
+    case "get_state":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        opNumber: natural(f[2], type, "opNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
+      };
+    case "new_state": {
+      const viewNumber = natural(f[1], type, "viewNumber");
+      const normal = boolean(f[2], type, "normal");
+      const anchorOpNumber = natural(f[3], type, "anchorOpNumber");
+      const opNumber = natural(f[4], type, "opNumber");
+      const commitNumber = natural(f[5], type, "commitNumber");
+      const replica = replicaIndex(f[6], type, replicaCount);
+      checkCommitWithinOp(type, commitNumber, opNumber);
+      // The responder may send fewer entries than it holds (transfer limits), never more.
+      const entries = logEntries(f[7], type, viewNumber, anchorOpNumber + 1);
+      const last = anchorOpNumber + entries.length;
+      if (entries.length > 0 && last > opNumber) {
+        fail(`${type}: entries end at op ${last}, past opNumber ${opNumber}`);
+      }
+      return {
+        type,
+        viewNumber,
+        normal,
+        anchorOpNumber,
+        entries,
+        opNumber,
+        commitNumber,
+        replica,
+      };
+    }
+  }
+}
+
+/** The number of elements, tag included, of each message type's array. */
+const FIELD_COUNTS: { readonly [type in MessageType]: number } = {
+  request: 4,
+  reply: 6,
+  not_primary: 5,
+  request_number_query: 3,
+  request_number_reply: 5,
+  locate: 2,
+  configuration: 5,
+  prepare: 5,
+  prepare_ok: 4,
+  commit: 4,
+  start_view_change: 3,
+  do_view_change: 7,
+  start_view: 7,
+  request_start_view: 4,
+  recovery: 4,
+  recovery_response: 9,
+  get_state: 4,
+  new_state: 8,
+};
+
+function decodeFields(body: Uint8Array, context: ValidationContext): Message {
+  const scanError = scanBody(body);
+  if (scanError !== undefined) fail(scanError);
+  let value: unknown;
+  try {
+    // A fresh plain view: msgpackr caches a DataView on its input as an own property, which must
+    // not land on the caller's array, and bins decoded from a plain view are plain views too.
+    value = unpackr.unpack(new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+  } catch (error) {
+    // The scan leaves little for msgpackr to reject; this is a last line of defence.
+    const reason = error instanceof Error ? error.message : String(error);
+    return fail(`body is not valid msgpack: ${reason.slice(0, LIBRARY_ERROR_LENGTH_MAX)}`);
+  }
+  if (!Array.isArray(value)) {
+    return fail(`body must be a msgpack array [tag, ...fields], got ${describe(value)}`);
+  }
+  const rawTag: unknown = value[0];
+  // msgpackr decodes uint64 as bigint whatever its value; a tag so encoded is still a tag.
+  const tag = typeof rawTag === "bigint" && rawTag <= SAFE_INTEGER_MAX_BIGINT
+    ? Number(rawTag)
+    : rawTag;
+  if (typeof tag !== "number" || !Number.isSafeInteger(tag)) {
+    return fail(`message tag must be an integer, got ${describe(tag)}`);
+  }
+  const type = TAG_TYPES[tag];
+  if (type === undefined) return fail(`unknown message tag ${tag}`);
+  if (!ALLOWED_TYPES[context.from].has(type)) {
+    fail(`message type ${type} is not allowed from ${SENDER_DESCRIPTIONS[context.from]}`);
+  }
+  const expected = FIELD_COUNTS[type];
+  if (value.length !== expected) {
+    fail(`${type}: expected an array of ${expected} elements, got ${value.length}`);
+  }
+  return toMessage(type, value, context.replicaCount);
+}
+
+/**
+ * Decodes and validates a body received from the peer described by `context`. Never throws: any
+ * problem, from malformed msgpack to an inconsistent log suffix, is an error result naming it.
+ * Binary fields (`operation`, `result`) are views into `body`: a receiver that keeps one long
+ * should copy it, or it keeps the whole body (and the chunk the body came in) alive.
+ */
+export function decodeMessage(body: Uint8Array, context: ValidationContext): DecodeResult {
+  try {
+    return { ok: true, message: decodeFields(body, context) };
+  } catch (error) {
+    if (error instanceof Invalid) return { ok: false, error: error.message };
+    // Unreachable unless this module has a bug; the promise never to throw still holds.
+    return { ok: false, error: `internal decoding error: ${String(error)}` };
+  }
+}
