@@ -50,6 +50,8 @@ const STREAM_RUNS = 30;
 const FUZZ_RUNS = 2_000;
 const SPEED_MESSAGES = 100_000;
 const SPEED_OPERATION_BYTES = 64;
+/** Timed passes over the messages, the first one a warm-up. */
+const SPEED_PASSES = 4;
 
 const bytes = (...values: number[]): Uint8Array => new Uint8Array(values);
 const text = (value: string): Uint8Array => new TextEncoder().encode(value);
@@ -741,6 +743,14 @@ Deno.test("FrameDecoder returns views within one chunk and copies across chunks"
   assert.equal(split.bufferedBytes, 0);
 });
 
+Deno.test("FrameDecoder decodes empty bodies, whole or byte by byte", () => {
+  const stream = concat([encodeFrame(bytes()), encodeFrame(text("x")), encodeFrame(bytes())]);
+  const expected = [bytes(), text("x"), bytes()];
+  assert.deepStrictEqual(decodeStream(stream, []), expected);
+  const everyByte = Array.from({ length: stream.byteLength }, (_, index) => index + 1);
+  assert.deepStrictEqual(decodeStream(stream, everyByte), expected);
+});
+
 Deno.test("FrameDecoder rejects an oversize length and stays poisoned", () => {
   const header = bytes(0x01, 0x31, 0x2d, 0x00, 0, 0, 0, 0); // 20_000_000 bytes
   const decoder = new FrameDecoder();
@@ -869,34 +879,39 @@ Deno.test("codec encodes and decodes small Prepares quickly", () => {
       replica: 0,
     });
   }
-  const bodies: Uint8Array[] = new Array(SPEED_MESSAGES);
-  // A first pass lets the JIT compile the hot paths, so that the rates printed are steady-state.
-  for (let index = 0; index < SPEED_MESSAGES; index++) {
-    decodeMessage(encodeFramedMessage(messages[index] as Message), FROM_REPLICA);
-    decodeMessage(encodeMessage(messages[index] as Message), FROM_REPLICA);
+  // The first pass lets the JIT compile the hot paths; the best pass is the steady state, the
+  // others absorb garbage collections and noise from other processes.
+  let best = { encodeMs: Infinity, decodeMs: Infinity, framedMs: Infinity };
+  let bodyBytes = 0;
+  for (let pass = 0; pass < SPEED_PASSES; pass++) {
+    const bodies: Uint8Array[] = new Array(SPEED_MESSAGES);
+    const encodeStart = performance.now();
+    for (let index = 0; index < SPEED_MESSAGES; index++) {
+      bodies[index] = encodeMessage(messages[index] as Message);
+    }
+    const encodeMs = performance.now() - encodeStart;
+    const decodeStart = performance.now();
+    let decoded = 0;
+    for (let index = 0; index < SPEED_MESSAGES; index++) {
+      if (decodeMessage(bodies[index] as Uint8Array, FROM_REPLICA).ok) decoded++;
+    }
+    const decodeMs = performance.now() - decodeStart;
+    const framedStart = performance.now();
+    for (let index = 0; index < SPEED_MESSAGES; index++) {
+      encodeFramedMessage(messages[index] as Message);
+    }
+    const framedMs = performance.now() - framedStart;
+    assert.equal(decoded, SPEED_MESSAGES);
+    bodyBytes = (bodies[0] as Uint8Array).byteLength;
+    if (pass > 0 && encodeMs + decodeMs < best.encodeMs + best.decodeMs) {
+      best = { encodeMs, decodeMs, framedMs };
+    }
   }
-  const encodeStart = performance.now();
-  for (let index = 0; index < SPEED_MESSAGES; index++) {
-    bodies[index] = encodeMessage(messages[index] as Message);
-  }
-  const encodeMs = performance.now() - encodeStart;
-  const decodeStart = performance.now();
-  let decoded = 0;
-  for (let index = 0; index < SPEED_MESSAGES; index++) {
-    if (decodeMessage(bodies[index] as Uint8Array, FROM_REPLICA).ok) decoded++;
-  }
-  const decodeMs = performance.now() - decodeStart;
-  const framedStart = performance.now();
-  for (let index = 0; index < SPEED_MESSAGES; index++) {
-    encodeFramedMessage(messages[index] as Message);
-  }
-  const framedMs = performance.now() - framedStart;
-  assert.equal(decoded, SPEED_MESSAGES);
   const rate = (ms: number): string =>
     `${Math.round(SPEED_MESSAGES / (ms / 1000)).toLocaleString("en")}/s`;
   console.log(
-    `${SPEED_MESSAGES} Prepares of ${(bodies[0] as Uint8Array).byteLength} bytes: ` +
-      `encode ${rate(encodeMs)}, decode ${rate(decodeMs)}, ` +
-      `encode+decode ${rate(encodeMs + decodeMs)}, encodeFramed ${rate(framedMs)}`,
+    `${SPEED_MESSAGES} Prepares of ${bodyBytes} bytes: encode ${rate(best.encodeMs)}, ` +
+      `decode ${rate(best.decodeMs)}, encode+decode ${rate(best.encodeMs + best.decodeMs)}, ` +
+      `encodeFramedMessage ${rate(best.framedMs)}`,
   );
 });

@@ -4,7 +4,11 @@
  * @module
  */
 import { Command } from "commander";
+import { clusterCommand } from "./cluster.ts";
+import { replCommand } from "./repl.ts";
+import { serverCommand } from "./server.ts";
 import { simCommand } from "./sim.ts";
+import { statusCommand } from "./status.ts";
 
 export const VERSION = "0.1.0";
 
@@ -14,6 +18,10 @@ export function buildCli(): Command {
     .version(VERSION)
     .showHelpAfterError()
     .configureOutput({ outputError: (text, write) => write(text) });
+  program.addCommand(serverCommand());
+  program.addCommand(replCommand());
+  program.addCommand(clusterCommand());
+  program.addCommand(statusCommand());
   program.addCommand(simCommand());
   return program;
 }

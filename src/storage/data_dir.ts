@@ -540,7 +540,12 @@ export class DataDir {
       await removeIfPresent(`${path}/${SUPERBLOCK_TMP_FILE}`);
       await removeIfPresent(`${path}/${LOG_TMP_FILE}`);
       const fresh = await DataDir.#initialiseIfNew(path, sync, created);
-      const log = await Deno.open(`${path}/${LOG_FILE}`, { read: true, write: true, create: true });
+      // Never created here: a log missing beside a superblock is lost data, not a new log.
+      const log = await Deno.open(`${path}/${LOG_FILE}`, { read: true, write: true }).catch(
+        (error: unknown) => {
+          throw new DataDirError(`${path}/${LOG_FILE}: cannot open (${describe(error)})`);
+        },
+      );
       opened.push(log);
       const slotA = await Deno.open(`${path}/${SUPERBLOCK_SLOT_FILES[0]}`, {
         read: true,
@@ -601,6 +606,9 @@ export class DataDir {
         `${path}/${SUPERBLOCK_SLOT_FILES[0]}: missing, yet ${logPath} holds ${logBytes} bytes`,
       );
     }
+    // The log's directory entry is durable before the superblock's: one implies the other.
+    (await Deno.open(logPath, { write: true, create: true })).close();
+    if (sync) await syncDirectory(path);
     const tmpPath = `${path}/${SUPERBLOCK_TMP_FILE}`;
     const tmp = await Deno.open(tmpPath, { write: true, create: true, truncate: true });
     try {
@@ -609,7 +617,6 @@ export class DataDir {
     } finally {
       tmp.close();
     }
-    (await Deno.open(logPath, { write: true, create: true })).close();
     await Deno.rename(tmpPath, `${path}/${SUPERBLOCK_SLOT_FILES[0]}`);
     if (sync) {
       await syncDirectory(path);
@@ -633,7 +640,7 @@ export class DataDir {
       }
     }
     if (best === undefined) {
-      throw new DataDirError(`no valid superblock: ${problems.join("; ")}`);
+      throw new DataDirError(`${path}: no valid superblock (${problems.join("; ")})`);
     }
     return best;
   }
@@ -694,7 +701,7 @@ export class DataDir {
       const end = offset + RECORD_HEADER_BYTES + length;
       // Segments tagged with the next superblock write come last; they count only if it is durable.
       const firstLost = segments.findIndex((segment) =>
-        false
+        segment.superblockSequence > superblockSequence
       );
       if (firstLost !== -1) {
         const lost = segments.slice(firstLost);
@@ -807,7 +814,9 @@ export class DataDir {
    * Makes the persist effects of one batch durable, in order, ignoring the other effects. Costs
    * one write and fdatasync of the log and, if the batch writes the superblock, one write and
    * fdatasync of a superblock slot. Resolves with the largest persist id of the batch (0 if none).
-   * The caller waits for each call to resolve before the next.
+   * The caller waits for each call to resolve before the next: a call while another is in
+   * flight, or after `close`, throws AssertionError at once. After a failed write every later
+   * call rejects, since what reached the disk is unknown until the directory is reopened.
    */
   persist(effects: readonly Effect[]): Promise<number> {
     assert(!this.#closed, `${this.#path}: persist after close`);

@@ -224,6 +224,8 @@ export class FrameDecoder {
    * the head chunk, else a copy gathered from consecutive chunks.
    */
   #take(length: number): Uint8Array {
+    // An empty body may follow a header that ended the last chunk: there is no head chunk.
+    if (length === 0) return new Uint8Array(0);
     this.#buffered -= length;
     const first = this.#chunks[this.#head] as Uint8Array;
     const start = this.#headOffset;

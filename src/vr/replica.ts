@@ -733,6 +733,12 @@ export class Replica {
     if (message.viewNumber > this.#viewNumber) {
       this.#startViewChange(message.viewNumber);
     }
+    if (this.#status === "normal" && this.isPrimary) {
+      // A straggler (say, a restarted replica) is changing to a view that already started: it
+      // needs this view's state, not a new view change.
+      this.#sendStartView(message.replica, 0);
+      return;
+    }
     if (this.#status !== "view_change") return this.#ignore("start_view_change: view started");
     this.#startViewChangeFrom.add(message.replica);
     this.#maybeSendDoViewChange();

@@ -1,0 +1,251 @@
+/**
+ * `vstamp cluster up`: start a local group of real `server` processes on ephemeral ports.
+ *
+ * Each child binds port 0 itself and reports the port it got, so no other process can take the
+ * port between choosing and binding it; the parent then writes the configuration file and hands
+ * its path to every child on stdin. A child stops when its stdin closes, so none outlives the
+ * cluster even if the cluster process is killed.
+ *
+ * @module
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { renderConfig } from "../config.ts";
+import { collectStatus, renderTable } from "./status.ts";
+import { parseCount } from "./sim.ts";
+
+interface UpFlags {
+  replicas: number;
+  configOut: string;
+  dataDir: string;
+  host: string;
+  sync: "fsync" | "none";
+  logLevel: string;
+}
+
+/** How long the children may take to report their ports and to become reachable. */
+const START_TIMEOUT_MS = 30_000;
+/** How long children get to stop after SIGTERM before SIGKILL. */
+const STOP_TIMEOUT_MS = 5_000;
+
+function parseReplicaCount(value: string): number {
+  const n = parseCount("-n")(value);
+  if (n < 1 || n % 2 === 0 || n > 15) {
+    throw new InvalidArgumentError(`-n must be an odd number from 1 to 15, got ${value}`);
+  }
+  return n;
+}
+
+export function clusterCommand(): Command {
+  const cluster = new Command("cluster").description("Run a local group of replicas.");
+  cluster.addCommand(
+    new Command("up")
+      .description("Start n replicas as separate processes on free ports; Ctrl-C stops them all.")
+      .option("-n, --replicas <n>", "number of replicas (odd)", parseReplicaCount, 3)
+      .option(
+        "--config-out <file>",
+        "write the group's configuration here",
+        "./vstamp-cluster.yaml",
+      )
+      .option(
+        "--data-dir <dir>",
+        "replica i keeps its data in <dir>/replica-<i>",
+        "./vstamp-data/cluster",
+      )
+      .option("--host <host>", "address to bind", "127.0.0.1")
+      .addOption(
+        new Option("--sync <mode>", "as for `server`").choices(["fsync", "none"]).default("fsync"),
+      )
+      .addOption(
+        new Option("--log-level <level>", "as for `server`").choices([
+          "debug",
+          "info",
+          "warn",
+          "error",
+        ])
+          .default("warn"),
+      )
+      .addHelpText(
+        "after",
+        `
+Example:
+  vstamp cluster up -n 3 --config-out c.yaml
+  vstamp repl --config c.yaml          (in another terminal)
+  vstamp status --config c.yaml`,
+      )
+      .action(async (flags: UpFlags) => {
+        Deno.exitCode = await clusterUp(flags);
+      }),
+  );
+  return cluster;
+}
+
+/** The command that runs another vstamp subcommand the way this process was run. */
+export function vstampCommand(args: readonly string[]): { command: string; args: string[] } {
+  const main = Deno.mainModule;
+  // A compiled binary carries its own code: run it directly. Under `deno run`, run the same main
+  // module with the same permissions and configuration.
+  if (main.includes("/deno-compile-")) return { command: Deno.execPath(), args: [...args] };
+  const configFile = new URL("../../deno.json", import.meta.url);
+  const runArgs = [
+    "run",
+    "--allow-read",
+    "--allow-write",
+    "--allow-net",
+    "--allow-env",
+    "--allow-run",
+    "--allow-sys",
+  ];
+  if (configFile.protocol === "file:") runArgs.push(`--config=${configFile.pathname}`);
+  return { command: Deno.execPath(), args: [...runArgs, main, ...args] };
+}
+
+interface Child {
+  readonly index: number;
+  readonly process: Deno.ChildProcess;
+  readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
+  port: number;
+  exited: boolean;
+}
+
+async function clusterUp(flags: UpFlags): Promise<number> {
+  const children: Child[] = [];
+  let stopping = false;
+  const stopAll = async () => {
+    if (stopping) return;
+    stopping = true;
+    for (const child of children) {
+      if (!child.exited) {
+        try {
+          child.process.kill("SIGTERM");
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+    const deadline = Date.now() + STOP_TIMEOUT_MS;
+    for (const child of children) {
+      const remaining = Math.max(1, deadline - Date.now());
+      const timer = setTimeout(() => {
+        try {
+          child.process.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }, remaining);
+      await child.process.status;
+      clearTimeout(timer);
+      try {
+        await child.stdin.close();
+      } catch {
+        // The child is gone; its stdin with it.
+      }
+    }
+  };
+  const onSignal = () => {
+    console.error("stopping the cluster");
+    stopAll().then(() => Deno.exit(0));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    for (let index = 0; index < flags.replicas; index++) {
+      const { command, args } = vstampCommand([
+        "server",
+        "--index",
+        String(index),
+        "--bind",
+        `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:0`,
+        "--data-dir",
+        `${flags.dataDir}/replica-${index}`,
+        "--sync",
+        flags.sync,
+        "--log-level",
+        flags.logLevel,
+      ]);
+      const process = new Deno.Command(command, {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const child: Child = {
+        index,
+        process,
+        stdin: process.stdin.getWriter(),
+        port: 0,
+        exited: false,
+      };
+      children.push(child);
+      process.status.then((status) => {
+        child.exited = true;
+        if (!stopping) {
+          console.error(`replica ${index} (pid ${process.pid}) exited with code ${status.code}`);
+        }
+      });
+    }
+    const ports = await Promise.all(children.map((child) => readPort(child)));
+    const addresses = ports.map((port) =>
+      `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`
+    );
+    await Deno.writeTextFile(flags.configOut, renderConfig(addresses));
+    const encoder = new TextEncoder();
+    for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
+    const rows = await waitUntilServing(addresses);
+    console.log(renderTable(rows, children.map((child) => child.process.pid)));
+    console.log(`configuration written to ${flags.configOut}`);
+    console.log(`try: vstamp repl --config ${flags.configOut}    (Ctrl-C here stops the cluster)`);
+    // Stay in the foreground until a signal stops everything.
+    await Promise.all(children.map((child) => child.process.status));
+    if (!stopping) {
+      console.error("every replica exited");
+      return 1;
+    }
+    return 0;
+  } catch (error) {
+    console.error(`cluster up failed: ${error instanceof Error ? error.message : String(error)}`);
+    await stopAll();
+    return 1;
+  }
+}
+
+/** Read the child's "listening <port>" line from its stdout. */
+async function readPort(child: Child): Promise<number> {
+  const reader = child.process.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const deadline = setTimeout(() => reader.cancel(), START_TIMEOUT_MS);
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`replica ${child.index} exited before reporting its port`);
+      text += decoder.decode(value, { stream: true });
+      const match = /listening (\d+)\n/.exec(text);
+      if (match) {
+        child.port = Number(match[1]);
+        // Keep draining stdout so the child never blocks writing to it.
+        (async () => {
+          try {
+            while (!(await reader.read()).done) { /* discard */ }
+          } catch {
+            // The child is gone.
+          }
+        })();
+        return child.port;
+      }
+    }
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+async function waitUntilServing(addresses: readonly string[]) {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (true) {
+    const rows = await collectStatus(addresses);
+    if (rows.every((row) => row.reachable && row.status === "normal")) return rows;
+    if (Date.now() > deadline) {
+      throw new Error(`replicas not serving after ${START_TIMEOUT_MS} ms:\n${renderTable(rows)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * `vstamp server`: serve one replica of the group described by the configuration file.
+ *
+ * @module
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { KvStore } from "../app/kv.ts";
+import {
+  checkReplicaIndex,
+  CONFIG_PATH_DEFAULT,
+  ConfigError,
+  loadConfig,
+  parseAddress,
+  type ServerConfig,
+} from "../config.ts";
+import { DataDirError } from "../storage/data_dir.ts";
+import { ReplicaNode } from "../transport/node.ts";
+import { parseCount } from "./sim.ts";
+
+export type LogLevelName = "debug" | "info" | "warn" | "error";
+const LEVELS: Record<LogLevelName, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+interface ServerFlags {
+  index: number;
+  config: string;
+  dataDir?: string;
+  sync: "fsync" | "none";
+  logLevel: LogLevelName;
+  bind?: string;
+}
+
+export function serverCommand(): Command {
+  return new Command("server")
+    .description("Serve replica --index of the group in the configuration file.")
+    .requiredOption(
+      "--index <i>",
+      "which address of the configuration is this replica (0-based)",
+      parseCount("--index"),
+    )
+    .option("--config <file>", "the group's configuration (YAML)", CONFIG_PATH_DEFAULT)
+    .option(
+      "--data-dir <dir>",
+      "where this replica keeps its log (default ./vstamp-data/replica-<index>)",
+    )
+    .addOption(
+      new Option(
+        "--sync <mode>",
+        "fsync: durable before acknowledging; none: written, not fsynced (survives a killed process, not a power failure)",
+      )
+        .choices(["fsync", "none"]).default("fsync"),
+    )
+    .addOption(
+      new Option("--log-level <level>", "least severe log lines shown").choices(Object.keys(LEVELS))
+        .default("info"),
+    )
+    .addOption(
+      new Option(
+        "--bind <host:port>",
+        "bind here first (port 0: any free port), print the port, then read the configuration path from stdin (used by `cluster up`)",
+      )
+        .hideHelp(),
+    )
+    .addHelpText(
+      "after",
+      `
+Example (three terminals):
+  cp server-config-example.yaml server-config.yaml
+  vstamp server --index 0
+  vstamp server --index 1
+  vstamp server --index 2`,
+    )
+    .action(async (flags: ServerFlags) => {
+      Deno.exitCode = await runServer(flags);
+    });
+}
+
+export function makeLogger(level: LogLevelName, prefix: string) {
+  const threshold = LEVELS[level];
+  return (lineLevel: LogLevelName, text: string) => {
+    if (LEVELS[lineLevel] < threshold) return;
+    console.error(`${new Date().toISOString()} ${prefix} ${lineLevel} ${text}`);
+  };
+}
+
+async function runServer(flags: ServerFlags): Promise<number> {
+  const log = makeLogger(flags.logLevel, `r${flags.index}`);
+  let listener: Deno.TcpListener | undefined;
+  let config: ServerConfig;
+  try {
+    if (flags.bind !== undefined) {
+      // Port 0 (any free port) is allowed here, unlike in a configuration file.
+      const anyPort = flags.bind.endsWith(":0");
+      const address = parseAddress(anyPort ? `${flags.bind.slice(0, -2)}:1` : flags.bind);
+      if ("error" in address) throw new InvalidArgumentError(`--bind: ${address.error}`);
+      listener = Deno.listen({ hostname: address.host, port: anyPort ? 0 : address.port });
+      const port = (listener.addr as Deno.NetAddr).port;
+      console.log(`listening ${port}`);
+      const path = await readLine();
+      if (path === undefined) {
+        log("error", "stdin closed before the configuration path arrived");
+        return 1;
+      }
+      flags.config = path;
+    }
+    config = await loadConfig(flags.config);
+    checkReplicaIndex(config, flags.index);
+  } catch (error) {
+    listener?.close();
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      return error.exitCode;
+    }
+    throw error;
+  }
+  const dataDir = flags.dataDir ?? `./vstamp-data/replica-${flags.index}`;
+  let node: ReplicaNode;
+  try {
+    node = await ReplicaNode.start({
+      config,
+      index: flags.index,
+      dataDir,
+      sync: flags.sync,
+      app: new KvStore(),
+      listener,
+      log,
+      debug: flags.logLevel === "debug",
+    });
+  } catch (error) {
+    listener?.close();
+    if (error instanceof DataDirError) {
+      console.error(`Cannot open data directory: ${error.message}`);
+      return 1;
+    }
+    if (error instanceof Deno.errors.AddrInUse) {
+      console.error(
+        `Cannot listen on ${
+          config.addressTexts[flags.index]
+        }: the address is in use (is replica ${flags.index} already running?)`,
+      );
+      return 1;
+    }
+    console.error(
+      `Cannot start replica ${flags.index}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
+    return 1;
+  }
+  const r = node.replica;
+  log(
+    "info",
+    `serving replica ${flags.index} of ${config.addresses.length} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
+  );
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      log("info", `${why}: stopping`);
+      Deno.removeSignalListener("SIGINT", onInt);
+      Deno.removeSignalListener("SIGTERM", onTerm);
+      node.close().then(resolve, resolve);
+    };
+    const onInt = () => stop("SIGINT");
+    const onTerm = () => stop("SIGTERM");
+    Deno.addSignalListener("SIGINT", onInt);
+    Deno.addSignalListener("SIGTERM", onTerm);
+    if (flags.bind !== undefined) {
+      // Started by `cluster up`: when its end of our stdin closes (even if it was killed), stop,
+      // so that no server outlives its cluster.
+      readLine().then(() => stop("cluster gone (stdin closed)"), () => stop("stdin failed"));
+    }
+  });
+  return 0;
+}
+
+/** Read one line from stdin (without the newline), or undefined at end of input. */
+async function readLine(): Promise<string | undefined> {
+  const reader = Deno.stdin.readable.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) return text.length > 0 ? text : undefined;
+      text += decoder.decode(value, { stream: true });
+      const newline = text.indexOf("\n");
+      if (newline >= 0) return text.slice(0, newline).trim();
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}

@@ -1,0 +1,343 @@
+/**
+ * The client library: locates the group (§7.4), sends each request to the primary, re-sends it to
+ * every replica on timeout (§4.1), follows view changes, numbers its requests and recovers its
+ * request number after a restart (§4.5). One request outstanding per client id: a program that
+ * wants concurrency uses several clients.
+ *
+ * @module
+ */
+import { type Address, formatAddress, parseAddress } from "../config.ts";
+import { decodeMessage, encodeFramedMessage } from "../transport/codec.ts";
+import { Connection, encodeHello } from "../transport/connection.ts";
+import type { ClientMessage, ClientReplyMessage, Reply } from "../vr/message.ts";
+
+/** Thrown when the group cannot be reached or does not answer in time. */
+export class ClientError extends Error {
+  override name = "ClientError";
+}
+
+export interface ClientOptions {
+  /** One or more replica addresses to start from ("host:port"); the rest are located. */
+  readonly addresses: readonly string[];
+  /** The client id; a random one when absent. A given id recovers its request number. */
+  readonly clientId?: number | undefined;
+  /** Re-send to every replica after this long without an answer. */
+  readonly retryMs?: number | undefined;
+  /** Give up on a request (or on locating the group) after this long. */
+  readonly deadlineMs?: number | undefined;
+}
+
+export const RETRY_MS_DEFAULT = 300;
+export const DEADLINE_MS_DEFAULT = 10_000;
+/** Frames kept for a replica while its connection opens. */
+const WAITING_FRAMES_MAX = 16;
+/** Largest client id: client ids travel as safe integers. */
+export const CLIENT_ID_MAX = Number.MAX_SAFE_INTEGER;
+
+interface Pending {
+  readonly requestNumber: number;
+  readonly resolve: (reply: Reply) => void;
+}
+
+export class Client {
+  readonly clientId: number;
+  readonly #retryMs: number;
+  readonly #deadlineMs: number;
+  #addresses: Address[];
+  #viewNumber = 0;
+  #requestNumber = 0;
+  readonly #connections = new Map<number, Connection>();
+  /** Frames for replicas whose connection is being opened. */
+  readonly #waiting = new Map<number, Uint8Array[]>();
+  #pending: Pending | undefined;
+  #waiters: ((message: ClientReplyMessage) => void)[] = [];
+  #closed = false;
+
+  private constructor(options: ClientOptions, addresses: Address[]) {
+    this.clientId = options.clientId ?? randomClientId();
+    this.#retryMs = options.retryMs ?? RETRY_MS_DEFAULT;
+    this.#deadlineMs = options.deadlineMs ?? DEADLINE_MS_DEFAULT;
+    this.#addresses = addresses;
+  }
+
+  /**
+   * Locate the group from the given addresses: ask them for the configuration and the view, and,
+   * for a caller-chosen client id, the latest request number the group has seen from it.
+   */
+  static async connect(options: ClientOptions): Promise<Client> {
+    const addresses: Address[] = [];
+    for (const text of options.addresses) {
+      const parsed = parseAddress(text);
+      if ("error" in parsed) throw new ClientError(`bad address: ${parsed.error}`);
+      addresses.push(parsed);
+    }
+    if (addresses.length === 0) throw new ClientError("no replica address given");
+    if (
+      options.clientId !== undefined &&
+      (!Number.isSafeInteger(options.clientId) || options.clientId < 1)
+    ) {
+      throw new ClientError(`client id must be a positive integer, got ${options.clientId}`);
+    }
+    const client = new Client(options, addresses);
+    try {
+      await client.#locate();
+      if (options.clientId !== undefined) await client.#recoverRequestNumber();
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+    return client;
+  }
+
+  /** The view this client believes current (to guess the primary). */
+  get viewNumber(): number {
+    return this.#viewNumber;
+  }
+
+  get addresses(): readonly string[] {
+    return this.#addresses.map(formatAddress);
+  }
+
+  /** Send one operation and wait for its result. */
+  async request(operation: Uint8Array): Promise<Uint8Array> {
+    if (this.#closed) throw new ClientError("client is closed");
+    if (this.#pending !== undefined) {
+      throw new ClientError("one request at a time per client id; use several clients");
+    }
+    this.#requestNumber++;
+    const requestNumber = this.#requestNumber;
+    const message: ClientMessage = {
+      type: "request",
+      clientId: this.clientId,
+      requestNumber,
+      operation,
+    };
+    const frame = encodeFramedMessage(message);
+    const deadline = Date.now() + this.#deadlineMs;
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      this.#pending = { requestNumber, resolve };
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const attempt = (toAll: boolean) => {
+        if (this.#pending?.requestNumber !== requestNumber) return;
+        if (Date.now() >= deadline) {
+          this.#pending = undefined;
+          reject(
+            new ClientError(
+              `no answer from the group (${
+                this.addresses.join(", ")
+              }) within ${this.#deadlineMs} ms`,
+            ),
+          );
+          return;
+        }
+        if (toAll) {
+          for (let i = 0; i < this.#addresses.length; i++) this.#send(i, frame);
+        } else {
+          this.#send(this.#primary(), frame);
+        }
+        timer = setTimeout(() => attempt(true), this.#retryMs);
+      };
+      this.#resendToPrimary = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        attempt(false);
+      };
+      const originalResolve = resolve;
+      this.#pending = {
+        requestNumber,
+        resolve: (reply) => {
+          if (timer !== undefined) clearTimeout(timer);
+          originalResolve(reply);
+        },
+      };
+      attempt(false);
+    });
+    this.#resendToPrimary = undefined;
+    return reply.result;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const connection of this.#connections.values()) connection.close();
+    this.#connections.clear();
+  }
+
+  #resendToPrimary: (() => void) | undefined;
+
+  #primary(): number {
+    return this.#viewNumber % this.#addresses.length;
+  }
+
+  /** Send a frame to replica `index`, connecting first if needed (frames wait meanwhile). */
+  #send(index: number, frame: Uint8Array): void {
+    const existing = this.#connections.get(index);
+    if (existing !== undefined && !existing.closed) {
+      existing.sendFrame(frame);
+      return;
+    }
+    let queue = this.#waiting.get(index);
+    if (queue === undefined) {
+      queue = [];
+      this.#waiting.set(index, queue);
+      this.#connect(index);
+    }
+    // Only the latest frames matter: older ones are re-sent by the retry logic anyway.
+    if (queue.length >= WAITING_FRAMES_MAX) queue.shift();
+    queue.push(frame);
+  }
+
+  async #connect(index: number): Promise<void> {
+    const address = this.#addresses[index]!;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({ hostname: address.host, port: address.port });
+    } catch {
+      // Unreachable: drop what waited; the retry logic tries again later.
+      this.#waiting.delete(index);
+      return;
+    }
+    if (this.#closed) {
+      conn.close();
+      return;
+    }
+    const connection = new Connection(conn);
+    this.#connections.set(index, connection);
+    connection.send(encodeHello({ role: "client", index: 0 }));
+    connection.start({
+      onFrame: (body) => {
+        const decoded = decodeMessage(body, {
+          from: "reply",
+          replicaCount: this.#addresses.length,
+        });
+        if (!decoded.ok) {
+          connection.close(`bad reply: ${decoded.error}`);
+          return;
+        }
+        this.#onMessage(decoded.message as ClientReplyMessage);
+      },
+      onClose: () => {
+        if (this.#connections.get(index) === connection) this.#connections.delete(index);
+      },
+    });
+    const queue = this.#waiting.get(index) ?? [];
+    this.#waiting.delete(index);
+    for (const frame of queue) connection.sendFrame(frame);
+  }
+
+  #onMessage(message: ClientReplyMessage): void {
+    for (const waiter of this.#waiters) waiter(message);
+    switch (message.type) {
+      case "reply": {
+        if (message.viewNumber > this.#viewNumber) this.#viewNumber = message.viewNumber;
+        const pending = this.#pending;
+        if (pending !== undefined && message.requestNumber === pending.requestNumber) {
+          this.#pending = undefined;
+          pending.resolve(message);
+        }
+        break;
+      }
+      case "not_primary":
+        if (message.viewNumber > this.#viewNumber) {
+          this.#viewNumber = message.viewNumber;
+          if (this.#pending?.requestNumber === message.requestNumber) this.#resendToPrimary?.();
+        }
+        break;
+      case "configuration":
+      case "request_number_reply":
+        break;
+    }
+  }
+
+  /** Ask every known replica until one answers with the configuration (§7.4). */
+  async #locate(): Promise<void> {
+    const answer = await this.#ask(
+      { type: "locate", clientId: this.clientId },
+      (message) => message.type === "configuration",
+      1,
+    );
+    const configuration = answer[0]!;
+    if (configuration.type !== "configuration") return;
+    const addresses: Address[] = [];
+    for (const text of configuration.addresses) {
+      const parsed = parseAddress(text);
+      if ("error" in parsed) throw new ClientError(`replica sent a bad address: ${parsed.error}`);
+      addresses.push(parsed);
+    }
+    // Keep connections to replicas whose index did not change.
+    const before = this.#addresses.map(formatAddress);
+    for (const [index, connection] of this.#connections) {
+      if (before[index] !== configuration.addresses[index]) {
+        connection.close();
+        this.#connections.delete(index);
+      }
+    }
+    this.#addresses = addresses;
+    this.#viewNumber = Math.max(this.#viewNumber, configuration.viewNumber);
+  }
+
+  /** §4.5 A client id used before: continue above the largest request number f+1 replicas know. */
+  async #recoverRequestNumber(): Promise<void> {
+    const f = (this.#addresses.length - 1) / 2;
+    const nonce = crypto.getRandomValues(new Uint32Array(1))[0]!;
+    const answers = await this.#ask(
+      { type: "request_number_query", clientId: this.clientId, nonce },
+      (message) => message.type === "request_number_reply" && message.nonce === nonce,
+      f + 1,
+    );
+    let latest = 0;
+    for (const answer of answers) {
+      if (answer.type === "request_number_reply") latest = Math.max(latest, answer.requestNumber);
+    }
+    // +2 per §4.5: a request may have been in flight that no answer reflects yet.
+    this.#requestNumber = latest + 1;
+  }
+
+  /** Send a query to every replica until `count` distinct replicas answered. */
+  #ask(
+    query: ClientMessage,
+    accept: (message: ClientReplyMessage) => boolean,
+    count: number,
+  ): Promise<ClientReplyMessage[]> {
+    const deadline = Date.now() + this.#deadlineMs;
+    return new Promise((resolve, reject) => {
+      const answers = new Map<number, ClientReplyMessage>();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiter = (message: ClientReplyMessage) => {
+        if (!accept(message)) return;
+        const from = "replica" in message ? message.replica : answers.size;
+        answers.set(from, message);
+        if (answers.size >= count) {
+          finish();
+          resolve([...answers.values()]);
+        }
+      };
+      const finish = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+      };
+      this.#waiters.push(waiter);
+      const attempt = () => {
+        if (Date.now() >= deadline) {
+          finish();
+          reject(
+            new ClientError(
+              `cannot reach the group at ${
+                this.addresses.join(", ")
+              }: no answer within ${this.#deadlineMs} ms`,
+            ),
+          );
+          return;
+        }
+        const frame = encodeFramedMessage(query);
+        for (let i = 0; i < this.#addresses.length; i++) this.#send(i, frame);
+        timer = setTimeout(attempt, Math.min(this.#retryMs, 100));
+      };
+      attempt();
+    });
+  }
+}
+
+function randomClientId(): number {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  // 52 random bits: a safe integer, never 0.
+  return (words[0]! & 0xfffff) * 0x100000000 + words[1]! + 1;
+}
