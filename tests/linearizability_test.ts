@@ -93,9 +93,8 @@ function bruteForce(history: readonly HistoryOperation[]): boolean {
 /** The raw material of one operation of a simulated execution. */
 interface OperationPlan {
   readonly client: number;
-  readonly key: number;
-  readonly kind: number;
-  readonly value: number;
+  readonly key: string;
+  readonly call: KvCall;
   /** Time the client waits after its previous answer. */
   readonly gap: number;
   /** Time from invocation to the instant the store executes the operation. */
@@ -112,13 +111,12 @@ interface Mutation {
   readonly output: string | number | null;
 }
 
-const VALUES = ["a", "b", "c"] as const;
+const VALUES = ["a", "b", "c", "d", "e", "f"] as const;
 const KEYS = ["k0", "k1"] as const;
 
 /**
  * Build the history of a real execution of `plans` against a sequential store, so that it is
  * linearizable, then replace one output by `mutation`, which often makes it not linearizable.
- * Times are small integers so that touching and equal times are frequent.
  */
 function simulateHistory(
   plans: readonly OperationPlan[],
@@ -138,69 +136,114 @@ function simulateHistory(
   const byExecution = [...timed].sort((a, b) => a.executeTime - b.executeTime || a.index - b.index);
   for (const { plan, index } of byExecution) {
     if (!plan.answered && !plan.executed) continue;
-    const key = KEYS[plan.key % KEYS.length] ?? "k0";
-    const value = VALUES[plan.value % VALUES.length] ?? "a";
-    switch (plan.kind % 3) {
-      case 0:
-        outputs.set(index, store.get(key) ?? null);
+    switch (plan.call.kind) {
+      case "get":
+        outputs.set(index, store.get(plan.key) ?? null);
         break;
-      case 1:
-        store.set(key, value);
-        outputs.set(index, value);
+      case "set":
+        store.set(plan.key, plan.call.value);
+        outputs.set(index, plan.call.value);
         break;
-      default:
-        outputs.set(index, store.delete(key) ? 1 : 0);
+      case "del":
+        outputs.set(index, store.delete(plan.key) ? 1 : 0);
         break;
     }
   }
-  return timed.map(({ plan, index, invokeTime, returnTime }) => {
-    const key = KEYS[plan.key % KEYS.length] ?? "k0";
-    const value = VALUES[plan.value % VALUES.length] ?? "a";
-    const kind = plan.kind % 3;
-    const call: KvCall = kind === 0 ? GET : kind === 1 ? set(value) : DEL;
-    const output = mutation !== null && mutation.index % plans.length === index
+  return timed.map(({ plan, index, invokeTime, returnTime }) => ({
+    clientId: plan.client,
+    key: plan.key,
+    call: plan.call,
+    invokeTime,
+    returnTime: plan.answered ? returnTime : undefined,
+    output: mutation !== null && mutation.index % plans.length === index
       ? mutation.output
-      : outputs.get(index) ?? null;
-    return {
-      clientId: plan.client,
-      key,
+      : outputs.get(index) ?? null,
+  }));
+}
+
+interface SmallHistoryShape {
+  readonly lengthMax: number;
+  /** One operation in this many goes unanswered. */
+  readonly unansweredOneIn: number;
+  /** How many distinct values sets write; few values make identical writes frequent. */
+  readonly valueCount: number;
+}
+
+/**
+ * Small histories of real executions over one or two keys and one to three clients, with small
+ * integer times so that touching and equal times are frequent. Two histories in three get a
+ * mutated output, and some mutations change nothing, so about half of them are linearizable.
+ */
+function smallHistory(shape: SmallHistoryShape): fc.Arbitrary<HistoryOperation[]> {
+  const values = VALUES.slice(0, shape.valueCount);
+  const call: fc.Arbitrary<KvCall> = fc.oneof(
+    fc.constant(GET),
+    fc.constantFrom(...values).map(set),
+    fc.constant(DEL),
+  );
+  const plan = (clients: number, keys: number): fc.Arbitrary<OperationPlan> =>
+    fc.record({
+      client: fc.integer({ min: 1, max: clients }),
+      key: fc.constantFrom(...KEYS.slice(0, keys)),
       call,
-      invokeTime,
-      returnTime: plan.answered ? returnTime : undefined,
-      output,
-    };
-  });
+      gap: fc.integer({ min: 0, max: 3 }),
+      executeDelay: fc.integer({ min: 0, max: 3 }),
+      answerDelay: fc.integer({ min: 0, max: 3 }),
+      answered: fc.integer({ min: 1, max: shape.unansweredOneIn }).map((n) => n !== 1),
+      executed: fc.boolean(),
+    });
+  const mutation: fc.Arbitrary<Mutation | null> = fc.option(
+    fc.record({
+      index: fc.nat(),
+      output: fc.oneof(fc.constantFrom(...values), fc.constant(null), fc.constantFrom(0, 1)),
+    }),
+    { freq: 3 },
+  );
+  return fc
+    .record({ clients: fc.integer({ min: 1, max: 3 }), keys: fc.integer({ min: 1, max: 2 }) })
+    .chain(({ clients, keys }) =>
+      fc.tuple(
+        fc.array(plan(clients, keys), { minLength: 1, maxLength: shape.lengthMax }),
+        mutation,
+      )
+    )
+    .map(([plans, mutation]) => simulateHistory(plans, mutation));
 }
 
-function operationPlan(clients: number, keys: number): fc.Arbitrary<OperationPlan> {
-  return fc.record({
-    client: fc.integer({ min: 1, max: clients }),
-    key: fc.integer({ min: 0, max: keys - 1 }),
-    kind: fc.integer({ min: 0, max: 2 }),
-    value: fc.integer({ min: 0, max: VALUES.length - 1 }),
-    gap: fc.integer({ min: 0, max: 3 }),
-    executeDelay: fc.integer({ min: 0, max: 3 }),
-    answerDelay: fc.integer({ min: 0, max: 3 }),
-    answered: fc.integer({ min: 0, max: 5 }).map((n) => n !== 0),
-    executed: fc.boolean(),
-  });
-}
+const SMALL_HISTORY = smallHistory({ lengthMax: 7, unansweredOneIn: 6, valueCount: 3 });
 
-const MUTATION: fc.Arbitrary<Mutation | null> = fc.option(
+/**
+ * Small histories with arbitrary times and outputs, not from any execution, to reach the shapes
+ * that a simulated execution makes rare.
+ */
+const ARBITRARY_HISTORY: fc.Arbitrary<HistoryOperation[]> = fc.array(
   fc.record({
-    index: fc.nat(),
-    output: fc.oneof(fc.constantFrom(...VALUES), fc.constant(null), fc.constantFrom(0, 1)),
-  }),
-  // Two histories in three get a mutation, and some mutations leave the output unchanged.
-  { freq: 3 },
+    clientId: fc.integer({ min: 1, max: 3 }),
+    key: fc.constantFrom(...KEYS),
+    call: fc.oneof(
+      fc.constant(GET),
+      fc.constantFrom(...VALUES.slice(0, 4)).map(set),
+      fc.constant(DEL),
+    ),
+    invokeTime: fc.integer({ min: 0, max: 8 }),
+    duration: fc.option(fc.integer({ min: 0, max: 5 }), { freq: 3 }),
+    output: fc.oneof(
+      fc.constantFrom(...VALUES.slice(0, 4)),
+      fc.constant(null),
+      fc.constantFrom(0, 1),
+    ),
+    setAnswersItsValue: fc.integer({ min: 0, max: 2 }).map((n) => n !== 0),
+  }).map(({ clientId, key, call, invokeTime, duration, output, setAnswersItsValue }) => ({
+    clientId,
+    key,
+    call,
+    invokeTime,
+    returnTime: duration === null ? undefined : invokeTime + duration,
+    // A set answering anything but its value fails at once, which teaches little.
+    output: call.kind === "set" && setAnswersItsValue ? call.value : output,
+  })),
+  { minLength: 1, maxLength: 8 },
 );
-
-const SMALL_HISTORY: fc.Arbitrary<HistoryOperation[]> = fc
-  .record({ clients: fc.integer({ min: 1, max: 3 }), keys: fc.integer({ min: 1, max: 2 }) })
-  .chain(({ clients, keys }) =>
-    fc.tuple(fc.array(operationPlan(clients, keys), { minLength: 1, maxLength: 7 }), MUTATION)
-  )
-  .map(([plans, mutation]) => simulateHistory(plans, mutation));
 
 /** A small deterministic generator (mulberry32), so that the large history is the same each run. */
 function seededRandom(seed: number): () => number {
@@ -214,11 +257,82 @@ function seededRandom(seed: number): () => number {
   };
 }
 
+/**
+ * A history of 5,000 operations on 5 keys from 4 clients, from a real execution: every operation
+ * takes effect at a store-wide instant, and its interval reaches back and forward a little around
+ * it, so that neighbouring operations of other clients overlap. One operation in fifty gets no
+ * answer, and half of those take effect anyway.
+ */
+function largeHistory(): HistoryOperation[] {
+  const random = seededRandom(7);
+  const pick = <T>(items: readonly T[], fallback: T): T =>
+    items[Math.floor(random() * items.length)] ?? fallback;
+  const keys = ["k0", "k1", "k2", "k3", "k4"];
+  const clients = [1, 2, 3, 4];
+  const clientClock = new Map<number, number>();
+  const store = new Map<string, string>();
+  const history: HistoryOperation[] = [];
+  let now = 0;
+  for (let n = 0; n < 5_000; n++) {
+    const clientId = pick(clients, 1);
+    const key = pick(keys, "k0");
+    // The store executes the operation once the client has sent it.
+    now = Math.max(now + 1 + Math.floor(random() * 3), clientClock.get(clientId) ?? 0);
+    const invokeTime = Math.max(clientClock.get(clientId) ?? 0, now - Math.floor(random() * 6));
+    const returnTime = now + Math.floor(random() * 6);
+    const answered = random() >= 0.02;
+    // A client that gets no answer times out and goes on.
+    clientClock.set(clientId, returnTime + 1);
+    const executed = answered || random() < 0.5;
+    const roll = random();
+    let call: KvCall;
+    let output: string | number | null;
+    if (roll < 0.5) {
+      call = GET;
+      output = store.get(key) ?? null;
+    } else if (roll < 0.9) {
+      const value = `v${n}`;
+      call = set(value);
+      output = value;
+      if (executed) store.set(key, value);
+    } else {
+      call = DEL;
+      output = store.has(key) ? 1 : 0;
+      if (executed) store.delete(key);
+    }
+    history.push(
+      answered
+        ? { clientId, key, call, invokeTime, returnTime, output }
+        : { clientId, key, call, invokeTime, returnTime: undefined, output: null },
+    );
+  }
+  return history;
+}
+
 // ---------------------------------------------------------------- agreement with brute force
 
 Deno.test("checkLinearizable agrees with a brute-force search on small histories", () => {
   fc.assert(
     fc.property(SMALL_HISTORY, (history) => {
+      assert.equal(checkLinearizable(history).ok, bruteForce(history));
+    }),
+    { numRuns: 2_000 },
+  );
+});
+
+Deno.test("checkLinearizable agrees with a brute-force search when many answers are lost", () => {
+  const history = smallHistory({ lengthMax: 8, unansweredOneIn: 3, valueCount: 6 });
+  fc.assert(
+    fc.property(history, (history) => {
+      assert.equal(checkLinearizable(history).ok, bruteForce(history));
+    }),
+    { numRuns: 2_000 },
+  );
+});
+
+Deno.test("checkLinearizable agrees with a brute-force search on arbitrary histories", () => {
+  fc.assert(
+    fc.property(ARBITRARY_HISTORY, (history) => {
       assert.equal(checkLinearizable(history).ok, bruteForce(history));
     }),
     { numRuns: 2_000 },
@@ -338,6 +452,38 @@ Deno.test("checkLinearizable ignores an indefinite get", () => {
   assert.deepEqual(result, { ok: true, keysChecked: 1, operationsChecked: 2 });
 });
 
+Deno.test("checkLinearizable accepts an indefinite set read on both sides of a read of the old value", () => {
+  // The set must go between the read of null and the two reads of "a", all at time 1.
+  assertLinearizable([
+    indefinite(1, "k", set("a"), 1),
+    op(2, "k", GET, 0, 1, "a"),
+    op(1, "k", GET, 1, 1, null),
+    op(1, "k", GET, 1, 1, "a"),
+  ]);
+});
+
+Deno.test("checkLinearizable accepts indefinite sets explaining a del and then a read", () => {
+  // One of the sets must precede the del and a set of "b" must follow it.
+  assertLinearizable([
+    indefinite(1, "k", set("b"), 0),
+    op(1, "k", DEL, 0, 0, 1),
+    indefinite(1, "k", set("a"), 0),
+    indefinite(1, "k", set("b"), 0),
+    op(1, "k", GET, 1, 1, "b"),
+  ]);
+});
+
+Deno.test("checkLinearizable accepts an indefinite set read only after a del it precedes", () => {
+  // "c" must be set after the del, and the del needs "a" set before it.
+  assertLinearizable([
+    indefinite(1, "k", set("a"), 0),
+    op(1, "k", GET, 0, 0, "a"),
+    indefinite(1, "k", set("c"), 0),
+    op(1, "k", DEL, 0, 0, 1),
+    op(1, "k", GET, 1, 1, "c"),
+  ]);
+});
+
 Deno.test("checkLinearizable rejects an indefinite set seen before its invocation", () => {
   const read = op(1, "k", GET, 0, 10, "y");
   assertFailure([read, indefinite(2, "k", set("y"), 20)], "k", read);
@@ -348,43 +494,15 @@ Deno.test("checkLinearizable accepts an empty history", () => {
 });
 
 Deno.test("checkLinearizable accepts a large mostly sequential history", () => {
-  const random = seededRandom(7);
-  const keys = ["k0", "k1", "k2", "k3", "k4"];
-  const clients = [1, 2, 3, 4];
-  const clientClock = new Map<number, number>(clients.map((c) => [c, 0]));
-  const store = new Map<string, string>();
-  const history: HistoryOperation[] = [];
-  // Every client's operation runs at a store-wide instant, so executing them in generation order
-  // with increasing instants gives a real execution; each interval reaches back or forward a
-  // little around that instant, which makes neighbouring operations of other clients overlap.
-  let now = 0;
-  for (let n = 0; n < 5_000; n++) {
-    const clientId = clients[Math.floor(random() * clients.length)] ?? 1;
-    const key = keys[Math.floor(random() * keys.length)] ?? "k0";
-    // The store executes the operation once the client has sent it.
-    now = Math.max(now + 1 + Math.floor(random() * 3), clientClock.get(clientId) ?? 0);
-    const invokeTime = Math.max(clientClock.get(clientId) ?? 0, now - Math.floor(random() * 6));
-    const returnTime = now + Math.floor(random() * 6);
-    clientClock.set(clientId, returnTime + 1);
-    const roll = random();
-    let call: KvCall;
-    let output: string | number | null;
-    if (roll < 0.5) {
-      call = GET;
-      output = store.get(key) ?? null;
-    } else if (roll < 0.9) {
-      const value = `v${n}`;
-      call = set(value);
-      store.set(key, value);
-      output = value;
-    } else {
-      call = DEL;
-      output = store.delete(key) ? 1 : 0;
-    }
-    history.push({ clientId, key, call, invokeTime, returnTime, output });
-  }
-  const result = checkLinearizable(history);
+  const result = checkLinearizable(largeHistory());
   assert.equal(result.ok, true, result.ok ? "" : result.message);
+});
+
+Deno.test("checkLinearizable rejects a large history ending with a read of a value never written", () => {
+  const history = largeHistory();
+  const end = Math.max(...history.map((o) => o.returnTime ?? o.invokeTime));
+  const badRead = op(1, "k2", GET, end + 1, end + 2, "never written");
+  assertFailure([...history, badRead], "k2", badRead);
 });
 
 // ---------------------------------------------------------------- keys and limits

@@ -4,6 +4,7 @@
  * @module
  */
 import { Command } from "commander";
+import { benchCommand } from "./bench.ts";
 import { clusterCommand } from "./cluster.ts";
 import { replCommand } from "./repl.ts";
 import { serverCommand } from "./server.ts";
@@ -22,6 +23,7 @@ export function buildCli(): Command {
   program.addCommand(replCommand());
   program.addCommand(clusterCommand());
   program.addCommand(statusCommand());
+  program.addCommand(benchCommand());
   program.addCommand(simCommand());
   return program;
 }

@@ -120,7 +120,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
       index: flags.index,
       dataDir,
       sync: flags.sync,
-      app: new KvStore(),
+      app: new KvStore({ incrementalDigest: false }),
       listener,
       log,
       debug: flags.logLevel === "debug",

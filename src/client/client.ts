@@ -25,6 +25,11 @@ export interface ClientOptions {
   readonly retryMs?: number | undefined;
   /** Give up on a request (or on locating the group) after this long. */
   readonly deadlineMs?: number | undefined;
+  /**
+   * Share connections with other clients (a benchmark's or an application's many logical
+   * clients): one connection per replica carries them all. By default a client has its own.
+   */
+  readonly transport?: ClientTransport | undefined;
 }
 
 export const RETRY_MS_DEFAULT = 300;
@@ -46,9 +51,8 @@ export class Client {
   #addresses: Address[];
   #viewNumber = 0;
   #requestNumber = 0;
-  readonly #connections = new Map<number, Connection>();
-  /** Frames for replicas whose connection is being opened. */
-  readonly #waiting = new Map<number, Uint8Array[]>();
+  readonly #transport: ClientTransport;
+  readonly #ownsTransport: boolean;
   #pending: Pending | undefined;
   #waiters: ((message: ClientReplyMessage) => void)[] = [];
   #closed = false;
@@ -58,6 +62,9 @@ export class Client {
     this.#retryMs = options.retryMs ?? RETRY_MS_DEFAULT;
     this.#deadlineMs = options.deadlineMs ?? DEADLINE_MS_DEFAULT;
     this.#addresses = addresses;
+    this.#ownsTransport = options.transport === undefined;
+    this.#transport = options.transport ?? new ClientTransport();
+    this.#transport.register(this.clientId, (message) => this.#onMessage(message));
   }
 
   /**
@@ -157,8 +164,8 @@ export class Client {
 
   close(): void {
     this.#closed = true;
-    for (const connection of this.#connections.values()) connection.close();
-    this.#connections.clear();
+    this.#transport.unregister(this.clientId);
+    if (this.#ownsTransport) this.#transport.close();
   }
 
   #resendToPrimary: (() => void) | undefined;
@@ -167,60 +174,8 @@ export class Client {
     return this.#viewNumber % this.#addresses.length;
   }
 
-  /** Send a frame to replica `index`, connecting first if needed (frames wait meanwhile). */
   #send(index: number, frame: Uint8Array): void {
-    const existing = this.#connections.get(index);
-    if (existing !== undefined && !existing.closed) {
-      existing.sendFrame(frame);
-      return;
-    }
-    let queue = this.#waiting.get(index);
-    if (queue === undefined) {
-      queue = [];
-      this.#waiting.set(index, queue);
-      this.#connect(index);
-    }
-    // Only the latest frames matter: older ones are re-sent by the retry logic anyway.
-    if (queue.length >= WAITING_FRAMES_MAX) queue.shift();
-    queue.push(frame);
-  }
-
-  async #connect(index: number): Promise<void> {
-    const address = this.#addresses[index]!;
-    let conn: Deno.TcpConn;
-    try {
-      conn = await Deno.connect({ hostname: address.host, port: address.port });
-    } catch {
-      // Unreachable: drop what waited; the retry logic tries again later.
-      this.#waiting.delete(index);
-      return;
-    }
-    if (this.#closed) {
-      conn.close();
-      return;
-    }
-    const connection = new Connection(conn);
-    this.#connections.set(index, connection);
-    connection.send(encodeHello({ role: "client", index: 0 }));
-    connection.start({
-      onFrame: (body) => {
-        const decoded = decodeMessage(body, {
-          from: "reply",
-          replicaCount: this.#addresses.length,
-        });
-        if (!decoded.ok) {
-          connection.close(`bad reply: ${decoded.error}`);
-          return;
-        }
-        this.#onMessage(decoded.message as ClientReplyMessage);
-      },
-      onClose: () => {
-        if (this.#connections.get(index) === connection) this.#connections.delete(index);
-      },
-    });
-    const queue = this.#waiting.get(index) ?? [];
-    this.#waiting.delete(index);
-    for (const frame of queue) connection.sendFrame(frame);
+    this.#transport.send(this.#addresses[index]!, frame, this.#addresses.length);
   }
 
   #onMessage(message: ClientReplyMessage): void {
@@ -261,14 +216,6 @@ export class Client {
       const parsed = parseAddress(text);
       if ("error" in parsed) throw new ClientError(`replica sent a bad address: ${parsed.error}`);
       addresses.push(parsed);
-    }
-    // Keep connections to replicas whose index did not change.
-    const before = this.#addresses.map(formatAddress);
-    for (const [index, connection] of this.#connections) {
-      if (before[index] !== configuration.addresses[index]) {
-        connection.close();
-        this.#connections.delete(index);
-      }
     }
     this.#addresses = addresses;
     this.#viewNumber = Math.max(this.#viewNumber, configuration.viewNumber);
@@ -340,4 +287,88 @@ function randomClientId(): number {
   const words = crypto.getRandomValues(new Uint32Array(2));
   // 52 random bits: a safe integer, never 0.
   return (words[0]! & 0xfffff) * 0x100000000 + words[1]! + 1;
+}
+
+/**
+ * Connections to replicas, one per address, shared by any number of clients: replies are routed
+ * to the client whose id they carry.
+ */
+export class ClientTransport {
+  readonly #connections = new Map<string, Connection>();
+  /** Frames for replicas whose connection is being opened. */
+  readonly #waiting = new Map<string, Uint8Array[]>();
+  readonly #clients = new Map<number, (message: ClientReplyMessage) => void>();
+  #closed = false;
+
+  register(clientId: number, handler: (message: ClientReplyMessage) => void): void {
+    if (this.#clients.has(clientId)) {
+      throw new ClientError(`client id ${clientId} is already in use on this transport`);
+    }
+    this.#clients.set(clientId, handler);
+  }
+
+  unregister(clientId: number): void {
+    this.#clients.delete(clientId);
+  }
+
+  /** Send a frame to a replica, connecting first if needed (frames wait meanwhile). */
+  send(address: Address, frame: Uint8Array, replicaCount: number): void {
+    const key = formatAddress(address);
+    const existing = this.#connections.get(key);
+    if (existing !== undefined && !existing.closed) {
+      existing.sendFrame(frame);
+      return;
+    }
+    let queue = this.#waiting.get(key);
+    if (queue === undefined) {
+      queue = [];
+      this.#waiting.set(key, queue);
+      this.#connect(key, address, replicaCount);
+    }
+    // Only the latest frames matter: older ones are re-sent by the retry logic anyway.
+    if (queue.length >= WAITING_FRAMES_MAX) queue.shift();
+    queue.push(frame);
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const connection of this.#connections.values()) connection.close();
+    this.#connections.clear();
+    this.#waiting.clear();
+  }
+
+  async #connect(key: string, address: Address, replicaCount: number): Promise<void> {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({ hostname: address.host, port: address.port });
+    } catch {
+      // Unreachable: drop what waited; the retry logic tries again later.
+      this.#waiting.delete(key);
+      return;
+    }
+    if (this.#closed) {
+      conn.close();
+      return;
+    }
+    const connection = new Connection(conn);
+    this.#connections.set(key, connection);
+    connection.send(encodeHello({ role: "client", index: 0 }));
+    connection.start({
+      onFrame: (body) => {
+        const decoded = decodeMessage(body, { from: "reply", replicaCount });
+        if (!decoded.ok) {
+          connection.close(`bad reply: ${decoded.error}`);
+          return;
+        }
+        const message = decoded.message as ClientReplyMessage;
+        this.#clients.get(message.clientId)?.(message);
+      },
+      onClose: () => {
+        if (this.#connections.get(key) === connection) this.#connections.delete(key);
+      },
+    });
+    const queue = this.#waiting.get(key) ?? [];
+    this.#waiting.delete(key);
+    for (const frame of queue) connection.sendFrame(frame);
+  }
 }

@@ -14,6 +14,12 @@
  * linearizable if and only if the sub-history of every key is (P-compositionality): each key is
  * checked on its own, which keeps every search small.
  *
+ * Indefinite operations (no answer) may take effect at any time after their invocation, so
+ * `checkKey` adds a few refinements, argued there, that keep them from multiplying the search.
+ * A linearizable history is usually confirmed along one path of the search; a history that is
+ * not linearizable needs the search to be exhaustive up to the violation, which takes seconds for
+ * thousands of highly concurrent operations on one key with many unanswered ones.
+ *
  * @module
  */
 
@@ -55,9 +61,10 @@ export type LinearizabilityResult =
   };
 
 /**
- * The default bound on search steps. A linearizable simulator history of a few thousand
- * operations needs a few steps per operation, so reaching this bound means the history is far
- * too concurrent (or too long) to be checked, not that it is wrong.
+ * The default bound on search steps (about half a minute). A simulator history of a few thousand
+ * operations needs a few steps per operation when it is linearizable and rarely more than a few
+ * million when it is not, so reaching this bound means the history is too concurrent or too long
+ * to be checked, not that it is wrong.
  */
 export const SEARCH_STEPS_MAX_DEFAULT = 50_000_000;
 
@@ -93,14 +100,10 @@ export function checkLinearizable(
   for (const key of keys) {
     const failure = checkKey(history, indicesByKey.get(key) ?? [], budget);
     if (failure !== undefined) {
-      const firstUnlinearizable = history[failure.firstUnlinearizable];
-      if (firstUnlinearizable === undefined) {
-        throw new Error("linearizability search reported an operation outside the history");
-      }
       return {
         ok: false,
         key,
-        firstUnlinearizable,
+        firstUnlinearizable: operationAt(history, failure.firstUnlinearizable),
         longestPrefix: failure.longestPrefix.map((index) => operationAt(history, index)),
         message: failureMessage(history, key, failure),
       };
@@ -268,18 +271,17 @@ function isSortedSubset(small: readonly number[], large: readonly number[]): boo
  * two facts about indefinite operations, each of which turns any linearization into one of the
  * form the search looks for:
  *
- * - An indefinite operation placed right before anything but a definite get or del can be moved
- *   to the end, which is the same as never taking effect: the next write hides it, and nothing
- *   checks an indefinite del's output. So the search only places an indefinite operation if the
- *   very next operation it places observes it (a definite get or del).
- * - Two indefinite operations with the same call and no bound on when they take effect can be
- *   swapped. So the search only places such an operation once all earlier-invoked identical ones
- *   are placed.
+ * - An indefinite operation placed right before a set or an indefinite del can be moved to the
+ *   end, which is the same as never taking effect: that write hides it, and nothing checks an
+ *   indefinite del's output. So the search only places an indefinite operation if the very next
+ *   operation it places observes it (a definite get or del).
+ * - Two indefinite operations with the same effect and no bound on when they take effect can be
+ *   swapped. So the unbounded ones form chains of interchangeable operations in invocation
+ *   order, and the search only places the first operation left in a chain.
  *
- * Indefinite operations without a bound are kept out of the entry list, whose scans they would
- * otherwise lengthen until the end of the history, in a list of their own that the search tries
- * only when no call of the entry list fits. It succeeds as soon as every definite operation is
- * placed (the indefinite ones left go last).
+ * Unbounded operations stay out of the entry list, whose scans they would otherwise lengthen until
+ * the end of the history; the search tries the chains only when no call of the entry list fits,
+ * and succeeds as soon as every definite operation is placed (the indefinite ones left go last).
  *
  * The cache also skips a configuration when one with the same definite operations, the same
  * state, at least as much freedom for the next operation and a subset of its indefinite
@@ -312,26 +314,37 @@ function checkKey(
   const observer = operations.map((op, rank) => at(definite, rank) && op.call.kind !== "set");
   const latest = latestEffectTimes(operations);
   const unbounded = latest.map((time) => time === Infinity);
-  // For an unbounded indefinite operation, the rank of the previous identical one, or -1.
-  const previousTwin = new Int32Array(opCount).fill(-1);
-  const lastTwin = new Map<string, number>();
+
+  // The chains of unbounded operations, each in invocation order, with how many of each are
+  // placed. Sets of values that no definite get returns are interchangeable whatever their
+  // values: only a del returning 1 can observe them, and it sees the same thing.
+  const readValues = new Set<string | number | null>();
+  operations.forEach((op, rank) => {
+    if (op.call.kind === "get" && at(definite, rank)) readValues.add(op.output);
+  });
+  const chainByEffect = new Map<string, number[]>();
+  const chainOf = new Int32Array(opCount).fill(-1);
   operations.forEach((op, rank) => {
     if (!at(unbounded, rank)) return;
-    const call = op.call.kind === "set" ? "set " + op.call.value : op.call.kind;
-    previousTwin[rank] = lastTwin.get(call) ?? -1;
-    lastTwin.set(call, rank);
+    let effect: string = op.call.kind;
+    if (op.call.kind === "set" && readValues.has(op.call.value)) effect = "set " + op.call.value;
+    const chain = chainByEffect.get(effect) ?? [];
+    chainByEffect.set(effect, chain);
+    chain.push(rank);
   });
+  const chains = [...chainByEffect.values()];
+  chains.forEach((chain, index) => {
+    for (const rank of chain) chainOf[rank] = index;
+  });
+  const chainPlaced = new Int32Array(chains.length);
 
   // Entry 2r is the call of the operation of rank r and entry 2r + 1 its return, so an entry's
-  // operation is `entry >> 1` and its match is `entry ^ 1`. Both lists live in `next` and
-  // `prev`, each between its own two sentinels.
+  // operation is `entry >> 1` and its match is `entry ^ 1`.
   const entryTime = (entry: number): number =>
     (entry & 1) === 0 ? at(operations, entry >> 1).invokeTime : at(latest, entry >> 1);
   const entries: number[] = [];
-  const unboundedCalls: number[] = [];
   for (let rank = 0; rank < opCount; rank++) {
-    if (at(unbounded, rank)) unboundedCalls.push(2 * rank);
-    else entries.push(2 * rank, 2 * rank + 1);
+    if (!at(unbounded, rank)) entries.push(2 * rank, 2 * rank + 1);
   }
   entries.sort((a, b) => {
     const byTime = entryTime(a) - entryTime(b);
@@ -344,22 +357,16 @@ function checkKey(
   });
   const head = 2 * opCount;
   const tail = head + 1;
-  const unboundedHead = head + 2;
-  const unboundedTail = head + 3;
-  const next = new Int32Array(2 * opCount + 4);
-  const prev = new Int32Array(2 * opCount + 4);
-  const chain = (first: number, list: readonly number[], end: number): void => {
-    let last = first;
-    for (const entry of list) {
-      next[last] = entry;
-      prev[entry] = last;
-      last = entry;
-    }
-    next[last] = end;
-    prev[end] = last;
-  };
-  chain(head, entries, tail);
-  chain(unboundedHead, unboundedCalls, unboundedTail);
+  const next = new Int32Array(2 * opCount + 2);
+  const prev = new Int32Array(2 * opCount + 2);
+  let last = head;
+  for (const entry of entries) {
+    next[last] = entry;
+    prev[entry] = last;
+    last = entry;
+  }
+  next[last] = tail;
+  prev[tail] = last;
 
   const unlink = (entry: number): void => {
     const before = at(prev, entry);
@@ -371,15 +378,6 @@ function checkKey(
     next[at(prev, entry)] = entry;
     prev[at(next, entry)] = entry;
   };
-  // Relinking in the reverse order of unlinking restores the lists exactly (dancing links).
-  const lift = (call: number): void => {
-    unlink(call);
-    if (!at(unbounded, call >> 1)) unlink(call ^ 1);
-  };
-  const unlift = (call: number): void => {
-    if (!at(unbounded, call >> 1)) relink(call ^ 1);
-    relink(call);
-  };
   const firstReturnTime = (): number => {
     let entry = at(next, head);
     while ((entry & 1) === 0) entry = at(next, entry);
@@ -387,7 +385,8 @@ function checkKey(
   };
 
   // The linearized operations: a bitset by rank; for the definite ones, their count and the
-  // lowest rank of one not linearized yet; the indefinite ones in the order of the search stack.
+  // lowest rank of one not linearized yet; the indefinite ones as a sorted array, which the cache
+  // compares as sets.
   const placed = new Uint32Array(Math.ceil(opCount / 32));
   const isPlaced = (rank: number): boolean => (at(placed, rank >> 5) & (1 << (rank & 31))) !== 0;
   const flipPlaced = (rank: number): void => {
@@ -396,10 +395,21 @@ function checkKey(
   let definitePlaced = 0;
   let firstUnplaced = definite.indexOf(true);
   const indefinitePlaced: number[] = [];
+  // Placing lifts the operation out of the entry list, or moves its chain on; relinking in the
+  // reverse order of unlinking restores the list exactly (dancing links).
   const place = (rank: number): void => {
     flipPlaced(rank);
+    const chain = at(chainOf, rank);
+    if (chain === -1) {
+      unlink(2 * rank);
+      unlink(2 * rank + 1);
+    } else {
+      chainPlaced[chain] = at(chainPlaced, chain) + 1;
+    }
     if (!at(definite, rank)) {
-      indefinitePlaced.push(rank);
+      let position = indefinitePlaced.length;
+      while (position > 0 && at(indefinitePlaced, position - 1) > rank) position -= 1;
+      indefinitePlaced.splice(position, 0, rank);
       return;
     }
     definitePlaced += 1;
@@ -411,8 +421,15 @@ function checkKey(
   };
   const unplace = (rank: number): void => {
     flipPlaced(rank);
+    const chain = at(chainOf, rank);
+    if (chain === -1) {
+      relink(2 * rank + 1);
+      relink(2 * rank);
+    } else {
+      chainPlaced[chain] = at(chainPlaced, chain) - 1;
+    }
     if (!at(definite, rank)) {
-      indefinitePlaced.pop();
+      indefinitePlaced.splice(indefinitePlaced.lastIndexOf(rank), 1);
       return;
     }
     definitePlaced -= 1;
@@ -440,26 +457,34 @@ function checkKey(
   const coveredBy = (key: string, indefinite: readonly number[]): boolean =>
     visited.get(key)?.some((subset) => isSortedSubset(subset, indefinite)) ?? false;
   const visit = (state: string | null, mustObserve: boolean): boolean => {
-    const indefinite = indefinitePlaced.length === 0
-      ? NO_OPERATIONS
-      : indefinitePlaced.slice().sort((a, b) => a - b);
     const key = cacheKey(state, mustObserve);
-    if (coveredBy(key, indefinite)) return false;
-    if (mustObserve && coveredBy(cacheKey(state, false), indefinite)) return false;
+    if (coveredBy(key, indefinitePlaced)) return false;
+    if (mustObserve && coveredBy(cacheKey(state, false), indefinitePlaced)) return false;
+    const indefinite = indefinitePlaced.length === 0 ? NO_OPERATIONS : indefinitePlaced.slice();
     const seen = visited.get(key);
-    if (seen === undefined) visited.set(key, [indefinite]);
-    else seen.push(indefinite);
+    if (seen === undefined) {
+      visited.set(key, [indefinite]);
+      return true;
+    }
+    // The sets that contain the new one can no longer cover anything it does not.
+    let kept = 0;
+    for (const subset of seen) {
+      if (!isSortedSubset(indefinite, subset)) seen[kept++] = subset;
+    }
+    seen.length = kept;
+    seen.push(indefinite);
     return true;
   };
 
-  const calls: number[] = [];
+  const placedRanks: number[] = [];
   const statesBefore: (string | null)[] = [];
   let state: string | null = null;
   let mustObserve = false;
-  // The next call to try: in the entry list until its first return entry, then in the list of
-  // unbounded operations up to the ones invoked by that return (`unboundedPass`, `timeLimit`).
+  // The next call to try: an entry of the list until its first return entry, then the chains
+  // from `chainCursor` on, whose next operation must be invoked by that return (`timeLimit`).
   let entry = at(next, head);
-  let unboundedPass = false;
+  let chainPass = false;
+  let chainCursor = 0;
   let timeLimit = 0;
 
   // The longest dead end so far. Its prefix shares the bottom of the stack up to `lowWater`, the
@@ -479,68 +504,73 @@ function checkKey(
         }, ${opCount} operations); check a shorter or less concurrent history`,
       );
     }
-    if (!unboundedPass && (entry & 1) === 1) {
-      // The first return entry: the calls after it must wait for its operation.
-      timeLimit = entryTime(entry);
-      unboundedPass = true;
-      entry = mustObserve ? unboundedTail : at(next, unboundedHead);
-      continue;
-    }
-    if (unboundedPass && (entry === unboundedTail || entryTime(entry) > timeLimit)) {
+    let candidate = -1;
+    if (!chainPass) {
+      if ((entry & 1) === 0) {
+        candidate = entry >> 1;
+        entry = at(next, entry);
+      } else {
+        // The first return entry: the calls after it must wait for its operation.
+        chainPass = true;
+        chainCursor = mustObserve ? chains.length : 0;
+        timeLimit = entryTime(entry);
+      }
+    } else if (chainCursor < chains.length) {
+      const chain = at(chains, chainCursor);
+      const rank = chain[at(chainPlaced, chainCursor)];
+      if (rank !== undefined && at(operations, rank).invokeTime <= timeLimit) candidate = rank;
+      chainCursor += 1;
+    } else {
       // Every call that could come next was tried, so this configuration is a dead end.
-      if (!longestFound || calls.length > longest.length) {
+      if (!longestFound || placedRanks.length > longest.length) {
         longestFound = true;
         longest.length = lowWater;
-        for (let depth = lowWater; depth < calls.length; depth++) longest.push(at(calls, depth));
-        lowWater = calls.length;
+        for (let depth = lowWater; depth < placedRanks.length; depth++) {
+          longest.push(at(placedRanks, depth));
+        }
+        lowWater = placedRanks.length;
         // The first definite operation left, in invocation order, is the one that could not be
         // placed; an indefinite one can always wait.
         let first = at(next, head);
         while ((first & 1) !== 0 || !at(definite, first >> 1)) first = at(next, first);
         firstUnlinearizable = at(ops, first >> 1);
       }
-      const call = calls.pop();
+      const rank = placedRanks.pop();
       const stateBefore = statesBefore.pop();
-      if (call === undefined || stateBefore === undefined) {
-        return {
-          firstUnlinearizable,
-          longestPrefix: longest.map((call) => at(ops, call >> 1)),
-        };
+      if (rank === undefined || stateBefore === undefined) {
+        return { firstUnlinearizable, longestPrefix: longest.map((rank) => at(ops, rank)) };
       }
-      lowWater = Math.min(lowWater, calls.length);
+      lowWater = Math.min(lowWater, placedRanks.length);
       state = stateBefore;
-      const below = calls[calls.length - 1];
-      mustObserve = below !== undefined && !at(definite, below >> 1);
-      unplace(call >> 1);
-      unlift(call);
-      entry = at(next, call);
-      unboundedPass = at(unbounded, call >> 1);
-      if (unboundedPass) timeLimit = firstReturnTime();
-      continue;
-    }
-    const rank = entry >> 1;
-    const isDefinite = at(definite, rank);
-    const twin = at(previousTwin, rank);
-    if ((mustObserve && !at(observer, rank)) || (twin !== -1 && !isPlaced(twin))) {
-      entry = at(next, entry);
-      continue;
-    }
-    const nextState = step(state, at(operations, rank));
-    if (nextState !== undefined) {
-      place(rank);
-      if (visit(nextState, !isDefinite)) {
-        calls.push(entry);
-        statesBefore.push(state);
-        state = nextState;
-        mustObserve = !isDefinite;
-        lift(entry);
-        entry = at(next, head);
-        unboundedPass = false;
-        continue;
-      }
+      const below = placedRanks[placedRanks.length - 1];
+      mustObserve = below !== undefined && !at(definite, below);
       unplace(rank);
+      // Resume the scan right after the operation just taken back.
+      const chain = at(chainOf, rank);
+      chainPass = chain !== -1;
+      if (chainPass) {
+        chainCursor = chain + 1;
+        timeLimit = firstReturnTime();
+      } else {
+        entry = at(next, 2 * rank);
+      }
+      continue;
     }
-    entry = at(next, entry);
+    if (candidate === -1 || (mustObserve && !at(observer, candidate))) continue;
+    const nextState = step(state, at(operations, candidate));
+    if (nextState === undefined) continue;
+    const isDefinite = at(definite, candidate);
+    place(candidate);
+    if (!visit(nextState, !isDefinite)) {
+      unplace(candidate);
+      continue;
+    }
+    placedRanks.push(candidate);
+    statesBefore.push(state);
+    state = nextState;
+    mustObserve = !isDefinite;
+    entry = at(next, head);
+    chainPass = false;
   }
 }
 

@@ -309,10 +309,16 @@ function decodeSuperblock(bytes: Uint8Array, slot: number): SuperblockSlot | str
 
 // ---------------------------------------------------------------- file helpers
 
+/**
+ * Writes are synchronous: a write into the page cache takes microseconds, far less than the round
+ * trip through the runtime's thread pool that an asynchronous write costs on every persist. Only
+ * the fsync, which can take a millisecond, is asynchronous (the event loop keeps serving meanwhile).
+ */
+// deno-lint-ignore require-await
 async function writeAll(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
-  await file.seek(offset, Deno.SeekMode.Start);
+  file.seekSync(offset, Deno.SeekMode.Start);
   let written = 0;
-  while (written < bytes.length) written += await file.write(bytes.subarray(written));
+  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
 }
 
 /** Reads `length` bytes at `offset`, fewer only at the end of the file. */

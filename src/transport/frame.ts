@@ -131,6 +131,9 @@ export function encodeFrame(body: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Fills the list slot of a consumed chunk, so that the list keeps one element type. */
+const EMPTY = new Uint8Array(0);
+
 /** Why a stream of frames cannot be decoded; the connection must be closed. */
 export type FrameError = { readonly error: string };
 
@@ -271,8 +274,6 @@ export class FrameDecoder {
     }
   }
 }
-
-const EMPTY = new Uint8Array(0);
 
 function readUint32(bytes: Uint8Array, offset: number): number {
   return (

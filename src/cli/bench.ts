@@ -1,0 +1,348 @@
+/**
+ * `vstamp bench`: load a running group (or one it starts) with concurrent logical clients and
+ * report throughput, latency percentiles and the servers' CPU time.
+ *
+ * @module
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { encodeKvOperation } from "../app/kv.ts";
+import { Histogram } from "../bench/histogram.ts";
+import { Client, ClientError, ClientTransport } from "../client/client.ts";
+import { ConfigError, loadConfig } from "../config.ts";
+import { vstampCommand } from "./cluster.ts";
+import { parseCount } from "./sim.ts";
+import { collectStatus } from "./status.ts";
+
+interface BenchFlags {
+  config?: string;
+  cluster?: number;
+  clients: number;
+  duration?: number;
+  requests?: number;
+  valueSize: number;
+  keys: number;
+  readRatio: number;
+  warmup: number;
+  json?: boolean;
+  sync: "fsync" | "none";
+}
+
+/** Logical clients at most: each holds its own connections. */
+export const BENCH_CLIENTS_MAX = 1024;
+
+function parseRatio(value: string): number {
+  const n = Number(value);
+  if (!(n >= 0 && n <= 1)) {
+    throw new InvalidArgumentError(`--read-ratio must be in 0..1, got "${value}"`);
+  }
+  return n;
+}
+
+function parseSeconds(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!(n >= 0 && n <= 3600)) {
+      throw new InvalidArgumentError(`${name} must be 0..3600 seconds, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+export function benchCommand(): Command {
+  return new Command("bench")
+    .description(
+      "Measure throughput and latency against a group (--config) or a fresh local one (--cluster n).",
+    )
+    .option("--config <file>", "benchmark the running group of this configuration file")
+    .option(
+      "--cluster <n>",
+      "start n replicas (separate processes) just for this run",
+      parseCount("--cluster"),
+    )
+    .option(
+      "--clients <c>",
+      "concurrent logical clients, one request in flight each",
+      parseCount("--clients"),
+      1,
+    )
+    .option(
+      "--duration <s>",
+      "measure for this many seconds (default 10)",
+      parseSeconds("--duration"),
+    )
+    .option("--requests <n>", "or: measure this many requests in total", parseCount("--requests"))
+    .option("--value-size <b>", "bytes per value", parseCount("--value-size"), 64)
+    .option("--keys <k>", "distinct keys", parseCount("--keys"), 1000)
+    .option("--read-ratio <r>", "share of GETs (the rest are SETs)", parseRatio, 0)
+    .option("--warmup <s>", "seconds of load before measuring", parseSeconds("--warmup"), 1)
+    .addOption(
+      new Option("--sync <mode>", "with --cluster: as for `server`").choices(["fsync", "none"])
+        .default("fsync"),
+    )
+    .option("--json", "print one JSON line (fields as the etcd and Redis baselines print)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  vstamp bench --cluster 3 --clients 64 --duration 10 --json
+  vstamp bench --config c.yaml --clients 1 --requests 20000`,
+    )
+    .action(async (flags: BenchFlags, command: Command) => {
+      if ((flags.config === undefined) === (flags.cluster === undefined)) {
+        command.error("error: give exactly one of --config <file> or --cluster <n>", {
+          exitCode: 2,
+        });
+      }
+      if (flags.duration !== undefined && flags.requests !== undefined) {
+        command.error("error: give at most one of --duration or --requests", { exitCode: 2 });
+      }
+      if (flags.clients < 1 || flags.clients > BENCH_CLIENTS_MAX) {
+        command.error(`error: --clients must be 1..${BENCH_CLIENTS_MAX}`, { exitCode: 2 });
+      }
+      if (flags.keys < 1) command.error("error: --keys must be at least 1", { exitCode: 2 });
+      Deno.exitCode = await runBench(flags);
+    });
+}
+
+interface Cluster {
+  readonly configPath: string;
+  stop(): Promise<void>;
+}
+
+async function startCluster(replicas: number, sync: "fsync" | "none"): Promise<Cluster> {
+  const dir = await Deno.makeTempDir({ prefix: "vstamp-bench-" });
+  const configPath = `${dir}/cluster.yaml`;
+  const { command, args } = vstampCommand([
+    "cluster",
+    "up",
+    "-n",
+    String(replicas),
+    "--config-out",
+    configPath,
+    "--data-dir",
+    `${dir}/data`,
+    "--sync",
+    sync,
+    "--log-level",
+    "error",
+  ]);
+  const process = new Deno.Command(command, { args, stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = process.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("configuration written")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("cluster up exited before the group was serving");
+    text += decoder.decode(value, { stream: true });
+  }
+  (async () => {
+    try {
+      while (!(await reader.read()).done) { /* discard */ }
+    } catch {
+      // Gone.
+    }
+  })();
+  return {
+    configPath,
+    stop: async () => {
+      try {
+        process.kill("SIGTERM");
+      } catch {
+        // Already gone.
+      }
+      await process.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc; undefined elsewhere. */
+async function cpuSeconds(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based, overall).
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return ticks / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+async function runBench(flags: BenchFlags): Promise<number> {
+  let cluster: Cluster | undefined;
+  let configPath = flags.config;
+  try {
+    if (flags.cluster !== undefined) {
+      cluster = await startCluster(flags.cluster, flags.sync);
+      configPath = cluster.configPath;
+    }
+    const config = await loadConfig(configPath!);
+    const addresses = [...config.addressTexts];
+    const rows = await collectStatus(addresses);
+    const pids = rows.map((row) => row.pid);
+    // Logical clients share one connection per replica, as an application's would.
+    const transport = new ClientTransport();
+    const clients = await Promise.all(
+      Array.from({ length: flags.clients }, () => Client.connect({ addresses, transport })),
+    );
+    const result = await load(clients, flags, pids);
+    for (const client of clients) client.close();
+    transport.close();
+    report(flags, config.addresses.length, result);
+    return 0;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      return error.exitCode;
+    }
+    if (error instanceof ClientError) {
+      console.error(`bench: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  } finally {
+    await cluster?.stop();
+  }
+}
+
+interface LoadResult {
+  readonly histogram: Histogram;
+  readonly ops: number;
+  readonly errors: number;
+  readonly seconds: number;
+  readonly cpu: readonly (number | undefined)[];
+}
+
+async function load(
+  clients: readonly Client[],
+  flags: BenchFlags,
+  pids: readonly (number | undefined)[],
+): Promise<LoadResult> {
+  const value = new Uint8Array(flags.valueSize).fill(0x78);
+  const keys: Uint8Array[] = [];
+  const encoder = new TextEncoder();
+  for (let i = 0; i < flags.keys; i++) keys.push(encoder.encode(`key:${i}`));
+  const histogram = new Histogram();
+  let measuring = flags.warmup === 0;
+  let ops = 0;
+  let errors = 0;
+  let issued = 0;
+  const requestsMax = flags.requests;
+  const durationMs = (flags.duration ?? (requestsMax === undefined ? 10 : 0)) * 1000;
+  let stop = false;
+  let seed = 0x9e3779b9;
+  const random = () => {
+    // A tiny xorshift: the benchmark needs spread, not quality.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 0x100000000;
+  };
+  const worker = async (client: Client) => {
+    while (!stop) {
+      if (measuring && requestsMax !== undefined && issued >= requestsMax) break;
+      const key = keys[Math.floor(random() * keys.length)]!;
+      const operation = random() < flags.readRatio
+        ? encodeKvOperation({ command: "GET", key })
+        : encodeKvOperation({ command: "SET", key, value });
+      if (measuring) issued++;
+      const counted = measuring;
+      const started = performance.now();
+      try {
+        await client.request(operation);
+        if (counted && measuring) {
+          histogram.record((performance.now() - started) * 1000);
+          ops++;
+        }
+      } catch (error) {
+        if (!(error instanceof ClientError)) throw error;
+        if (counted) errors++;
+      }
+    }
+  };
+  const workers = clients.map((client) => worker(client));
+  if (!measuring) {
+    await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
+    measuring = true;
+  }
+  const cpuBefore = await Promise.all(
+    pids.map((pid) => pid === undefined ? undefined : cpuSeconds(pid)),
+  );
+  const started = performance.now();
+  const interactive = Deno.stderr.isTerminal();
+  let lastOps = 0;
+  const progress = setInterval(() => {
+    const elapsed = (performance.now() - started) / 1000;
+    const line = `  ${elapsed.toFixed(0)} s  ${ops - lastOps} ops/s`;
+    lastOps = ops;
+    if (flags.json) return;
+    if (interactive) Deno.stderr.writeSync(encoder.encode(`\r${line}   `));
+    else console.error(line);
+  }, 1000);
+  if (durationMs > 0) {
+    const deadline = setTimeout(() => (stop = true), durationMs);
+    await Promise.all(workers);
+    clearTimeout(deadline);
+  } else {
+    await Promise.all(workers);
+  }
+  stop = true;
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(progress);
+  if (interactive && !flags.json) Deno.stderr.writeSync(encoder.encode("\r"));
+  const cpuAfter = await Promise.all(
+    pids.map((pid) => pid === undefined ? undefined : cpuSeconds(pid)),
+  );
+  const cpu = cpuAfter.map((after, i) => {
+    const before = cpuBefore[i];
+    return after === undefined || before === undefined ? undefined : after - before;
+  });
+  return { histogram, ops, errors, seconds, cpu };
+}
+
+function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
+  const h = result.histogram;
+  const ms = (us: number) => Math.round(us) / 1000;
+  const opsPerSecond = Math.round(result.ops / result.seconds);
+  if (flags.json) {
+    console.log(JSON.stringify({
+      system: "vstamp",
+      replicas,
+      clients: flags.clients,
+      value_size: flags.valueSize,
+      sync: flags.cluster !== undefined ? flags.sync : undefined,
+      ops_s: opsPerSecond,
+      p50_ms: ms(h.percentileUs(0.5)),
+      p90_ms: ms(h.percentileUs(0.9)),
+      p99_ms: ms(h.percentileUs(0.99)),
+      p999_ms: ms(h.percentileUs(0.999)),
+      max_ms: ms(h.maxUs),
+      ops: result.ops,
+      errors: result.errors,
+      seconds: Math.round(result.seconds * 100) / 100,
+      server_cpu_s: result.cpu.map((s) => s === undefined ? null : Math.round(s * 100) / 100),
+    }));
+    return;
+  }
+  console.log(
+    `vstamp bench: ${replicas} replicas, ${flags.clients} clients, ${flags.valueSize}-byte values, ${flags.keys} keys, ${
+      Math.round(flags.readRatio * 100)
+    }% reads`,
+  );
+  console.log(
+    `throughput: ${opsPerSecond} ops/s (${result.ops} ops in ${
+      result.seconds.toFixed(1)
+    } s, ${result.errors} errors)`,
+  );
+  console.log(
+    `latency ms: p50 ${ms(h.percentileUs(0.5))}  p90 ${ms(h.percentileUs(0.9))}  p99 ${
+      ms(h.percentileUs(0.99))
+    }  p99.9 ${ms(h.percentileUs(0.999))}  max ${ms(h.maxUs)}`,
+  );
+  console.log(
+    `server cpu s: ${
+      result.cpu.map((s, i) => `r${i} ${s === undefined ? "?" : s.toFixed(2)}`).join("  ")
+    }`,
+  );
+}

@@ -1,0 +1,824 @@
+/**
+ * Handler-level tests of the protocol core, one per rule of *Viewstamped Replication Revisited*
+ * (Liskov & Cowling, 2012), named after the section they check. Some drive one `Replica` by hand
+ * and look at its effects; others use the deterministic harness (tests/_harness.ts), whose
+ * Checker also checks the global invariants after every step.
+ */
+import { strict as assert } from "node:assert";
+import { KvStore } from "../src/app/kv.ts";
+import type { ApplyContext, StateMachine } from "../src/app/state_machine.ts";
+import type { Limits, Timing } from "../src/vr/constants.ts";
+import type {
+  DoViewChange,
+  LogEntry,
+  Message,
+  RecoveryResponse,
+  ReplicaMessage,
+} from "../src/vr/message.ts";
+import { type Effect, type PlantedBug, Replica } from "../src/vr/replica.ts";
+import {
+  Cluster,
+  from,
+  kvDel,
+  kvGet,
+  kvSet,
+  ofType,
+  requestName,
+  resultOf,
+  to,
+} from "./_harness.ts";
+
+// ------------------------------------------------------------------ helpers for one replica
+
+interface ReplicaSetup {
+  readonly n?: number;
+  readonly plantedBug?: PlantedBug;
+  readonly timing?: Partial<Timing>;
+  readonly limits?: Partial<Limits>;
+  readonly app?: StateMachine;
+}
+
+function makeReplica(index: number, setup: ReplicaSetup = {}): Replica {
+  const n = setup.n ?? 3;
+  return new Replica({
+    replicaIndex: index,
+    addresses: Array.from({ length: n }, (_, i) => `test:${i}`),
+    app: setup.app ?? new KvStore(),
+    seed: 42 + index,
+    timing: { primaryTimeoutJitterTicks: 0, ...setup.timing },
+    limits: setup.limits,
+    plantedBug: setup.plantedBug,
+  });
+}
+
+/** Hand `message` to the replica and return the effects of that one step (no persist done). */
+function step(replica: Replica, message: Message): Effect[] {
+  replica.onMessage(message);
+  return replica.drainEffects();
+}
+
+/** Complete every persist among `effects` and return what the replica does then. */
+function persist(replica: Replica, effects: readonly Effect[]): Effect[] {
+  let last = 0;
+  for (const effect of effects) {
+    if (effect.type === "persist_log" || effect.type === "persist_superblock") last = effect.id;
+  }
+  if (last === 0) return [];
+  replica.onPersisted(last);
+  return replica.drainEffects();
+}
+
+/** Step, then complete the persists the step asked for; all effects of both. */
+function stepDurable(replica: Replica, message: Message): Effect[] {
+  const effects = step(replica, message);
+  return [...effects, ...persist(replica, effects)];
+}
+
+function sendsOf<T extends ReplicaMessage["type"]>(
+  effects: readonly Effect[],
+  type?: T,
+): { to: number; message: Extract<ReplicaMessage, { type: T }> }[] {
+  const out: { to: number; message: Extract<ReplicaMessage, { type: T }> }[] = [];
+  for (const effect of effects) {
+    if (effect.type !== "send") continue;
+    if (type !== undefined && effect.message.type !== type) continue;
+    out.push({ to: effect.to, message: effect.message as Extract<ReplicaMessage, { type: T }> });
+  }
+  return out;
+}
+
+function repliesOf(effects: readonly Effect[]) {
+  return effects.flatMap((e) => e.type === "reply" ? [e.message] : []);
+}
+
+function entry(opNumber: number, viewNumber: number, clientId = 7): LogEntry {
+  return {
+    opNumber,
+    viewNumber,
+    clientId,
+    requestNumber: opNumber,
+    operation: kvSet(`k${opNumber}`, `v${opNumber}.${viewNumber}`),
+    timestamp: 0,
+  };
+}
+
+function request(clientId: number, requestNumber: number, operation: Uint8Array): Message {
+  return { type: "request", clientId, requestNumber, operation };
+}
+
+/** A KvStore that records the context of every operation it executes. */
+class RecordingKv implements StateMachine {
+  readonly kv = new KvStore();
+  readonly seen: ApplyContext[] = [];
+  apply(operation: Uint8Array, context: ApplyContext): Uint8Array {
+    this.seen.push(context);
+    return this.kv.apply(operation, context);
+  }
+  digest(): string {
+    return this.kv.digest();
+  }
+  snapshot(): Uint8Array {
+    return this.kv.snapshot();
+  }
+  restore(snapshot: Uint8Array): void {
+    this.kv.restore(snapshot);
+  }
+}
+
+/** Commit `count` SET requests of client 1 through the primary r0 and let every backup execute. */
+function commitSome(cluster: Cluster, count: number, clientId = 1, firstRequest = 1): void {
+  for (let s = firstRequest; s < firstRequest + count; s++) {
+    cluster.request(0, clientId, s, kvSet(`key${s}`, `value${s}`));
+    cluster.run();
+  }
+  // A heartbeat carries the commit-number to the backups.
+  cluster.tick(0, 5);
+  cluster.run();
+}
+
+// ------------------------------------------------------------------ §4.1 normal operation
+
+Deno.test("§4.1 primary assigns consecutive op-numbers and sends one Prepare for requests of one turn", () => {
+  const primary = makeReplica(0);
+  primary.onMessage(request(101, 1, kvSet("a", "1")));
+  primary.onMessage(request(102, 1, kvSet("b", "2")));
+  const effects = primary.drainEffects();
+  assert.equal(primary.opNumber, 2);
+  assert.deepEqual(
+    [primary.logEntry(1)!.opNumber, primary.logEntry(2)!.opNumber],
+    [1, 2],
+  );
+  assert.equal(primary.logEntry(1)!.clientId, 101);
+  assert.equal(primary.logEntry(2)!.clientId, 102);
+  // The log write comes first, then one Prepare per backup carrying both entries.
+  assert.equal(effects[0]!.type, "persist_log");
+  const prepares = sendsOf(effects, "prepare");
+  assert.deepEqual(prepares.map((p) => p.to), [1, 2]);
+  for (const { message } of prepares) {
+    assert.equal(message.viewNumber, 0);
+    assert.equal(message.commitNumber, 0);
+    assert.deepEqual(message.entries.map((e) => e.opNumber), [1, 2]);
+    assert.deepEqual(message.entries.map((e) => e.viewNumber), [0, 0]);
+  }
+  // The next turn's request gets the next op-number, in a Prepare of its own.
+  const next = step(primary, request(101, 2, kvSet("a", "3")));
+  assert.equal(primary.opNumber, 3);
+  const again = sendsOf(next, "prepare");
+  assert.equal(again.length, 2);
+  assert.deepEqual(again[0]!.message.entries.map((e) => e.opNumber), [3]);
+});
+
+Deno.test("§4.1 backup accepts a Prepare only in order and asks for state on a gap", () => {
+  const backup = makeReplica(1);
+  const prepare = (entries: LogEntry[], commitNumber = 0): Message => ({
+    type: "prepare",
+    viewNumber: 0,
+    entries,
+    commitNumber,
+    replica: 0,
+  });
+  // Op 1 in order: appended, acknowledged only once durable.
+  const first = step(backup, prepare([entry(1, 0)]));
+  assert.equal(backup.opNumber, 1);
+  assert.equal(first.filter((e) => e.type === "persist_log").length, 1);
+  assert.equal(sendsOf(first, "prepare_ok").length, 0, "no PrepareOk before the entry is durable");
+  const oks = sendsOf(persist(backup, first), "prepare_ok");
+  assert.deepEqual(oks, [{
+    to: 0,
+    message: { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 },
+  }]);
+
+  // Op 3 with op 2 missing: not appended; the backup asks its primary for the state after op 1.
+  const gap = stepDurable(backup, prepare([entry(3, 0)]));
+  assert.equal(backup.opNumber, 1);
+  assert.equal(backup.logEntry(3), undefined);
+  assert.deepEqual(sendsOf(gap, "get_state"), [{
+    to: 0,
+    message: { type: "get_state", viewNumber: 0, opNumber: 1, replica: 1 },
+  }]);
+  assert.deepEqual(
+    sendsOf(gap, "prepare_ok").map((s) => s.message.opNumber),
+    [1],
+    "it acknowledges only what it holds in order",
+  );
+
+  // Op 2 then op 3 (the primary re-sends from the gap): appended in order; the piggybacked
+  // commit-number makes the backup execute op 1.
+  const fill = stepDurable(backup, prepare([entry(2, 0), entry(3, 0)], 1));
+  assert.equal(backup.opNumber, 3);
+  assert.equal(backup.commitNumber, 1);
+  assert.deepEqual(sendsOf(fill, "prepare_ok").map((s) => s.message.opNumber), [3]);
+  assert.equal(repliesOf(fill).length, 0, "a backup never replies to clients");
+
+  // A re-sent Prepare of entries it holds: nothing appended, the PrepareOk is re-sent (the
+  // primary may have lost it).
+  const again = stepDurable(backup, prepare([entry(3, 0)]));
+  assert.equal(backup.opNumber, 3);
+  assert.deepEqual(sendsOf(again, "prepare_ok").map((s) => s.message.opNumber), [3]);
+});
+
+Deno.test("§4.1 PrepareOk is cumulative and the primary commits after f of them", () => {
+  const primary = makeReplica(0, { n: 5 }); // f = 2
+  for (let c = 1; c <= 3; c++) primary.onMessage(request(100 + c, 1, kvSet(`k${c}`, `v${c}`)));
+  persist(primary, primary.drainEffects());
+  const ok = (opNumber: number, replica: number): Message => ({
+    type: "prepare_ok",
+    viewNumber: 0,
+    opNumber,
+    replica,
+  });
+  // One backup holds everything: not enough (f = 2 backups are needed).
+  assert.deepEqual(repliesOf(step(primary, ok(3, 1))), []);
+  assert.equal(primary.commitNumber, 0);
+  // The same backup again does not count twice.
+  step(primary, ok(3, 1));
+  assert.equal(primary.commitNumber, 0);
+  // A second backup holding ops 1..2 (cumulative: no PrepareOk for op 1 needed) commits 1..2.
+  const replies = repliesOf(step(primary, ok(2, 2)));
+  assert.equal(primary.commitNumber, 2);
+  assert.deepEqual(
+    replies.map((r) => r.type === "reply" ? [r.clientId, r.opNumber, r.viewNumber] : []),
+    [[101, 1, 0], [102, 2, 0]],
+  );
+  // A third backup at op 3 commits op 3.
+  const third = repliesOf(step(primary, ok(3, 3)));
+  assert.equal(primary.commitNumber, 3);
+  assert.equal(third.length, 1);
+
+  // The primary counts itself only once the entry is on its own disk.
+  const effects = step(primary, request(104, 1, kvSet("k4", "v4")));
+  step(primary, ok(4, 1));
+  step(primary, ok(4, 2));
+  assert.equal(primary.commitNumber, 3, "committed before its own log write was durable");
+  persist(primary, effects);
+  assert.equal(primary.commitNumber, 4);
+});
+
+Deno.test("§4.1 primary re-sends the stored reply for a duplicate of the latest request", () => {
+  const cluster = new Cluster();
+  cluster.request(0, 5, 1, kvDel("gone"));
+  cluster.request(0, 5, 2, kvSet("x", "1"));
+  cluster.run();
+  const first = cluster.resultsTo(5);
+  assert.equal(first.length, 2);
+  const sentBefore = cluster.sent.length;
+  cluster.request(0, 5, 2, kvSet("x", "1"));
+  const all = cluster.resultsTo(5);
+  assert.equal(all.length, 3);
+  assert.deepEqual(all[2], all[1], "the re-sent reply is the stored one");
+  assert.equal(all[2]!.opNumber, 2);
+  assert.equal(resultOf(all[2]!), "1");
+  assert.equal(cluster.replica(0).opNumber, 2, "no new log entry for a duplicate");
+  assert.equal(cluster.sent.length, sentBefore, "no new Prepare for a duplicate");
+
+  // A duplicate of a request still in progress is neither appended again nor answered.
+  cluster.request(0, 6, 1, kvSet("y", "1"));
+  cluster.request(0, 6, 1, kvSet("y", "1"));
+  assert.equal(cluster.replica(0).opNumber, 3);
+  cluster.run();
+  assert.equal(cluster.resultsTo(6).length, 1);
+  assert.deepEqual(cluster.committedRequests(), ["c5.s1", "c5.s2", "c6.s1"]);
+});
+
+Deno.test("§4.1 primary drops an older request", () => {
+  const cluster = new Cluster();
+  cluster.request(0, 5, 1, kvSet("x", "1"));
+  cluster.request(0, 5, 2, kvSet("x", "2"));
+  cluster.run();
+  assert.equal(cluster.resultsTo(5).length, 2);
+  cluster.request(0, 5, 1, kvSet("x", "1"));
+  cluster.run();
+  assert.equal(cluster.repliesTo(5).length, 2, "no answer to an older request");
+  assert.equal(cluster.replica(0).opNumber, 2);
+  assert.equal(cluster.kvGet(0, "x"), "2");
+});
+
+Deno.test("§4.1 backup answers a request with not_primary naming the view", () => {
+  const cluster = new Cluster();
+  cluster.request(2, 9, 1, kvSet("x", "1"));
+  assert.deepEqual(cluster.repliesTo(9), [{
+    type: "not_primary",
+    clientId: 9,
+    requestNumber: 1,
+    viewNumber: 0,
+    replica: 2,
+  }]);
+  assert.equal(cluster.replica(2).opNumber, 0);
+  assert.equal(cluster.inFlight.length, 0);
+});
+
+Deno.test("§4.1 idle primary sends Commit as a heartbeat and backups execute up to it", () => {
+  const cluster = new Cluster();
+  cluster.request(0, 1, 1, kvSet("x", "1"));
+  cluster.run();
+  assert.equal(cluster.replica(0).commitNumber, 1);
+  assert.equal(cluster.replica(1).commitNumber, 0, "the backup has not heard of the commit yet");
+  assert.equal(cluster.replica(1).opNumber, 1);
+  cluster.tick(0, 4);
+  assert.equal(cluster.inFlight.length, 0, "no heartbeat before heartbeatTicks");
+  cluster.tick(0, 1);
+  const commits = cluster.peek(ofType("commit"));
+  assert.deepEqual(commits.map((e) => [e.to, e.message]), [
+    [1, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0 }],
+    [2, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0 }],
+  ]);
+  cluster.run();
+  for (const i of [1, 2]) {
+    assert.equal(cluster.replica(i).commitNumber, 1);
+    assert.equal(cluster.kvGet(i, "x"), "1");
+  }
+  assert.equal(cluster.repliesTo(1).length, 1, "backups send no replies");
+  // Heartbeats keep the backups from starting a view change.
+  cluster.settle(100);
+  assert.deepEqual([0, 1, 2].map((i) => cluster.replica(i).viewNumber), [0, 0, 0]);
+});
+
+// ------------------------------------------------------------------ §4.2 view change
+
+Deno.test("§4.2 backup that hears nothing starts a view change and persists the view before sending", () => {
+  const backup = makeReplica(1);
+  for (let t = 1; t < 25; t++) {
+    backup.tick(t);
+    assert.deepEqual(backup.drainEffects(), []);
+  }
+  assert.equal(backup.status, "normal");
+  backup.tick(25);
+  const effects = backup.drainEffects();
+  assert.equal(backup.status, "view_change");
+  assert.equal(backup.viewNumber, 1);
+  assert.deepEqual(effects.map((e) => e.type), ["persist_superblock"], "nothing sent yet");
+  const superblock = effects[0]!;
+  assert.ok(superblock.type === "persist_superblock");
+  assert.deepEqual(superblock.superblock, { viewNumber: 1, lastNormalView: 0, recovering: false });
+  // Messages produced meanwhile are held too.
+  const meanwhile = step(backup, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  assert.deepEqual(meanwhile, []);
+  backup.onPersisted(superblock.id);
+  const after = backup.drainEffects();
+  assert.deepEqual(
+    sendsOf(after).map((s) => [s.to, s.message.type]),
+    [[0, "start_view_change"], [2, "start_view_change"]],
+  );
+  // With f = 1 StartViewChange from another replica, it also sends DoViewChange: r1 is the new
+  // primary of view 1, so it keeps its own; nothing else goes out.
+  assert.equal(sendsOf(after, "do_view_change").length, 0);
+});
+
+Deno.test("§4.2 new primary picks the log with the latest last-normal view, then the largest op-number", () => {
+  const doViewChange = (
+    replica: number,
+    lastNormalView: number,
+    entries: LogEntry[],
+  ): DoViewChange => ({
+    type: "do_view_change",
+    viewNumber: 2,
+    lastNormalView,
+    opNumber: entries.length,
+    commitNumber: 0,
+    entries,
+    replica,
+  });
+  /** r2 is the primary of view 2 in a group of 5 (f = 2): three DoViewChanges with its own. */
+  const runViewChange = (a: DoViewChange, b: DoViewChange, plantedBug?: PlantedBug) => {
+    const primary = makeReplica(2, { n: 5, ...(plantedBug ? { plantedBug } : {}) });
+    const effects = [...stepDurable(primary, a), ...stepDurable(primary, b)];
+    assert.equal(primary.status, "view_change");
+    effects.push(...stepDurable(primary, { type: "start_view_change", viewNumber: 2, replica: 3 }));
+    effects.push(...stepDurable(primary, { type: "start_view_change", viewNumber: 2, replica: 4 }));
+    assert.equal(primary.status, "normal");
+    assert.equal(primary.viewNumber, 2);
+    return { primary, effects };
+  };
+  const log = (p: Replica) =>
+    Array.from({ length: p.opNumber }, (_, i) => `${i + 1}@v${p.logEntry(i + 1)!.viewNumber}`);
+
+  // Latest last-normal view wins over a longer log from an older view.
+  const newer = doViewChange(0, 1, [entry(1, 0), entry(2, 1)]);
+  const longer = doViewChange(1, 0, [entry(1, 0), entry(2, 0), entry(3, 0)]);
+  const { primary, effects } = runViewChange(longer, newer);
+  assert.deepEqual(log(primary), ["1@v0", "2@v1"]);
+  const startViews = sendsOf(effects, "start_view");
+  assert.deepEqual(startViews.map((s) => s.to), [0, 1, 3, 4]);
+  for (const { message } of startViews) {
+    assert.equal(message.viewNumber, 2);
+    assert.equal(message.opNumber, 2);
+    assert.deepEqual(message.entries.map((e) => e.viewNumber), [0, 1]);
+  }
+  // The planted bug (choose by op-number only) takes the stale longer log instead.
+  assert.deepEqual(
+    log(runViewChange(longer, newer, "do_view_change_log_by_op_number").primary),
+    ["1@v0", "2@v0", "3@v0"],
+  );
+
+  // Same last-normal view: the largest op-number wins.
+  const short = doViewChange(0, 1, [entry(1, 0), entry(2, 1)]);
+  const long = doViewChange(1, 1, [entry(1, 0), entry(2, 1), entry(3, 1)]);
+  assert.deepEqual(log(runViewChange(long, short).primary), ["1@v0", "2@v1", "3@v1"]);
+  assert.deepEqual(log(runViewChange(short, long).primary), ["1@v0", "2@v1", "3@v1"]);
+});
+
+Deno.test("§4.2 StartView installs the log and backups PrepareOk uncommitted entries", () => {
+  const backup = makeReplica(1);
+  const effects = step(backup, {
+    type: "start_view",
+    viewNumber: 2,
+    anchorOpNumber: 0,
+    entries: [entry(1, 0), entry(2, 0), entry(3, 1)],
+    opNumber: 3,
+    commitNumber: 1,
+    replica: 2,
+  });
+  assert.equal(backup.status, "normal");
+  assert.equal(backup.viewNumber, 2);
+  assert.equal(backup.lastNormalView, 2);
+  assert.equal(backup.opNumber, 3);
+  assert.equal(backup.commitNumber, 1, "committed entries are executed");
+  assert.deepEqual(
+    effects.map((e) => e.type),
+    ["persist_log", "persist_superblock"],
+    "nothing is sent before the new view is durable",
+  );
+  const superblock = effects[1]!;
+  assert.ok(superblock.type === "persist_superblock");
+  assert.deepEqual(superblock.superblock, { viewNumber: 2, lastNormalView: 2, recovering: false });
+  const after = persist(backup, effects);
+  assert.deepEqual(sendsOf(after), [{
+    to: 2,
+    message: { type: "prepare_ok", viewNumber: 2, opNumber: 3, replica: 1 },
+  }]);
+  // A StartView from a replica that is not the view's primary is ignored.
+  const other = makeReplica(1);
+  step(other, {
+    type: "start_view",
+    viewNumber: 2,
+    anchorOpNumber: 0,
+    entries: [entry(1, 0)],
+    opNumber: 1,
+    commitNumber: 0,
+    replica: 0,
+  });
+  assert.equal(other.viewNumber, 0);
+  assert.equal(other.opNumber, 0);
+});
+
+Deno.test("§4.2 a stalled view change moves on to the next view", () => {
+  const cluster = new Cluster();
+  commitSome(cluster, 1);
+  cluster.crash(0);
+  cluster.crash(1); // more than f down: view 1 (primary r1) cannot start
+  cluster.tickUntil(2, (r) => r.status === "view_change");
+  assert.equal(cluster.replica(2).viewNumber, 1);
+  cluster.tick(2, 50); // viewChangeTimeoutTicks
+  assert.equal(cluster.replica(2).viewNumber, 2);
+  assert.equal(cluster.disks[2]!.superblock.viewNumber, 2);
+});
+
+// ------------------------------------------------------------------ §4.3 recovery
+
+Deno.test("§4.3 recovering replica takes part in nothing until f+1 responses with its nonce", () => {
+  const cluster = new Cluster();
+  commitSome(cluster, 2);
+  cluster.crash(2, { diskless: true });
+  const r2 = cluster.restart(2);
+  assert.equal(r2.status, "recovering");
+  assert.equal(cluster.disks[2]!.superblock.recovering, true);
+  const recoveries = cluster.peek(ofType("recovery", 2));
+  assert.deepEqual(recoveries.map((e) => e.to), [0, 1]);
+  cluster.hold(ofType("recovery_response"));
+  cluster.run();
+  const responses = cluster.peek(ofType("recovery_response"));
+  assert.deepEqual(responses.map((e) => e.from), [0, 1]);
+
+  // Meanwhile it ignores every other message and every request.
+  const sentBefore = cluster.sent.filter(from(2)).length;
+  const extra: ReplicaMessage[] = [
+    { type: "prepare", viewNumber: 0, entries: [entry(3, 0)], commitNumber: 2, replica: 0 },
+    { type: "commit", viewNumber: 0, commitNumber: 2, replica: 0 },
+    { type: "start_view_change", viewNumber: 1, replica: 1 },
+    {
+      type: "do_view_change",
+      viewNumber: 2,
+      lastNormalView: 0,
+      opNumber: 0,
+      commitNumber: 0,
+      entries: [],
+      replica: 1,
+    },
+    {
+      type: "start_view",
+      viewNumber: 1,
+      anchorOpNumber: 0,
+      entries: [],
+      opNumber: 0,
+      commitNumber: 0,
+      replica: 1,
+    },
+    { type: "get_state", viewNumber: 0, opNumber: 0, replica: 1 },
+  ];
+  for (const message of extra) cluster.inject(message.replica, 2, message);
+  cluster.run(to(2));
+  cluster.request(2, 44, 1, kvSet("z", "1"));
+  cluster.tick(2, 5);
+  assert.equal(r2.status, "recovering");
+  assert.equal(r2.viewNumber, 0);
+  assert.equal(r2.opNumber, 0);
+  assert.equal(
+    cluster.sent.filter(from(2)).length,
+    sentBefore,
+    "a recovering replica sends nothing",
+  );
+  assert.deepEqual(cluster.repliesTo(44), []);
+
+  // One response (f = 1 ... it needs f+1 = 2): still recovering.
+  cluster.release();
+  cluster.deliver((e) => e.message.type === "recovery_response" && e.from === 1);
+  assert.equal(r2.status, "recovering");
+  // The primary's: recovered, with the primary's log.
+  cluster.deliver((e) => e.message.type === "recovery_response" && e.from === 0);
+  assert.equal(r2.status, "normal");
+  assert.equal(r2.viewNumber, 0);
+  assert.equal(r2.opNumber, 2);
+  assert.equal(r2.commitNumber, 2);
+  assert.equal(cluster.kvGet(2, "key2"), "value2");
+  assert.equal(cluster.disks[2]!.superblock.recovering, false);
+
+  // In a group of 5, f+1 responses without the primary's are not enough.
+  const five = new Cluster({ replicas: 5 });
+  five.request(0, 1, 1, kvSet("a", "1"));
+  five.run();
+  five.crash(4, { diskless: true });
+  const r4 = five.restart(4);
+  five.hold(ofType("recovery_response", 0));
+  five.run();
+  assert.equal(r4.status, "recovering", "three backup responses without the primary's");
+  five.release();
+  five.run();
+  assert.equal(r4.status, "normal");
+  assert.equal(r4.opNumber, 1);
+});
+
+Deno.test("§4.3 recovery ignores responses with another nonce", () => {
+  const scenario = (plantedBug?: PlantedBug) => {
+    const cluster = new Cluster(plantedBug ? { plantedBug } : {});
+    commitSome(cluster, 1);
+    cluster.crash(2, { diskless: true });
+    const r2 = cluster.restart(2);
+    cluster.hold(ofType("recovery_response"));
+    cluster.run();
+    const genuine = cluster.drop(ofType("recovery_response"));
+    cluster.release();
+    assert.equal(genuine.length, 2);
+    for (const envelope of genuine) {
+      const response = envelope.message as RecoveryResponse;
+      cluster.inject(envelope.from, 2, { ...response, nonce: response.nonce + 1 });
+    }
+    cluster.run();
+    const statusAfterForged = r2.status;
+    for (const envelope of genuine) cluster.inject(envelope.from, 2, envelope.message);
+    cluster.run();
+    return { statusAfterForged, status: r2.status, opNumber: r2.opNumber };
+  };
+  assert.deepEqual(scenario(), {
+    statusAfterForged: "recovering",
+    status: "normal",
+    opNumber: 1,
+  });
+  // The planted bug accepts them: the test can tell.
+  assert.equal(scenario("recovery_without_nonce_check").statusAfterForged, "normal");
+});
+
+// ------------------------------------------------------------------ §4.4 timestamps
+
+Deno.test("§4.4 the primary fixes timestamps that never go back", () => {
+  const apps: RecordingKv[] = [];
+  // r0's clock runs 5 s ahead of r1's and r2's.
+  const cluster = new Cluster({
+    app: (i) => (apps[i] = new RecordingKv()),
+    clockOffsetMs: [5_000, 0, 0],
+  });
+  cluster.tickAll(1); // every replica reads the clock: r0 sees 5010 ms, the others 10 ms
+  cluster.request(0, 1, 1, kvSet("a", "1"));
+  cluster.run();
+  assert.equal(cluster.replica(0).logEntry(1)!.timestamp, 5_010);
+  // r0 fails; r1, whose clock is behind, becomes primary.
+  cluster.crash(0);
+  cluster.settleUntil(() => cluster.replica(1).status === "normal" && cluster.replica(1).isPrimary);
+  assert.ok(cluster.nowMs < 5_010);
+  cluster.request(1, 1, 2, kvSet("a", "2"));
+  cluster.run();
+  assert.equal(
+    cluster.replica(1).logEntry(2)!.timestamp,
+    5_010,
+    "a timestamp never goes back along the log",
+  );
+  cluster.nowMs = 20_000;
+  cluster.tick(1);
+  cluster.request(1, 1, 3, kvSet("a", "3"));
+  cluster.run();
+  cluster.tick(1, 5);
+  cluster.run();
+  assert.equal(cluster.replica(1).logEntry(3)!.timestamp, 20_010);
+  // Every replica's state machine saw the primary's timestamps, the same on each.
+  for (const i of [1, 2]) {
+    assert.deepEqual(
+      apps[i]!.seen.map((c) => [c.opNumber, c.timestamp, c.clientId, c.requestNumber]),
+      [[1, 5_010, 1, 1], [2, 5_010, 1, 2], [3, 20_010, 1, 3]],
+    );
+  }
+});
+
+// ------------------------------------------------------------------ §4.5 client recovery
+
+Deno.test("§4.5 request_number_query answers the latest request-number", () => {
+  const cluster = new Cluster();
+  cluster.request(0, 3, 1, kvSet("a", "1"));
+  cluster.request(0, 3, 2, kvSet("a", "2"));
+  cluster.run();
+  cluster.hold(ofType("prepare"));
+  cluster.request(0, 3, 5, kvSet("a", "5")); // in the log, not yet committed
+  assert.equal(cluster.replica(0).commitNumber, 2);
+  const query = (i: number, clientId: number) => {
+    cluster.clientSend(i, { type: "request_number_query", clientId, nonce: 77 });
+    return cluster.repliesTo(clientId).at(-1);
+  };
+  assert.deepEqual(query(0, 3), {
+    type: "request_number_reply",
+    clientId: 3,
+    nonce: 77,
+    requestNumber: 5,
+    replica: 0,
+  });
+  // A backup answers from what it holds; an unknown client gets 0.
+  assert.equal((query(1, 3) as { requestNumber: number }).requestNumber, 2);
+  assert.equal((query(0, 12) as { requestNumber: number }).requestNumber, 0);
+  // A replica that is not normal does not answer.
+  cluster.release();
+  cluster.drop();
+  cluster.tickUntil(2, (r) => r.status === "view_change");
+  const before = cluster.repliesTo(3).length;
+  cluster.clientSend(2, { type: "request_number_query", clientId: 3, nonce: 78 });
+  assert.equal(cluster.repliesTo(3).length, before);
+});
+
+// ------------------------------------------------------------------ §5 pragmatics
+
+Deno.test("§5.2 a lagging backup catches up by GetState/NewState", () => {
+  const cluster = new Cluster();
+  cluster.cut(0, 2);
+  for (let s = 1; s <= 3; s++) {
+    cluster.request(0, 1, s, kvSet(`k${s}`, `v${s}`));
+    cluster.run();
+  }
+  assert.equal(cluster.replica(0).commitNumber, 3);
+  assert.equal(cluster.replica(2).opNumber, 0);
+  cluster.heal();
+  cluster.request(0, 1, 4, kvSet("k4", "v4"));
+  // r2 gets a Prepare for op 4 only: it asks for the state after op 0.
+  cluster.deliver(ofType("prepare", 0, 2));
+  assert.equal(cluster.replica(2).opNumber, 0);
+  const getState = cluster.peek(ofType("get_state", 2));
+  assert.deepEqual(getState.map((e) => [e.to, e.message]), [[0, {
+    type: "get_state",
+    viewNumber: 0,
+    opNumber: 0,
+    replica: 2,
+  }]]);
+  cluster.deliver(ofType("get_state"));
+  const newState = cluster.peek(ofType("new_state", 0, 2));
+  assert.equal(newState.length, 1);
+  const message = newState[0]!.message;
+  assert.ok(message.type === "new_state");
+  assert.deepEqual(message.entries.map((e) => e.opNumber), [1, 2, 3, 4]);
+  assert.equal(message.commitNumber, 3);
+  cluster.deliver(ofType("new_state"));
+  assert.equal(cluster.replica(2).opNumber, 4);
+  assert.equal(cluster.replica(2).commitNumber, 3);
+  cluster.run();
+  cluster.tick(0, 5);
+  cluster.run();
+  assert.equal(cluster.replica(2).commitNumber, 4);
+  assert.deepEqual(cluster.logOf(2), cluster.logOf(0));
+  assert.equal(cluster.kvGet(2, "k1"), "v1");
+  assert.equal(cluster.kvGet(2, "k4"), "v4");
+});
+
+Deno.test("§5.3 DoViewChange carries only the uncommitted suffix", () => {
+  const cluster = new Cluster();
+  commitSome(cluster, 2);
+  assert.deepEqual([1, 2].map((i) => cluster.replica(i).commitNumber), [2, 2]);
+  // Op 3 reaches r2 only, then the primary fails.
+  cluster.request(0, 1, 3, kvSet("key3", "value3"));
+  cluster.deliver(ofType("prepare", 0, 2));
+  cluster.drop();
+  cluster.crash(0);
+  cluster.tickUntil(1, (r) => r.status === "view_change");
+  cluster.deliver(ofType("start_view_change", 1, 2));
+  const dvc = cluster.peek(ofType("do_view_change", 2, 1));
+  assert.equal(dvc.length, 1);
+  const message = dvc[0]!.message;
+  assert.ok(message.type === "do_view_change");
+  assert.equal(message.commitNumber, 2);
+  assert.equal(message.opNumber, 3);
+  assert.deepEqual(message.entries.map((e) => e.opNumber), [3], "only the uncommitted suffix");
+  cluster.run();
+  assert.equal(cluster.replica(1).status, "normal");
+  assert.deepEqual(cluster.logOf(1).map(requestName), ["c1.s1", "c1.s2", "c1.s3"]);
+  assert.equal(cluster.replica(1).commitNumber, 3, "r2's StartView PrepareOk commits op 3");
+
+  // A new primary that lacks committed entries fetches them before it starts the view.
+  const lagging = new Cluster();
+  lagging.cut(0, 1);
+  commitSome(lagging, 2);
+  assert.equal(lagging.replica(1).opNumber, 0);
+  lagging.crash(0);
+  lagging.heal();
+  lagging.tickUntil(1, (r) => r.status === "view_change");
+  lagging.run();
+  const fetch = lagging.sent.filter(ofType("get_state", 1, 2));
+  assert.equal(fetch.length, 1);
+  assert.deepEqual(fetch[0]!.message, {
+    type: "get_state",
+    viewNumber: 1,
+    opNumber: 0,
+    replica: 1,
+  });
+  assert.equal(lagging.replica(1).status, "normal");
+  assert.equal(lagging.replica(1).viewNumber, 1);
+  assert.deepEqual(lagging.logOf(1).map(requestName), ["c1.s1", "c1.s2"]);
+  assert.equal(lagging.kvGet(1, "key2"), "value2");
+});
+
+// ------------------------------------------------------------------ §6.2 batching
+
+Deno.test("§6.2 requests arriving together go out in one Prepare; a lone request goes out at once", () => {
+  const primary = makeReplica(0);
+  // A lone request: its Prepare leaves in the same step, without waiting for a tick.
+  const lone = step(primary, request(1, 1, kvSet("a", "1")));
+  assert.deepEqual(sendsOf(lone, "prepare").map((s) => s.message.entries.length), [1, 1]);
+  // Three requests in one turn: one Prepare per backup with all three.
+  for (let c = 2; c <= 4; c++) primary.onMessage(request(c, 1, kvSet(`k${c}`, "v")));
+  const batch = primary.drainEffects();
+  assert.deepEqual(
+    sendsOf(batch, "prepare").map((s) => [s.to, s.message.entries.map((e) => e.opNumber)]),
+    [[1, [2, 3, 4]], [2, [2, 3, 4]]],
+  );
+  assert.equal(batch.filter((e) => e.type === "persist_log").length, 1, "one log write too");
+  // A batch never exceeds batchOpsMax.
+  const small = makeReplica(0, { limits: { batchOpsMax: 2 } });
+  for (let c = 1; c <= 3; c++) small.onMessage(request(c, 1, kvSet(`k${c}`, "v")));
+  assert.deepEqual(
+    sendsOf(small.drainEffects(), "prepare").filter((s) => s.to === 1).map((s) =>
+      s.message.entries.map((e) => e.opNumber)
+    ),
+    [[1, 2], [3]],
+  );
+});
+
+// ------------------------------------------------------------------ restarts from disk
+
+Deno.test("restart from disk as backup resumes normal", () => {
+  const cluster = new Cluster();
+  commitSome(cluster, 3);
+  cluster.crash(1);
+  assert.equal(cluster.disks[1]!.log.length, 3);
+  const r1 = cluster.restart(1);
+  assert.equal(r1.status, "normal");
+  assert.equal(r1.viewNumber, 0);
+  assert.equal(r1.opNumber, 3);
+  assert.ok(r1.commitNumber <= 3 && r1.commitNumber >= 2, `commit ${r1.commitNumber}`);
+  assert.equal(cluster.kvGet(1, "key2"), "value2", "committed entries replayed from disk");
+  // It takes part at once: a new request commits with its PrepareOk alone (r2 cut off).
+  cluster.isolate(2);
+  cluster.request(0, 1, 4, kvSet("key4", "value4"));
+  cluster.run();
+  assert.equal(cluster.replica(0).commitNumber, 4);
+  cluster.tick(0, 5);
+  cluster.run();
+  assert.equal(r1.commitNumber, 4);
+  assert.equal(cluster.kvGet(1, "key4"), "value4");
+  assert.equal(cluster.resultsTo(1).at(-1)!.opNumber, 4);
+});
+
+Deno.test("restart of a former primary starts the next view", () => {
+  const cluster = new Cluster();
+  commitSome(cluster, 2);
+  cluster.crash(0);
+  const r0 = cluster.restart(0);
+  assert.equal(r0.status, "view_change");
+  assert.equal(r0.viewNumber, 1);
+  assert.equal(cluster.disks[0]!.superblock.viewNumber, 1, "the new view is durable");
+  cluster.run();
+  assert.equal(cluster.replica(1).status, "normal");
+  assert.ok(cluster.replica(1).isPrimary);
+  assert.equal(r0.status, "normal");
+  assert.equal(r0.viewNumber, 1);
+  assert.equal(r0.isPrimary, false);
+  assert.deepEqual(cluster.logOf(0).map(requestName), ["c1.s1", "c1.s2"]);
+  cluster.request(1, 1, 3, kvSet("key3", "value3"));
+  cluster.run();
+  assert.deepEqual(cluster.committedRequests(), ["c1.s1", "c1.s2", "c1.s3"]);
+  assert.equal(cluster.resultsTo(1).at(-1)!.viewNumber, 1);
+  // The old primary's requests are now answered by the new one.
+  cluster.request(0, 2, 1, kvGet("key3"));
+  assert.equal(cluster.repliesTo(2).at(-1)!.type, "not_primary");
+});
