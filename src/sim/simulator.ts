@@ -645,7 +645,7 @@ class Simulation {
     if (prng.chance(p.partitionProbability)) {
       this.network.heal();
       const replicas = this.replicas.map((sim) => sim.index);
-      const kind = prng.int(0, 3);
+      const kind = prng.int(0, 4);
       if (replicas.length >= 2) {
         if (kind === 0) {
           // An isolated primary goes on appending requests it cannot commit: a long stale log.
@@ -664,11 +664,18 @@ class Simulation {
           if (to === from) to = (from + 1) % replicas.length;
           this.network.cutOneWay(from, to);
           this.#traceLine(`PARTITION one-way r${from} -/-> r${to}`);
-        } else {
-          // An isolated primary-to-be: cut a replica from every other one way only.
+        } else if (kind === 3) {
           const node = prng.pick(replicas);
           for (const other of replicas) if (other !== node) this.network.cutOneWay(node, other);
           this.#traceLine(`PARTITION r${node} cannot send to anyone`);
+        } else {
+          // A primary that can send but not receive must step down, or nothing commits.
+          const primary = this.#currentPrimary();
+          const node = primary !== undefined && prng.chance(p.targetPrimaryProbability)
+            ? primary.index
+            : prng.pick(replicas);
+          for (const other of replicas) if (other !== node) this.network.cutOneWay(other, node);
+          this.#traceLine(`PARTITION r${node} cannot receive from anyone`);
         }
         const duration = 1 + Math.round(prng.exponential(p.partitionMeanUnits));
         this.queue.push(this.now + duration, { kind: "heal" });

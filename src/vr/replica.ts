@@ -171,6 +171,10 @@ export class Replica {
   #preparedOpNumber = 0;
   #ticksSinceSend = 0;
   #ticksSincePrepareRetry = 0;
+  /** Ticks since this replica started; the primary times its backups' silence with it. */
+  #ticks = 0;
+  /** Per replica: `#ticks` when the primary last heard a PrepareOk from it in this view. */
+  #heardAtTick: number[];
 
   // Backup state.
   #ticksSincePrimary = 0;
@@ -217,6 +221,7 @@ export class Replica {
     this.#logSink = options.log;
     this.#debug = options.debug === true && options.log !== undefined;
     this.#acked = new Array<number>(count).fill(-1);
+    this.#heardAtTick = new Array<number>(count).fill(0);
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
 
     const durable = options.durable;
@@ -342,6 +347,7 @@ export class Replica {
   /** Advance time by one tick; `nowMs` is the driver's clock (§4.4 timestamps). */
   tick(nowMs: number): void {
     if (nowMs > this.#clockMs) this.#clockMs = nowMs;
+    this.#ticks++;
     this.#ticksSinceRequestStartView++;
     switch (this.#status) {
       case "normal":
@@ -472,8 +478,7 @@ export class Replica {
     this.#advanceCommit(Math.min(prepare.commitNumber, this.opNumber));
     if (!appended) {
       // A re-sent Prepare: the primary may have lost our PrepareOk.
-      this.#prepareOkSentOpNumber = 0;
-      this.#sendPrepareOkIfDurable();
+      this.#sendPrepareOkIfDurable(true);
     }
   }
 
@@ -483,6 +488,7 @@ export class Replica {
     if (message.opNumber > this.opNumber) {
       return this.#ignore(`prepare_ok: op ${message.opNumber} beyond the log`);
     }
+    this.#heardAtTick[message.replica] = this.#ticks;
     if (message.opNumber > this.#acked[message.replica]!) {
       this.#acked[message.replica] = message.opNumber;
       this.#commitReady();
@@ -493,6 +499,8 @@ export class Replica {
     if (!this.#acceptNormalMessage(message)) return;
     if (this.isPrimary) return this.#ignore("commit: sent to the primary of its own view");
     this.#ticksSincePrimary = 0;
+    // Answer the heartbeat, so that the primary knows it is heard (see #abdicating).
+    this.#sendPrepareOkIfDurable(true);
     if (message.commitNumber > this.opNumber) {
       this.#requestState(`commit: k=${message.commitNumber} beyond op ${this.opNumber}`);
     }
@@ -574,9 +582,10 @@ export class Replica {
     this.#uncommittedBytes += entry.operation.length;
   }
 
-  #sendPrepareOkIfDurable(): void {
+  /** Acknowledge what is durable, if that is news to the primary (or always, with `force`). */
+  #sendPrepareOkIfDurable(force = false): void {
     const durable = this.#logDurableOpNumber;
-    if (durable <= this.#prepareOkSentOpNumber || durable === 0) return;
+    if (!force && durable <= this.#prepareOkSentOpNumber) return;
     this.#prepareOkSentOpNumber = durable;
     this.#send(this.primaryIndex, {
       type: "prepare_ok",
@@ -586,9 +595,26 @@ export class Replica {
     });
   }
 
+  /**
+   * A primary that has not heard from f backups for a primary timeout falls silent, so that its
+   * backups time out and elect another primary. Without this, a primary that can send but not
+   * receive would keep its backups loyal (its heartbeats arrive) while committing nothing. The
+   * paper has no such rule; TigerBeetle's primary abdicates likewise.
+   */
+  #abdicating(): boolean {
+    if (this.f === 0) return false;
+    let heard = 0;
+    for (let replica = 0; replica < this.replicaCount; replica++) {
+      if (replica === this.replicaIndex) continue;
+      if (this.#ticks - this.#heardAtTick[replica]! < this.timing.primaryTimeoutTicks) heard++;
+    }
+    return heard < this.f;
+  }
+
   #tickPrimary(): void {
     this.#ticksSinceSend++;
     this.#ticksSincePrepareRetry++;
+    if (this.#abdicating()) return;
     if (this.#ticksSincePrepareRetry >= this.timing.prepareRetryTicks) {
       this.#ticksSincePrepareRetry = 0;
       for (let replica = 0; replica < this.replicaCount; replica++) {
@@ -644,7 +670,7 @@ export class Replica {
    */
   #flush(): void {
     this.#flushLogPersist();
-    if (this.#status !== "normal" || !this.isPrimary) return;
+    if (this.#status !== "normal" || !this.isPrimary || this.#abdicating()) return;
     while (this.#preparedOpNumber < this.opNumber) {
       const entries = this.#log.sliceBounded(
         this.#preparedOpNumber,
@@ -1026,6 +1052,7 @@ export class Replica {
   /** Forget per-view bookkeeping when entering a new view or status. */
   #resetViewState(): void {
     this.#acked.fill(-1);
+    this.#heardAtTick.fill(this.#ticks); // A grace period: a new view has heard from no one yet.
     this.#preparedOpNumber = this.opNumber;
     this.#prepareOkSentOpNumber = 0;
     this.#ticksSincePrimary = 0;

@@ -1,0 +1,40 @@
+import { strict as assert } from "node:assert";
+import { runSimulation } from "../src/sim/simulator.ts";
+import type { PlantedBug } from "../src/vr/replica.ts";
+
+/**
+ * Test the tester: each planted bug must make some seed fail within a bounded number of seeds,
+ * and the failure must be the kind of violation the bug causes.
+ */
+function firstFailure(bug: PlantedBug, seedsMax: number, from = 1) {
+  for (let seed = from; seed < from + seedsMax; seed++) {
+    const result = runSimulation({ seed, plantedBug: bug });
+    if (!result.ok) return { seed, failure: result.failure ?? "" };
+  }
+  return undefined;
+}
+
+Deno.test("planted bug commit with too few PrepareOks is caught within 20 seeds", () => {
+  const found = firstFailure("commit_with_too_few_prepare_oks", 20);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /lacks committed op|agreement|linearizab|differs/);
+});
+
+Deno.test("planted bug DoViewChange log chosen by op-number is caught within 600 seeds", () => {
+  const found = firstFailure("do_view_change_log_by_op_number", 600);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /lacks committed op|agreement|differs|linearizab/);
+});
+
+Deno.test("planted bug retried request executed twice is caught within 20 seeds", () => {
+  const found = firstFailure("execute_retried_request_twice", 20);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /exactly once/);
+});
+
+Deno.test("correct core passes the seeds that catch the planted bugs", () => {
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) {
+    const result = runSimulation({ seed });
+    assert.ok(result.ok, `seed ${seed}: ${result.failure}`);
+  }
+});
