@@ -45,3 +45,6 @@ export {
   type HistoryOperation,
   type LinearizabilityResult,
 } from "./src/sim/linearizability.ts";
+export { Client, ClientError, type ClientOptions, ClientTransport } from "./src/client/client.ts";
+export { type NodeOptions, ReplicaNode, type ReplicaStatus } from "./src/transport/node.ts";
+export { loadConfig, parseConfig, type ServerConfig } from "./src/config.ts";

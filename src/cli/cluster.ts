@@ -10,6 +10,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { renderConfig } from "../config.ts";
+import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
 import { parseCount } from "./sim.ts";
 
@@ -20,6 +21,7 @@ interface UpFlags {
   host: string;
   sync: "fsync" | "none";
   logLevel: string;
+  repl?: boolean;
 }
 
 /** How long the children may take to report their ports and to become reachable. */
@@ -52,6 +54,7 @@ export function clusterCommand(): Command {
         "./vstamp-data/cluster",
       )
       .option("--host <host>", "address to bind", "127.0.0.1")
+      .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
       .addOption(
         new Option("--sync <mode>", "as for `server`").choices(["fsync", "none"]).default("fsync"),
       )
@@ -67,7 +70,8 @@ export function clusterCommand(): Command {
       .addHelpText(
         "after",
         `
-Example:
+Examples:
+  vstamp cluster up -n 3 --repl        a group and a prompt to type into
   vstamp cluster up -n 3 --config-out c.yaml
   vstamp repl --config c.yaml          (in another terminal)
   vstamp status --config c.yaml`,
@@ -193,6 +197,11 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     const rows = await waitUntilServing(addresses);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     console.log(`configuration written to ${flags.configOut}`);
+    if (flags.repl) {
+      await runSession(addresses, addresses[0]!);
+      await stopAll();
+      return 0;
+    }
     console.log(`try: vstamp repl --config ${flags.configOut}    (Ctrl-C here stops the cluster)`);
     // Stay in the foreground until a signal stops everything.
     await Promise.all(children.map((child) => child.process.status));

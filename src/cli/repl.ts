@@ -71,10 +71,19 @@ async function runRepl(flags: ReplFlags): Promise<number> {
     promptAddress = `${host}:${flags.port}`;
     addresses = [promptAddress];
   }
+  return await runSession(addresses, promptAddress, flags.id);
+}
+
+/** Connect to the group at `addresses` and read commands until QUIT or end of input. */
+export async function runSession(
+  addresses: readonly string[],
+  promptAddress: string,
+  clientId?: number | undefined,
+): Promise<number> {
   const interactive = Deno.stdin.isTerminal();
   let client: Client;
   try {
-    client = await Client.connect({ addresses, clientId: flags.id });
+    client = await Client.connect({ addresses, clientId });
   } catch (error) {
     if (error instanceof ClientError) {
       console.error(`Could not connect to ${addresses.join(", ")}: ${error.message}`);

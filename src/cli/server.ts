@@ -151,11 +151,13 @@ async function runServer(flags: ServerFlags): Promise<number> {
     "info",
     `serving replica ${flags.index} of ${config.addresses.length} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
   );
+  let stopWatchingStdin: (() => void) | undefined;
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (why: string) => {
       if (stopping) return;
       stopping = true;
+      stopWatchingStdin?.();
       log("info", `${why}: stopping`);
       Deno.removeSignalListener("SIGINT", onInt);
       Deno.removeSignalListener("SIGTERM", onTerm);
@@ -167,8 +169,18 @@ async function runServer(flags: ServerFlags): Promise<number> {
     Deno.addSignalListener("SIGTERM", onTerm);
     if (flags.bind !== undefined) {
       // Started by `cluster up`: when its end of our stdin closes (even if it was killed), stop,
-      // so that no server outlives its cluster.
-      readLine().then(() => stop("cluster gone (stdin closed)"), () => stop("stdin failed"));
+      // so that no server outlives its cluster. Stopping for another reason cancels the read, or
+      // the pending read would keep the process alive.
+      const reader = Deno.stdin.readable.getReader();
+      stopWatchingStdin = () => reader.cancel().catch(() => {});
+      (async () => {
+        try {
+          while (!(await reader.read()).done) { /* `cluster up` sends nothing more */ }
+        } catch {
+          // Cancelled, or stdin failed: either way the cluster is gone or we are stopping.
+        }
+        stop("cluster gone (stdin closed)");
+      })();
     }
   });
   return 0;

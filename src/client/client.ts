@@ -34,6 +34,8 @@ export interface ClientOptions {
 
 export const RETRY_MS_DEFAULT = 300;
 export const DEADLINE_MS_DEFAULT = 10_000;
+/** How often the transport checks its clients' retry and deadline times. */
+const TIMER_MS = 20;
 /** Frames kept for a replica while its connection opens. */
 const WAITING_FRAMES_MAX = 16;
 /** Largest client id: client ids travel as safe integers. */
@@ -41,7 +43,11 @@ export const CLIENT_ID_MAX = Number.MAX_SAFE_INTEGER;
 
 interface Pending {
   readonly requestNumber: number;
+  readonly frame: Uint8Array;
   readonly resolve: (reply: Reply) => void;
+  readonly reject: (error: Error) => void;
+  retryAt: number;
+  readonly deadline: number;
 }
 
 export class Client {
@@ -64,7 +70,7 @@ export class Client {
     this.#addresses = addresses;
     this.#ownsTransport = options.transport === undefined;
     this.#transport = options.transport ?? new ClientTransport();
-    this.#transport.register(this.clientId, (message) => this.#onMessage(message));
+    this.#transport.register(this.clientId, this);
   }
 
   /**
@@ -120,46 +126,41 @@ export class Client {
       operation,
     };
     const frame = encodeFramedMessage(message);
-    const deadline = Date.now() + this.#deadlineMs;
+    const now = Date.now();
     const reply = await new Promise<Reply>((resolve, reject) => {
-      this.#pending = { requestNumber, resolve };
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const attempt = (toAll: boolean) => {
-        if (this.#pending?.requestNumber !== requestNumber) return;
-        if (Date.now() >= deadline) {
-          this.#pending = undefined;
-          reject(
-            new ClientError(
-              `no answer from the group (${
-                this.addresses.join(", ")
-              }) within ${this.#deadlineMs} ms`,
-            ),
-          );
-          return;
-        }
-        if (toAll) {
-          for (let i = 0; i < this.#addresses.length; i++) this.#send(i, frame);
-        } else {
-          this.#send(this.#primary(), frame);
-        }
-        timer = setTimeout(() => attempt(true), this.#retryMs);
-      };
-      this.#resendToPrimary = () => {
-        if (timer !== undefined) clearTimeout(timer);
-        attempt(false);
-      };
-      const originalResolve = resolve;
       this.#pending = {
         requestNumber,
-        resolve: (reply) => {
-          if (timer !== undefined) clearTimeout(timer);
-          originalResolve(reply);
-        },
+        frame,
+        resolve,
+        reject,
+        retryAt: now + this.#retryMs,
+        deadline: now + this.#deadlineMs,
       };
-      attempt(false);
+      this.#send(this.#primary(), frame);
     });
-    this.#resendToPrimary = undefined;
     return reply.result;
+  }
+
+  /**
+   * Called by the transport's timer: re-send a request that timed out to every replica (§4.1),
+   * and give up at the deadline. One timer per transport, not one per request.
+   */
+  checkTimers(now: number): void {
+    const pending = this.#pending;
+    if (pending === undefined) return;
+    if (now >= pending.deadline) {
+      this.#pending = undefined;
+      pending.reject(
+        new ClientError(
+          `no answer from the group (${this.addresses.join(", ")}) within ${this.#deadlineMs} ms`,
+        ),
+      );
+      return;
+    }
+    if (now >= pending.retryAt) {
+      pending.retryAt = now + this.#retryMs;
+      for (let i = 0; i < this.#addresses.length; i++) this.#send(i, pending.frame);
+    }
   }
 
   close(): void {
@@ -167,8 +168,6 @@ export class Client {
     this.#transport.unregister(this.clientId);
     if (this.#ownsTransport) this.#transport.close();
   }
-
-  #resendToPrimary: (() => void) | undefined;
 
   #primary(): number {
     return this.#viewNumber % this.#addresses.length;
@@ -178,7 +177,8 @@ export class Client {
     this.#transport.send(this.#addresses[index]!, frame, this.#addresses.length);
   }
 
-  #onMessage(message: ClientReplyMessage): void {
+  /** @internal A reply for this client, from the transport. */
+  onMessage(message: ClientReplyMessage): void {
     for (const waiter of this.#waiters) waiter(message);
     switch (message.type) {
       case "reply": {
@@ -193,7 +193,11 @@ export class Client {
       case "not_primary":
         if (message.viewNumber > this.#viewNumber) {
           this.#viewNumber = message.viewNumber;
-          if (this.#pending?.requestNumber === message.requestNumber) this.#resendToPrimary?.();
+          const pending = this.#pending;
+          // Go straight to the primary that the hint names.
+          if (pending?.requestNumber === message.requestNumber) {
+            this.#send(this.#primary(), pending.frame);
+          }
         }
         break;
       case "configuration":
@@ -297,18 +301,32 @@ export class ClientTransport {
   readonly #connections = new Map<string, Connection>();
   /** Frames for replicas whose connection is being opened. */
   readonly #waiting = new Map<string, Uint8Array[]>();
-  readonly #clients = new Map<number, (message: ClientReplyMessage) => void>();
+  readonly #clients = new Map<number, Client>();
+  #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  register(clientId: number, handler: (message: ClientReplyMessage) => void): void {
+  register(clientId: number, client: Client): void {
     if (this.#clients.has(clientId)) {
       throw new ClientError(`client id ${clientId} is already in use on this transport`);
     }
-    this.#clients.set(clientId, handler);
+    this.#clients.set(clientId, client);
+    this.#timer ??= setInterval(() => {
+      const now = Date.now();
+      for (const each of this.#clients.values()) each.checkTimers(now);
+    }, TIMER_MS);
   }
 
   unregister(clientId: number): void {
     this.#clients.delete(clientId);
+    if (this.#clients.size === 0 && this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** @internal Dispatch a reply to the client it names. */
+  deliver(message: ClientReplyMessage): void {
+    this.#clients.get(message.clientId)?.onMessage(message);
   }
 
   /** Send a frame to a replica, connecting first if needed (frames wait meanwhile). */
@@ -332,6 +350,8 @@ export class ClientTransport {
 
   close(): void {
     this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
     for (const connection of this.#connections.values()) connection.close();
     this.#connections.clear();
     this.#waiting.clear();
@@ -360,8 +380,7 @@ export class ClientTransport {
           connection.close(`bad reply: ${decoded.error}`);
           return;
         }
-        const message = decoded.message as ClientReplyMessage;
-        this.#clients.get(message.clientId)?.(message);
+        this.deliver(decoded.message as ClientReplyMessage);
       },
       onClose: () => {
         if (this.#connections.get(key) === connection) this.#connections.delete(key);

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Benchmark vstamp beside a 3-member etcd cluster and a single Redis, in one run on this machine,
+# with the same loads (1 and 64 concurrent clients, 64-byte values, SET/put only), and print a
+# Markdown table with the ratios. Installs etcd, Go, etcd's Go client and Redis from Debian's
+# packages when they are missing (needs root for apt-get).
+#
+# Usage: bench/compare.sh [--seconds S] [--clients "1 64"]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+seconds=5
+clients="1 64"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds=$2; shift ;;
+    --clients) clients=$2; shift ;;
+    *) echo "unknown option $1 (use --seconds S, --clients \"1 64\")" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ] || need+=(golang-etcd-server-dev)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} from Debian's packages" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >&2
+fi
+deno=${DENO:-deno}
+command -v "$deno" >/dev/null || deno="npx -y deno@2.9.6"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Free ports, chosen by the kernel (a benchmark may take the small risk of a race).
+free_ports() { python3 -c "
+import socket
+socks=[socket.socket() for _ in range($1)]
+for s in socks: s.bind(('127.0.0.1',0))
+print(' '.join(str(s.getsockname()[1]) for s in socks))"; }
+
+results=$work/results.jsonl
+
+# --- vstamp: 3 replicas, durable (fsync) and written-not-fsynced.
+for sync in fsync none; do
+  for c in $clients; do
+    (cd "$repo" && $deno run --allow-read --allow-write --allow-net --allow-env --allow-run --allow-sys \
+      main.ts bench --cluster 3 --clients "$c" --duration "$seconds" --sync "$sync" --json) \
+      | sed "s/\"system\":\"vstamp\"/\"system\":\"vstamp (sync $sync)\"/" >>"$results"
+  done
+done
+
+# --- etcd: 3 members, data on disk, loaded through its Go client.
+bin=$work/etcd_load
+mkdir -p "$work/go" && cp "$here/etcd_load.go" "$work/go/main.go"
+(cd "$work/go" && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= go build -o "$bin" .) >&2
+read -r c1 c2 c3 p1 p2 p3 <<<"$(free_ports 6)"
+cluster="m1=http://127.0.0.1:$p1,m2=http://127.0.0.1:$p2,m3=http://127.0.0.1:$p3"
+i=0
+for pair in "$c1 $p1" "$c2 $p2" "$c3 $p3"; do
+  i=$((i + 1)); set -- $pair
+  etcd --name "m$i" --data-dir "$work/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:$1" --advertise-client-urls "http://127.0.0.1:$1" \
+    --listen-peer-urls "http://127.0.0.1:$2" --initial-advertise-peer-urls "http://127.0.0.1:$2" \
+    --initial-cluster "$cluster" --initial-cluster-token vstamp-compare --initial-cluster-state new \
+    --log-level error >"$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+endpoints=127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3
+for _ in $(seq 1 100); do etcdctl --endpoints="$endpoints" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+leader=$(etcdctl --endpoints="$endpoints" endpoint status -w json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print([e["Endpoint"] for e in s if e["Status"]["leader"] == e["Status"]["header"]["member_id"]][0])')
+for c in $clients; do
+  "$bin" --endpoints "$leader" --clients "$c" --seconds "$seconds" --value-size 64 >>"$results"
+done
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+pids=()
+
+# --- Redis: one server, no persistence, no replication: the ceiling.
+read -r port <<<"$(free_ports 1)"
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+for c in $clients; do
+  redis-benchmark -h 127.0.0.1 -p "$port" -t set -n $((c == 1 ? 20000 : 200000)) -c "$c" -d 64 --csv 2>/dev/null \
+    | python3 -c '
+import csv, json, sys
+rows = list(csv.reader(sys.stdin))
+r = dict(zip(rows[0], rows[1]))
+print(json.dumps({"system": "redis", "clients": '"$c"', "ops_s": float(r["rps"]),
+                  "p50_ms": float(r["p50_latency_ms"]), "p99_ms": float(r["p99_latency_ms"])}))' >>"$results"
+done
+
+# --- The table.
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+by = {(r["system"], r["clients"]): r for r in rows}
+systems = []
+for r in rows:
+    if r["system"] not in systems:
+        systems.append(r["system"])
+clients = sorted({r["clients"] for r in rows})
+print("| system | clients | ops/s | p50 ms | p99 ms | ops/s vs etcd | ops/s vs redis |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for s in systems:
+    for c in clients:
+        r = by.get((s, c))
+        if r is None:
+            continue
+        e = by.get(("etcd", c)); d = by.get(("redis", c))
+        ratio = lambda base: f"{r['ops_s'] / base['ops_s']:.2f}x" if base and base["ops_s"] else "-"
+        print(f"| {s} | {c} | {r['ops_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {ratio(e)} | {ratio(d)} |")
+PY
