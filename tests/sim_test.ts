@@ -52,3 +52,19 @@ Deno.test("simulator sweep with every client always busy (batching, pipelining) 
   const summary = await runSweep({ from: 400_000, count: 40, load: "high" });
   assert.deepEqual(summary.failed.map((r) => `${r.seed}: ${r.failure}`), []);
 });
+
+/**
+ * Seeds that once failed, kept as regression tests. Each names what it caught.
+ * - 479877611 (3 replicas): the primary of a stalled view change took committed entries from a
+ *   replica of a later view and then could not start its own view with them.
+ */
+const REGRESSION_SEEDS: readonly { seed: number; replicas?: 1 | 3 | 5 }[] = [
+  { seed: 479877611, replicas: 3 },
+];
+
+Deno.test("simulator regression seeds pass", () => {
+  for (const { seed, replicas } of REGRESSION_SEEDS) {
+    const result = runSimulation({ seed, replicas });
+    assert.ok(result.ok, `seed ${seed}: ${result.failure}`);
+  }
+});

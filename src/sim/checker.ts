@@ -25,6 +25,14 @@ interface ReplicaTrack {
   viewNumber: number;
   commitNumber: number;
   status: Status;
+  /**
+   * While recovering (§4.3): how many ops were committed when this recovery began. Every
+   * RecoveryResponse carrying this recovery's nonce was sent after that moment, and one of them
+   * comes from the primary of the latest view, whose log holds every op committed before it
+   * answered; so the recovered log must hold all of them. A response from an earlier recovery
+   * (the nonce check skipped) can be older and lack some.
+   */
+  committedAtRecoveryStart: number;
 }
 
 export class Checker {
@@ -58,6 +66,7 @@ export class Checker {
       viewNumber: replica.viewNumber,
       commitNumber: replica.commitNumber,
       status: replica.status,
+      committedAtRecoveryStart: this.#committed.length,
     };
   }
 
@@ -80,6 +89,19 @@ export class Checker {
     }
     const enteredNormal = replica.status === "normal" &&
       (track.status !== "normal" || track.viewNumber !== replica.viewNumber);
+    if (enteredNormal && track.status === "recovering") {
+      // Durability through recovery: see `committedAtRecoveryStart`.
+      for (let op = 1; op <= track.committedAtRecoveryStart; op++) {
+        const entry = replica.logEntry(op);
+        if (entry === undefined || !sameEntry(entry, this.#committed[op - 1]!)) {
+          this.#fail(
+            index,
+            cause,
+            `recovered in view ${replica.viewNumber} without op ${op}, committed before its recovery began`,
+          );
+        }
+      }
+    }
     if (enteredNormal) {
       if (replica.isPrimary && replica.viewNumber >= this.#maxNormalView) {
         if (replica.viewNumber > 0) this.viewChanges++;
@@ -96,6 +118,9 @@ export class Checker {
         }
       }
       if (replica.viewNumber > this.#maxNormalView) this.#maxNormalView = replica.viewNumber;
+    }
+    if (replica.status === "recovering" && track.status !== "recovering") {
+      track.committedAtRecoveryStart = this.#committed.length;
     }
     track.viewNumber = replica.viewNumber;
     track.commitNumber = replica.commitNumber;

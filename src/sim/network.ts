@@ -126,6 +126,8 @@ export class Network<M> {
   #faultsEnabled = true;
   /** Keys `from * NODE_ID_LIMIT + to` of the directed links that are cut. */
   readonly #cuts = new Set<number>();
+  /** Directed link key → the time until which the link holds what is sent on it. */
+  readonly #stalls = new Map<number, number>();
   /** 1 for a node that is down, indexed by node identifier. */
   readonly #down = new Uint8Array(NODE_ID_LIMIT);
   /** Messages in flight per directed link key; only maintained when `#trackInFlight`. */
@@ -193,7 +195,8 @@ export class Network<M> {
       }
     }
     const delivery: Delivery<M> = { from, to, message };
-    this.#schedule(now + this.#delay(), delivery);
+    const stalledUntil = this.#stalls.size !== 0 ? this.#stalls.get(key) : undefined;
+    this.#schedule(this.#arrival(now, stalledUntil), delivery);
     inFlight++;
     // A duplicate is a second copy on the same link, so it only appears if the link has room;
     // without room no duplicate is made, which is not a drop of anything that was sent.
@@ -201,7 +204,7 @@ export class Network<M> {
       faults && this.#prng.chance(this.#duplicateProbability) &&
       (!track || inFlight < this.#linkCapacity)
     ) {
-      this.#schedule(now + this.#delay(), delivery);
+      this.#schedule(this.#arrival(now, stalledUntil), delivery);
       inFlight++;
       stats.duplicated++;
     }
@@ -289,6 +292,21 @@ export class Network<M> {
   /** Remove every cut. Healing is not a partition, so it does not count in `stats.partitions`. */
   heal(): void {
     this.#cuts.clear();
+    this.#stalls.clear();
+  }
+
+  /**
+   * Stall the directed link `from` → `to` until time `until`: what is sent on it meanwhile is
+   * neither lost nor reordered but held, and arrives in one burst when the stall ends (a stuck
+   * queue in a switch, a stopped process's socket buffer). A node that crashes and restarts behind
+   * a stalled link then receives messages meant for its previous incarnation.
+   */
+  stall(from: number, to: number, until: number): void {
+    checkNode(from, "from");
+    checkNode(to, "to");
+    const key = from * NODE_ID_LIMIT + to;
+    if ((this.#stalls.get(key) ?? -Infinity) < until) this.#stalls.set(key, until);
+    this.stats.partitions++;
   }
 
   /** Whether the directed link `from` → `to` is cut. */
@@ -325,6 +343,14 @@ export class Network<M> {
   }
 
   /** One delivery delay: `delayMin` plus the rounded exponential extra delay. */
+  /** When a message sent at `now` arrives; a stalled link holds it until the stall ends. */
+  #arrival(now: number, stalledUntil: number | undefined): number {
+    const time = now + this.#delay();
+    // Ties keep the order of sending (the event queue breaks them by insertion), so a stalled
+    // link delivers its backlog in order.
+    return stalledUntil !== undefined && stalledUntil > time ? stalledUntil : time;
+  }
+
   #delay(): number {
     const delay = this.#delayMin + Math.round(this.#prng.exponential(this.#delayMean));
     if (

@@ -48,6 +48,13 @@ export interface SwarmParameters {
   readonly faultIntervalUnits: number;
   readonly crashProbability: number;
   readonly downtimeMeanUnits: number;
+  /**
+   * Of crashes, the share restarted at once (1–20 units, a supervisor restarting a crashed
+   * process): messages sent before the crash still arrive after the restart.
+   */
+  readonly quickRestartProbability: number;
+  /** The probability that a replica restarting into recovery crashes again while it recovers. */
+  readonly recoveryCrashProbability: number;
   /** Of crashes, the share that also lose the log (the replica restarts with §4.3 recovery). */
   readonly disklessProbability: number;
   /** On a crash, the probability that writes not yet durable are lost. */
@@ -125,7 +132,7 @@ export function drawParameters(
     lossProbability: prng.pick([0, 0, 0.01, 0.05, 0.1, 0.3]),
     duplicateProbability: prng.pick([0, 0, 0.01, 0.1, 0.5]),
     linkCapacity: prng.pick([Infinity, Infinity, 8, 32, 128]),
-    slowProbability: prng.pick([0, 0, 0.001, 0.01]),
+    slowProbability: prng.pick([0, 0, 0.001, 0.01, 0.05]),
     slowDelayMaxUnits: prng.pick([1000, 5000]),
     targetPrimaryProbability: prng.pick([0, 0.5, 0.9]),
     crashAgainProbability: prng.pick([0, 0.3]),
@@ -141,6 +148,9 @@ export function drawParameters(
     idleProbability: high ? 0 : prng.pick([0, 0.01, 0.05]),
     requestTimeoutUnits: prng.pick([40, 100, 300]),
     keyCount: high ? prng.int(8, 16) : prng.int(1, 4),
+    // Drawn last so that adding it left the earlier draws of every seed unchanged.
+    quickRestartProbability: prng.pick([0, 0.3, 0.7]),
+    recoveryCrashProbability: prng.pick([0, 0.3, 0.6]),
   };
 }
 
@@ -156,7 +166,13 @@ type SimEvent =
   | { readonly kind: "client"; readonly client: number; readonly generation: number }
   | { readonly kind: "fault" }
   | { readonly kind: "restart"; readonly replica: number }
-  | { readonly kind: "crash"; readonly replica: number; readonly incarnation: number }
+  | {
+    readonly kind: "crash";
+    readonly replica: number;
+    readonly incarnation: number;
+    /** Restart within a few units. */
+    readonly quick: boolean;
+  }
   | { readonly kind: "heal" };
 
 /** A write on its way to the simulated disk. */
@@ -416,14 +432,25 @@ class Simulation {
         const sim = this.replicas[event.replica]!;
         if (sim.up) return;
         this.#start(sim);
-        if (
-          this.phase === "safety" && this.faultPrng.chance(this.parameters.crashAgainProbability)
-        ) {
-          const delay = this.faultPrng.int(50, 1500);
+        if (this.phase !== "safety") return;
+        const p = this.parameters;
+        const prng = this.faultPrng;
+        let delay: number | undefined;
+        let quick = false;
+        if (sim.replica!.status === "recovering" && prng.chance(p.recoveryCrashProbability)) {
+          // Crash it again while the answers to its Recovery are on their way, and restart it at
+          // once: those answers reach its next recovery, which must ignore them (§4.3's nonce).
+          delay = prng.int(1, 2 * (p.delayMin + p.delayMean) + 5);
+          quick = true;
+        } else if (prng.chance(p.crashAgainProbability)) {
+          delay = prng.int(50, 1500);
+        }
+        if (delay !== undefined) {
           this.queue.push(this.now + delay, {
             kind: "crash",
             replica: sim.index,
             incarnation: sim.incarnation,
+            quick,
           });
         }
         return;
@@ -431,16 +458,23 @@ class Simulation {
       case "crash": {
         const sim = this.replicas[event.replica]!;
         if (this.phase !== "safety" || sim.incarnation !== event.incarnation || !sim.up) return;
-        if (sim.replica!.status === "recovering") return; // Only one replica recovering at once.
-        if (
-          this.#unavailable() > 0 && this.#unavailable() >= (this.parameters.replicaCount - 1) / 2
-        ) {
-          return;
-        }
+        if (!this.#mayCrash(sim)) return;
         this.#crash(sim, this.faultPrng.chance(this.parameters.disklessProbability));
-        const downtime = 1 +
-          Math.round(this.faultPrng.exponential(this.parameters.downtimeMeanUnits));
+        const p = this.parameters;
+        // A quick restart comes back while messages sent to the crashed process still arrive.
+        const downtime = event.quick
+          ? this.faultPrng.int(1, Math.max(2, p.delayMin + p.delayMean))
+          : this.#drawDowntime();
         this.queue.push(this.now + downtime, { kind: "restart", replica: sim.index });
+        if (event.quick && p.partitionProbability > 0 && this.faultPrng.chance(0.5)) {
+          // Hold what is sent to it across the restart: the answers to both incarnations'
+          // Recovery messages then arrive together, the old ones first.
+          const until = this.now + downtime + this.faultPrng.int(10, 300);
+          for (const other of this.replicas) {
+            if (other !== sim) this.network.stall(other.index, sim.index, until);
+          }
+          this.#traceLine(`STALL every link into r${sim.index} until ${until}`);
+        }
         return;
       }
       case "heal":
@@ -629,23 +663,22 @@ class Simulation {
     this.queue.push(this.now + p.faultIntervalUnits, { kind: "fault" });
     if (prng.chance(p.crashProbability)) {
       // At most f replicas crashed or recovering at once (§4.3's fault model).
-      const unavailable = this.#unavailable();
-      const f = (p.replicaCount - 1) / 2;
-      const candidates = this.replicas.filter((sim) => sim.up);
-      if (unavailable < f && candidates.length > 0) {
+      const candidates = this.replicas.filter((sim) => sim.up && this.#mayCrash(sim));
+      if (candidates.length > 0) {
         const primary = this.#currentPrimary();
-        const sim = primary !== undefined && prng.chance(p.targetPrimaryProbability)
+        const sim = primary !== undefined && candidates.includes(primary) &&
+            prng.chance(p.targetPrimaryProbability)
           ? primary
           : prng.pick(candidates);
         this.#crash(sim, prng.chance(p.disklessProbability));
-        const downtime = 1 + Math.round(prng.exponential(p.downtimeMeanUnits));
+        const downtime = this.#drawDowntime();
         this.queue.push(this.now + downtime, { kind: "restart", replica: sim.index });
       }
     }
     if (prng.chance(p.partitionProbability)) {
       this.network.heal();
       const replicas = this.replicas.map((sim) => sim.index);
-      const kind = prng.int(0, 4);
+      const kind = prng.int(0, 5);
       if (replicas.length >= 2) {
         if (kind === 0) {
           // An isolated primary goes on appending requests it cannot commit: a long stale log.
@@ -668,6 +701,19 @@ class Simulation {
           const node = prng.pick(replicas);
           for (const other of replicas) if (other !== node) this.network.cutOneWay(node, other);
           this.#traceLine(`PARTITION r${node} cannot send to anyone`);
+        } else if (kind === 5) {
+          // Everything sent to one replica is held, then arrives at once. Aimed, when one is, at
+          // a replica that is down or recovering: after a restart it receives the answers meant
+          // for its previous incarnation, which its recovery must tell from the current ones.
+          const unavailable = this.replicas.filter((sim) =>
+            !sim.up || sim.replica!.status === "recovering"
+          );
+          const node = unavailable.length > 0 && prng.chance(0.7)
+            ? prng.pick(unavailable).index
+            : prng.pick(replicas);
+          const until = this.now + 1 + Math.round(prng.exponential(p.partitionMeanUnits));
+          for (const other of replicas) if (other !== node) this.network.stall(other, node, until);
+          this.#traceLine(`STALL every link into r${node} until ${until}`);
         } else {
           // A primary that can send but not receive must step down, or nothing commits.
           const primary = this.#currentPrimary();
@@ -681,6 +727,23 @@ class Simulation {
         this.queue.push(this.now + duration, { kind: "heal" });
       }
     }
+  }
+
+  /** How long a crashed replica stays down. */
+  #drawDowntime(): number {
+    const p = this.parameters;
+    const prng = this.faultPrng;
+    if (prng.chance(p.quickRestartProbability)) return prng.int(1, 20);
+    return 1 + Math.round(prng.exponential(p.downtimeMeanUnits));
+  }
+
+  /**
+   * Whether crashing `sim` keeps at most f replicas crashed or recovering. A recovering replica
+   * may crash again (it stays unavailable): its next recovery must ignore the answers to this one.
+   */
+  #mayCrash(sim: SimReplica): boolean {
+    if (sim.replica!.status === "recovering") return true;
+    return this.#unavailable() < (this.parameters.replicaCount - 1) / 2;
   }
 
   /** Replicas crashed or recovering: at most f at once in the safety phase. */

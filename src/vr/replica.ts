@@ -1262,6 +1262,11 @@ export class Replica {
     }
     // The new primary during a view change, fetching committed entries it lacks (§5.3).
     if (this.#status === "view_change" && this.isPrimary) {
+      if (message.viewNumber > this.#viewNumber && message.normal) {
+        // The group has moved past the view we are starting: its later commits may extend beyond
+        // every log our DoViewChange quorum holds, so join that view instead (seed 479877611).
+        return this.#learnNewerView(message.viewNumber);
+      }
       const before = this.#commitNumber;
       this.#appendCommitted(message.entries, message.commitNumber);
       if (this.#commitNumber > before) this.#maybeStartView();
