@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { pack } from "msgpackr";
 import {
   decodeKvOperation,
+  decodeKvOperationGeneral,
   decodeKvResult,
   encodeKvOperation,
   encodeKvResult,
@@ -556,4 +557,88 @@ Deno.test("formatKvResult prints the empty value as empty quotes", () => {
 Deno.test("formatKvResult keeps a leading byte-order mark", () => {
   const value = new Uint8Array([0xef, 0xbb, 0xbf, 0x61]);
   assert.equal(formatKvResult({ kind: "bytes", value }), "\ufeffa");
+});
+
+// ---------------------------------------------------------------- hand-written fast paths
+
+/** Byte arrays whose lengths straddle the bin 8 / bin 16 / bin 32 boundaries. */
+const binSized = fc.oneof(
+  fc.uint8Array({ maxLength: 300 }),
+  fc.constantFrom(255, 256, 65_535, 65_536).map((n) => new Uint8Array(n).fill(7)),
+);
+
+Deno.test("encodeKvOperation writes exactly what msgpackr writes", () => {
+  fc.assert(
+    fc.property(binSized, binSized, (key, value) => {
+      const plain = (v: unknown) => new Uint8Array(pack(v));
+      assert.deepEqual(
+        encodeKvOperation({ command: "SET", key, value }),
+        plain(["SET", key, value]),
+      );
+      assert.deepEqual(encodeKvOperation({ command: "GET", key }), plain(["GET", key]));
+      assert.deepEqual(encodeKvOperation({ command: "DEL", key }), plain(["DEL", key]));
+    }),
+    { numRuns: 200 },
+  );
+  assert.deepEqual(encodeKvOperation({ command: "SIZE" }), new Uint8Array(pack(["SIZE"])));
+});
+
+Deno.test("encodeKvResult writes exactly what msgpackr writes", () => {
+  fc.assert(
+    fc.property(binSized, fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), (value, integer) => {
+      const plain = (v: unknown) => new Uint8Array(pack(v));
+      assert.deepEqual(encodeKvResult({ kind: "bytes", value }), plain(value));
+      assert.deepEqual(encodeKvResult({ kind: "integer", value: integer }), plain(integer));
+    }),
+    { numRuns: 200 },
+  );
+  for (const small of [0, 1, 127, 128, 255, 256]) {
+    assert.deepEqual(
+      encodeKvResult({ kind: "integer", value: small }),
+      new Uint8Array(pack(small)),
+    );
+  }
+  assert.deepEqual(encodeKvResult({ kind: "nil" }), new Uint8Array(pack(null)));
+});
+
+Deno.test("decodeKvOperation fast path agrees with the general decoder on mutated operations", () => {
+  // Valid encodings with a few bytes changed, cut or added: the fast path must either decline
+  // them or decode them exactly as the general path does, or replicas could disagree.
+  const operation = fc.oneof(
+    fc.record({ key: binSized, value: binSized }).map(({ key, value }) =>
+      encodeKvOperation({ command: "SET", key, value })
+    ),
+    binSized.map((key) => encodeKvOperation({ command: "GET", key })),
+    binSized.map((key) => encodeKvOperation({ command: "DEL", key })),
+    fc.constant(encodeKvOperation({ command: "SIZE" })),
+  );
+  const mutated = fc.tuple(
+    operation,
+    fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+    fc.integer({ min: -3, max: 3 }),
+  ).map(([bytes, changes, resize]) => {
+    let out = bytes.slice();
+    for (const [index, byte] of changes) if (out.length > 0) out[index % out.length] = byte;
+    if (resize < 0) out = out.subarray(0, Math.max(0, out.length + resize));
+    if (resize > 0) {
+      const longer = new Uint8Array(out.length + resize);
+      longer.set(out);
+      out = longer;
+    }
+    return out;
+  });
+  fc.assert(
+    fc.property(mutated, (bytes) => {
+      assert.deepEqual(decodeKvOperation(bytes), decodeKvOperationGeneral(bytes));
+    }),
+    { numRuns: RANDOM_BYTES_RUNS },
+  );
+});
+
+Deno.test("KvStore SET keeps its own copy of the value", () => {
+  const store = new KvStore();
+  const operation = encodeKvOperation({ command: "SET", key: text("k"), value: text("abc") });
+  store.apply(operation, CONTEXT);
+  operation.fill(0);
+  assert.deepEqual(get(store, text("k")), { kind: "bytes", value: text("abc") });
 });

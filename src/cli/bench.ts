@@ -4,19 +4,22 @@
  *
  * @module
  */
+import process from "node:process";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { encodeKvOperation } from "../app/kv.ts";
 import { Histogram } from "../bench/histogram.ts";
 import { Client, ClientError, ClientTransport } from "../client/client.ts";
-import { ConfigError, loadConfig } from "../config.ts";
+import { ConfigError, loadConfig, parseAddress } from "../config.ts";
 import { vstampCommand } from "./cluster.ts";
 import { parseCount } from "./sim.ts";
-import { collectStatus } from "./status.ts";
+import { fetchStatus } from "../client/status.ts";
+import type { NodeCounters } from "../transport/node.ts";
 
 interface BenchFlags {
   config?: string;
   cluster?: number;
   clients: number;
+  connections?: number;
   duration?: number;
   requests?: number;
   valueSize: number;
@@ -66,6 +69,11 @@ export function benchCommand(): Command {
       1,
     )
     .option(
+      "--connections <n>",
+      `connections to each replica, shared by the clients (default: one per ${BENCH_CLIENTS_PER_CONNECTION} clients)`,
+      parseCount("--connections"),
+    )
+    .option(
       "--duration <s>",
       "measure for this many seconds (default 10)",
       parseSeconds("--duration"),
@@ -102,6 +110,13 @@ Examples:
       if (flags.keys < 1) command.error("error: --keys must be at least 1", { exitCode: 2 });
       Deno.exitCode = await runBench(flags);
     });
+}
+
+/** Logical clients per connection when `--connections` is not given. */
+export const BENCH_CLIENTS_PER_CONNECTION = 16;
+
+function defaultConnections(clients: number): number {
+  return Math.ceil(clients / BENCH_CLIENTS_PER_CONNECTION);
 }
 
 interface Cluster {
@@ -156,17 +171,14 @@ async function startCluster(replicas: number, sync: "fsync" | "none"): Promise<C
   };
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc; undefined elsewhere. */
-async function cpuSeconds(pid: number): Promise<number | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based, overall).
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return ticks / 100;
-  } catch {
-    return undefined;
-  }
+/** Each replica's counters (CPU time, messages, persists), or undefined if it did not answer. */
+function fetchCounters(addresses: readonly string[]): Promise<(NodeCounters | undefined)[]> {
+  return Promise.all(addresses.map(async (text) => {
+    const address = parseAddress(text);
+    if ("error" in address) return undefined;
+    const answer = await fetchStatus(address);
+    return "error" in answer ? undefined : answer.counters;
+  }));
 }
 
 async function runBench(flags: BenchFlags): Promise<number> {
@@ -179,16 +191,24 @@ async function runBench(flags: BenchFlags): Promise<number> {
     }
     const config = await loadConfig(configPath!);
     const addresses = [...config.addressTexts];
-    const rows = await collectStatus(addresses);
-    const pids = rows.map((row) => row.pid);
     // Logical clients share one connection per replica, as an application's would.
-    const transport = new ClientTransport();
-    const clients = await Promise.all(
-      Array.from({ length: flags.clients }, () => Client.connect({ addresses, transport })),
+    // Logical clients share connections, as an application's would; several connections keep
+    // groups of clients out of step, so that one group's batch is in flight while another's is
+    // being executed (see `--connections`).
+    const connections = Math.min(
+      flags.connections ?? defaultConnections(flags.clients),
+      flags.clients,
     );
-    const result = await load(clients, flags, pids);
+    const transports = Array.from({ length: connections }, () => new ClientTransport());
+    const clients = await Promise.all(
+      Array.from(
+        { length: flags.clients },
+        (_, i) => Client.connect({ addresses, transport: transports[i % connections] }),
+      ),
+    );
+    const result = await load(clients, flags, addresses, connections);
     for (const client of clients) client.close();
-    transport.close();
+    for (const transport of transports) transport.close();
     report(flags, config.addresses.length, result);
     return 0;
   } catch (error) {
@@ -211,13 +231,28 @@ interface LoadResult {
   readonly ops: number;
   readonly errors: number;
   readonly seconds: number;
-  readonly cpu: readonly (number | undefined)[];
+  /** What each server did during the measurement. */
+  readonly servers: readonly (NodeCounters | undefined)[];
+  /** CPU time of this process (the clients). */
+  readonly clientCpuSeconds: number;
+  readonly connections: number;
+}
+
+function subtractCounters(end: NodeCounters, start: NodeCounters): NodeCounters {
+  const out = { ...end };
+  for (const key of Object.keys(out) as (keyof NodeCounters)[]) out[key] = end[key] - start[key];
+  return out;
+}
+
+function cpuSecondsOf(counters: NodeCounters | undefined): number | undefined {
+  return counters === undefined ? undefined : counters.cpuUserSeconds + counters.cpuSystemSeconds;
 }
 
 async function load(
   clients: readonly Client[],
   flags: BenchFlags,
-  pids: readonly (number | undefined)[],
+  addresses: readonly string[],
+  connections: number,
 ): Promise<LoadResult> {
   const value = new Uint8Array(flags.valueSize).fill(0x78);
   const keys: Uint8Array[] = [];
@@ -266,9 +301,8 @@ async function load(
     await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
     measuring = true;
   }
-  const cpuBefore = await Promise.all(
-    pids.map((pid) => pid === undefined ? undefined : cpuSeconds(pid)),
-  );
+  const before = await fetchCounters(addresses);
+  const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
   const interactive = Deno.stderr.isTerminal();
   let lastOps = 0;
@@ -291,14 +325,21 @@ async function load(
   const seconds = (performance.now() - started) / 1000;
   clearInterval(progress);
   if (interactive && !flags.json) Deno.stderr.writeSync(encoder.encode("\r"));
-  const cpuAfter = await Promise.all(
-    pids.map((pid) => pid === undefined ? undefined : cpuSeconds(pid)),
-  );
-  const cpu = cpuAfter.map((after, i) => {
-    const before = cpuBefore[i];
-    return after === undefined || before === undefined ? undefined : after - before;
+  const clientCpu = process.cpuUsage(clientCpuBefore);
+  const after = await fetchCounters(addresses);
+  const servers = after.map((end, i) => {
+    const start = before[i];
+    return end === undefined || start === undefined ? undefined : subtractCounters(end, start);
   });
-  return { histogram, ops, errors, seconds, cpu };
+  return {
+    histogram,
+    ops,
+    errors,
+    seconds,
+    servers,
+    clientCpuSeconds: (clientCpu.user + clientCpu.system) / 1e6,
+    connections,
+  };
 }
 
 function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
@@ -310,6 +351,7 @@ function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
       system: "vstamp",
       replicas,
       clients: flags.clients,
+      connections: result.connections,
       value_size: flags.valueSize,
       sync: flags.cluster !== undefined ? flags.sync : undefined,
       ops_s: opsPerSecond,
@@ -321,12 +363,18 @@ function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
       ops: result.ops,
       errors: result.errors,
       seconds: Math.round(result.seconds * 100) / 100,
-      server_cpu_s: result.cpu.map((s) => s === undefined ? null : Math.round(s * 100) / 100),
+      client_cpu_s: Math.round(result.clientCpuSeconds * 100) / 100,
+      server_cpu_s: result.servers.map((c) => {
+        const s = cpuSecondsOf(c);
+        return s === undefined ? null : Math.round(s * 100) / 100;
+      }),
     }));
     return;
   }
   console.log(
-    `vstamp bench: ${replicas} replicas, ${flags.clients} clients, ${flags.valueSize}-byte values, ${flags.keys} keys, ${
+    `vstamp bench: ${replicas} replicas, ${flags.clients} clients on ${result.connections} connection${
+      result.connections === 1 ? "" : "s"
+    }, ${flags.valueSize}-byte values, ${flags.keys} keys, ${
       Math.round(flags.readRatio * 100)
     }% reads`,
   );
@@ -342,7 +390,28 @@ function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
   );
   console.log(
     `server cpu s: ${
-      result.cpu.map((s, i) => `r${i} ${s === undefined ? "?" : s.toFixed(2)}`).join("  ")
+      result.servers.map((c, i) => {
+        const s = cpuSecondsOf(c);
+        return `r${i} ${s === undefined ? "?" : s.toFixed(2)}`;
+      }).join("  ")
     }`,
   );
+  const ops = Math.max(1, result.ops);
+  console.log(
+    `client cpu s: ${result.clientCpuSeconds.toFixed(2)} (${
+      (result.clientCpuSeconds * 1e6 / ops).toFixed(1)
+    } us/op)`,
+  );
+  for (const [i, c] of result.servers.entries()) {
+    if (c === undefined) continue;
+    const cpu = cpuSecondsOf(c)!;
+    const perOp = (value: number) => (value / ops).toFixed(2);
+    console.log(
+      `  r${i}: ${(cpu * 1e6 / ops).toFixed(1)} us cpu/op; per op: ${perOp(c.reads)} reads, ${
+        perOp(c.writes)
+      } writes, ${perOp(c.persists)} persists; ${
+        c.prepares > 0 ? (c.preparedEntries / c.prepares).toFixed(1) : "-"
+      } entries/prepare`,
+    );
+  }
 }

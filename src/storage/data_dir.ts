@@ -21,6 +21,7 @@
  */
 
 import { Packr, Unpackr } from "msgpackr";
+import { crc32c, CRC32C_START, crc32cFinish, crc32cUpdate } from "../lib/crc32c.ts";
 import type { LogEntry } from "../vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
 import { assert, AssertionError } from "../vr/assert.ts";
@@ -87,37 +88,6 @@ export interface DataDirOptions {
 
 // ---------------------------------------------------------------- checksum
 
-/** The reflected CRC-32C (Castagnoli) polynomial: stronger than CRC-32 for storage errors. */
-const CRC32C_POLYNOMIAL = 0x82f63b78;
-
-const CRC32C_TABLE = (() => {
-  const table = new Uint32Array(256);
-  for (let index = 0; index < 256; index++) {
-    let crc = index;
-    for (let bit = 0; bit < 8; bit++) crc = crc & 1 ? (crc >>> 1) ^ CRC32C_POLYNOMIAL : crc >>> 1;
-    table[index] = crc >>> 0;
-  }
-  return table;
-})();
-
-/** Feeds `bytes` into a running CRC-32C; start with `0xffffffff` and finish with `crc32cFinish`. */
-function crc32cUpdate(state: number, bytes: Uint8Array): number {
-  let crc = state;
-  for (let index = 0; index < bytes.length; index++) {
-    crc = CRC32C_TABLE[(crc ^ bytes[index]!) & 0xff]! ^ (crc >>> 8);
-  }
-  return crc;
-}
-
-function crc32cFinish(state: number): number {
-  return (state ^ 0xffffffff) >>> 0;
-}
-
-/** The CRC-32C of `bytes` (0xe3069283 for the ASCII digits 1 to 9). */
-function crc32c(bytes: Uint8Array): number {
-  return crc32cFinish(crc32cUpdate(0xffffffff, bytes));
-}
-
 /**
  * A record's checksum covers its file offset and length as well as its body: a record found at
  * the wrong place (a misdirected write, or a record an operation carries inside its bytes) does
@@ -129,7 +99,7 @@ function recordChecksum(offset: number, body: Uint8Array): number {
   view.setUint32(0, offset % 2 ** 32, true);
   view.setUint32(4, Math.floor(offset / 2 ** 32), true);
   view.setUint32(8, body.length, true);
-  return crc32cFinish(crc32cUpdate(crc32cUpdate(0xffffffff, prefix), body));
+  return crc32cFinish(crc32cUpdate(crc32cUpdate(CRC32C_START, prefix), body));
 }
 
 // ---------------------------------------------------------------- encoding
@@ -316,13 +286,27 @@ function decodeSuperblock(bytes: Uint8Array, slot: number): SuperblockSlot | str
  */
 // deno-lint-ignore require-await
 async function writeAll(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
-  file.seekSync(offset, Deno.SeekMode.Start);
+  // Appending where the last write ended needs no seek: one system call less per persist.
+  if (filePositions.get(file) !== offset) {
+    filePositions.delete(file);
+    file.seekSync(offset, Deno.SeekMode.Start);
+  }
   let written = 0;
-  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+  try {
+    while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+  } catch (error) {
+    filePositions.delete(file);
+    throw error;
+  }
+  filePositions.set(file, offset + bytes.length);
 }
+
+/** Where each file's position is known to be (after our own writes); reads forget it. */
+const filePositions = new WeakMap<Deno.FsFile, number>();
 
 /** Reads `length` bytes at `offset`, fewer only at the end of the file. */
 async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
+  filePositions.delete(file);
   await file.seek(offset, Deno.SeekMode.Start);
   const bytes = new Uint8Array(length);
   let filled = 0;

@@ -39,7 +39,7 @@
  * @module
  */
 
-import { Packr, Unpackr } from "msgpackr";
+import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import {
   CLIENT_MESSAGE_TYPES,
@@ -49,7 +49,7 @@ import {
   type MessageType,
   REPLICA_MESSAGE_TYPES,
 } from "../vr/message.ts";
-import { encodeFrame } from "./frame.ts";
+import { FRAME_HEADER_BYTES, sealFrame } from "./frame.ts";
 
 // ---------------------------------------------------------------- tags and limits
 
@@ -285,10 +285,13 @@ export function encodeMessage(message: Message): Uint8Array {
   return body;
 }
 
-/** The frame of `message`: `encodeFrame(encodeMessage(message))`, with a single copy. */
+/**
+ * The frame of `message`: `encodeFrame(encodeMessage(message))`, without a copy. msgpackr leaves
+ * room for the frame header before the body and returns a view of its pool, which it never writes
+ * over (later packs go after it, or into a new pool), so the frame may be kept as long as needed.
+ */
 export function encodeFramedMessage(message: Message): Uint8Array {
-  // The pooled view goes straight into the frame, saving the copy `encodeMessage` makes.
-  return encodeFrame(packr.pack(messageFields(message)));
+  return sealFrame(packr.pack(messageFields(message), RESERVE_START_SPACE | FRAME_HEADER_BYTES));
 }
 
 // ---------------------------------------------------------------- strict msgpack scan

@@ -50,6 +50,28 @@ export function decodeHello(body: Uint8Array): Hello | { readonly error: string 
   return { role, index: (body[6]! << 8) | body[7]! };
 }
 
+/** Counters of socket activity, shared by the connections of one process (see `vstamp status`). */
+export interface IoCounters {
+  /** Read calls that returned data, and the bytes and frames they carried. */
+  reads: number;
+  bytesIn: number;
+  framesIn: number;
+  /** Write calls, and the bytes and frames they carried. */
+  writes: number;
+  bytesOut: number;
+  framesOut: number;
+}
+
+/** This process's counters. */
+export const IO_COUNTERS: IoCounters = {
+  reads: 0,
+  bytesIn: 0,
+  framesIn: 0,
+  writes: 0,
+  bytesOut: 0,
+  framesOut: 0,
+};
+
 export interface ConnectionHandlers {
   /** A complete frame body arrived. */
   onFrame(body: Uint8Array): void;
@@ -99,6 +121,7 @@ export class Connection {
   /** Queue an already framed message. */
   sendFrame(frame: Uint8Array): void {
     if (this.#closed) return;
+    IO_COUNTERS.framesOut++;
     this.#queued.push(frame);
     this.#queuedBytes += frame.length;
     if (this.#queuedBytes > WRITE_BUFFER_BYTES_MAX) {
@@ -147,8 +170,10 @@ export class Connection {
         }
         let written = 0;
         while (written < buffer.length) {
+          IO_COUNTERS.writes++;
           written += await this.#conn.write(buffer.subarray(written));
         }
+        IO_COUNTERS.bytesOut += buffer.length;
       }
     } catch (error) {
       this.close(`write failed: ${error instanceof Error ? error.message : String(error)}`);
@@ -163,12 +188,15 @@ export class Connection {
       while (!this.#closed) {
         const n = await this.#conn.read(buffer);
         if (n === null) break;
+        IO_COUNTERS.reads++;
+        IO_COUNTERS.bytesIn += n;
         // The decoder may keep views of what it is given, so hand it its own copy.
         const bodies = this.#decoder.push(buffer.slice(0, n));
         if (!Array.isArray(bodies)) {
           this.close(`bad frame from ${this.remote}: ${bodies.error}`);
           return;
         }
+        IO_COUNTERS.framesIn += bodies.length;
         for (const body of bodies) {
           if (this.#closed) return;
           this.#handlers!.onFrame(body);

@@ -12,6 +12,10 @@
  * @module
  */
 
+import { crc32c } from "../lib/crc32c.ts";
+
+export { crc32c };
+
 /** The length and checksum words that precede every body. */
 export const FRAME_HEADER_BYTES = 8;
 
@@ -22,71 +26,11 @@ export const FRAME_HEADER_BYTES = 8;
  */
 export const FRAME_BODY_BYTES_MAX = 16 * 1024 * 1024;
 
-/** The CRC-32C (Castagnoli) polynomial, bit-reflected. */
-const CRC32C_POLYNOMIAL_REFLECTED = 0x82f63b78;
-/** One table entry per byte value. */
-const CRC32C_TABLE_SIZE = 256;
-/**
- * Bytes folded into the checksum per step (slicing-by-8): eight table look-ups per eight bytes
- * instead of eight dependent steps, about twice the speed of a byte at a time in V8.
- */
-const CRC32C_SLICE_BYTES = 8;
-
 /**
  * How many consumed chunks the decoder lets accumulate at the head of its list before dropping
  * them, so that 1-byte chunks cost amortised O(1) each instead of an O(n) shift per frame.
  */
 const CONSUMED_CHUNKS_COMPACT_MIN = 64;
-
-/**
- * `CRC32C_SLICE_BYTES` tables of 256 entries, back to back. Table 0 is the classic byte-at-a-time
- * table; table k holds the CRC of a byte followed by k zero bytes, so that eight bytes can be
- * folded at once.
- */
-function makeCrc32cTables(): Int32Array {
-  const tables = new Int32Array(CRC32C_SLICE_BYTES * CRC32C_TABLE_SIZE);
-  for (let byte = 0; byte < CRC32C_TABLE_SIZE; byte++) {
-    let crc = byte;
-    for (let bit = 0; bit < 8; bit++) {
-      crc = crc & 1 ? (crc >>> 1) ^ CRC32C_POLYNOMIAL_REFLECTED : crc >>> 1;
-    }
-    tables[byte] = crc;
-  }
-  for (let byte = 0; byte < CRC32C_TABLE_SIZE; byte++) {
-    let crc = tables[byte] as number;
-    for (let slice = 1; slice < CRC32C_SLICE_BYTES; slice++) {
-      crc = (tables[crc & 0xff] as number) ^ (crc >>> 8);
-      tables[slice * CRC32C_TABLE_SIZE + byte] = crc;
-    }
-  }
-  return tables;
-}
-
-const CRC32C_TABLES = makeCrc32cTables();
-
-/** CRC-32C (Castagnoli, as in iSCSI and ext4) of `bytes`, as an unsigned 32-bit integer. */
-export function crc32c(bytes: Uint8Array): number {
-  const t = CRC32C_TABLES;
-  const length = bytes.length;
-  const sliced = length - (length % CRC32C_SLICE_BYTES);
-  let crc = -1;
-  let index = 0;
-  // Indexed loops: for-of over a Uint8Array goes through the iterator protocol, many times
-  // slower in V8, and this runs over every byte received. The table offsets are multiples of 256.
-  for (; index < sliced; index += CRC32C_SLICE_BYTES) {
-    const low = crc ^ ((bytes[index] as number) | ((bytes[index + 1] as number) << 8) |
-      ((bytes[index + 2] as number) << 16) | ((bytes[index + 3] as number) << 24));
-    crc = (t[1792 + (low & 0xff)] as number) ^ (t[1536 + ((low >>> 8) & 0xff)] as number) ^
-      (t[1280 + ((low >>> 16) & 0xff)] as number) ^ (t[1024 + (low >>> 24)] as number) ^
-      (t[768 + (bytes[index + 4] as number)] as number) ^
-      (t[512 + (bytes[index + 5] as number)] as number) ^
-      (t[256 + (bytes[index + 6] as number)] as number) ^ (t[bytes[index + 7] as number] as number);
-  }
-  for (; index < length; index++) {
-    crc = (t[(crc ^ (bytes[index] as number)) & 0xff] as number) ^ (crc >>> 8);
-  }
-  return (crc ^ -1) >>> 0;
-}
 
 function writeUint32(out: Uint8Array, offset: number, value: number): void {
   out[offset] = value >>> 24;
@@ -121,6 +65,19 @@ export function writeFrame(out: Uint8Array, offset: number, body: Uint8Array): n
   writeUint32(out, offset + 4, crc32c(body));
   out.set(body, offset + FRAME_HEADER_BYTES);
   return end;
+}
+
+/**
+ * Completes a frame in place: `framed` holds `FRAME_HEADER_BYTES` bytes of room, then the body.
+ * An encoder that can leave room before what it writes (msgpackr's `RESERVE_START_SPACE`) thus
+ * frames a message without a copy. Returns `framed`. Throws a RangeError if the body is too large.
+ */
+export function sealFrame(framed: Uint8Array): Uint8Array {
+  const body = framed.subarray(FRAME_HEADER_BYTES);
+  checkBodySize(body);
+  writeUint32(framed, 0, body.byteLength);
+  writeUint32(framed, 4, crc32c(body));
+  return framed;
 }
 
 /** The frame of `body` in a new buffer. Throws a RangeError if the body is too large. */

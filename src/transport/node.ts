@@ -5,6 +5,7 @@
  *
  * @module
  */
+import process from "node:process";
 import type { StateMachine } from "../app/state_machine.ts";
 import type { ServerConfig } from "../config.ts";
 import { DataDir } from "../storage/data_dir.ts";
@@ -13,7 +14,13 @@ import type { Message, ReplicaMessage } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
 import { type Effect, type LogLevel, Replica } from "../vr/replica.ts";
 import { decodeMessage, encodeFramedMessage } from "./codec.ts";
-import { Connection, decodeHello, encodeHello } from "./connection.ts";
+import {
+  Connection,
+  decodeHello,
+  encodeHello,
+  IO_COUNTERS,
+  type IoCounters,
+} from "./connection.ts";
 
 /** Inbound connections a replica accepts at once (clients and peers together). */
 export const CONNECTIONS_MAX = 4096;
@@ -46,6 +53,22 @@ export interface ReplicaStatus {
   readonly clients: number;
   readonly uptimeSeconds: number;
   readonly pid: number;
+  /** Counters since the process started: how well messages and disk writes are batched. */
+  readonly counters: NodeCounters;
+}
+
+/** What a replica process did since it started. */
+export interface NodeCounters extends IoCounters {
+  /** Prepare messages sent (to each backup), and the log entries they carried. */
+  prepares: number;
+  preparedEntries: number;
+  /** Replies sent to clients. */
+  replies: number;
+  /** Persist batches written (each one write, and one fsync with `--sync fsync`). */
+  persists: number;
+  /** CPU time this process used, in seconds (user and system). */
+  cpuUserSeconds: number;
+  cpuSystemSeconds: number;
 }
 
 export class ReplicaNode {
@@ -62,6 +85,10 @@ export class ReplicaNode {
   #closed = false;
   #effectsScheduled = false;
   readonly #started = Date.now();
+  #prepares = 0;
+  #preparedEntries = 0;
+  #replies = 0;
+  #persists = 0;
 
   private constructor(
     options: NodeOptions,
@@ -118,6 +145,20 @@ export class ReplicaNode {
       clients: this.#clients.size,
       uptimeSeconds: Math.round((Date.now() - this.#started) / 1000),
       pid: Deno.pid,
+      counters: this.counters(),
+    };
+  }
+
+  counters(): NodeCounters {
+    const cpu = process.cpuUsage();
+    return {
+      ...IO_COUNTERS,
+      prepares: this.#prepares,
+      preparedEntries: this.#preparedEntries,
+      replies: this.#replies,
+      persists: this.#persists,
+      cpuUserSeconds: cpu.user / 1e6,
+      cpuSystemSeconds: cpu.system / 1e6,
     };
   }
 
@@ -251,10 +292,15 @@ export class ReplicaNode {
             lastMessage = effect.message;
             lastFrame = encodeFramedMessage(effect.message as ReplicaMessage);
           }
+          if (effect.message.type === "prepare") {
+            this.#prepares++;
+            this.#preparedEntries += effect.message.entries.length;
+          }
           this.#peers[effect.to]!.sendFrame(lastFrame!);
           break;
         }
         case "reply": {
+          this.#replies++;
           const connection = this.#clients.get(effect.clientId);
           if (connection !== undefined) connection.sendFrame(encodeFramedMessage(effect.message));
           break;
@@ -265,26 +311,37 @@ export class ReplicaNode {
           break;
       }
     }
-    if (this.#persistQueue.length > 0 && !this.#persisting) this.#persist();
+    // Start the disk write after the network writes queued above (they go out in microtasks
+    // queued before this one): a backup's Prepare need not wait for the primary's own write.
+    if (this.#persistQueue.length > 0 && !this.#persisting) {
+      this.#persisting = true;
+      queueMicrotask(() => this.#persist());
+    }
   }
 
   /** One batch at a time: everything queued meanwhile goes in the next batch (group commit). */
   async #persist(): Promise<void> {
-    this.#persisting = true;
-    const batch = this.#persistQueue;
-    this.#persistQueue = [];
+    let failure: unknown;
     try {
-      const id = await this.#dataDir.persist(batch);
       if (this.#closed) return;
-      if (id > 0) this.replica.onPersisted(id);
-    } catch (error) {
-      // A replica that cannot write its disk must not go on acknowledging anything.
-      this.#options.log("error", `cannot persist to ${this.#dataDir.path}: ${String(error)}`);
+      const batch = this.#persistQueue;
+      this.#persistQueue = [];
+      this.#persists++;
+      try {
+        const id = await this.#dataDir.persist(batch);
+        if (!this.#closed && id > 0) this.replica.onPersisted(id);
+      } catch (error) {
+        failure = error;
+      }
+    } finally {
       this.#persisting = false;
-      await this.close();
-      throw error;
     }
-    this.#persisting = false;
+    if (failure !== undefined) {
+      // A replica that cannot write its disk must not go on acknowledging anything: stop loudly.
+      this.#options.log("error", `cannot persist to ${this.#dataDir.path}: ${String(failure)}`);
+      await this.close();
+      throw failure;
+    }
     this.#processEffects();
   }
 }

@@ -170,11 +170,17 @@ export class Replica {
   /** Entries up to here went out in a Prepare (or StartView) in this view. */
   #preparedOpNumber = 0;
   #ticksSinceSend = 0;
-  #ticksSincePrepareRetry = 0;
   /** Ticks since this replica started; the primary times its backups' silence with it. */
   #ticks = 0;
   /** Per replica: `#ticks` when the primary last heard a PrepareOk from it in this view. */
   #heardAtTick: number[];
+  /**
+   * Per replica: `#ticks` when its acknowledgements last advanced (or Prepares were last re-sent
+   * to it). Prepares are re-sent only to a backup whose acknowledgements stalled, not to every
+   * backup with Prepares in flight: under load some always are, and re-sending them on every
+   * retry period would double the work in bursts.
+   */
+  #progressAtTick: number[];
 
   // Backup state.
   #ticksSincePrimary = 0;
@@ -222,6 +228,7 @@ export class Replica {
     this.#debug = options.debug === true && options.log !== undefined;
     this.#acked = new Array<number>(count).fill(-1);
     this.#heardAtTick = new Array<number>(count).fill(0);
+    this.#progressAtTick = new Array<number>(count).fill(0);
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
 
     const durable = options.durable;
@@ -491,6 +498,7 @@ export class Replica {
     this.#heardAtTick[message.replica] = this.#ticks;
     if (message.opNumber > this.#acked[message.replica]!) {
       this.#acked[message.replica] = message.opNumber;
+      this.#progressAtTick[message.replica] = this.#ticks;
       this.#commitReady();
     }
   }
@@ -613,22 +621,19 @@ export class Replica {
 
   #tickPrimary(): void {
     this.#ticksSinceSend++;
-    this.#ticksSincePrepareRetry++;
     if (this.#abdicating()) return;
-    if (this.#ticksSincePrepareRetry >= this.timing.prepareRetryTicks) {
-      this.#ticksSincePrepareRetry = 0;
-      for (let replica = 0; replica < this.replicaCount; replica++) {
-        if (replica === this.replicaIndex) continue;
-        const acked = this.#acked[replica]!;
-        const from = acked >= 0 ? acked : this.#commitNumber;
-        if (from >= this.#preparedOpNumber) continue;
-        const entries = this.#log.sliceBounded(
-          from,
-          this.limits.batchOpsMax,
-          this.limits.batchBytesMax,
-        );
-        this.#send(replica, this.#prepareMessage(entries));
-      }
+    for (let replica = 0; replica < this.replicaCount; replica++) {
+      if (replica === this.replicaIndex) continue;
+      if (this.#ticks - this.#progressAtTick[replica]! < this.timing.prepareRetryTicks) continue;
+      const from = this.#ackedOrCommit(replica);
+      if (from >= this.#preparedOpNumber) continue;
+      this.#progressAtTick[replica] = this.#ticks;
+      const entries = this.#log.sliceBounded(
+        from,
+        this.limits.batchOpsMax,
+        this.limits.batchBytesMax,
+      );
+      this.#send(replica, this.#prepareMessage(entries));
     }
     if (this.#ticksSinceSend >= this.timing.heartbeatTicks) {
       this.#ticksSinceSend = 0;
@@ -651,6 +656,12 @@ export class Replica {
       this.#log_("info", `primary ${this.primaryIndex} silent: starting a view change`);
       this.#startViewChange(this.#viewNumber + 1);
     }
+  }
+
+  /** What `replica` is known to hold: its acknowledgement in this view, else our commit-number. */
+  #ackedOrCommit(replica: ReplicaIndex): number {
+    const acked = this.#acked[replica]!;
+    return acked >= 0 ? acked : this.#commitNumber;
   }
 
   #prepareMessage(entries: readonly LogEntry[]): Prepare {
@@ -679,7 +690,12 @@ export class Replica {
       );
       const message = this.#prepareMessage(entries);
       for (let replica = 0; replica < this.replicaCount; replica++) {
-        if (replica !== this.replicaIndex) this.#send(replica, message);
+        if (replica === this.replicaIndex) continue;
+        // A backup that had acknowledged everything starts its retry period now.
+        if (this.#ackedOrCommit(replica) >= this.#preparedOpNumber) {
+          this.#progressAtTick[replica] = this.#ticks;
+        }
+        this.#send(replica, message);
       }
       this.#preparedOpNumber = entries[entries.length - 1]!.opNumber;
       this.#ticksSinceSend = 0;
@@ -1053,11 +1069,11 @@ export class Replica {
   #resetViewState(): void {
     this.#acked.fill(-1);
     this.#heardAtTick.fill(this.#ticks); // A grace period: a new view has heard from no one yet.
+    this.#progressAtTick.fill(this.#ticks);
     this.#preparedOpNumber = this.opNumber;
     this.#prepareOkSentOpNumber = 0;
     this.#ticksSincePrimary = 0;
     this.#ticksSinceSend = 0;
-    this.#ticksSincePrepareRetry = 0;
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
   }
 
