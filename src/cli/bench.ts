@@ -112,6 +112,9 @@ Examples:
     });
 }
 
+/** The most bytes of operations the benchmark encodes in advance (see `load`). */
+const PREENCODED_BYTES_MAX = 64 * 1024 * 1024;
+
 /** Logical clients per connection when `--connections` is not given. */
 export const BENCH_CLIENTS_PER_CONNECTION = 16;
 
@@ -258,6 +261,19 @@ async function load(
   const keys: Uint8Array[] = [];
   const encoder = new TextEncoder();
   for (let i = 0; i < flags.keys; i++) keys.push(encoder.encode(`key:${i}`));
+  // Operations are encoded once per key when they fit in PREENCODED_BYTES_MAX, as
+  // redis-benchmark prepares its commands: the load generator should spend its time on requests.
+  const preencode = flags.keys * (flags.valueSize + 64) <= PREENCODED_BYTES_MAX;
+  const setOperations: Uint8Array[] = [];
+  const getOperations: Uint8Array[] = [];
+  const setOperation = (index: number): Uint8Array => {
+    if (!preencode) return encodeKvOperation({ command: "SET", key: keys[index]!, value });
+    return setOperations[index] ??= encodeKvOperation({ command: "SET", key: keys[index]!, value });
+  };
+  const getOperation = (index: number): Uint8Array => {
+    if (!preencode) return encodeKvOperation({ command: "GET", key: keys[index]! });
+    return getOperations[index] ??= encodeKvOperation({ command: "GET", key: keys[index]! });
+  };
   const histogram = new Histogram();
   let measuring = flags.warmup === 0;
   let ops = 0;
@@ -277,10 +293,8 @@ async function load(
   const worker = async (client: Client) => {
     while (!stop) {
       if (measuring && requestsMax !== undefined && issued >= requestsMax) break;
-      const key = keys[Math.floor(random() * keys.length)]!;
-      const operation = random() < flags.readRatio
-        ? encodeKvOperation({ command: "GET", key })
-        : encodeKvOperation({ command: "SET", key, value });
+      const index = Math.floor(random() * keys.length);
+      const operation = random() < flags.readRatio ? getOperation(index) : setOperation(index);
       if (measuring) issued++;
       const counted = measuring;
       const started = performance.now();

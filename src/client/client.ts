@@ -55,6 +55,8 @@ export class Client {
   readonly #retryMs: number;
   readonly #deadlineMs: number;
   #addresses: Address[];
+  /** `formatAddress` of each address: the transport's key for its connection. */
+  #addressKeys: string[];
   #viewNumber = 0;
   #requestNumber = 0;
   readonly #transport: ClientTransport;
@@ -68,6 +70,7 @@ export class Client {
     this.#retryMs = options.retryMs ?? RETRY_MS_DEFAULT;
     this.#deadlineMs = options.deadlineMs ?? DEADLINE_MS_DEFAULT;
     this.#addresses = addresses;
+    this.#addressKeys = addresses.map(formatAddress);
     this.#ownsTransport = options.transport === undefined;
     this.#transport = options.transport ?? new ClientTransport();
     this.#transport.register(this.clientId, this);
@@ -108,7 +111,7 @@ export class Client {
   }
 
   get addresses(): readonly string[] {
-    return this.#addresses.map(formatAddress);
+    return [...this.#addressKeys];
   }
 
   /** Send one operation and wait for its result. */
@@ -174,7 +177,12 @@ export class Client {
   }
 
   #send(index: number, frame: Uint8Array): void {
-    this.#transport.send(this.#addresses[index]!, frame, this.#addresses.length);
+    this.#transport.send(
+      this.#addressKeys[index]!,
+      this.#addresses[index]!,
+      frame,
+      this.#addresses.length,
+    );
   }
 
   /** @internal A reply for this client, from the transport. */
@@ -222,6 +230,7 @@ export class Client {
       addresses.push(parsed);
     }
     this.#addresses = addresses;
+    this.#addressKeys = addresses.map(formatAddress);
     this.#viewNumber = Math.max(this.#viewNumber, configuration.viewNumber);
   }
 
@@ -329,9 +338,11 @@ export class ClientTransport {
     this.#clients.get(message.clientId)?.onMessage(message);
   }
 
-  /** Send a frame to a replica, connecting first if needed (frames wait meanwhile). */
-  send(address: Address, frame: Uint8Array, replicaCount: number): void {
-    const key = formatAddress(address);
+  /**
+   * Send a frame to a replica, connecting first if needed (frames wait meanwhile). `key` is
+   * `formatAddress(address)`, which the caller keeps rather than rebuilding it per request.
+   */
+  send(key: string, address: Address, frame: Uint8Array, replicaCount: number): void {
     const existing = this.#connections.get(key);
     if (existing !== undefined && !existing.closed) {
       existing.sendFrame(frame);
