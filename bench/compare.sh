@@ -54,7 +54,7 @@ results=$work/results.jsonl
 # --- vstamp: 3 replicas, durable (fsync) and written-not-fsynced.
 for sync in fsync none; do
   for c in $clients; do
-    (cd "$repo" && $deno run --allow-read --allow-write --allow-net --allow-env --allow-run --allow-sys \
+    (cd "$repo" && $deno run --allow-read --allow-write --allow-net --allow-env --allow-run --allow-sys --deny-ffi \
       main.ts bench --cluster 3 --clients "$c" --duration "$seconds" --sync "$sync" --json) \
       | sed "s/\"system\":\"vstamp\"/\"system\":\"vstamp (sync $sync)\"/" >>"$results"
   done

@@ -22,6 +22,7 @@ const PERMISSIONS = [
   "--allow-env",
   "--allow-run",
   "--allow-sys",
+  "--deny-ffi",
 ];
 
 /** Polling interval of `waitFor`. */

@@ -98,6 +98,9 @@ export function vstampCommand(args: readonly string[]): { command: string; args:
     "--allow-env",
     "--allow-run",
     "--allow-sys",
+    // msgpackr would load its optional native addon through FFI (and Deno would prompt for it on
+    // a terminal); the pure TypeScript path is what we measure and ship.
+    "--deny-ffi",
   ];
   if (configFile.protocol === "file:") runArgs.push(`--config=${configFile.pathname}`);
   return { command: Deno.execPath(), args: [...runArgs, main, ...args] };
