@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark vstamp beside a 3-member etcd cluster and a single Redis, in one run on this machine,
 # with the same loads (1 and 64 concurrent clients, 64-byte values, SET/put only), and print a
-# Markdown table with the ratios. Installs etcd, Go, etcd's Go client and Redis from Debian's
+# Markdown table with the ratios. vstamp runs with and without fsync; etcd with its data on disk
+# and on tmpfs, so that each vstamp mode is compared with an etcd of the same durability. Installs etcd, Go, etcd's Go client and Redis from Debian's
 # packages when they are missing (needs root for apt-get).
 #
 # Usage: bench/compare.sh [--seconds S] [--clients "1 64"]
@@ -60,33 +61,43 @@ for sync in fsync none; do
   done
 done
 
-# --- etcd: 3 members, data on disk, loaded through its Go client.
+# --- etcd: 3 members loaded through its Go client, once with data on disk (fsync, like
+# vstamp's default) and once on tmpfs (no real fsync, like vstamp --sync none).
 bin=$work/etcd_load
 mkdir -p "$work/go" && cp "$here/etcd_load.go" "$work/go/main.go"
 (cd "$work/go" && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= go build -o "$bin" .) >&2
-read -r c1 c2 c3 p1 p2 p3 <<<"$(free_ports 6)"
-cluster="m1=http://127.0.0.1:$p1,m2=http://127.0.0.1:$p2,m3=http://127.0.0.1:$p3"
-i=0
-for pair in "$c1 $p1" "$c2 $p2" "$c3 $p3"; do
-  i=$((i + 1)); set -- $pair
-  etcd --name "m$i" --data-dir "$work/etcd$i" \
-    --listen-client-urls "http://127.0.0.1:$1" --advertise-client-urls "http://127.0.0.1:$1" \
-    --listen-peer-urls "http://127.0.0.1:$2" --initial-advertise-peer-urls "http://127.0.0.1:$2" \
-    --initial-cluster "$cluster" --initial-cluster-token vstamp-compare --initial-cluster-state new \
-    --log-level error >"$work/etcd$i.log" 2>&1 &
-  pids+=($!)
-done
-endpoints=127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3
-for _ in $(seq 1 100); do etcdctl --endpoints="$endpoints" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
-leader=$(etcdctl --endpoints="$endpoints" endpoint status -w json | python3 -c '
+shm=$(mktemp -d /dev/shm/vstamp-compare.XXXX)
+trap 'cleanup; rm -rf "$shm"' EXIT
+run_etcd() { # label data-root
+  local label=$1 root=$2 i=0 c1 c2 c3 p1 p2 p3
+  read -r c1 c2 c3 p1 p2 p3 <<<"$(free_ports 6)"
+  local cluster="m1=http://127.0.0.1:$p1,m2=http://127.0.0.1:$p2,m3=http://127.0.0.1:$p3"
+  for pair in "$c1 $p1" "$c2 $p2" "$c3 $p3"; do
+    i=$((i + 1)); set -- $pair
+    etcd --name "m$i" --data-dir "$root/etcd$i" \
+      --listen-client-urls "http://127.0.0.1:$1" --advertise-client-urls "http://127.0.0.1:$1" \
+      --listen-peer-urls "http://127.0.0.1:$2" --initial-advertise-peer-urls "http://127.0.0.1:$2" \
+      --initial-cluster "$cluster" --initial-cluster-token vstamp-compare --initial-cluster-state new \
+      --log-level error >"$work/etcd-$label-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  local endpoints=127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3
+  for _ in $(seq 1 100); do etcdctl --endpoints="$endpoints" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+  local leader
+  leader=$(etcdctl --endpoints="$endpoints" endpoint status -w json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print([e["Endpoint"] for e in s if e["Status"]["leader"] == e["Status"]["header"]["member_id"]][0])')
-for c in $clients; do
-  "$bin" --endpoints "$leader" --clients "$c" --seconds "$seconds" --value-size 64 >>"$results"
-done
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-pids=()
+  for c in $clients; do
+    "$bin" --endpoints "$leader" --clients "$c" --seconds "$seconds" --value-size 64 \
+      | sed "s/\"system\":\"etcd\"/\"system\":\"etcd ($label)\"/" >>"$results"
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+run_etcd disk "$work"
+run_etcd tmpfs "$shm"
 
 # --- Redis: one server, no persistence, no replication: the ceiling.
 read -r port <<<"$(free_ports 1)"
@@ -103,7 +114,11 @@ print(json.dumps({"system": "redis", "clients": '"$c"', "ops_s": float(r["rps"])
                   "p50_ms": float(r["p50_latency_ms"]), "p99_ms": float(r["p99_latency_ms"])}))' >>"$results"
 done
 
-# --- The table.
+# --- What the machine was.
+echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $(df -T "$work" | awk 'NR==2 {print $2}') disk; $($deno --version | head -1); etcd $(etcd --version | head -1 | awk '{print $3}'); redis $(redis-server --version | awk '{print $3}' | cut -d= -f2)"
+
+# --- The table. Each vstamp row is compared with the etcd run of the same durability: fsync to
+# disk with etcd on disk, no fsync with etcd on tmpfs.
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
@@ -113,6 +128,7 @@ for r in rows:
     if r["system"] not in systems:
         systems.append(r["system"])
 clients = sorted({r["clients"] for r in rows})
+peer = {"vstamp (sync fsync)": "etcd (disk)", "vstamp (sync none)": "etcd (tmpfs)"}
 print("| system | clients | ops/s | p50 ms | p99 ms | ops/s vs etcd | ops/s vs redis |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for s in systems:
@@ -120,7 +136,9 @@ for s in systems:
         r = by.get((s, c))
         if r is None:
             continue
-        e = by.get(("etcd", c)); d = by.get(("redis", c))
+        e = by.get((peer.get(s, s), c)); d = by.get(("redis", c))
         ratio = lambda base: f"{r['ops_s'] / base['ops_s']:.2f}x" if base and base["ops_s"] else "-"
         print(f"| {s} | {c} | {r['ops_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {ratio(e)} | {ratio(d)} |")
+print()
+print("ops/s vs etcd: vstamp with fsync against etcd on disk, vstamp without fsync against etcd on tmpfs.")
 PY

@@ -1,6 +1,11 @@
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
-import { DataDir, DataDirError, type DataDirOptions } from "../src/storage/data_dir.ts";
+import {
+  DataDir,
+  DataDirError,
+  type DataDirOptions,
+  LOG_PREALLOCATE_AHEAD_BYTES,
+} from "../src/storage/data_dir.ts";
 import { AssertionError } from "../src/vr/assert.ts";
 import type { LogEntry } from "../src/vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../src/vr/replica.ts";
@@ -51,8 +56,16 @@ async function withDir(body: (path: string) => Promise<void>): Promise<void> {
   }
 }
 
+/**
+ * Opens without preallocation: most tests here read the log file's layout, which is simplest
+ * when the file ends where the records end. Preallocation has tests of its own.
+ */
+function openDir(path: string, options: DataDirOptions = {}) {
+  return DataDir.open(path, { logPreallocateBytes: 0, ...options });
+}
+
 async function reopen(path: string, options: DataDirOptions = {}): Promise<DurableState> {
-  const { dataDir, state } = await DataDir.open(path, options);
+  const { dataDir, state } = await openDir(path, options);
   await dataDir.close();
   assert.ok(state !== undefined, "a used directory yields a state");
   return state;
@@ -64,7 +77,7 @@ async function fileSize(path: string): Promise<number> {
 
 Deno.test("DataDir open of a new directory yields no state", async () => {
   await withDir(async (path) => {
-    const { dataDir, state } = await DataDir.open(path);
+    const { dataDir, state } = await openDir(path);
     assert.equal(state, undefined);
     assert.equal(dataDir.path, path);
     await dataDir.close();
@@ -80,7 +93,7 @@ Deno.test("DataDir open of a new directory yields no state", async () => {
 
 Deno.test("DataDir persist then reopen yields the same durable state", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     const superblock: Superblock = { viewNumber: 7, lastNormalView: 5, recovering: true };
     const written = [entry(1, 5, 0), entry(2, 5, 100), entry(3, 7, 70_000)];
     await dataDir.persist([logWrite(1, 1, written, 2), superblockWrite(2, superblock)]);
@@ -96,7 +109,7 @@ Deno.test("DataDir persist then reopen yields the same durable state", async () 
 
 Deno.test("DataDir persist returns the largest persist id of the batch", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     assert.equal(await dataDir.persist([]), 0);
     const reply: Effect = {
       type: "reply",
@@ -126,7 +139,7 @@ Deno.test("DataDir persist returns the largest persist id of the batch", async (
 
 Deno.test("DataDir truncations in the middle of the log reopen correctly", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 10, 0), 3)]);
     // Within one batch: replace from op 6, then drop from op 8, then append again.
     await dataDir.persist([
@@ -141,7 +154,7 @@ Deno.test("DataDir truncations in the middle of the log reopen correctly", async
     let state = await reopen(path);
     assert.deepEqual(state.log, expected);
     assert.equal(state.commitNumber, 5);
-    const again = await DataDir.open(path);
+    const again = await openDir(path);
     await again.dataDir.persist([logWrite(6, 7, entries(7, 9, 3), 6)]);
     await again.dataDir.close();
     state = await reopen(path);
@@ -153,7 +166,7 @@ Deno.test("DataDir truncations in the middle of the log reopen correctly", async
 Deno.test("DataDir many batches reopen in order", async () => {
   await withDir(async (path) => {
     const batches = 500;
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     for (let op = 1; op <= batches; op++) {
       await dataDir.persist([logWrite(op, op, [entry(op, 0)], op - 1)]);
     }
@@ -166,7 +179,7 @@ Deno.test("DataDir many batches reopen in order", async () => {
 
 Deno.test("DataDir torn tail of garbage is cut off", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.close();
     const size = await fileSize(`${path}/log`);
@@ -183,7 +196,7 @@ Deno.test("DataDir torn tail of garbage is cut off", async () => {
 
 Deno.test("DataDir torn last record is cut off and the log goes on", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
     const size = await fileSize(`${path}/log`);
@@ -199,7 +212,7 @@ Deno.test("DataDir torn last record is cut off and the log goes on", async () =>
       assert.equal(state.commitNumber, 3);
       assert.equal(await fileSize(`${path}/log`), size);
       // Put the last record back for the next cut.
-      const again = await DataDir.open(path);
+      const again = await openDir(path);
       await again.dataDir.persist([logWrite(3, 3, entries(3, 8, 1), 4)]);
       await again.dataDir.close();
       assert.equal(await fileSize(`${path}/log`), fullSize);
@@ -211,7 +224,7 @@ Deno.test("DataDir torn last record is cut off and the log goes on", async () =>
 
 Deno.test("DataDir damage before valid records is an error naming the byte offset", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     const offset = await fileSize(`${path}/log`);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
@@ -221,7 +234,7 @@ Deno.test("DataDir damage before valid records is an error naming the byte offse
     bytes[offset + RECORD_HEADER_BYTES + 4]! ^= 0x01;
     await Deno.writeFile(`${path}/log`, bytes);
     await assert.rejects(
-      DataDir.open(path),
+      openDir(path),
       (error: unknown) =>
         error instanceof DataDirError &&
         error.message.startsWith(`${path}/log: record at byte ${offset} has a bad checksum`),
@@ -230,7 +243,7 @@ Deno.test("DataDir damage before valid records is an error naming the byte offse
     bytes[offset + RECORD_HEADER_BYTES + 4]! ^= 0x01;
     bytes[offset]! ^= 0xff;
     await Deno.writeFile(`${path}/log`, bytes);
-    await assert.rejects(DataDir.open(path), /log: record at byte \d+ lacks the record magic/);
+    await assert.rejects(openDir(path), /log: record at byte \d+ lacks the record magic/);
     // The failed opens released the lock and left the file alone.
     bytes[offset]! ^= 0xff;
     await Deno.writeFile(`${path}/log`, bytes);
@@ -242,7 +255,7 @@ Deno.test("DataDir torn superblock write keeps the previous superblock", async (
   await withDir(async (path) => {
     const first: Superblock = { viewNumber: 1, lastNormalView: 0, recovering: false };
     const second: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([superblockWrite(1, first)]);
     const slots = [`${path}/superblock.a`, `${path}/superblock.b`];
     const before = await Promise.all(slots.map((slot) => Deno.readFile(slot)));
@@ -263,7 +276,7 @@ Deno.test("DataDir torn superblock write keeps the previous superblock", async (
     assert.deepEqual((await reopen(path)).superblock, first);
     assert.equal(await Deno.stat(`${path}/superblock.tmp`).catch(() => undefined), undefined);
     // The next write goes to the torn slot again and takes over.
-    const again = await DataDir.open(path);
+    const again = await openDir(path);
     await again.dataDir.persist([superblockWrite(3, second)]);
     await again.dataDir.close();
     assert.deepEqual((await reopen(path)).superblock, second);
@@ -272,22 +285,22 @@ Deno.test("DataDir torn superblock write keeps the previous superblock", async (
 
 Deno.test("DataDir without a valid superblock or a log is an error", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 1, 0), 0)]);
     await dataDir.close();
     await Deno.writeFile(`${path}/superblock.a`, new Uint8Array(40));
-    await assert.rejects(DataDir.open(path), DataDirError);
+    await assert.rejects(openDir(path), DataDirError);
     await Deno.remove(`${path}/log`);
-    await assert.rejects(DataDir.open(path), /replica-0\/log: cannot open/);
+    await assert.rejects(openDir(path), /replica-0\/log: cannot open/);
     await Deno.writeFile(`${path}/log`, new Uint8Array(5));
     await Deno.remove(`${path}/superblock.a`);
-    await assert.rejects(DataDir.open(path), /superblock.a: missing, yet .*log holds \d+ bytes/);
+    await assert.rejects(openDir(path), /superblock.a: missing, yet .*log holds \d+ bytes/);
   });
 });
 
 Deno.test("DataDir log writes after a lost superblock write are dropped", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 2, 0), 1)]);
     const slotB = await Deno.readFile(`${path}/superblock.b`);
     const next: Superblock = { viewNumber: 1, lastNormalView: 1, recovering: false };
@@ -323,7 +336,7 @@ Deno.test("DataDir log writes after a lost superblock write are dropped", async 
       expected,
     );
     assert.equal(repairs.length, 1, "the repair is durable");
-    const again = await DataDir.open(path);
+    const again = await openDir(path);
     await again.dataDir.persist([superblockWrite(5, next), logWrite(6, 4, [entry(4, 1)], 3)]);
     await again.dataDir.close();
     assert.deepEqual(await reopen(path), {
@@ -337,21 +350,21 @@ Deno.test("DataDir log writes after a lost superblock write are dropped", async 
 
 Deno.test("DataDir second open of an open directory fails", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await assert.rejects(
-      DataDir.open(path),
+      openDir(path),
       (error: unknown) =>
         error instanceof DataDirError && error.message === `${path} is in use by another process`,
     );
     await dataDir.close();
-    const second = await DataDir.open(path);
+    const second = await openDir(path);
     await second.dataDir.close();
   });
 });
 
 Deno.test("DataDir persist refuses misuse", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     await assert.rejects(dataDir.persist([logWrite(1, 2, [entry(2, 0)], 0)]), AssertionError);
     await assert.rejects(dataDir.persist([logWrite(1, 1, [entry(2, 0)], 0)]), AssertionError);
     const pending = dataDir.persist([logWrite(1, 1, [entry(1, 0)], 0)]);
@@ -365,7 +378,7 @@ Deno.test("DataDir persist refuses misuse", async () => {
 
 Deno.test("DataDir with sync none persists", async () => {
   await withDir(async (path) => {
-    const { dataDir, state } = await DataDir.open(path, { sync: "none" });
+    const { dataDir, state } = await openDir(path, { sync: "none" });
     assert.equal(state, undefined);
     const superblock: Superblock = { viewNumber: 3, lastNormalView: 3, recovering: false };
     assert.equal(
@@ -384,7 +397,7 @@ Deno.test("DataDir with sync none persists", async () => {
 
 Deno.test("DataDir rewrite drops the dead part of a bloated log", async () => {
   await withDir(async (path) => {
-    const { dataDir } = await DataDir.open(path);
+    const { dataDir } = await openDir(path);
     // Every batch replaces the same ten entries: all but the last batch are dead.
     for (let view = 0; view < 50; view++) {
       await dataDir.persist([logWrite(view + 1, 1, entries(1, 10, view), 0)]);
@@ -403,7 +416,7 @@ Deno.test("DataDir rewrite drops the dead part of a bloated log", async () => {
     assert.equal(repairs.length, 1);
     assert.match(repairs[0]!, /log: rewrote \d+ bytes as \d+ bytes of live entries/);
     // The rewritten log loads and grows like any other.
-    const again = await DataDir.open(path, { logRewriteBytesMin: 1024 });
+    const again = await openDir(path, { logRewriteBytesMin: 1024 });
     await again.dataDir.persist([logWrite(100, 11, [entry(11, 49)], 10)]);
     await again.dataDir.close();
     const grown = await reopen(path, { onRepair: (message) => repairs.push(message) });
@@ -455,7 +468,7 @@ Deno.test("DataDir matches an in-memory model of the log", async () => {
         // The model follows the simulator's disk: see `#applyWrite` in src/sim/simulator.ts.
         const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
         let id = 0;
-        let open = await DataDir.open(path, { sync: "none" });
+        let open = await openDir(path, { sync: "none" });
         for (const batch of batches) {
           const effects: Effect[] = [];
           for (const plan of batch.effects) {
@@ -488,7 +501,7 @@ Deno.test("DataDir matches an in-memory model of the log", async () => {
           assert.equal(persisted, effects.length === 0 ? 0 : id);
           if (batch.reopenAfter) {
             await open.dataDir.close();
-            open = await DataDir.open(path, { sync: "none" });
+            open = await openDir(path, { sync: "none" });
             assert.deepEqual(open.state, {
               superblock: model.superblock,
               log: model.log,
@@ -508,4 +521,83 @@ Deno.test("DataDir matches an in-memory model of the log", async () => {
     }),
     { numRuns: PROPERTY_RUNS },
   );
+});
+
+// ---------------------------------------------------------------- preallocation
+
+Deno.test("DataDir preallocates zeros ahead of the records and reloads without repairs", async () => {
+  await withDir(async (path) => {
+    const { dataDir } = await DataDir.open(path);
+    assert.ok(await fileSize(`${path}/log`) >= LOG_PREALLOCATE_AHEAD_BYTES);
+    await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
+    await dataDir.persist([logWrite(2, 4, entries(4, 9, 0), 5)]);
+    await dataDir.close();
+    const repairs: string[] = [];
+    const state = await DataDir.open(path, { onRepair: (message) => repairs.push(message) });
+    assert.deepEqual(state.state?.log, entries(1, 9, 0));
+    assert.equal(state.state?.commitNumber, 5);
+    assert.deepEqual(repairs, [], "zeros written in advance are not damage");
+    // Records go on where the last one ended, before the zeros.
+    await state.dataDir.persist([logWrite(3, 10, entries(10, 12, 0), 9)]);
+    await state.dataDir.close();
+    assert.deepEqual(
+      (await DataDir.open(path).then(async (opened) => {
+        await opened.dataDir.close();
+        return opened.state;
+      }))?.log,
+      entries(1, 12, 0),
+    );
+  });
+});
+
+Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
+  await withDir(async (path) => {
+    const { dataDir } = await DataDir.open(path);
+    await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
+    await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
+    await dataDir.close();
+    // Find where the second record starts (the records are followed by zeros), then zero the
+    // second half of that record: a write torn by a crash.
+    const bytes = await Deno.readFile(`${path}/log`);
+    const starts: number[] = [];
+    for (let i = 0; i + 4 <= bytes.length; i++) {
+      if (
+        bytes[i] === 0x56 && bytes[i + 1] === 0x53 && bytes[i + 2] === 0x4c && bytes[i + 3] === 0x52
+      ) {
+        starts.push(i);
+      }
+    }
+    assert.equal(starts.length, 2);
+    const second = starts[1]!;
+    const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
+    bytes.fill(0, Math.floor((second + end) / 2), end);
+    await Deno.writeFile(`${path}/log`, bytes);
+    const repairs: string[] = [];
+    const state = await reopen(path, {
+      logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
+      onRepair: (message) => repairs.push(message),
+    });
+    assert.deepEqual(state.log, entries(1, 3, 0));
+    assert.equal(repairs.length, 1);
+    assert.match(repairs[0]!, new RegExp(`torn at byte ${second}`));
+  });
+});
+
+Deno.test("DataDir garbage after the records is damage, not preallocated space", async () => {
+  await withDir(async (path) => {
+    const { dataDir } = await DataDir.open(path);
+    await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
+    await dataDir.close();
+    const bytes = await Deno.readFile(`${path}/log`);
+    const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
+    bytes[end + 100] = 0x7f; // A stray byte in the zeros.
+    await Deno.writeFile(`${path}/log`, bytes);
+    const repairs: string[] = [];
+    const state = await reopen(path, {
+      logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
+      onRepair: (message) => repairs.push(message),
+    });
+    assert.deepEqual(state.log, entries(1, 3, 0));
+    assert.equal(repairs.length, 1, "the stray byte is reported as a torn tail and cut off");
+  });
 });

@@ -5,6 +5,7 @@ import {
   ADDRESS_LENGTH_MAX,
   ADDRESSES_MAX,
   decodeMessage,
+  decodeMessageGeneral,
   encodeFramedMessage,
   encodeMessage,
   ENTRIES_MAX,
@@ -913,5 +914,151 @@ Deno.test("codec encodes and decodes small Prepares quickly", () => {
     `${SPEED_MESSAGES} Prepares of ${bodyBytes} bytes: encode ${rate(best.encodeMs)}, ` +
       `decode ${rate(best.decodeMs)}, encode+decode ${rate(best.encodeMs + best.decodeMs)}, ` +
       `encodeFramedMessage ${rate(best.framedMs)}`,
+  );
+});
+
+// ---------------------------------------------------------------- the hand-written hot path
+
+/** Numbers on both sides of every msgpack integer width, and timestamps past 2^32 (float64). */
+const wideNat = fc.oneof(
+  fc.nat(300),
+  fc.constantFrom(127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, TIMESTAMP),
+  fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+);
+const wideBytes = fc.oneof(
+  fc.uint8Array({ maxLength: 300 }),
+  fc.constantFrom(255, 256, 65_535, 65_536).map((n) => new Uint8Array(n).fill(3)),
+);
+
+/** Random valid hot-path messages with their connection, numbers of every width. */
+const hotMessage: fc.Arbitrary<readonly [Message, ValidationContext]> = fc.oneof(
+  fc.record({ c: wideNat, s: wideNat, op: wideBytes }).map(({ c, s, op }) =>
+    [{ type: "request", clientId: c, requestNumber: s, operation: op }, FROM_CLIENT] as const
+  ),
+  fc.record({ v: wideNat, c: wideNat, s: wideNat, n: wideNat, x: wideBytes }).map((
+    { v, c, s, n, x },
+  ) =>
+    [
+      { type: "reply", viewNumber: v, clientId: c, requestNumber: s, opNumber: n, result: x },
+      TO_CLIENT,
+    ] as const
+  ),
+  fc.record({
+    v: wideNat,
+    k: wideNat,
+    r: fc.nat(REPLICA_COUNT - 1),
+    first: fc.integer({ min: 1, max: 2 ** 40 }),
+    t: wideNat,
+    c: wideNat,
+    ops: fc.array(wideBytes, { maxLength: 20 }),
+  }).map(({ v, k, r, first, t, c, ops }) =>
+    [
+      {
+        type: "prepare",
+        viewNumber: v,
+        entries: ops.map((operation, i) => ({
+          opNumber: first + i,
+          viewNumber: Math.floor(v / 2),
+          clientId: c,
+          requestNumber: i,
+          operation,
+          timestamp: t + i,
+        })),
+        commitNumber: k,
+        replica: r,
+      },
+      FROM_REPLICA,
+    ] as const
+  ),
+  fc.record({ v: wideNat, n: wideNat, r: fc.nat(REPLICA_COUNT - 1) }).map(({ v, n, r }) =>
+    [{ type: "prepare_ok", viewNumber: v, opNumber: n, replica: r }, FROM_REPLICA] as const
+  ),
+  fc.record({ v: wideNat, k: wideNat, r: fc.nat(REPLICA_COUNT - 1) }).map(({ v, k, r }) =>
+    [{ type: "commit", viewNumber: v, commitNumber: k, replica: r }, FROM_REPLICA] as const
+  ),
+);
+
+/** The positional fields msgpackr encodes for a hot-path message. */
+function referenceFields(message: Message): unknown[] {
+  switch (message.type) {
+    case "request":
+      return [TAG_REQUEST, message.clientId, message.requestNumber, message.operation];
+    case "reply":
+      return [
+        TAG_REPLY,
+        message.viewNumber,
+        message.clientId,
+        message.requestNumber,
+        message.opNumber,
+        message.result,
+      ];
+    case "prepare":
+      return [
+        TAG_PREPARE,
+        message.viewNumber,
+        message.commitNumber,
+        message.replica,
+        message.entries.map(wireEntry),
+      ];
+    case "prepare_ok":
+      return [TAG_PREPARE_OK, message.viewNumber, message.opNumber, message.replica];
+    case "commit":
+      return [MESSAGE_TAGS.commit, message.viewNumber, message.commitNumber, message.replica];
+    default:
+      throw new Error(`not a hot-path message: ${message.type}`);
+  }
+}
+
+Deno.test("codec writes hot-path messages byte for byte as msgpackr does", () => {
+  fc.assert(
+    fc.property(hotMessage, ([message]) => {
+      const expected = raw(referenceFields(message));
+      assert.deepStrictEqual(encodeMessage(message), expected);
+      const framed = encodeFramedMessage(message);
+      assert.deepStrictEqual(framed.subarray(FRAME_HEADER_BYTES), expected);
+      assert.deepStrictEqual(framed, encodeFrame(expected));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("codec hot-path decoder agrees with the general decoder on valid messages", () => {
+  fc.assert(
+    fc.property(hotMessage, ([message, context]) => {
+      const body = encodeMessage(message);
+      const fast = decodeMessage(body, context);
+      assert.ok(fast.ok, !fast.ok ? fast.error : "");
+      assert.deepStrictEqual(fast, decodeMessageGeneral(body, context));
+      assert.deepStrictEqual(fast.message, message);
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("codec hot-path decoder agrees with the general decoder on mutated bodies", () => {
+  // A few bytes changed, cut or added: either both decoders reject (the fast one declines and
+  // the general one names the fault) or both accept the same message. Replicas must never
+  // disagree on what a body means.
+  const contexts = [FROM_CLIENT, FROM_REPLICA, TO_CLIENT];
+  fc.assert(
+    fc.property(
+      hotMessage,
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+      fc.integer({ min: -3, max: 3 }),
+      fc.nat(2),
+      ([message], changes, resize, contextIndex) => {
+        let body = encodeMessage(message).slice();
+        for (const [index, byte] of changes) if (body.length > 0) body[index % body.length] = byte;
+        if (resize < 0) body = body.subarray(0, Math.max(0, body.length + resize));
+        if (resize > 0) {
+          const longer = new Uint8Array(body.length + resize);
+          longer.set(body);
+          body = longer;
+        }
+        const context = contexts[contextIndex]!;
+        assert.deepStrictEqual(decodeMessage(body, context), decodeMessageGeneral(body, context));
+      },
+    ),
+    { numRuns: FUZZ_RUNS },
   );
 });

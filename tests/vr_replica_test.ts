@@ -461,6 +461,53 @@ Deno.test("§4.2 StartView installs the log and backups PrepareOk uncommitted en
   assert.equal(other.opNumber, 0);
 });
 
+/**
+ * r1, the primary of view 1, holds a DoViewChange quorum saying ops 1..2 are committed and asks
+ * r2 for them. r2 answers from a later view, where ops 3..4 were committed as well.
+ */
+function primaryFetchingCommitsMeetsLaterView(normal: boolean) {
+  const r1 = makeReplica(1);
+  persist(r1, r1.drainEffects());
+  stepDurable(r1, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  const fetch = stepDurable(r1, {
+    type: "do_view_change",
+    viewNumber: 1,
+    lastNormalView: 0,
+    opNumber: 2,
+    commitNumber: 2,
+    entries: [],
+    replica: 2,
+  });
+  assert.equal(sendsOf(fetch, "get_state").length, 1, "the new primary fetches ops 1..2");
+  const effects = stepDurable(r1, {
+    type: "new_state",
+    viewNumber: 3,
+    normal,
+    anchorOpNumber: 0,
+    entries: [entry(1, 0), entry(2, 0), entry(3, 2), entry(4, 2)],
+    opNumber: 4,
+    commitNumber: 4,
+    replica: 2,
+  });
+  return { r1, effects };
+}
+
+Deno.test("§4.2 a new primary answered from a later normal view joins that view", () => {
+  const { r1, effects } = primaryFetchingCommitsMeetsLaterView(true);
+  assert.equal(r1.status, "view_change");
+  assert.equal(r1.viewNumber, 1, "the view is adopted only with its state (§5.2 correction)");
+  assert.deepEqual(sendsOf(effects, "request_start_view").map((s) => s.to), [0]);
+  assert.equal(sendsOf(effects, "start_view").length, 0, "view 1 must not start");
+});
+
+Deno.test("§4.2 a new primary answered from a later view change joins that view change", () => {
+  const { r1, effects } = primaryFetchingCommitsMeetsLaterView(false);
+  assert.equal(r1.status, "view_change");
+  assert.equal(r1.viewNumber, 3);
+  assert.equal(sendsOf(effects, "start_view").length, 0, "view 1 must not start");
+  assert.ok(sendsOf(effects, "start_view_change").length > 0);
+});
+
 Deno.test("§4.2 a stalled view change moves on to the next view", () => {
   const cluster = new Cluster();
   commitSome(cluster, 1);

@@ -22,7 +22,12 @@ export interface ApplyContext {
  * result, the same on every replica — and its result depends only on the state and its arguments.
  */
 export interface StateMachine {
-  /** Execute one committed operation and return its result for the client. */
+  /**
+   * Execute one committed operation and return its result for the client. The replica keeps the
+   * result (client table) and sends it, but never modifies it, so an implementation may keep a
+   * view of it in its state. The operation's bytes are the log's: read them, do not keep views of
+   * them, do not modify them.
+   */
   apply(operation: Uint8Array, context: ApplyContext): Uint8Array;
   /** A short fingerprint of the whole state: equal states give equal digests. */
   digest(): string;

@@ -7,7 +7,7 @@ import { Command } from "commander";
 import { Client, ClientError } from "../client/client.ts";
 import { fetchStatus } from "../client/status.ts";
 import { ConfigError, loadConfig, parseAddress } from "../config.ts";
-import type { ReplicaStatus } from "../transport/node.ts";
+import type { NodeCounters, ReplicaStatus } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
 
 interface StatusFlags {
@@ -29,6 +29,8 @@ export interface StatusRow {
   /** Committed ops the primary has executed and this replica has not. */
   readonly lag?: number | undefined;
   readonly pid?: number | undefined;
+  /** What the replica did since it started (`--json` only). */
+  readonly counters?: NodeCounters | undefined;
   readonly error?: string | undefined;
 }
 
@@ -113,6 +115,7 @@ export async function collectStatus(addresses: readonly string[]): Promise<Statu
         ? undefined
         : Math.max(0, primary.commitNumber - answer.commitNumber),
       pid: answer.pid,
+      counters: answer.counters,
     };
   });
 }

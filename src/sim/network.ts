@@ -296,16 +296,21 @@ export class Network<M> {
   }
 
   /**
-   * Stall the directed link `from` → `to` until time `until`: what is sent on it meanwhile is
-   * neither lost nor reordered but held, and arrives in one burst when the stall ends (a stuck
-   * queue in a switch, a stopped process's socket buffer). A node that crashes and restarts behind
-   * a stalled link then receives messages meant for its previous incarnation.
+   * Stall every directed link from `froms` into `to` until time `until`: what is sent on them
+   * meanwhile is held, not reordered, and arrives in one burst when the stall ends (a stuck queue
+   * in a switch, a stopped process's socket buffer). A node that crashes and restarts behind a
+   * stall then receives messages meant for its previous incarnation. Held messages occupy their
+   * link, so on a link of finite capacity later ones overflow and are dropped. Counts as one
+   * partition in the stats.
    */
-  stall(from: number, to: number, until: number): void {
-    checkNode(from, "from");
+  stallInto(to: number, froms: readonly number[], until: number): void {
     checkNode(to, "to");
-    const key = from * NODE_ID_LIMIT + to;
-    if ((this.#stalls.get(key) ?? -Infinity) < until) this.#stalls.set(key, until);
+    for (const from of froms) {
+      checkNode(from, "from");
+      if (from === to) continue;
+      const key = from * NODE_ID_LIMIT + to;
+      if ((this.#stalls.get(key) ?? -Infinity) < until) this.#stalls.set(key, until);
+    }
     this.stats.partitions++;
   }
 

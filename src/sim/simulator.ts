@@ -470,9 +470,7 @@ class Simulation {
           // Hold what is sent to it across the restart: the answers to both incarnations'
           // Recovery messages then arrive together, the old ones first.
           const until = this.now + downtime + this.faultPrng.int(10, 300);
-          for (const other of this.replicas) {
-            if (other !== sim) this.network.stall(other.index, sim.index, until);
-          }
+          this.network.stallInto(sim.index, this.replicas.map((other) => other.index), until);
           this.#traceLine(`STALL every link into r${sim.index} until ${until}`);
         }
         return;
@@ -712,7 +710,7 @@ class Simulation {
             ? prng.pick(unavailable).index
             : prng.pick(replicas);
           const until = this.now + 1 + Math.round(prng.exponential(p.partitionMeanUnits));
-          for (const other of replicas) if (other !== node) this.network.stall(other, node, until);
+          this.network.stallInto(node, replicas, until);
           this.#traceLine(`STALL every link into r${node} until ${until}`);
         } else {
           // A primary that can send but not receive must step down, or nothing commits.

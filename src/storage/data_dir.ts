@@ -20,8 +20,17 @@
  * @module
  */
 
-import { Packr, Unpackr } from "msgpackr";
+import { Unpackr } from "msgpackr";
 import { crc32c, CRC32C_START, crc32cFinish, crc32cUpdate } from "../lib/crc32c.ts";
+import {
+  entryNumbersValid,
+  sizeArrayHeader,
+  sizeEntry,
+  sizeUint,
+  writeArrayHeader,
+  writeEntry,
+  writeUint,
+} from "../lib/msgpack_fast.ts";
 import type { LogEntry } from "../vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
 import { assert, AssertionError } from "../vr/assert.ts";
@@ -34,6 +43,16 @@ const LOG_REWRITE_RATIO = 2;
 const ENTRY_OVERHEAD_BYTES_ESTIMATE = 48;
 /** The operation bytes per record when the log is rewritten, to keep records a modest size. */
 const REWRITE_RECORD_BYTES_TARGET = 1024 * 1024;
+
+/**
+ * The log file is kept this far ahead of its records with zeros written and synced in advance:
+ * a write into space the file already has changes no metadata, so its fdatasync flushes data
+ * only (on this machine's ext4: 0.22 ms instead of 0.36 ms for an append).
+ */
+export const LOG_PREALLOCATE_AHEAD_BYTES = 8 * 1024 * 1024;
+/** Zeros are added in chunks of this size, one chunk per persist at most. */
+const LOG_PREALLOCATE_CHUNK_BYTES = 1024 * 1024;
+const ZERO_CHUNK = new Uint8Array(LOG_PREALLOCATE_CHUNK_BYTES);
 
 /** "VSLR" in little-endian: marks the start of every log record. */
 const RECORD_MAGIC = 0x524c5356;
@@ -84,6 +103,11 @@ export interface DataDirOptions {
   readonly logRewriteBytesMin?: number | undefined;
   /** Told about every repair a load makes (a torn tail cut off, the log rewritten). */
   readonly onRepair?: ((message: string) => void) | undefined;
+  /**
+   * How far ahead of its records the log file is filled with zeros; `LOG_PREALLOCATE_AHEAD_BYTES`
+   * by default, 0 to write records only (the file then ends where the records end).
+   */
+  readonly logPreallocateBytes?: number | undefined;
 }
 
 // ---------------------------------------------------------------- checksum
@@ -105,7 +129,6 @@ function recordChecksum(offset: number, body: Uint8Array): number {
 // ---------------------------------------------------------------- encoding
 
 // Plain msgpack: records, structured cloning and extension types are msgpackr extensions.
-const packr = new Packr({ useRecords: false, moreTypes: false, structuredClone: false });
 const unpackr = new Unpackr({
   useRecords: false,
   moreTypes: false,
@@ -132,34 +155,41 @@ interface Segment {
  * `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`.
  */
 function encodeRecord(offset: number, segments: readonly Segment[], fileName: string): Uint8Array {
-  // pack() returns a pooled buffer: it is copied into the record before the next pack().
-  const body = packr.pack([
-    RECORD_KIND_BATCH,
-    segments.map((segment) => [
-      segment.superblockSequence,
-      segment.fromOpNumber,
-      segment.commitNumber,
-      segment.entries.map((entry) => [
-        entry.opNumber,
-        entry.viewNumber,
-        entry.clientId,
-        entry.requestNumber,
-        entry.timestamp,
-        entry.operation,
-      ]),
-    ]),
-  ]);
-  if (body.length > RECORD_BODY_BYTES_MAX) {
+  // Written by hand, byte for byte what msgpackr writes for these arrays (a test checks): a
+  // record is written on every persist, and msgpackr would first need the nested arrays built.
+  let bodyBytes = sizeArrayHeader(2) + sizeUint(RECORD_KIND_BATCH) +
+    sizeArrayHeader(segments.length);
+  for (const segment of segments) {
+    bodyBytes += sizeArrayHeader(SEGMENT_FIELD_COUNT) + sizeUint(segment.superblockSequence) +
+      sizeUint(segment.fromOpNumber) + sizeUint(segment.commitNumber) +
+      sizeArrayHeader(segment.entries.length);
+    for (const entry of segment.entries) {
+      assert(entryNumbersValid(entry), `${fileName}: entry ${entry.opNumber} has an odd number`);
+      bodyBytes += sizeEntry(entry);
+    }
+  }
+  if (bodyBytes > RECORD_BODY_BYTES_MAX) {
     throw new DataDirError(
-      `${fileName}: a batch of ${body.length} bytes exceeds the limit of ${RECORD_BODY_BYTES_MAX}`,
+      `${fileName}: a batch of ${bodyBytes} bytes exceeds the limit of ${RECORD_BODY_BYTES_MAX}`,
     );
   }
-  const record = new Uint8Array(RECORD_HEADER_BYTES + body.length);
+  const record = new Uint8Array(RECORD_HEADER_BYTES + bodyBytes);
+  let p = writeArrayHeader(record, RECORD_HEADER_BYTES, 2);
+  p = writeUint(record, p, RECORD_KIND_BATCH);
+  p = writeArrayHeader(record, p, segments.length);
+  for (const segment of segments) {
+    p = writeArrayHeader(record, p, SEGMENT_FIELD_COUNT);
+    p = writeUint(record, p, segment.superblockSequence);
+    p = writeUint(record, p, segment.fromOpNumber);
+    p = writeUint(record, p, segment.commitNumber);
+    p = writeArrayHeader(record, p, segment.entries.length);
+    for (const entry of segment.entries) p = writeEntry(record, p, entry);
+  }
+  assert(p === record.length, `${fileName}: record encoding wrote ${p} of ${record.length} bytes`);
   const view = new DataView(record.buffer);
   view.setUint32(0, RECORD_MAGIC, true);
-  view.setUint32(4, body.length, true);
-  view.setUint32(8, recordChecksum(offset, body), true);
-  record.set(body, RECORD_HEADER_BYTES);
+  view.setUint32(4, bodyBytes, true);
+  view.setUint32(8, recordChecksum(offset, record.subarray(RECORD_HEADER_BYTES)), true);
   return record;
 }
 
@@ -387,6 +417,18 @@ async function findRecordAfter(
   return undefined;
 }
 
+/** Whether every byte of `file` from `offset` to `size` is zero (space written in advance). */
+async function isZeroFrom(file: Deno.FsFile, offset: number, size: number): Promise<boolean> {
+  let position = offset;
+  while (position < size) {
+    const chunk = await readAt(file, position, Math.min(READ_CHUNK_BYTES, size - position));
+    if (chunk.length === 0) return false;
+    for (let index = 0; index < chunk.length; index++) if (chunk[index] !== 0) return false;
+    position += chunk.length;
+  }
+  return true;
+}
+
 async function syncDirectory(path: string): Promise<void> {
   const directory = await Deno.open(path, { read: true });
   try {
@@ -459,8 +501,10 @@ class SegmentBuilder {
 interface LoadedLog {
   readonly log: LogEntry[];
   readonly commitNumber: number;
-  /** The size of the log file once repaired. */
+  /** Where the records end, once repaired: the next record goes here. */
   readonly size: number;
+  /** The size of the file: `size` plus the preallocated zeros after the records. */
+  readonly allocated: number;
 }
 
 export class DataDir {
@@ -471,8 +515,12 @@ export class DataDir {
   readonly #slots: readonly [Deno.FsFile, Deno.FsFile];
   /** The op-number of the last entry in the durable log. */
   #opNumber: number;
-  /** The size of the log file, where the next record goes. */
+  /** Where the log's records end, where the next record goes. */
   #logBytes: number;
+  /** The size of the log file: records, then zeros written in advance (see the constant). */
+  #logAllocated: number;
+  /** How far ahead of the records zeros are written (`DataDirOptions.logPreallocateBytes`). */
+  #preallocateBytes = LOG_PREALLOCATE_AHEAD_BYTES;
   /** The sequence-number of the durable superblock. */
   #superblockSequence: number;
   #inFlight: Promise<number> | undefined;
@@ -488,6 +536,7 @@ export class DataDir {
     slots: readonly [Deno.FsFile, Deno.FsFile],
     opNumber: number,
     logBytes: number,
+    logAllocated: number,
     superblockSequence: number,
   ) {
     this.#path = path;
@@ -497,11 +546,33 @@ export class DataDir {
     this.#slots = slots;
     this.#opNumber = opNumber;
     this.#logBytes = logBytes;
+    this.#logAllocated = logAllocated;
     this.#superblockSequence = superblockSequence;
   }
 
   get path(): string {
     return this.#path;
+  }
+
+  /**
+   * Writes one chunk of zeros at the end of the log file if the room after the records is below
+   * `LOG_PREALLOCATE_AHEAD_BYTES`; returns whether it did. Not synced here: the caller's next
+   * fdatasync makes the zeros durable together with the record that follows.
+   */
+  #preallocateStep(): boolean {
+    if (this.#logAllocated - this.#logBytes >= this.#preallocateBytes) return false;
+    const file = this.#log;
+    file.seekSync(this.#logAllocated, Deno.SeekMode.Start);
+    let written = 0;
+    while (written < ZERO_CHUNK.length) written += file.writeSync(ZERO_CHUNK.subarray(written));
+    filePositions.delete(file);
+    this.#logAllocated += ZERO_CHUNK.length;
+    return true;
+  }
+
+  /** After writing a record that ends at `end`: the file is at least that long. */
+  #recordWritten(end: number): void {
+    if (end > this.#logAllocated) this.#logAllocated = end;
   }
 
   /**
@@ -561,6 +632,7 @@ export class DataDir {
         slots,
         loaded.log.length,
         loaded.size,
+        loaded.allocated,
         current.sequence,
       );
       await dataDir.#rewriteIfBloated(
@@ -568,6 +640,11 @@ export class DataDir {
         options.logRewriteBytesMin ?? LOG_REWRITE_BYTES_MIN,
         options.onRepair,
       );
+      dataDir.#preallocateBytes = options.logPreallocateBytes ?? LOG_PREALLOCATE_AHEAD_BYTES;
+      // Room for the first records, made durable now rather than on the first persist.
+      let extended = false;
+      while (dataDir.#preallocateStep()) extended = true;
+      if (extended && sync) await dataDir.#log.sync();
       const state: DurableState | undefined = fresh ? undefined : {
         superblock: current.superblock,
         log: loaded.log,
@@ -658,6 +735,9 @@ export class DataDir {
     let kept: Segment[] | undefined;
     while (offset < size) {
       if (size - offset < RECORD_HEADER_BYTES) {
+        if (await isZeroFrom(file, offset, size)) {
+          return { log, commitNumber, size: offset, allocated: size };
+        }
         badReason = `is cut short (${size - offset} bytes)`;
         break;
       }
@@ -665,6 +745,10 @@ export class DataDir {
       const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
       const length = view.getUint32(4, true);
       if (view.getUint32(0, true) !== RECORD_MAGIC) {
+        if (view.getUint32(0, true) === 0 && await isZeroFrom(file, offset, size)) {
+          // The zeros written in advance: the records end here.
+          return { log, commitNumber, size: offset, allocated: size };
+        }
         badReason = "lacks the record magic";
         break;
       }
@@ -735,7 +819,7 @@ export class DataDir {
         `${fileName}: dropped the writes of the record at byte ${offset} that followed a superblock write lost in a crash`,
       );
     } else {
-      return { log, commitNumber, size };
+      return { log, commitNumber, size, allocated: size };
     }
     await file.truncate(offset);
     let repairedSize = offset;
@@ -745,7 +829,7 @@ export class DataDir {
       repairedSize += record.length;
     }
     if (sync) await file.sync();
-    return { log, commitNumber, size: repairedSize };
+    return { log, commitNumber, size: repairedSize, allocated: repairedSize };
   }
 
   /** Rewrites the log with only its live entries when truncations left it mostly dead. */
@@ -798,6 +882,7 @@ export class DataDir {
     this.#log = await Deno.open(fileName, { read: true, write: true });
     onRepair?.(`${fileName}: rewrote ${loaded.size} bytes as ${size} bytes of live entries`);
     this.#logBytes = size;
+    this.#logAllocated = size;
   }
 
   /**
@@ -882,12 +967,17 @@ export class DataDir {
       const fileName = `${this.#path}/${LOG_FILE}`;
       const record = encodeRecord(this.#logBytes, segments, fileName);
       try {
+        // One chunk of zeros per persist at most, ahead of need, so that no persist pays for
+        // many (a record longer than the room left goes partly past the zeros, which is only a
+        // plain append). The fdatasync below makes the zeros durable with the record.
+        this.#preallocateStep();
         await writeAll(this.#log, this.#logBytes, record);
         if (this.#sync) await this.#log.syncData();
       } catch (error) {
         throw new DataDirError(`${fileName}: write failed: ${describe(error)}`, { cause: error });
       }
       this.#logBytes += record.length;
+      this.#recordWritten(this.#logBytes);
       this.#opNumber = opNumber;
     }
     if (superblock !== undefined) {

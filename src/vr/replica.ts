@@ -1278,10 +1278,13 @@ export class Replica {
     }
     // The new primary during a view change, fetching committed entries it lacks (§5.3).
     if (this.#status === "view_change" && this.isPrimary) {
-      if (message.viewNumber > this.#viewNumber && message.normal) {
-        // The group has moved past the view we are starting: its later commits may extend beyond
-        // every log our DoViewChange quorum holds, so join that view instead (seed 479877611).
-        return this.#learnNewerView(message.viewNumber);
+      if (message.viewNumber > this.#viewNumber) {
+        // The group has moved past the view we are starting: commits made in a view between may
+        // extend beyond every log our DoViewChange quorum holds, so join the later view instead of
+        // completing ours with them (seed 479877611): adopt it from its primary if the responder
+        // is normal there, else take part in its view change.
+        if (message.normal) return this.#learnNewerView(message.viewNumber);
+        return this.#startViewChange(message.viewNumber);
       }
       const before = this.#commitNumber;
       this.#appendCommitted(message.entries, message.commitNumber);
