@@ -46,5 +46,6 @@ export {
   type LinearizabilityResult,
 } from "./src/sim/linearizability.ts";
 export { Client, ClientError, type ClientOptions, ClientTransport } from "./src/client/client.ts";
+export { type KvBytes, KvClient, KvError } from "./src/client/kv_client.ts";
 export { type NodeOptions, ReplicaNode, type ReplicaStatus } from "./src/transport/node.ts";
 export { loadConfig, parseConfig, type ServerConfig } from "./src/config.ts";

@@ -1,0 +1,64 @@
+import { strict as assert } from "node:assert";
+import { KEY_SIZE_MAX, KvStore } from "../src/app/kv.ts";
+import { KvClient, KvError } from "../src/client/kv_client.ts";
+import { parseConfig, renderConfig } from "../src/config.ts";
+import { ReplicaNode } from "../src/transport/node.ts";
+
+/** A one-replica group in this process, on a port the kernel picked, with a fresh data dir. */
+async function withGroup(body: (address: string) => Promise<void>): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+  const dataDir = await Deno.makeTempDir({ prefix: "vstamp_kv_client_test_" });
+  const node = await ReplicaNode.start({
+    config: parseConfig(renderConfig([address]), "test.yaml"),
+    index: 0,
+    dataDir,
+    sync: "none",
+    app: new KvStore(),
+    listener,
+    log: () => {},
+  });
+  try {
+    await body(address);
+  } finally {
+    await node.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
+Deno.test("KvClient set, get, del and size against a live replica", async () => {
+  await withGroup(async (address) => {
+    const kv = await KvClient.connect({ addresses: [address] });
+    try {
+      assert.equal(await kv.get("missing"), null);
+      await kv.set("greeting", "hello world");
+      await kv.set(new Uint8Array([0, 255]), new Uint8Array([1, 2, 3]));
+      assert.equal(await kv.getString("greeting"), "hello world");
+      assert.deepEqual(await kv.get(new Uint8Array([0, 255])), new Uint8Array([1, 2, 3]));
+      assert.equal(await kv.size(), 2);
+      assert.equal(await kv.del("greeting"), true);
+      assert.equal(await kv.del("greeting"), false);
+      assert.equal(await kv.size(), 1);
+    } finally {
+      kv.close();
+    }
+  });
+});
+
+Deno.test("KvClient turns an error result into a KvError naming the command", async () => {
+  await withGroup(async (address) => {
+    const kv = await KvClient.connect({ addresses: [address] });
+    try {
+      await assert.rejects(
+        kv.set(new Uint8Array(KEY_SIZE_MAX + 1), "v"),
+        (error: unknown) =>
+          error instanceof KvError &&
+          /^SET: key is \d+ bytes, the limit is \d+/.test(error.message),
+      );
+      // The store is unchanged and the client goes on.
+      assert.equal(await kv.size(), 0);
+    } finally {
+      kv.close();
+    }
+  });
+});
