@@ -11,19 +11,10 @@
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../src/config.ts";
 import { collectStatus, type StatusRow } from "../src/cli/status.ts";
+import { RUN_PERMISSIONS } from "../src/cli/cluster.ts";
 
 /** The CLI entry point, as an absolute path. */
 export const MAIN_PATH: string = fileURLToPath(new URL("../main.ts", import.meta.url));
-
-const PERMISSIONS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env",
-  "--allow-run",
-  "--allow-sys",
-  "--deny-ffi",
-];
 
 /** Polling interval of `waitFor`. */
 const POLL_MS = 25;
@@ -38,7 +29,7 @@ const OUTPUT_CHARS_MAX = 64 * 1024;
 
 /** The arguments of `deno` that run `vstamp <args>`. */
 export function vstampArgs(args: readonly string[]): string[] {
-  return ["run", ...PERMISSIONS, MAIN_PATH, ...args];
+  return ["run", ...RUN_PERMISSIONS, MAIN_PATH, ...args];
 }
 
 /**

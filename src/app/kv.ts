@@ -11,6 +11,7 @@
  */
 
 import { Packr, Unpackr } from "msgpackr";
+import { MsgpackReader, sizeBinHeader, writeBin } from "../lib/msgpack_fast.ts";
 import type { ApplyContext, StateMachine } from "./state_machine.ts";
 
 /** The largest key, in bytes. */
@@ -226,8 +227,8 @@ export function encodeKvOperation(operation: KvOperation): Uint8Array {
   if (operation.command === "SIZE") return Uint8Array.of(0x91, 0xa4, 0x53, 0x49, 0x5a, 0x45);
   const key = operation.key;
   const value = operation.command === "SET" ? operation.value : undefined;
-  const size = 5 + binHeaderSize(key.byteLength) + key.byteLength +
-    (value === undefined ? 0 : binHeaderSize(value.byteLength) + value.byteLength);
+  const size = 5 + sizeBinHeader(key.byteLength) + key.byteLength +
+    (value === undefined ? 0 : sizeBinHeader(value.byteLength) + value.byteLength);
   const out = new Uint8Array(size);
   out[0] = value === undefined ? 0x92 : 0x93;
   out[1] = 0xa3;
@@ -246,61 +247,6 @@ const COMMAND_CODES = {
   GET: [0x47, 0x45, 0x54],
   DEL: [0x44, 0x45, 0x4c],
 } as const;
-
-/** The size of the msgpack bin header for `length` bytes (bin 8, 16 or 32). */
-function binHeaderSize(length: number): number {
-  return length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
-}
-
-/** Writes `bytes` as a msgpack bin at `position`; returns the position after it. */
-function writeBin(out: Uint8Array, position: number, bytes: Uint8Array): number {
-  const length = bytes.byteLength;
-  let p = position;
-  if (length < 0x100) {
-    out[p++] = 0xc4;
-    out[p++] = length;
-  } else if (length < 0x10000) {
-    out[p++] = 0xc5;
-    out[p++] = length >>> 8;
-    out[p++] = length & 0xff;
-  } else {
-    out[p++] = 0xc6;
-    out[p++] = length >>> 24;
-    out[p++] = (length >>> 16) & 0xff;
-    out[p++] = (length >>> 8) & 0xff;
-    out[p++] = length & 0xff;
-  }
-  out.set(bytes, p);
-  return p + length;
-}
-
-/**
- * Reads a msgpack bin at `position` of `bytes`: its length and where its data starts, or -1 as
- * the length when the bytes there are not a complete bin.
- */
-function readBin(bytes: Uint8Array, position: number): { length: number; start: number } {
-  const tag = bytes[position];
-  let length = -1;
-  let start = position;
-  if (tag === 0xc4 && position + 2 <= bytes.byteLength) {
-    length = bytes[position + 1]!;
-    start = position + 2;
-  } else if (tag === 0xc5 && position + 3 <= bytes.byteLength) {
-    length = (bytes[position + 1]! << 8) | bytes[position + 2]!;
-    start = position + 3;
-  } else if (tag === 0xc6 && position + 5 <= bytes.byteLength) {
-    length = ((bytes[position + 1]! << 24) >>> 0) + ((bytes[position + 2]! << 16) |
-      (bytes[position + 3]! << 8) | bytes[position + 4]!);
-    start = position + 5;
-  }
-  if (length < 0 || start + length > bytes.byteLength) return { length: -1, start };
-  return { length, start };
-}
-
-/** A plain Uint8Array view of `length` bytes of `bytes` from `start`. */
-function viewOf(bytes: Uint8Array, start: number, length: number): Uint8Array {
-  return new Uint8Array(bytes.buffer, bytes.byteOffset + start, length);
-}
 
 /**
  * The operations every client sends, in the exact form `encodeKvOperation` writes, decoded without
@@ -327,26 +273,13 @@ function decodeKvOperationFast(bytes: Uint8Array): KvOperation | undefined {
   else if (c0 === 0x44 && c1 === 0x45 && c2 === 0x4c) command = "DEL";
   else return undefined;
   if ((command === "SET") !== (head === 0x93)) return undefined;
-  const key = readBin(bytes, 5);
-  if (key.length < 0 || key.length > KEY_SIZE_MAX) return undefined;
-  const keyEnd = key.start + key.length;
-  if (command !== "SET") {
-    return keyEnd === bytes.byteLength
-      ? { command, key: viewOf(bytes, key.start, key.length) }
-      : undefined;
-  }
-  const value = readBin(bytes, keyEnd);
-  if (
-    value.length < 0 || value.length > VALUE_SIZE_MAX ||
-    value.start + value.length !== bytes.byteLength
-  ) {
-    return undefined;
-  }
-  return {
-    command,
-    key: viewOf(bytes, key.start, key.length),
-    value: viewOf(bytes, value.start, value.length),
-  };
+  const reader = new MsgpackReader(bytes, 5);
+  const key = reader.bin();
+  if (key === undefined || key.byteLength > KEY_SIZE_MAX) return undefined;
+  if (command !== "SET") return reader.done ? { command, key } : undefined;
+  const value = reader.bin();
+  if (value === undefined || value.byteLength > VALUE_SIZE_MAX || !reader.done) return undefined;
+  return { command, key, value };
 }
 
 /** Checks one binary argument; returns an error message or the argument as a plain view. */
@@ -429,7 +362,7 @@ export function encodeKvResult(result: KvResult): Uint8Array {
     case "bytes": {
       // By hand, as msgpackr writes it: one allocation instead of a pack and a copy.
       const value = result.value;
-      const out = new Uint8Array(binHeaderSize(value.byteLength) + value.byteLength);
+      const out = new Uint8Array(sizeBinHeader(value.byteLength) + value.byteLength);
       writeBin(out, 0, value);
       return out;
     }
@@ -462,12 +395,10 @@ export function decodeKvResult(bytes: Uint8Array): KvResult {
   }
   if (bytes.byteLength === 1 && head === 0xc0) return { kind: "nil" };
   if (head === 0xc4 || head === 0xc5 || head === 0xc6) {
-    const bin = readBin(bytes, 0);
-    if (
-      bin.length >= 0 && bin.length <= VALUE_SIZE_MAX &&
-      bin.start + bin.length === bytes.byteLength
-    ) {
-      return { kind: "bytes", value: viewOf(bytes, bin.start, bin.length) };
+    const reader = new MsgpackReader(bytes);
+    const value = reader.bin();
+    if (value !== undefined && value.byteLength <= VALUE_SIZE_MAX && reader.done) {
+      return { kind: "bytes", value };
     }
   }
   const decoded = decodeStrict(bytes, "result");
@@ -707,7 +638,7 @@ export class KvStore implements StateMachine {
       // The result is the value: encode it once and keep the stored value as a view of the
       // result's bytes, so that a SET allocates one buffer, not a copy and then a result.
       const value = decoded.value;
-      const header = binHeaderSize(value.byteLength);
+      const header = sizeBinHeader(value.byteLength);
       const result = new Uint8Array(header + value.byteLength);
       writeBin(result, 0, value);
       this.#set(decoded.key, result.subarray(header));

@@ -83,6 +83,19 @@ Examples:
   return cluster;
 }
 
+/** The permissions `vstamp` runs with (as the `vstamp` task in deno.json gives them). */
+export const RUN_PERMISSIONS: readonly string[] = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env",
+  "--allow-run",
+  "--allow-sys",
+  // msgpackr would load its optional native addon through FFI (and Deno would prompt for it on a
+  // terminal); the pure TypeScript path is what we measure and ship.
+  "--deny-ffi",
+];
+
 /** The command that runs another vstamp subcommand the way this process was run. */
 export function vstampCommand(args: readonly string[]): { command: string; args: string[] } {
   const main = Deno.mainModule;
@@ -90,18 +103,7 @@ export function vstampCommand(args: readonly string[]): { command: string; args:
   // module with the same permissions and configuration.
   if (main.includes("/deno-compile-")) return { command: Deno.execPath(), args: [...args] };
   const configFile = new URL("../../deno.json", import.meta.url);
-  const runArgs = [
-    "run",
-    "--allow-read",
-    "--allow-write",
-    "--allow-net",
-    "--allow-env",
-    "--allow-run",
-    "--allow-sys",
-    // msgpackr would load its optional native addon through FFI (and Deno would prompt for it on
-    // a terminal); the pure TypeScript path is what we measure and ship.
-    "--deny-ffi",
-  ];
+  const runArgs = ["run", ...RUN_PERMISSIONS];
   if (configFile.protocol === "file:") runArgs.push(`--config=${configFile.pathname}`);
   return { command: Deno.execPath(), args: [...runArgs, main, ...args] };
 }
