@@ -298,55 +298,68 @@ Deno.test("DataDir without a valid superblock or a log is an error", async () =>
   });
 });
 
-Deno.test("DataDir log writes after a lost superblock write are dropped", async () => {
-  await withDir(async (path) => {
-    const { dataDir } = await openDir(path);
-    await dataDir.persist([logWrite(1, 1, entries(1, 2, 0), 1)]);
-    const slotB = await Deno.readFile(`${path}/superblock.b`);
-    const next: Superblock = { viewNumber: 1, lastNormalView: 1, recovering: false };
-    // The log writes before the superblock write must survive; those after it must not.
-    await dataDir.persist([
-      logWrite(2, 3, entries(3, 3, 0), 1),
-      superblockWrite(3, next),
-      logWrite(4, 3, entries(3, 5, 1), 2),
-    ]);
-    await dataDir.close();
-    assert.deepEqual(await reopen(path), {
-      superblock: next,
-      log: [...entries(1, 2, 0), ...entries(3, 5, 1)],
-      commitNumber: 2,
-      logTrusted: true,
-    });
-    // A crash after the log's fdatasync but before the superblock slot's write.
-    await Deno.writeFile(`${path}/superblock.b`, slotB);
-    const repairs: string[] = [];
-    const expected: DurableState = {
-      superblock: SUPERBLOCK_DEFAULT,
-      log: entries(1, 3, 0),
-      commitNumber: 1,
-      logTrusted: true,
-    };
-    assert.deepEqual(
-      await reopen(path, { onRepair: (message) => repairs.push(message) }),
-      expected,
-    );
-    assert.equal(repairs.length, 1);
-    assert.deepEqual(
-      await reopen(path, { onRepair: (message) => repairs.push(message) }),
-      expected,
-    );
-    assert.equal(repairs.length, 1, "the repair is durable");
-    const again = await openDir(path);
-    await again.dataDir.persist([superblockWrite(5, next), logWrite(6, 4, [entry(4, 1)], 3)]);
-    await again.dataDir.close();
-    assert.deepEqual(await reopen(path), {
-      superblock: next,
-      log: [...entries(1, 3, 0), entry(4, 1)],
-      commitNumber: 3,
-      logTrusted: true,
+for (
+  const [mode, preallocate] of [["", 0], [
+    " (preallocated log)",
+    LOG_PREALLOCATE_AHEAD_BYTES,
+  ]] as const
+) {
+  Deno.test(`DataDir log writes after a lost superblock write are dropped${mode}`, async () => {
+    await withDir(async (path) => {
+      const { dataDir } = await openDir(path, { logPreallocateBytes: preallocate });
+      await dataDir.persist([logWrite(1, 1, entries(1, 2, 0), 1)]);
+      const slotB = await Deno.readFile(`${path}/superblock.b`);
+      const next: Superblock = { viewNumber: 1, lastNormalView: 1, recovering: false };
+      // The log writes before the superblock write must survive; those after it must not.
+      await dataDir.persist([
+        logWrite(2, 3, entries(3, 3, 0), 1),
+        superblockWrite(3, next),
+        logWrite(4, 3, entries(3, 5, 1), 2),
+      ]);
+      await dataDir.close();
+      assert.deepEqual(await reopen(path, { logPreallocateBytes: preallocate }), {
+        superblock: next,
+        log: [...entries(1, 2, 0), ...entries(3, 5, 1)],
+        commitNumber: 2,
+        logTrusted: true,
+      });
+      // A crash after the log's fdatasync but before the superblock slot's write.
+      await Deno.writeFile(`${path}/superblock.b`, slotB);
+      const repairs: string[] = [];
+      const expected: DurableState = {
+        superblock: SUPERBLOCK_DEFAULT,
+        log: entries(1, 3, 0),
+        commitNumber: 1,
+        logTrusted: true,
+      };
+      assert.deepEqual(
+        await reopen(path, {
+          logPreallocateBytes: preallocate,
+          onRepair: (message) => repairs.push(message),
+        }),
+        expected,
+      );
+      assert.equal(repairs.length, 1);
+      assert.deepEqual(
+        await reopen(path, {
+          logPreallocateBytes: preallocate,
+          onRepair: (message) => repairs.push(message),
+        }),
+        expected,
+      );
+      assert.equal(repairs.length, 1, "the repair is durable");
+      const again = await openDir(path, { logPreallocateBytes: preallocate });
+      await again.dataDir.persist([superblockWrite(5, next), logWrite(6, 4, [entry(4, 1)], 3)]);
+      await again.dataDir.close();
+      assert.deepEqual(await reopen(path, { logPreallocateBytes: preallocate }), {
+        superblock: next,
+        log: [...entries(1, 3, 0), entry(4, 1)],
+        commitNumber: 3,
+        logTrusted: true,
+      });
     });
   });
-});
+}
 
 Deno.test("DataDir second open of an open directory fails", async () => {
   await withDir(async (path) => {
@@ -461,67 +474,71 @@ const batchPlan = fc.record({
   reopenAfter: fc.boolean(),
 });
 
-Deno.test("DataDir matches an in-memory model of the log", async () => {
-  await fc.assert(
-    fc.asyncProperty(fc.array(batchPlan, { minLength: 1, maxLength: 12 }), async (batches) => {
-      await withDir(async (path) => {
-        // The model follows the simulator's disk: see `#applyWrite` in src/sim/simulator.ts.
-        const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
-        let id = 0;
-        let open = await openDir(path, { sync: "none" });
-        for (const batch of batches) {
-          const effects: Effect[] = [];
-          for (const plan of batch.effects) {
-            id++;
-            if (plan.kind === "superblock") {
-              const viewNumber = model.superblock.viewNumber + plan.viewStep;
-              const superblock = {
-                viewNumber,
-                lastNormalView: plan.viewStep === 0 ? model.superblock.lastNormalView : viewNumber,
-                recovering: plan.recovering,
-              };
-              effects.push(superblockWrite(id, superblock));
-              model.superblock = superblock;
-              continue;
+for (const [mode, preallocate] of [["", 0], [" (preallocated log)", 64 * 1024]] as const) {
+  Deno.test(`DataDir matches an in-memory model of the log${mode}`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(batchPlan, { minLength: 1, maxLength: 12 }), async (batches) => {
+        await withDir(async (path) => {
+          // The model follows the simulator's disk: see `#applyWrite` in src/sim/simulator.ts.
+          const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
+          let id = 0;
+          let open = await openDir(path, { sync: "none", logPreallocateBytes: preallocate });
+          for (const batch of batches) {
+            const effects: Effect[] = [];
+            for (const plan of batch.effects) {
+              id++;
+              if (plan.kind === "superblock") {
+                const viewNumber = model.superblock.viewNumber + plan.viewStep;
+                const superblock = {
+                  viewNumber,
+                  lastNormalView: plan.viewStep === 0
+                    ? model.superblock.lastNormalView
+                    : viewNumber,
+                  recovering: plan.recovering,
+                };
+                effects.push(superblockWrite(id, superblock));
+                model.superblock = superblock;
+                continue;
+              }
+              const from = 1 +
+                Math.min(model.log.length, Math.floor(plan.position * (model.log.length + 1)));
+              const written: LogEntry[] = [];
+              for (let index = 0; index < plan.count; index++) {
+                written.push(entry(from + index, model.superblock.viewNumber, plan.size + index));
+              }
+              model.log.length = from - 1;
+              model.log.push(...written);
+              // Now and then beyond the log, which the load clamps as the simulator's disk does.
+              const commitNumber = Math.floor(plan.position * (model.log.length + 2));
+              effects.push(logWrite(id, from, written, commitNumber));
+              model.commitNumber = Math.min(commitNumber, model.log.length);
             }
-            const from = 1 +
-              Math.min(model.log.length, Math.floor(plan.position * (model.log.length + 1)));
-            const written: LogEntry[] = [];
-            for (let index = 0; index < plan.count; index++) {
-              written.push(entry(from + index, model.superblock.viewNumber, plan.size + index));
+            const persisted = await open.dataDir.persist(effects);
+            assert.equal(persisted, effects.length === 0 ? 0 : id);
+            if (batch.reopenAfter) {
+              await open.dataDir.close();
+              open = await openDir(path, { sync: "none", logPreallocateBytes: preallocate });
+              assert.deepEqual(open.state, {
+                superblock: model.superblock,
+                log: model.log,
+                commitNumber: model.commitNumber,
+                logTrusted: true,
+              });
             }
-            model.log.length = from - 1;
-            model.log.push(...written);
-            // Now and then beyond the log, which the load clamps as the simulator's disk does.
-            const commitNumber = Math.floor(plan.position * (model.log.length + 2));
-            effects.push(logWrite(id, from, written, commitNumber));
-            model.commitNumber = Math.min(commitNumber, model.log.length);
           }
-          const persisted = await open.dataDir.persist(effects);
-          assert.equal(persisted, effects.length === 0 ? 0 : id);
-          if (batch.reopenAfter) {
-            await open.dataDir.close();
-            open = await openDir(path, { sync: "none" });
-            assert.deepEqual(open.state, {
-              superblock: model.superblock,
-              log: model.log,
-              commitNumber: model.commitNumber,
-              logTrusted: true,
-            });
-          }
-        }
-        await open.dataDir.close();
-        assert.deepEqual(await reopen(path), {
-          superblock: model.superblock,
-          log: model.log,
-          commitNumber: model.commitNumber,
-          logTrusted: true,
+          await open.dataDir.close();
+          assert.deepEqual(await reopen(path, { logPreallocateBytes: preallocate }), {
+            superblock: model.superblock,
+            log: model.log,
+            commitNumber: model.commitNumber,
+            logTrusted: true,
+          });
         });
-      });
-    }),
-    { numRuns: PROPERTY_RUNS },
-  );
-});
+      }),
+      { numRuns: PROPERTY_RUNS },
+    );
+  });
+}
 
 // ---------------------------------------------------------------- preallocation
 

@@ -108,6 +108,9 @@ Examples:
         command.error(`error: --clients must be 1..${BENCH_CLIENTS_MAX}`, { exitCode: 2 });
       }
       if (flags.keys < 1) command.error("error: --keys must be at least 1", { exitCode: 2 });
+      if (flags.connections !== undefined && flags.connections < 1) {
+        command.error("error: --connections must be at least 1", { exitCode: 2 });
+      }
       Deno.exitCode = await runBench(flags);
     });
 }
@@ -275,7 +278,7 @@ async function load(
     return getOperations[index] ??= encodeKvOperation({ command: "GET", key: keys[index]! });
   };
   const histogram = new Histogram();
-  let measuring = flags.warmup === 0;
+  let measuring = false;
   let ops = 0;
   let errors = 0;
   let issued = 0;
@@ -311,12 +314,11 @@ async function load(
     }
   };
   const workers = clients.map((client) => worker(client));
-  if (!measuring) {
-    await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
-    measuring = true;
-  }
+  if (flags.warmup > 0) await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
+  // The servers' counters first, then the measurement: nothing done while they are fetched counts.
   const before = await fetchCounters(addresses);
   const clientCpuBefore = process.cpuUsage();
+  measuring = true;
   const started = performance.now();
   const interactive = Deno.stderr.isTerminal();
   let lastOps = 0;

@@ -417,6 +417,25 @@ async function findRecordAfter(
   return undefined;
 }
 
+/** How long `open` keeps trying to take the directory's lock before it calls it in use. */
+const LOCK_WAIT_MS = 200;
+const LOCK_RETRY_MS = 10;
+
+/**
+ * Takes the exclusive lock, trying again for `LOCK_WAIT_MS`. The lock is an flock(2): a process
+ * of ours that forks a child (to spawn any program) lends the child its open files until the
+ * child's exec closes them, so a lock released a moment ago can still be held for that moment.
+ * A server really running on the directory holds it for good, and is still reported.
+ */
+async function tryLockPatiently(lock: Deno.FsFile): Promise<boolean> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    if (await lock.tryLock(true)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+  }
+}
+
 /** Whether every byte of `file` from `offset` to `size` is zero (space written in advance). */
 async function isZeroFrom(file: Deno.FsFile, offset: number, size: number): Promise<boolean> {
   let position = offset;
@@ -594,7 +613,7 @@ export class DataDir {
     });
     const opened: Deno.FsFile[] = [lock];
     try {
-      if (!(await lock.tryLock(true))) {
+      if (!(await tryLockPatiently(lock))) {
         throw new DataDirError(`${path} is in use by another process`);
       }
       // Leftovers of a crash during a rename; the renamed-to files are intact.
@@ -640,7 +659,12 @@ export class DataDir {
         options.logRewriteBytesMin ?? LOG_REWRITE_BYTES_MIN,
         options.onRepair,
       );
-      dataDir.#preallocateBytes = options.logPreallocateBytes ?? LOG_PREALLOCATE_AHEAD_BYTES;
+      const preallocate = options.logPreallocateBytes ?? LOG_PREALLOCATE_AHEAD_BYTES;
+      assert(
+        Number.isSafeInteger(preallocate) && preallocate >= 0,
+        `logPreallocateBytes must be a non-negative integer, got ${preallocate}`,
+      );
+      dataDir.#preallocateBytes = preallocate;
       // Room for the first records, made durable now rather than on the first persist.
       let extended = false;
       while (dataDir.#preallocateStep()) extended = true;
@@ -784,7 +808,8 @@ export class DataDir {
             `${fileName}: record at byte ${offset} depends on superblock writes out of order`,
           );
         }
-        if (end !== size) {
+        // The last record: nothing follows it but the zeros written in advance, if any.
+        if (end !== size && !(await isZeroFrom(file, end, size))) {
           throw new DataDirError(
             `${fileName}: record at byte ${offset} depends on a superblock write that is not durable, but is not the last of the log`,
           );

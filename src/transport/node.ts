@@ -62,7 +62,7 @@ export interface NodeCounters extends IoCounters {
   /** Prepare messages sent (to each backup), and the log entries they carried. */
   prepares: number;
   preparedEntries: number;
-  /** Replies sent to clients. */
+  /** Replies the core produced (a reply to a client with no connection here is dropped). */
   replies: number;
   /** Persist batches written (each one write, and one fsync with `--sync fsync`). */
   persists: number;
