@@ -669,10 +669,12 @@ export class KvStore implements StateMachine {
 
   #set(key: Uint8Array, value: Uint8Array): void {
     const name = keyToString(key);
-    const previous = this.#entries.get(name);
-    if (previous !== undefined) this.#unaccount(key, previous);
+    if (this.#incremental) {
+      const previous = this.#entries.get(name);
+      if (previous !== undefined) this.#unaccount(key, previous);
+      this.#account(key, value);
+    }
     this.#entries.set(name, value);
-    this.#account(key, value);
   }
 
   #delete(key: Uint8Array): boolean {

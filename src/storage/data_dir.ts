@@ -164,7 +164,10 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
       sizeUint(segment.fromOpNumber) + sizeUint(segment.commitNumber) +
       sizeArrayHeader(segment.entries.length);
     for (const entry of segment.entries) {
-      assert(entryNumbersValid(entry), `${fileName}: entry ${entry.opNumber} has an odd number`);
+      assert(
+        entryNumbersValid(entry),
+        () => `${fileName}: entry ${entry.opNumber} has an odd number`,
+      );
       bodyBytes += sizeEntry(entry);
     }
   }
@@ -185,7 +188,10 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
     p = writeArrayHeader(record, p, segment.entries.length);
     for (const entry of segment.entries) p = writeEntry(record, p, entry);
   }
-  assert(p === record.length, `${fileName}: record encoding wrote ${p} of ${record.length} bytes`);
+  assert(
+    p === record.length,
+    () => `${fileName}: record encoding wrote ${p} of ${record.length} bytes`,
+  );
   const view = new DataView(record.buffer);
   view.setUint32(0, RECORD_MAGIC, true);
   view.setUint32(4, bodyBytes, true);
@@ -662,7 +668,7 @@ export class DataDir {
       const preallocate = options.logPreallocateBytes ?? LOG_PREALLOCATE_AHEAD_BYTES;
       assert(
         Number.isSafeInteger(preallocate) && preallocate >= 0,
-        `logPreallocateBytes must be a non-negative integer, got ${preallocate}`,
+        () => `logPreallocateBytes must be a non-negative integer, got ${preallocate}`,
       );
       dataDir.#preallocateBytes = preallocate;
       // Room for the first records, made durable now rather than on the first persist.
@@ -919,8 +925,8 @@ export class DataDir {
    * call rejects, since what reached the disk is unknown until the directory is reopened.
    */
   persist(effects: readonly Effect[]): Promise<number> {
-    assert(!this.#closed, `${this.#path}: persist after close`);
-    assert(this.#inFlight === undefined, `${this.#path}: persist while another is in flight`);
+    assert(!this.#closed, () => `${this.#path}: persist after close`);
+    assert(this.#inFlight === undefined, () => `${this.#path}: persist while another is in flight`);
     if (this.#failure !== undefined) {
       return Promise.reject(
         new DataDirError(
@@ -961,14 +967,16 @@ export class DataDir {
         const { fromOpNumber, entries, commitNumber } = effect;
         assert(
           Number.isSafeInteger(fromOpNumber) && fromOpNumber >= 1 && fromOpNumber <= opNumber + 1,
-          `persist_log ${effect.id} writes from op ${fromOpNumber}, but the log ends at op ${opNumber}`,
+          () =>
+            `persist_log ${effect.id} writes from op ${fromOpNumber}, but the log ends at op ${opNumber}`,
         );
         for (const [index, entry] of entries.entries()) {
           assert(
             entry.opNumber === fromOpNumber + index,
-            `persist_log ${effect.id} holds op ${entry.opNumber} where op ${
-              fromOpNumber + index
-            } belongs`,
+            () =>
+              `persist_log ${effect.id} holds op ${entry.opNumber} where op ${
+                fromOpNumber + index
+              } belongs`,
           );
         }
         const builder = superblock === undefined ? before : after;

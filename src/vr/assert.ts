@@ -10,7 +10,14 @@ export class AssertionError extends Error {
   override name = "AssertionError";
 }
 
-/** Throws an AssertionError with `message` unless `condition` holds. */
-export function assert(condition: boolean, message: string): asserts condition {
-  if (!condition) throw new AssertionError(message);
+/**
+ * Throws an AssertionError with `message` unless `condition` holds. A message that interpolates
+ * values should be a function: assertions run on every operation, and building a string that is
+ * almost never read would cost more than the check.
+ */
+export function assert(
+  condition: boolean,
+  message: string | (() => string),
+): asserts condition {
+  if (!condition) throw new AssertionError(typeof message === "string" ? message : message());
 }

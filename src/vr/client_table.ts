@@ -14,9 +14,16 @@ export interface ClientRecord {
   readonly result: Uint8Array;
 }
 
+/** A record updated in place on every execution: no allocation, no map reordering per op. */
+interface MutableRecord {
+  requestNumber: number;
+  opNumber: number;
+  result: Uint8Array;
+}
+
 export class ClientTable {
-  /** Executed requests. Map order is recency of execution: the first key is the eviction victim. */
-  readonly #executed = new Map<number, ClientRecord>();
+  /** Executed requests, one record per client. */
+  readonly #executed = new Map<number, MutableRecord>();
   /** clientId → the largest request-number in the log after the commit-number. */
   readonly #pending = new Map<number, number>();
   readonly #clientsMax: number;
@@ -29,6 +36,7 @@ export class ClientTable {
     return this.#executed.size;
   }
 
+  /** The client's latest executed request. Read it at once: the next execution updates it. */
   executed(clientId: number): ClientRecord | undefined {
     return this.#executed.get(clientId);
   }
@@ -54,29 +62,45 @@ export class ClientTable {
   }
 
   /**
-   * Record the execution of `entry`. Eviction is deterministic (it depends only on the sequence
-   * of executed entries), so every replica evicts the same client.
+   * Record the execution of `entry`. When the table is full, a new client evicts the one whose
+   * latest execution is the oldest (the smallest op-number): that depends only on the sequence of
+   * executed entries, so every replica evicts the same client.
    */
   onExecute(entry: LogEntry, result: Uint8Array): void {
     const clientId = entry.clientId;
     if (this.#pending.get(clientId) === entry.requestNumber) this.#pending.delete(clientId);
     const previous = this.#executed.get(clientId);
-    if (previous !== undefined && previous.requestNumber > entry.requestNumber) return;
-    this.#executed.delete(clientId);
+    if (previous !== undefined) {
+      if (previous.requestNumber > entry.requestNumber) return;
+      previous.requestNumber = entry.requestNumber;
+      previous.opNumber = entry.opNumber;
+      previous.result = result;
+      return;
+    }
+    if (this.#executed.size >= this.#clientsMax) this.#evictOldest();
     this.#executed.set(clientId, {
       requestNumber: entry.requestNumber,
       opNumber: entry.opNumber,
       result,
     });
-    if (this.#executed.size > this.#clientsMax) {
-      const victim = this.#executed.keys().next().value;
-      if (victim !== undefined) this.#executed.delete(victim);
-    }
   }
 
   /** Rebuild the pending part from the uncommitted log suffix (after the log was replaced). */
   rebuildPending(uncommitted: readonly LogEntry[]): void {
     this.#pending.clear();
     for (const entry of uncommitted) this.onAppend(entry);
+  }
+
+  /** A scan, but only when a new client arrives at a full table. */
+  #evictOldest(): void {
+    let victim: number | undefined;
+    let oldest = Infinity;
+    for (const [clientId, record] of this.#executed) {
+      if (record.opNumber < oldest) {
+        oldest = record.opNumber;
+        victim = clientId;
+      }
+    }
+    if (victim !== undefined) this.#executed.delete(victim);
   }
 }

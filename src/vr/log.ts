@@ -22,19 +22,19 @@ export class Log {
   append(entry: LogEntry): void {
     assert(
       entry.opNumber === this.#entries.length + 1,
-      `log append out of order: op ${entry.opNumber} after ${this.#entries.length}`,
+      () => `log append out of order: op ${entry.opNumber} after ${this.#entries.length}`,
     );
     const last = this.#entries[this.#entries.length - 1];
     assert(
       last === undefined || last.timestamp <= entry.timestamp,
-      `log timestamps must not go back: op ${entry.opNumber}`,
+      () => `log timestamps must not go back: op ${entry.opNumber}`,
     );
     this.#entries.push(entry);
   }
 
   /** Drop every entry after `opNumber`. */
   truncateAfter(opNumber: number): void {
-    assert(opNumber >= 0 && opNumber <= this.#entries.length, `bad truncation ${opNumber}`);
+    assert(opNumber >= 0 && opNumber <= this.#entries.length, () => `bad truncation ${opNumber}`);
     this.#entries.length = opNumber;
   }
 

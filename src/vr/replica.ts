@@ -208,11 +208,14 @@ export class Replica {
 
   constructor(options: ReplicaOptions) {
     const count = options.addresses.length;
-    assert(count >= 1 && count % 2 === 1, `a group needs an odd number of replicas, got ${count}`);
+    assert(
+      count >= 1 && count % 2 === 1,
+      () => `a group needs an odd number of replicas, got ${count}`,
+    );
     assert(
       Number.isInteger(options.replicaIndex) && options.replicaIndex >= 0 &&
         options.replicaIndex < count,
-      `replica index ${options.replicaIndex} out of range`,
+      () => `replica index ${options.replicaIndex} out of range`,
     );
     this.replicaIndex = options.replicaIndex;
     this.replicaCount = count;
@@ -557,7 +560,10 @@ export class Replica {
 
   /** Execute committed entries up to `commitNumber` (they must all be in the log). */
   #advanceCommit(commitNumber: number): void {
-    assert(commitNumber <= this.opNumber, `commit ${commitNumber} beyond op ${this.opNumber}`);
+    assert(
+      commitNumber <= this.opNumber,
+      () => `commit ${commitNumber} beyond op ${this.opNumber}`,
+    );
     const replying = this.#status === "normal" && this.isPrimary;
     while (this.#commitNumber < commitNumber) {
       const entry = this.#log.entry(this.#commitNumber + 1)!;
@@ -725,7 +731,7 @@ export class Replica {
 
   /** Replace the log after `opNumber` (which must not cut into committed entries). */
   #truncateLog(opNumber: number): void {
-    assert(opNumber >= this.#commitNumber, `truncation to ${opNumber} below commit`);
+    assert(opNumber >= this.#commitNumber, () => `truncation to ${opNumber} below commit`);
     if (opNumber >= this.opNumber) return;
     this.#log.truncateAfter(opNumber);
     if (this.#logDurableOpNumber > opNumber) this.#logDurableOpNumber = opNumber;
@@ -858,7 +864,7 @@ export class Replica {
       const ours = this.#log.entry(entry.opNumber);
       assert(
         ours !== undefined && sameEntry(ours, entry),
-        `committed op ${entry.opNumber} differs`,
+        () => `committed op ${entry.opNumber} differs`,
       );
     }
     this.#replaceUncommitted(chosen.entries);
@@ -1006,7 +1012,7 @@ export class Replica {
       const ours = this.#log.entry(entry.opNumber);
       assert(
         ours !== undefined && sameEntry(ours, entry),
-        `committed op ${entry.opNumber} differs`,
+        () => `committed op ${entry.opNumber} differs`,
       );
     }
     this.#replaceUncommitted(entries);
@@ -1417,7 +1423,7 @@ export class Replica {
     );
     assert(
       this.opNumber - this.#commitNumber <= this.limits.pipelineOpsMax + this.limits.batchOpsMax,
-      `uncommitted suffix too long: ${this.opNumber - this.#commitNumber}`,
+      () => `uncommitted suffix too long: ${this.opNumber - this.#commitNumber}`,
     );
   }
 }

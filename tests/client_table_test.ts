@@ -1,0 +1,52 @@
+import { strict as assert } from "node:assert";
+import { ClientTable } from "../src/vr/client_table.ts";
+import type { LogEntry } from "../src/vr/message.ts";
+
+function executed(opNumber: number, clientId: number, requestNumber: number): LogEntry {
+  return {
+    opNumber,
+    viewNumber: 0,
+    clientId,
+    requestNumber,
+    operation: new Uint8Array(),
+    timestamp: 0,
+  };
+}
+
+const result = (byte: number) => new Uint8Array([byte]);
+
+Deno.test("§4.5 client table keeps each client's latest executed request and its result", () => {
+  const table = new ClientTable(8);
+  table.onExecute(executed(1, 7, 1), result(1));
+  table.onExecute(executed(2, 7, 2), result(2));
+  assert.deepEqual(table.executed(7), { requestNumber: 2, opNumber: 2, result: result(2) });
+  // An older request executed late (it was in the log before a newer one) does not go back.
+  table.onExecute(executed(3, 7, 1), result(3));
+  assert.deepEqual(table.executed(7), { requestNumber: 2, opNumber: 2, result: result(2) });
+  assert.equal(table.latestRequestNumber(7), 2);
+});
+
+Deno.test("§4.5 client table tracks requests in the log until they are executed", () => {
+  const table = new ClientTable(8);
+  table.onAppend(executed(1, 7, 5));
+  assert.equal(table.pending(7), 5);
+  assert.equal(table.latestRequestNumber(7), 5);
+  table.onExecute(executed(1, 7, 5), result(1));
+  assert.equal(table.pending(7), undefined);
+  assert.equal(table.latestRequestNumber(7), 5);
+});
+
+Deno.test("§4.5 a full client table evicts the client whose latest execution is oldest", () => {
+  const table = new ClientTable(3);
+  table.onExecute(executed(1, 10, 1), result(1));
+  table.onExecute(executed(2, 20, 1), result(2));
+  table.onExecute(executed(3, 30, 1), result(3));
+  table.onExecute(executed(4, 10, 2), result(4)); // Client 10 is now the most recent.
+  table.onExecute(executed(5, 40, 1), result(5)); // Full: evicts client 20 (op 2).
+  assert.equal(table.size, 3);
+  assert.equal(table.executed(20), undefined);
+  for (const clientId of [10, 30, 40]) assert.ok(table.executed(clientId) !== undefined);
+  table.onExecute(executed(6, 50, 1), result(6)); // Evicts client 30 (op 3).
+  assert.equal(table.executed(30), undefined);
+  assert.deepEqual([10, 40, 50].map((c) => table.executed(c)?.opNumber), [4, 5, 6]);
+});
