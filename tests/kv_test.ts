@@ -642,3 +642,58 @@ Deno.test("KvStore SET keeps its own copy of the value", () => {
   operation.fill(0);
   assert.deepEqual(get(store, text("k")), { kind: "bytes", value: text("abc") });
 });
+
+Deno.test("KvStore stores short and long values alike: results, reads, digests, snapshots", () => {
+  // Values up to 1 KiB are kept as strings and longer ones as bytes; nothing may tell them apart.
+  const sizes = [0, 1, 255, 256, 1023, 1024, 1025, 4096, 65_536];
+  const incremental = new KvStore();
+  const computed = new KvStore({ incrementalDigest: false });
+  for (const [index, size] of sizes.entries()) {
+    const value = new Uint8Array(size).map((_, i) => (i * 31 + index) & 0xff);
+    const operation = encodeKvOperation({ command: "SET", key: text(`k${index}`), value });
+    for (const store of [incremental, computed]) {
+      const result = store.apply(operation, CONTEXT);
+      assert.deepEqual(result, new Uint8Array(pack(value)), `SET result for ${size} bytes`);
+      assert.deepEqual(get(store, text(`k${index}`)), { kind: "bytes", value });
+    }
+  }
+  assert.equal(incremental.digest(), computed.digest());
+  const restored = new KvStore();
+  restored.restore(incremental.snapshot());
+  assert.equal(restored.digest(), incremental.digest());
+  assert.deepEqual(restored.snapshot(), computed.snapshot());
+  // Overwrites and deletes keep the digests equal across the two kinds of storage.
+  for (const store of [incremental, computed]) {
+    set(store, "k1", "x".repeat(2000));
+    set(store, "k7", "short");
+    run(store, { command: "DEL", key: text("k3") });
+  }
+  assert.equal(incremental.digest(), computed.digest());
+});
+
+Deno.test("KvStore SET result is the operation's own value bytes when it can be", () => {
+  const store = new KvStore();
+  const operation = encodeKvOperation({ command: "SET", key: text("k"), value: text("abc") });
+  const result = store.apply(operation, CONTEXT);
+  assert.deepEqual(result, new Uint8Array(pack(text("abc"))));
+  assert.equal(result.buffer, operation.buffer, "a view, not a copy");
+  // A value whose bin header is not the shortest form still gets the canonical result.
+  const longHeader = new Uint8Array([
+    0x93,
+    0xa3,
+    0x53,
+    0x45,
+    0x54,
+    0xc4,
+    1,
+    0x6b,
+    0xc5,
+    0,
+    3,
+    1,
+    2,
+    3,
+  ]);
+  const odd = store.apply(longHeader, CONTEXT);
+  assert.deepEqual(odd, new Uint8Array(pack(new Uint8Array([1, 2, 3]))));
+});

@@ -61,7 +61,13 @@ export function sizeBinHeader(length: number): number {
 
 /** Writes `bytes` as a msgpack bin. */
 export function writeBin(out: Uint8Array, position: number, bytes: Uint8Array): number {
-  const length = bytes.byteLength;
+  const p = writeBinHeader(out, position, bytes.byteLength);
+  out.set(bytes, p);
+  return p + bytes.byteLength;
+}
+
+/** Writes the header of a bin of `length` bytes; the bytes go right after it. */
+export function writeBinHeader(out: Uint8Array, position: number, length: number): number {
   let p = position;
   if (length < 0x100) {
     out[p++] = 0xc4;
@@ -77,8 +83,19 @@ export function writeBin(out: Uint8Array, position: number, bytes: Uint8Array): 
     out[p++] = (length >>> 8) & 0xff;
     out[p++] = length & 0xff;
   }
-  out.set(bytes, p);
-  return p + length;
+  return p;
+}
+
+/** Whether `bytes` holds at `position` the header `writeBinHeader` writes for `length`. */
+export function binHeaderAt(bytes: Uint8Array, position: number, length: number): boolean {
+  if (length < 0x100) return bytes[position] === 0xc4 && bytes[position + 1] === length;
+  if (length < 0x10000) {
+    return bytes[position] === 0xc5 && bytes[position + 1] === length >>> 8 &&
+      bytes[position + 2] === (length & 0xff);
+  }
+  return bytes[position] === 0xc6 && bytes[position + 1] === length >>> 24 &&
+    bytes[position + 2] === ((length >>> 16) & 0xff) &&
+    bytes[position + 3] === ((length >>> 8) & 0xff) && bytes[position + 4] === (length & 0xff);
 }
 
 /** The bytes of an array header for `count` elements (fixarray, array 16 or 32). */
