@@ -14,6 +14,7 @@ import { Packr, Unpackr } from "msgpackr";
 import {
   binHeaderAt,
   MsgpackReader,
+  sizeBin,
   sizeBinHeader,
   writeBin,
   writeBinHeader,
@@ -233,8 +234,7 @@ export function encodeKvOperation(operation: KvOperation): Uint8Array {
   if (operation.command === "SIZE") return Uint8Array.of(0x91, 0xa4, 0x53, 0x49, 0x5a, 0x45);
   const key = operation.key;
   const value = operation.command === "SET" ? operation.value : undefined;
-  const size = 5 + sizeBinHeader(key.byteLength) + key.byteLength +
-    (value === undefined ? 0 : sizeBinHeader(value.byteLength) + value.byteLength);
+  const size = 5 + sizeBin(key) + (value === undefined ? 0 : sizeBin(value));
   const out = new Uint8Array(size);
   out[0] = value === undefined ? 0x92 : 0x93;
   out[1] = 0xa3;
@@ -368,7 +368,7 @@ export function encodeKvResult(result: KvResult): Uint8Array {
     case "bytes": {
       // By hand, as msgpackr writes it: one allocation instead of a pack and a copy.
       const value = result.value;
-      const out = new Uint8Array(sizeBinHeader(value.byteLength) + value.byteLength);
+      const out = new Uint8Array(sizeBin(value));
       writeBin(out, 0, value);
       return out;
     }
@@ -509,30 +509,31 @@ export function formatKvResult(result: KvResult): string {
   }
 }
 
-// ---------------------------------------------------------------- keys and digests
+// ---------------------------------------------------------------- keys, values and digests
 
 /**
- * Maps key bytes to a string with one character per byte (code 0..255). Unlike a "latin1"
- * TextDecoder, which is windows-1252 and remaps 0x80..0x9f, this is a bijection.
+ * Maps bytes (a key, a short value) to a string with one character per byte (code 0..255).
+ * Unlike a "latin1" TextDecoder, which is windows-1252 and remaps 0x80..0x9f, this is a
+ * bijection.
  */
-function keyToString(key: Uint8Array): string {
+function bytesToString(bytes: Uint8Array): string {
   let out = "";
-  for (let start = 0; start < key.byteLength; start += CHAR_CODE_CHUNK_SIZE) {
+  for (let start = 0; start < bytes.byteLength; start += CHAR_CODE_CHUNK_SIZE) {
     // `apply` with a typed array, not spread syntax: spreading goes through the iterator
     // protocol and costs four times as much, on every operation.
     out += String.fromCharCode.apply(
       null,
-      key.subarray(start, start + CHAR_CODE_CHUNK_SIZE) as unknown as number[],
+      bytes.subarray(start, start + CHAR_CODE_CHUNK_SIZE) as unknown as number[],
     );
   }
   return out;
 }
 
-/** The inverse of `keyToString`. */
-function stringToKey(text: string): Uint8Array {
-  const key = new Uint8Array(text.length);
-  for (let index = 0; index < text.length; index++) key[index] = text.charCodeAt(index);
-  return key;
+/** The inverse of `bytesToString`. */
+function stringToBytes(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length);
+  for (let index = 0; index < text.length; index++) bytes[index] = text.charCodeAt(index);
+  return bytes;
 }
 
 const FNV_OFFSET_BASIS = 0x811c9dc5;
@@ -638,12 +639,13 @@ const RESULT_VIEW_BUFFER_BYTES_MAX = 16 * 1024;
 
 type StoredValue = string | Uint8Array;
 
+/** The stored form of `value`, which the store owns (a copy or a string). */
 function toStoredValue(value: Uint8Array): StoredValue {
-  return value.byteLength <= STRING_VALUE_BYTES_MAX ? keyToString(value) : value;
+  return value.byteLength <= STRING_VALUE_BYTES_MAX ? bytesToString(value) : value;
 }
 
 function bytesOf(stored: StoredValue): Uint8Array {
-  return typeof stored === "string" ? stringToKey(stored) : stored;
+  return typeof stored === "string" ? stringToBytes(stored) : stored;
 }
 
 /** The result of a GET that found `stored`: its bytes as a msgpack bin. */
@@ -671,7 +673,7 @@ function setResult(operation: Uint8Array, value: Uint8Array): Uint8Array {
   ) {
     return operation.subarray(start - header, start + length);
   }
-  const result = new Uint8Array(header + length);
+  const result = new Uint8Array(sizeBin(value));
   writeBin(result, 0, value);
   return result;
 }
@@ -694,51 +696,39 @@ export class KvStore implements StateMachine {
 
   apply(operation: Uint8Array, _context: ApplyContext): Uint8Array {
     const decoded = decodeKvOperation(operation);
-    if ("command" in decoded && decoded.command === "SET") {
-      const value = decoded.value;
-      if (value.byteLength <= STRING_VALUE_BYTES_MAX) {
-        this.#set(decoded.key, keyToString(value), value);
-        return setResult(operation, value);
-      }
-      // A long value: encode the result once and keep the stored value as a view of it, so
-      // that the SET allocates one buffer, not a copy and then a result.
-      const header = sizeBinHeader(value.byteLength);
-      const result = new Uint8Array(header + value.byteLength);
-      writeBin(result, 0, value);
-      const stored = result.subarray(header);
-      this.#set(decoded.key, stored, stored);
-      return result;
-    }
-    if ("command" in decoded && decoded.command === "GET") {
-      const value = this.#entries.get(keyToString(decoded.key));
-      if (value !== undefined) return storedResult(value);
-    }
-    return encodeKvResult(this.#execute(decoded));
-  }
-
-  #execute(operation: KvOperation | { readonly error: string }): KvResult {
-    if ("error" in operation) return { kind: "error", message: operation.error };
-    switch (operation.command) {
-      case "SET": {
-        // The decoded value is a view into the operation bytes, which the caller may reuse.
-        const value = operation.value.slice();
-        this.#set(operation.key, toStoredValue(value), value);
-        return { kind: "bytes", value };
-      }
+    if ("error" in decoded) return encodeKvResult({ kind: "error", message: decoded.error });
+    switch (decoded.command) {
+      case "SET":
+        return this.#setValue(operation, decoded.key, decoded.value);
       case "GET": {
-        const value = this.#entries.get(keyToString(operation.key));
-        return value === undefined ? { kind: "nil" } : { kind: "bytes", value: bytesOf(value) };
+        const value = this.#entries.get(bytesToString(decoded.key));
+        return value === undefined ? encodeKvResult({ kind: "nil" }) : storedResult(value);
       }
       case "DEL":
-        return { kind: "integer", value: this.#delete(operation.key) ? 1 : 0 };
+        return encodeKvResult({ kind: "integer", value: this.#delete(decoded.key) ? 1 : 0 });
       case "SIZE":
-        return { kind: "integer", value: this.#entries.size };
+        return encodeKvResult({ kind: "integer", value: this.#entries.size });
     }
+  }
+
+  /** SET: store `value` (a view into `operation`) under `key`; the result is the value. */
+  #setValue(operation: Uint8Array, key: Uint8Array, value: Uint8Array): Uint8Array {
+    if (value.byteLength <= STRING_VALUE_BYTES_MAX) {
+      this.#set(key, bytesToString(value), value);
+      return setResult(operation, value);
+    }
+    // A long value: encode the result once and keep the stored value as a view of it, so that
+    // the SET allocates one buffer, not a copy and then a result.
+    const result = new Uint8Array(sizeBin(value));
+    const stored = result.subarray(writeBinHeader(result, 0, value.byteLength));
+    stored.set(value);
+    this.#set(key, stored, stored);
+    return result;
   }
 
   /** Store `stored`, the stored form of the bytes `value`, under `key`. */
   #set(key: Uint8Array, stored: StoredValue, value: Uint8Array): void {
-    const name = keyToString(key);
+    const name = bytesToString(key);
     if (this.#incremental) {
       const previous = this.#entries.get(name);
       if (previous !== undefined) this.#unaccount(key, bytesOf(previous));
@@ -748,7 +738,7 @@ export class KvStore implements StateMachine {
   }
 
   #delete(key: Uint8Array): boolean {
-    const name = keyToString(key);
+    const name = bytesToString(key);
     const previous = this.#entries.get(name);
     if (previous === undefined) return false;
     this.#entries.delete(name);
@@ -774,7 +764,7 @@ export class KvStore implements StateMachine {
       let laneA = 0;
       let laneB = 0;
       for (const [name, value] of this.#entries) {
-        const [a, b] = pairHash(stringToKey(name), bytesOf(value));
+        const [a, b] = pairHash(stringToBytes(name), bytesOf(value));
         laneA = (laneA + a) >>> 0;
         laneB = (laneB + b) >>> 0;
       }
@@ -787,7 +777,7 @@ export class KvStore implements StateMachine {
   snapshot(): Uint8Array {
     // Each character stands for one byte, so comparing strings compares key bytes.
     const names = [...this.#entries.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-    const pairs = names.map((name) => [stringToKey(name), bytesOf(this.#entries.get(name)!)]);
+    const pairs = names.map((name) => [stringToBytes(name), bytesOf(this.#entries.get(name)!)]);
     return packPlain(pairs);
   }
 
@@ -814,7 +804,7 @@ export class KvStore implements StateMachine {
       if (typeof key === "string") throw new Error(`snapshot entry ${index}: ${key}`);
       const value = binaryArgument("value", pair[1], VALUE_SIZE_MAX);
       if (typeof value === "string") throw new Error(`snapshot entry ${index}: ${value}`);
-      const name = keyToString(key);
+      const name = bytesToString(key);
       // Strictly increasing keys make the snapshot of a state unique and rule out duplicates.
       if (previousName !== undefined && !(previousName < name)) {
         throw new Error(`snapshot entry ${index} is not in strictly increasing key order`);

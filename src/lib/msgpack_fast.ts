@@ -15,8 +15,13 @@
 /** msgpackr writes integers of 2^32 and more as float64; so do we. */
 const UINT32_LIMIT = 0x1_0000_0000;
 
-/** The bytes `writeUint` takes for the non-negative integer `value`. */
+/**
+ * The bytes `writeUint` takes for `value`, or NaN when `value` is not a non-negative safe integer
+ * (which `writeUint` cannot write): NaN makes any size summed from it NaN, so a caller checks its
+ * total once (`size >= 0`) instead of every field.
+ */
 export function sizeUint(value: number): number {
+  if (!(Number.isSafeInteger(value) && value >= 0)) return NaN;
   if (value < 0x80) return 1;
   if (value < 0x100) return 2;
   if (value < 0x10000) return 3;
@@ -57,6 +62,11 @@ const FLOAT_VIEW = new DataView(FLOAT_BYTES.buffer);
 /** The bytes of a bin header for `length` bytes (bin 8, 16 or 32). */
 export function sizeBinHeader(length: number): number {
   return length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
+}
+
+/** The bytes `writeBin` takes for `bytes`: header and data. */
+export function sizeBin(bytes: Uint8Array): number {
+  return sizeBinHeader(bytes.byteLength) + bytes.byteLength;
 }
 
 /** Writes `bytes` as a msgpack bin. */
@@ -151,6 +161,17 @@ export class Slab {
   }
 }
 
+/** The big-endian u16 at `at` (the caller checked the bytes are there). */
+function readUint16(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! << 8) | bytes[at + 1]!;
+}
+
+/** The big-endian u32 at `at` (the caller checked the bytes are there). */
+function readUint32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) >>> 0) + ((bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
+    bytes[at + 3]!);
+}
+
 /**
  * Reads the canonical forms msgpackr writes. Every method returns `undefined` (or -1 for counts)
  * for anything else, and the caller then gives the whole body to the general decoder, which
@@ -181,12 +202,11 @@ export class MsgpackReader {
     }
     if (tag === 0xdc && p + 3 <= bytes.byteLength) {
       this.position = p + 3;
-      return (bytes[p + 1]! << 8) | bytes[p + 2]!;
+      return readUint16(bytes, p + 1);
     }
     if (tag === 0xdd && p + 5 <= bytes.byteLength) {
       this.position = p + 5;
-      return ((bytes[p + 1]! << 24) >>> 0) + ((bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) |
-        bytes[p + 4]!);
+      return readUint32(bytes, p + 1);
     }
     return -1;
   }
@@ -211,18 +231,15 @@ export class MsgpackReader {
     }
     if (tag === 0xcd && p + 3 <= end) {
       this.position = p + 3;
-      return (bytes[p + 1]! << 8) | bytes[p + 2]!;
+      return readUint16(bytes, p + 1);
     }
     if (tag === 0xce && p + 5 <= end) {
       this.position = p + 5;
-      return ((bytes[p + 1]! << 24) >>> 0) + ((bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) |
-        bytes[p + 4]!);
+      return readUint32(bytes, p + 1);
     }
     if (tag === 0xcf && p + 9 <= end) {
-      const high = ((bytes[p + 1]! << 24) >>> 0) +
-        ((bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) | bytes[p + 4]!);
-      const low = ((bytes[p + 5]! << 24) >>> 0) +
-        ((bytes[p + 6]! << 16) | (bytes[p + 7]! << 8) | bytes[p + 8]!);
+      const high = readUint32(bytes, p + 1);
+      const low = readUint32(bytes, p + 5);
       if (high > 0x1f_ffff) return -1; // Beyond Number.MAX_SAFE_INTEGER.
       this.position = p + 9;
       return high * UINT32_LIMIT + low;
@@ -248,11 +265,10 @@ export class MsgpackReader {
       length = bytes[p + 1]!;
       start = p + 2;
     } else if (tag === 0xc5 && p + 3 <= bytes.byteLength) {
-      length = (bytes[p + 1]! << 8) | bytes[p + 2]!;
+      length = readUint16(bytes, p + 1);
       start = p + 3;
     } else if (tag === 0xc6 && p + 5 <= bytes.byteLength) {
-      length = ((bytes[p + 1]! << 24) >>> 0) + ((bytes[p + 2]! << 16) | (bytes[p + 3]! << 8) |
-        bytes[p + 4]!);
+      length = readUint32(bytes, p + 1);
       start = p + 5;
     }
     if (length < 0 || start + length > bytes.byteLength) return undefined;
@@ -271,11 +287,13 @@ export interface EntryFields {
   readonly operation: Uint8Array;
 }
 
-/** The bytes of `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`. */
+/**
+ * The bytes of `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`; NaN when a
+ * number of `entry` cannot be written (see `sizeUint`).
+ */
 export function sizeEntry(entry: EntryFields): number {
   return 1 + sizeUint(entry.opNumber) + sizeUint(entry.viewNumber) + sizeUint(entry.clientId) +
-    sizeUint(entry.requestNumber) + sizeUint(entry.timestamp) +
-    sizeBinHeader(entry.operation.byteLength) + entry.operation.byteLength;
+    sizeUint(entry.requestNumber) + sizeUint(entry.timestamp) + sizeBin(entry.operation);
 }
 
 export function writeEntry(out: Uint8Array, position: number, entry: EntryFields): number {
@@ -287,15 +305,4 @@ export function writeEntry(out: Uint8Array, position: number, entry: EntryFields
   p = writeUint(out, p, entry.requestNumber);
   p = writeUint(out, p, entry.timestamp);
   return writeBin(out, p, entry.operation);
-}
-
-/** Whether every number of `entry` is a non-negative safe integer, as the fast writer needs. */
-export function entryNumbersValid(entry: EntryFields): boolean {
-  return isNatural(entry.opNumber) && isNatural(entry.viewNumber) && isNatural(entry.clientId) &&
-    isNatural(entry.requestNumber) && isNatural(entry.timestamp);
-}
-
-/** A non-negative safe integer: what `writeUint` can write. */
-export function isNatural(value: number): boolean {
-  return Number.isSafeInteger(value) && value >= 0;
 }
