@@ -542,6 +542,16 @@ for (const [mode, preallocate] of [["", 0], [" (preallocated log)", 64 * 1024]] 
 
 // ---------------------------------------------------------------- preallocation
 
+/** Reopen with the default preallocation, and the repairs the load reported. */
+async function reopenPreallocated(path: string) {
+  const repairs: string[] = [];
+  const state = await reopen(path, {
+    logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
+    onRepair: (message) => repairs.push(message),
+  });
+  return { state, repairs };
+}
+
 Deno.test("DataDir preallocates zeros ahead of the records and reloads without repairs", async () => {
   await withDir(async (path) => {
     const { dataDir } = await DataDir.open(path);
@@ -589,11 +599,7 @@ Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
     const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
     bytes.fill(0, Math.floor((second + end) / 2), end);
     await Deno.writeFile(`${path}/log`, bytes);
-    const repairs: string[] = [];
-    const state = await reopen(path, {
-      logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
-      onRepair: (message) => repairs.push(message),
-    });
+    const { state, repairs } = await reopenPreallocated(path);
     assert.deepEqual(state.log, entries(1, 3, 0));
     assert.equal(repairs.length, 1);
     assert.match(repairs[0]!, new RegExp(`torn at byte ${second}`));
@@ -609,11 +615,7 @@ Deno.test("DataDir garbage after the records is damage, not preallocated space",
     const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
     bytes[end + 100] = 0x7f; // A stray byte in the zeros.
     await Deno.writeFile(`${path}/log`, bytes);
-    const repairs: string[] = [];
-    const state = await reopen(path, {
-      logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
-      onRepair: (message) => repairs.push(message),
-    });
+    const { state, repairs } = await reopenPreallocated(path);
     assert.deepEqual(state.log, entries(1, 3, 0));
     assert.equal(repairs.length, 1, "the stray byte is reported as a torn tail and cut off");
   });

@@ -197,7 +197,6 @@ async function runBench(flags: BenchFlags): Promise<number> {
     }
     const config = await loadConfig(configPath!);
     const addresses = [...config.addressTexts];
-    // Logical clients share one connection per replica, as an application's would.
     // Logical clients share connections, as an application's would; several connections keep
     // groups of clients out of step, so that one group's batch is in flight while another's is
     // being executed (see `--connections`).

@@ -26,13 +26,14 @@ interface ReplicaTrack {
   commitNumber: number;
   status: Status;
   /**
-   * While recovering (§4.3): how many ops were committed when this recovery began. Every
+   * While recovering (§4.3): how many ops were committed when this recovery began, which is when
+   * the replica started (`onStart`: a replica runs recovery only as it restarts). Every
    * RecoveryResponse carrying this recovery's nonce was sent after that moment, and one of them
    * comes from the primary of the latest view, whose log holds every op committed before it
    * answered; so the recovered log must hold all of them. A response from an earlier recovery
    * (the nonce check skipped) can be older and lack some.
    */
-  committedAtRecoveryStart: number;
+  readonly committedAtRecoveryStart: number;
 }
 
 export class Checker {
@@ -118,9 +119,6 @@ export class Checker {
         }
       }
       if (replica.viewNumber > this.#maxNormalView) this.#maxNormalView = replica.viewNumber;
-    }
-    if (replica.status === "recovering" && track.status !== "recovering") {
-      track.committedAtRecoveryStart = this.#committed.length;
     }
     track.viewNumber = replica.viewNumber;
     track.commitNumber = replica.commitNumber;

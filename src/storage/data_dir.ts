@@ -315,8 +315,7 @@ function decodeSuperblock(bytes: Uint8Array, slot: number): SuperblockSlot | str
  * trip through the runtime's thread pool that an asynchronous write costs on every persist. Only
  * the fsync, which can take a millisecond, is asynchronous (the event loop keeps serving meanwhile).
  */
-// deno-lint-ignore require-await
-async function writeAll(file: Deno.FsFile, offset: number, bytes: Uint8Array): Promise<void> {
+function writeAll(file: Deno.FsFile, offset: number, bytes: Uint8Array): void {
   // Appending where the last write ended needs no seek: one system call less per persist.
   if (filePositions.get(file) !== offset) {
     filePositions.delete(file);
@@ -581,18 +580,9 @@ export class DataDir {
    */
   #preallocateStep(): boolean {
     if (this.#logAllocated - this.#logBytes >= this.#preallocateBytes) return false;
-    const file = this.#log;
-    file.seekSync(this.#logAllocated, Deno.SeekMode.Start);
-    let written = 0;
-    while (written < ZERO_CHUNK.length) written += file.writeSync(ZERO_CHUNK.subarray(written));
-    filePositions.delete(file);
+    writeAll(this.#log, this.#logAllocated, ZERO_CHUNK);
     this.#logAllocated += ZERO_CHUNK.length;
     return true;
-  }
-
-  /** After writing a record that ends at `end`: the file is at least that long. */
-  #recordWritten(end: number): void {
-    if (end > this.#logAllocated) this.#logAllocated = end;
   }
 
   /**
@@ -704,7 +694,7 @@ export class DataDir {
     const tmpPath = `${path}/${SUPERBLOCK_TMP_FILE}`;
     const tmp = await Deno.open(tmpPath, { write: true, create: true, truncate: true });
     try {
-      await writeAll(tmp, 0, encodeSuperblock(0, SUPERBLOCK_DEFAULT));
+      writeAll(tmp, 0, encodeSuperblock(0, SUPERBLOCK_DEFAULT));
       if (sync) await tmp.syncData();
     } finally {
       tmp.close();
@@ -851,7 +841,7 @@ export class DataDir {
     let repairedSize = offset;
     if (kept !== undefined && kept.length > 0) {
       const record = encodeRecord(offset, kept, fileName);
-      await writeAll(file, offset, record);
+      writeAll(file, offset, record);
       repairedSize += record.length;
     }
     if (sync) await file.sync();
@@ -891,7 +881,7 @@ export class DataDir {
           entries: loaded.log.slice(start, end),
         };
         const record = encodeRecord(size, [segment], fileName);
-        await writeAll(tmp, size, record);
+        writeAll(tmp, size, record);
         size += record.length;
         start = end;
       }
@@ -999,20 +989,21 @@ export class DataDir {
         // many (a record longer than the room left goes partly past the zeros, which is only a
         // plain append). The fdatasync below makes the zeros durable with the record.
         this.#preallocateStep();
-        await writeAll(this.#log, this.#logBytes, record);
+        writeAll(this.#log, this.#logBytes, record);
         if (this.#sync) await this.#log.syncData();
       } catch (error) {
         throw new DataDirError(`${fileName}: write failed: ${describe(error)}`, { cause: error });
       }
       this.#logBytes += record.length;
-      this.#recordWritten(this.#logBytes);
+      // A record longer than the room left went past the zeros: the file grew with it.
+      this.#logAllocated = Math.max(this.#logAllocated, this.#logBytes);
       this.#opNumber = opNumber;
     }
     if (superblock !== undefined) {
       const slot = nextSequence % 2;
       try {
         const file = this.#slots[slot]!;
-        await writeAll(file, 0, encodeSuperblock(nextSequence, superblock));
+        writeAll(file, 0, encodeSuperblock(nextSequence, superblock));
         if (this.#sync) await file.syncData();
       } catch (error) {
         throw new DataDirError(

@@ -321,27 +321,24 @@ export class ReplicaNode {
 
   /** One batch at a time: everything queued meanwhile goes in the next batch (group commit). */
   async #persist(): Promise<void> {
-    let failure: unknown;
+    let id = 0;
     try {
-      if (this.#closed) return;
-      const batch = this.#persistQueue;
-      this.#persistQueue = [];
-      this.#persists++;
-      try {
-        const id = await this.#dataDir.persist(batch);
-        if (!this.#closed && id > 0) this.replica.onPersisted(id);
-      } catch (error) {
-        failure = error;
+      if (!this.#closed) {
+        const batch = this.#persistQueue;
+        this.#persistQueue = [];
+        this.#persists++;
+        id = await this.#dataDir.persist(batch);
       }
-    } finally {
-      this.#persisting = false;
-    }
-    if (failure !== undefined) {
+    } catch (error) {
       // A replica that cannot write its disk must not go on acknowledging anything: stop loudly.
-      this.#options.log("error", `cannot persist to ${this.#dataDir.path}: ${String(failure)}`);
+      this.#persisting = false;
+      this.#options.log("error", `cannot persist to ${this.#dataDir.path}: ${String(error)}`);
       await this.close();
-      throw failure;
+      throw error;
     }
+    this.#persisting = false;
+    if (this.#closed) return;
+    if (id > 0) this.replica.onPersisted(id);
     this.#processEffects();
   }
 }
