@@ -821,6 +821,34 @@ Deno.test("§6.2 requests arriving together go out in one Prepare; a lone reques
   );
 });
 
+Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later requests wait and go out together", () => {
+  const primary = makeReplica(0);
+  const preparedTo1 = (effects: readonly Effect[]) =>
+    sendsOf(effects, "prepare").filter((s) => s.to === 1).map((s) =>
+      s.message.entries.map((e) => e.opNumber)
+    );
+  assert.equal(primary.limits.preparesInFlightMax, 2);
+  assert.deepEqual(preparedTo1(stepDurable(primary, request(1, 1, kvSet("a", "1")))), [[1]]);
+  assert.deepEqual(preparedTo1(stepDurable(primary, request(2, 1, kvSet("b", "1")))), [[2]]);
+  // Two Prepares await their commit: these requests are logged but wait.
+  assert.deepEqual(preparedTo1(stepDurable(primary, request(3, 1, kvSet("c", "1")))), []);
+  assert.deepEqual(preparedTo1(stepDurable(primary, request(4, 1, kvSet("d", "1")))), []);
+  assert.equal(primary.opNumber, 4);
+  // Op 1 commits: ops 3 and 4 go out in one Prepare.
+  const ok = step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 });
+  assert.equal(primary.commitNumber, 1);
+  assert.deepEqual(preparedTo1(ok), [[3, 4]]);
+  // A cumulative PrepareOk commits everything: the next request goes out at once.
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 4, replica: 1 });
+  assert.equal(primary.commitNumber, 4);
+  assert.deepEqual(preparedTo1(stepDurable(primary, request(5, 1, kvSet("e", "1")))), [[5]]);
+  // The limit is a positive integer.
+  assert.throws(
+    () => makeReplica(0, { limits: { preparesInFlightMax: 0 } }),
+    /preparesInFlightMax/,
+  );
+});
+
 // ------------------------------------------------------------------ restarts from disk
 
 Deno.test("restart from disk as backup resumes normal", () => {

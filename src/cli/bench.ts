@@ -119,7 +119,7 @@ Examples:
 const PREENCODED_BYTES_MAX = 64 * 1024 * 1024;
 
 /** Logical clients per connection when `--connections` is not given. */
-export const BENCH_CLIENTS_PER_CONNECTION = 16;
+export const BENCH_CLIENTS_PER_CONNECTION = 32;
 
 function defaultConnections(clients: number): number {
   return Math.ceil(clients / BENCH_CLIENTS_PER_CONNECTION);

@@ -117,12 +117,41 @@ export interface DataDirOptions {
  * not check out.
  */
 function recordChecksum(offset: number, body: Uint8Array): number {
-  const prefix = new Uint8Array(12);
-  const view = new DataView(prefix.buffer);
-  view.setUint32(0, offset % 2 ** 32, true);
-  view.setUint32(4, Math.floor(offset / 2 ** 32), true);
-  view.setUint32(8, body.length, true);
+  const prefix = CHECKSUM_PREFIX;
+  writeUint32Le(prefix, 0, offset % 2 ** 32);
+  writeUint32Le(prefix, 4, Math.floor(offset / 2 ** 32));
+  writeUint32Le(prefix, 8, body.length);
   return crc32cFinish(crc32cUpdate(crc32cUpdate(CRC32C_START, prefix), body));
+}
+
+/** Scratch for `recordChecksum` (used synchronously): a fresh buffer per call costs ~1 µs. */
+const CHECKSUM_PREFIX = new Uint8Array(12);
+
+function writeUint32Le(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value & 0xff;
+  bytes[at + 1] = (value >>> 8) & 0xff;
+  bytes[at + 2] = (value >>> 16) & 0xff;
+  bytes[at + 3] = (value >>> 24) & 0xff;
+}
+
+/**
+ * Every record is written as soon as it is encoded (`writeAll` is synchronous), so records are
+ * encoded into one buffer that the process reuses rather than a new one each (a fresh typed
+ * array costs about a microsecond in Deno, and every persist writes a record). Records larger
+ * than `RECORD_SCRATCH_BYTES_MAX` get a buffer of their own, so that a rare huge batch does not
+ * keep its size in memory.
+ */
+let recordScratch = new Uint8Array(64 * 1024);
+const RECORD_SCRATCH_BYTES_MAX = 1024 * 1024;
+
+function recordBuffer(length: number): Uint8Array {
+  if (length > recordScratch.length) {
+    if (length > RECORD_SCRATCH_BYTES_MAX) return new Uint8Array(length);
+    recordScratch = new Uint8Array(
+      Math.min(RECORD_SCRATCH_BYTES_MAX, Math.max(length, 2 * recordScratch.length)),
+    );
+  }
+  return recordScratch.subarray(0, length);
 }
 
 // ---------------------------------------------------------------- encoding
@@ -153,6 +182,9 @@ interface Segment {
  * `[superblockSequence, fromOpNumber, commitNumber, [entry, ...]]` and an entry is
  * `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`.
  */
+/**
+ * Returns a view of a buffer that the next call reuses: write the record before encoding another.
+ */
 function encodeRecord(offset: number, segments: readonly Segment[], fileName: string): Uint8Array {
   // Written by hand (src/lib/msgpack_fast.ts) in the layout the load decodes with msgpackr: a
   // record is written on every persist, and msgpackr would first need the nested arrays built.
@@ -171,7 +203,7 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
       `${fileName}: a batch of ${bodyBytes} bytes exceeds the limit of ${RECORD_BODY_BYTES_MAX}`,
     );
   }
-  const record = new Uint8Array(RECORD_HEADER_BYTES + bodyBytes);
+  const record = recordBuffer(RECORD_HEADER_BYTES + bodyBytes);
   let p = writeArrayHeader(record, RECORD_HEADER_BYTES, 2);
   p = writeUint(record, p, RECORD_KIND_BATCH);
   p = writeArrayHeader(record, p, segments.length);
@@ -187,10 +219,9 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
     p === record.length,
     () => `${fileName}: record encoding wrote ${p} of ${record.length} bytes`,
   );
-  const view = new DataView(record.buffer);
-  view.setUint32(0, RECORD_MAGIC, true);
-  view.setUint32(4, bodyBytes, true);
-  view.setUint32(8, recordChecksum(offset, record.subarray(RECORD_HEADER_BYTES)), true);
+  writeUint32Le(record, 0, RECORD_MAGIC);
+  writeUint32Le(record, 4, bodyBytes);
+  writeUint32Le(record, 8, recordChecksum(offset, record.subarray(RECORD_HEADER_BYTES)));
   return record;
 }
 

@@ -16,6 +16,10 @@ export const WRITE_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
 /** The read buffer size: one read syscall takes at most this much. */
 const READ_BUFFER_BYTES = 256 * 1024;
 
+/** The largest write gathered into the connection's reusable buffer. */
+const GATHER_BUFFER_BYTES_MAX = 1024 * 1024;
+const EMPTY = new Uint8Array(0);
+
 export type Role = "client" | "replica" | "status";
 
 const HELLO_MAGIC = [0x76, 0x73, 0x74, 0x70]; // "vstp"
@@ -89,6 +93,7 @@ export class Connection {
   #queuedBytes = 0;
   #flushScheduled = false;
   #writing = false;
+  #gather: Uint8Array = EMPTY;
   #closed = false;
   readonly remote: string;
 
@@ -161,7 +166,7 @@ export class Connection {
         if (chunks.length === 1) {
           buffer = chunks[0]!;
         } else {
-          buffer = new Uint8Array(total);
+          buffer = this.#gatherBuffer(total);
           let offset = 0;
           for (const chunk of chunks) {
             buffer.set(chunk, offset);
@@ -180,6 +185,21 @@ export class Connection {
     } finally {
       this.#writing = false;
     }
+  }
+
+  /**
+   * Room to gather `length` bytes of queued frames into one write. One write is in flight at a
+   * time, so one buffer serves them all (up to `GATHER_BUFFER_BYTES_MAX`; larger writes get their
+   * own), sparing an allocation per write.
+   */
+  #gatherBuffer(length: number): Uint8Array {
+    if (length > GATHER_BUFFER_BYTES_MAX) return new Uint8Array(length);
+    if (this.#gather.length < length) {
+      this.#gather = new Uint8Array(
+        Math.min(GATHER_BUFFER_BYTES_MAX, Math.max(length, 2 * this.#gather.length)),
+      );
+    }
+    return this.#gather.subarray(0, length);
   }
 
   async #readLoop(): Promise<void> {

@@ -13,6 +13,13 @@ export interface Limits {
   readonly pipelineOpsMax: number;
   /** At most this many bytes of operations beyond the commit-number. */
   readonly pipelineBytesMax: number;
+  /**
+   * At most this many Prepares sent and not yet committed (§6.2): requests that arrive meanwhile
+   * wait at the primary and go out together once the oldest commits. Every Prepare costs each
+   * backup a wakeup, a read, a log write and a PrepareOk, whatever its size, so under load
+   * batches should grow rather than Prepares multiply. A lone request still goes out at once.
+   */
+  readonly preparesInFlightMax: number;
   /** At most this many entries in one Prepare (a batch, §6.2). */
   readonly batchOpsMax: number;
   /** At most this many operation bytes in one Prepare. */
@@ -29,6 +36,7 @@ export const LIMITS_DEFAULT: Limits = {
   operationBytesMax: 2 * 1024 * 1024,
   pipelineOpsMax: 1024,
   pipelineBytesMax: 8 * 1024 * 1024,
+  preparesInFlightMax: 2,
   batchOpsMax: 256,
   batchBytesMax: 2 * 1024 * 1024,
   transferOpsMax: 1024,

@@ -169,6 +169,8 @@ export class Replica {
   #acked: number[];
   /** Entries up to here went out in a Prepare (or StartView) in this view. */
   #preparedOpNumber = 0;
+  /** The last op-number of each Prepare of this view not yet known committed, oldest first. */
+  #preparesInFlight: number[] = [];
   #ticksSinceSend = 0;
   /** Ticks since this replica started; the primary times its backups' silence with it. */
   #ticks = 0;
@@ -224,6 +226,12 @@ export class Replica {
     this.addresses = options.addresses;
     this.limits = { ...LIMITS_DEFAULT, ...options.limits };
     this.timing = { ...TIMING_DEFAULT, ...options.timing };
+    for (const [name, value] of Object.entries(this.limits)) {
+      assert(
+        Number.isSafeInteger(value) && value >= 1,
+        () => `limit ${name} must be a positive integer, got ${value}`,
+      );
+    }
     this.#clientTable = new ClientTable(this.limits.clientsMax);
     this.#random = new SplitMix32(options.seed);
     this.#plantedBug = options.plantedBug;
@@ -683,12 +691,17 @@ export class Replica {
   /**
    * Emit what accumulated during this turn: one log write for every entry appended, and as
    * primary one Prepare per batch of entries not yet sent (§6.2: a lone request goes out at once,
-   * requests arriving together go out together).
+   * requests arriving together go out together), while fewer than `preparesInFlightMax` Prepares
+   * await their commit; the rest wait for the next commit and go out as one batch.
    */
   #flush(): void {
     this.#flushLogPersist();
     if (this.#status !== "normal" || !this.isPrimary || this.#abdicating()) return;
-    while (this.#preparedOpNumber < this.opNumber) {
+    const inFlight = this.#preparesInFlight;
+    while (inFlight.length > 0 && inFlight[0]! <= this.#commitNumber) inFlight.shift();
+    while (
+      this.#preparedOpNumber < this.opNumber && inFlight.length < this.limits.preparesInFlightMax
+    ) {
       const entries = this.#log.sliceBounded(
         this.#preparedOpNumber,
         this.limits.batchOpsMax,
@@ -704,6 +717,7 @@ export class Replica {
         this.#send(replica, message);
       }
       this.#preparedOpNumber = entries[entries.length - 1]!.opNumber;
+      inFlight.push(this.#preparedOpNumber);
       this.#ticksSinceSend = 0;
     }
   }
@@ -1077,6 +1091,7 @@ export class Replica {
     this.#heardAtTick.fill(this.#ticks); // A grace period: a new view has heard from no one yet.
     this.#progressAtTick.fill(this.#ticks);
     this.#preparedOpNumber = this.opNumber;
+    this.#preparesInFlight = [];
     this.#prepareOkSentOpNumber = 0;
     this.#ticksSincePrimary = 0;
     this.#ticksSinceSend = 0;
