@@ -68,6 +68,8 @@ export interface SwarmParameters {
   readonly idleProbability: number;
   readonly requestTimeoutUnits: number;
   readonly keyCount: number;
+  /** The replicas' `logPackOps` limit: how often committed entries are packed (see `Log`). */
+  readonly logPackOps: number;
 }
 
 export interface SimulationOptions {
@@ -151,6 +153,7 @@ export function drawParameters(
     // Drawn last so that adding it left the earlier draws of every seed unchanged.
     quickRestartProbability: prng.pick([0, 0.3, 0.7]),
     recoveryCrashProbability: prng.pick([0, 0.3, 0.6]),
+    logPackOps: prng.pick([1, 2, 16, 1024]),
   };
 }
 
@@ -504,6 +507,7 @@ class Simulation {
       app: new KvStore(),
       seed: this.seedPrng.nextUint32(),
       durable,
+      limits: { logPackOps: this.parameters.logPackOps },
       plantedBug: this.plantedBug,
       log: this.trace !== undefined
         ? (level, text) => this.#traceLine(`r${index} ${level} ${text}`)

@@ -30,6 +30,11 @@ export interface Limits {
   readonly transferBytesMax: number;
   /** The client table keeps at most this many clients; the least recently served is evicted. */
   readonly clientsMax: number;
+  /**
+   * Committed log entries are packed into compact arenas (see `Log`) once this many have
+   * accumulated since the last packing.
+   */
+  readonly logPackOps: number;
 }
 
 export const LIMITS_DEFAULT: Limits = {
@@ -42,6 +47,7 @@ export const LIMITS_DEFAULT: Limits = {
   transferOpsMax: 1024,
   transferBytesMax: 4 * 1024 * 1024,
   clientsMax: 4096,
+  logPackOps: 1024,
 };
 
 /** Timeouts, in ticks. */

@@ -454,7 +454,6 @@ export class Replica {
     ) {
       return this.#ignore(`request c=${request.clientId}: pipeline full`);
     }
-    const last = this.#log.entry(this.opNumber);
     const entry: LogEntry = {
       opNumber: this.opNumber + 1,
       viewNumber: this.#viewNumber,
@@ -462,7 +461,7 @@ export class Replica {
       requestNumber: request.requestNumber,
       operation: request.operation,
       // §4.4: the primary fixes the timestamp; it never goes back along the log.
-      timestamp: Math.max(this.#clockMs, last?.timestamp ?? 0),
+      timestamp: Math.max(this.#clockMs, this.#log.lastTimestamp),
     };
     this.#appendEntry(entry);
     // The Prepare goes out in #flush, so that requests arriving in one turn share one (§6.2).
@@ -594,6 +593,9 @@ export class Replica {
           result,
         });
       }
+    }
+    if (this.#commitNumber - this.#log.packedOpNumber >= this.limits.logPackOps) {
+      this.#log.packThrough(this.#commitNumber);
     }
   }
 
