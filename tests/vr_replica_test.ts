@@ -849,6 +849,36 @@ Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later 
   );
 });
 
+Deno.test("§6.2 Prepares left in flight in an old view never hold back a later view's requests", () => {
+  const cluster = new Cluster();
+  // r0, primary of view 0, is cut off: its two Prepares stay in flight, uncommitted.
+  cluster.isolate(0);
+  cluster.request(0, 1, 1, kvSet("lost1", "v"));
+  cluster.run();
+  cluster.request(0, 2, 1, kvSet("lost2", "v"));
+  cluster.run();
+  assert.equal(cluster.replica(0).opNumber, 2);
+  // The others move on without those ops; r0 rejoins as a backup and drops them.
+  const inView = (v: number, ...group: number[]) => () =>
+    group.every((i) =>
+      cluster.replica(i).status === "normal" && cluster.replica(i).viewNumber === v
+    );
+  cluster.settleUntil(inView(1, 1, 2));
+  cluster.heal();
+  cluster.settleUntil(inView(1, 0, 1, 2));
+  assert.equal(cluster.replica(0).opNumber, 0);
+  // Views 2 and 3 make r0 primary again, with a log shorter than its old Prepares.
+  cluster.isolate(1);
+  cluster.settleUntil(inView(2, 0, 2));
+  cluster.heal();
+  cluster.isolate(2);
+  cluster.settleUntil(inView(3, 0, 1));
+  assert.ok(cluster.replica(0).isPrimary);
+  cluster.request(0, 3, 1, kvSet("new", "v"));
+  cluster.settleUntil(() => cluster.replica(0).commitNumber === 1, 50);
+  assert.equal(cluster.kvGet(0, "new"), "v");
+});
+
 // ------------------------------------------------------------------ restarts from disk
 
 Deno.test("restart from disk as backup resumes normal", () => {
