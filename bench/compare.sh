@@ -5,17 +5,23 @@
 # and on tmpfs, so that each vstamp mode is compared with an etcd of the same durability. Installs etcd, Go, etcd's Go client and Redis from Debian's
 # packages when they are missing (needs root for apt-get).
 #
-# Usage: bench/compare.sh [--seconds S] [--clients "1 64"]
+# These shared machines drift by 10-25% between runs, so `--rounds R` runs every system R times,
+# interleaved (vstamp, etcd, Redis, then again), and the table shows medians: ops/s, latencies,
+# and the ratio of each round's vstamp to the same round's etcd, with the range of those ratios.
+#
+# Usage: bench/compare.sh [--seconds S] [--clients "1 64"] [--rounds R]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 seconds=5
 clients="1 64"
+rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift ;;
     --clients) clients=$2; shift ;;
-    *) echo "unknown option $1 (use --seconds S, --clients \"1 64\")" >&2; exit 2 ;;
+    --rounds) rounds=$2; shift ;;
+    *) echo "unknown option $1 (use --seconds S, --clients \"1 64\", --rounds R)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -51,15 +57,29 @@ for s in socks: s.bind(('127.0.0.1',0))
 print(' '.join(str(s.getsockname()[1]) for s in socks))"; }
 
 results=$work/results.jsonl
+round=0
+# Appends stdin's JSON lines to the results, tagged with the round and, when given, a system name.
+record() { # [system]
+  local name=${1:-}
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    if line.strip():
+        r = json.loads(line); r["round"] = int(sys.argv[1])
+        if sys.argv[2]: r["system"] = sys.argv[2]
+        print(json.dumps(r))' "$round" "$name" >>"$results"
+}
 
 # --- vstamp: 3 replicas, durable (fsync) and written-not-fsynced.
-for sync in fsync none; do
-  for c in $clients; do
-    (cd "$repo" && $deno run --allow-read --allow-write --allow-net --allow-env --allow-run --allow-sys --deny-ffi \
-      main.ts bench --cluster 3 --clients "$c" --duration "$seconds" --sync "$sync" --json) \
-      | sed "s/\"system\":\"vstamp\"/\"system\":\"vstamp (sync $sync)\"/" >>"$results"
+run_vstamp() {
+  for sync in fsync none; do
+    for c in $clients; do
+      (cd "$repo" && $deno run --allow-read --allow-write --allow-net --allow-env --allow-run --allow-sys --deny-ffi \
+        main.ts bench --cluster 3 --clients "$c" --duration "$seconds" --sync "$sync" --json) \
+        | record "vstamp (sync $sync)"
+    done
   done
-done
+}
 
 # --- etcd: 3 members loaded through its Go client, once with data on disk (fsync, like
 # vstamp's default) and once on tmpfs (no real fsync, like vstamp --sync none).
@@ -90,28 +110,41 @@ s = json.load(sys.stdin)
 print([e["Endpoint"] for e in s if e["Status"]["leader"] == e["Status"]["header"]["member_id"]][0])')
   for c in $clients; do
     "$bin" --endpoints "$leader" --clients "$c" --seconds "$seconds" --value-size 64 \
-      | sed "s/\"system\":\"etcd\"/\"system\":\"etcd ($label)\"/" >>"$results"
+      | record "etcd ($label)"
   done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pids=()
 }
-run_etcd disk "$work"
-run_etcd tmpfs "$shm"
 
 # --- Redis: one server, no persistence, no replication: the ceiling.
-read -r port <<<"$(free_ports 1)"
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-for c in $clients; do
-  redis-benchmark -h 127.0.0.1 -p "$port" -t set -n $((c == 1 ? 20000 : 200000)) -c "$c" -d 64 --csv 2>/dev/null \
-    | python3 -c '
+run_redis() {
+  local port
+  read -r port <<<"$(free_ports 1)"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  for c in $clients; do
+    redis-benchmark -h 127.0.0.1 -p "$port" -t set -n $((c == 1 ? 20000 : 200000)) -c "$c" -d 64 --csv 2>/dev/null \
+      | python3 -c '
 import csv, json, sys
 rows = list(csv.reader(sys.stdin))
 r = dict(zip(rows[0], rows[1]))
 print(json.dumps({"system": "redis", "clients": '"$c"', "ops_s": float(r["rps"]),
-                  "p50_ms": float(r["p50_latency_ms"]), "p99_ms": float(r["p99_latency_ms"])}))' >>"$results"
+                  "p50_ms": float(r["p50_latency_ms"]), "p99_ms": float(r["p99_latency_ms"])}))' | record
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+
+for round in $(seq 1 "$rounds"); do
+  [ "$rounds" -gt 1 ] && echo "round $round of $rounds" >&2
+  run_vstamp
+  mkdir -p "$work/r$round" "$shm/r$round"
+  run_etcd disk "$work/r$round"
+  run_etcd tmpfs "$shm/r$round"
+  run_redis
 done
 
 # --- What the machine was.
@@ -119,26 +152,46 @@ echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 
 # --- The table. Each vstamp row is compared with the etcd run of the same durability: fsync to
 # disk with etcd on disk, no fsync with etcd on tmpfs.
-python3 - "$results" <<'PY'
-import json, sys
+python3 - "$results" "$rounds" <<'PY'
+import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-by = {(r["system"], r["clients"]): r for r in rows}
+rounds = int(sys.argv[2])
+runs = {}
 systems = []
 for r in rows:
+    runs.setdefault((r["system"], r["clients"]), {})[r["round"]] = r
     if r["system"] not in systems:
         systems.append(r["system"])
 clients = sorted({r["clients"] for r in rows})
 peer = {"vstamp (sync fsync)": "etcd (disk)", "vstamp (sync none)": "etcd (tmpfs)"}
+median = lambda values: statistics.median(values) if values else None
+
+def ratio(mine, base):
+    """The median over rounds of mine/base in the same round, and the range when several."""
+    if not base:
+        return "-"
+    if base is mine:
+        return "1.00x"
+    ratios = [mine[k]["ops_s"] / base[k]["ops_s"] for k in mine if k in base and base[k]["ops_s"]]
+    if not ratios:
+        return "-"
+    text = f"{median(ratios):.2f}x"
+    return text + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
+
+label = "median of " + str(rounds) + " rounds" if rounds > 1 else "one round"
+print(f"({label})")
 print("| system | clients | ops/s | p50 ms | p99 ms | ops/s vs etcd | ops/s vs redis |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for s in systems:
     for c in clients:
-        r = by.get((s, c))
-        if r is None:
+        mine = runs.get((s, c))
+        if not mine:
             continue
-        e = by.get((peer.get(s, s), c)); d = by.get(("redis", c))
-        ratio = lambda base: f"{r['ops_s'] / base['ops_s']:.2f}x" if base and base["ops_s"] else "-"
-        print(f"| {s} | {c} | {r['ops_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {ratio(e)} | {ratio(d)} |")
+        ops = median([r["ops_s"] for r in mine.values()])
+        p50 = median([r["p50_ms"] for r in mine.values()])
+        p99 = median([r["p99_ms"] for r in mine.values()])
+        etcd = runs.get((peer.get(s, s), c)); redis = runs.get(("redis", c))
+        print(f"| {s} | {c} | {ops:.0f} | {p50:.3f} | {p99:.3f} | {ratio(mine, etcd)} | {ratio(mine, redis)} |")
 print()
 print("ops/s vs etcd: vstamp with fsync against etcd on disk, vstamp without fsync against etcd on tmpfs.")
 PY
