@@ -57,14 +57,22 @@ Deno.test("simulator sweep with every client always busy (batching, pipelining) 
  * Seeds that once failed, kept as regression tests. Each names what it caught.
  * - 479877611 (3 replicas): the primary of a stalled view change took committed entries from a
  *   replica of a later view and then could not start its own view with them.
+ * - 788778535 (high load): a recovering replica answered every NewState, duplicates and stale ones
+ *   included, with another GetState, so duplicated messages multiplied the requests in flight until
+ *   the simulator ran out of memory.
  */
-const REGRESSION_SEEDS: readonly { seed: number; replicas?: 1 | 3 | 5 }[] = [
+const REGRESSION_SEEDS: readonly {
+  seed: number;
+  replicas?: 1 | 3 | 5;
+  load?: "swarm" | "high";
+}[] = [
   { seed: 479877611, replicas: 3 },
+  { seed: 788778535, load: "high" },
 ];
 
 Deno.test("simulator regression seeds pass", () => {
-  for (const { seed, replicas } of REGRESSION_SEEDS) {
-    const result = runSimulation({ seed, replicas });
+  for (const { seed, replicas, load } of REGRESSION_SEEDS) {
+    const result = runSimulation({ seed, replicas, load });
     assert.ok(result.ok, `seed ${seed}: ${result.failure}`);
   }
 });

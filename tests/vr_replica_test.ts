@@ -795,6 +795,36 @@ Deno.test("§5.3 DoViewChange carries only the uncommitted suffix", () => {
   assert.equal(lagging.kvGet(1, "key2"), "value2");
 });
 
+Deno.test("§5.2 a duplicated NewState never adds a GetState in flight (seed 788778535)", () => {
+  // A recovering replica fetches the committed prefix two entries at a time, and every NewState
+  // it receives arrives twice. Only the NewStates that bring news may ask for more: were the
+  // duplicates to ask too, requests in flight would double at every part.
+  const cluster = new Cluster({ limits: { transferOpsMax: 2 } });
+  commitSome(cluster, 9);
+  cluster.crash(2, { diskless: true });
+  const r2 = cluster.restart(2);
+  const toR2 = ofType("new_state", undefined, 2);
+  let parts = 0;
+  for (let round = 0; round < 50 && r2.status !== "normal"; round++) {
+    cluster.hold(toR2);
+    cluster.run();
+    cluster.release();
+    const held = cluster.peek(toR2);
+    parts += held.length;
+    for (const envelope of held) cluster.inject(envelope.from, envelope.to, envelope.message);
+    cluster.deliver(toR2);
+  }
+  cluster.run();
+  assert.equal(r2.status, "normal");
+  assert.equal(r2.commitNumber, 9);
+  assert.equal(cluster.kvGet(2, "key9"), "value9");
+  const getStates = cluster.sent.filter(ofType("get_state", 2)).length;
+  // Nine committed ops, two per part: five parts, hence five GetStates and five NewStates (each
+  // delivered twice). Had the duplicates asked too, there would be 31 of each.
+  assert.equal(getStates, 5);
+  assert.equal(parts, 5);
+});
+
 // ------------------------------------------------------------------ §6.2 batching
 
 Deno.test("§6.2 requests arriving together go out in one Prepare; a lone request goes out at once", () => {

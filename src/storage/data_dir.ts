@@ -181,8 +181,7 @@ interface Segment {
  * msgpack of `[RECORD_KIND_BATCH, [segment, ...]]` where a segment is
  * `[superblockSequence, fromOpNumber, commitNumber, [entry, ...]]` and an entry is
  * `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`.
- */
-/**
+ *
  * Returns a view of a buffer that the next call reuses: write the record before encoding another.
  */
 function encodeRecord(offset: number, segments: readonly Segment[], fileName: string): Uint8Array {

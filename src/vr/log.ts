@@ -2,11 +2,11 @@
  * The replicated log: entries 1..opNumber, all in memory.
  *
  * Entries the replica has committed never change again, so the log packs them, in batches, into
- * large byte arenas: a packed entry costs its operation's bytes plus `PACKED_ENTRY_OVERHEAD_BYTES`,
- * where a live entry costs a JavaScript object, a typed-array view and the received buffer the view
- * keeps alive (about 600 bytes for a 64-byte SET), and it gives the garbage collector nothing to
- * trace. `entry` and the slices rebuild packed entries on demand (state transfer and view changes
- * read old entries; the hot path reads only recent ones).
+ * large byte arenas. A packed entry costs its operation's bytes plus 44 (its header, and its place
+ * in the index), and gives the garbage collector nothing to trace; a live entry costs a JavaScript
+ * object, a typed-array view and the received buffer the view keeps alive (several hundred bytes
+ * for a 64-byte SET). `entry` and the slices rebuild packed entries on demand (state transfer and
+ * view changes read old entries; the hot path reads only recent ones).
  *
  * @module
  */
@@ -17,8 +17,6 @@ import type { LogEntry } from "./message.ts";
 const ARENA_BYTES = 1024 * 1024;
 /** A packed entry: view, client id, request number, timestamp (f64 each), operation length (u32). */
 const PACKED_HEADER_BYTES = 4 * 8 + 4;
-/** What a packed entry costs beyond its operation: its header and its place in the index. */
-export const PACKED_ENTRY_OVERHEAD_BYTES = PACKED_HEADER_BYTES + 8;
 /** A packed entry's place: arena index times this, plus its offset in the arena. */
 const ARENA_STRIDE = 2 ** 32;
 

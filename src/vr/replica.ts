@@ -1278,8 +1278,15 @@ export class Replica {
           sync.opNumberMin,
         );
       } else {
+        const before = this.#commitNumber;
         this.#appendCommitted(message.entries, message.commitNumber);
-        this.#sendGetState(message.replica, sync.viewNumber, this.#commitNumber);
+        // Ask for the next part only when this one was news. Were every NewState to ask again,
+        // a duplicated or stale one would add a request in flight for good, and duplicates of
+        // those would multiply them without bound (seed 788778535, high load). Losses are
+        // covered by the retry on tick.
+        if (this.#commitNumber > before) {
+          this.#sendGetState(message.replica, sync.viewNumber, this.#commitNumber);
+        }
       }
       return;
     }
