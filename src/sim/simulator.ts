@@ -27,6 +27,11 @@ import { Checker, InvariantViolation } from "./checker.ts";
 export const TICK_UNITS = 10;
 /** Protocol client ids start here, so they never look like small numbers by accident. */
 const CLIENT_ID_BASE = 1_000;
+/**
+ * More events pending than this is a message storm (a few hundred is usual, even at high load):
+ * the seed fails with a message instead of the simulator running out of memory (seed 788778535).
+ */
+const EVENTS_PENDING_MAX = 20_000;
 
 /** The fault parameters drawn for one seed. */
 export interface SwarmParameters {
@@ -402,6 +407,11 @@ class Simulation {
     while (true) {
       const next = this.queue.peekTime();
       if (next === undefined || next > time) break;
+      if (this.queue.size > EVENTS_PENDING_MAX) {
+        throw new InvariantViolation(
+          `message storm: ${this.queue.size} events pending at time ${this.now}: ${this.#describeReplicas()}`,
+        );
+      }
       const entry = this.queue.pop()!;
       this.now = entry.time;
       this.stats.events++;
