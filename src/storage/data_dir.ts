@@ -258,8 +258,11 @@ function decodeEntry(value: unknown, opNumber: number): LogEntry {
     viewNumber: decodeCount(view, `the view-number of op ${opNumber}`),
     clientId: decodeCount(client, `the client-id of op ${opNumber}`),
     requestNumber: decodeCount(request, `the request-number of op ${opNumber}`),
-    // A copy: msgpackr hands back a Node Buffer over the whole record.
-    operation: new Uint8Array(operation),
+    // A plain view (msgpackr hands back a Node Buffer) into the read window, not a copy: the
+    // replica packs committed entries into its own arenas as it replays them, after which the
+    // window is garbage. A copy each would cost an allocation per entry, and the allocator keeps
+    // the memory of a million small ones long after they are freed.
+    operation: new Uint8Array(operation.buffer, operation.byteOffset, operation.byteLength),
     timestamp: timestampNumber,
   };
 }
