@@ -694,7 +694,7 @@ export class Replica {
    * Emit what accumulated during this turn: one log write for every entry appended, and as
    * primary one Prepare per batch of entries not yet sent (§6.2: a lone request goes out at once,
    * requests arriving together go out together), while fewer than `preparesInFlightMax` Prepares
-   * await their commit; the rest wait for the next commit and go out as one batch.
+   * wait for their commit; the rest wait for the next commit and go out as one batch.
    */
   #flush(): void {
     this.#flushLogPersist();
