@@ -13,7 +13,7 @@
 
 const MESSAGE_BYTES = 100;
 
-async function listen(onConnection: (conn: Deno.TcpConn) => void): Promise<number> {
+function listen(onConnection: (conn: Deno.TcpConn) => void): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
     for await (const conn of listener) {
@@ -31,8 +31,8 @@ async function connect(port: number): Promise<Deno.TcpConn> {
 }
 
 /** A backup: sends back whatever it reads. */
-async function backup(): Promise<void> {
-  const port = await listen(async (conn) => {
+function backup(): void {
+  const port = listen(async (conn) => {
     const buffer = new Uint8Array(65536);
     for (;;) {
       const n = await conn.read(buffer);
@@ -61,7 +61,7 @@ async function primary(backupPorts: number[]): Promise<void> {
       }
     })();
   }
-  const port = await listen(async (conn) => {
+  const port = listen(async (conn) => {
     client = conn;
     const buffer = new Uint8Array(65536);
     for (;;) {
@@ -127,7 +127,7 @@ async function measure(backupCount: number, requests: number): Promise<void> {
 
 const [role, ...rest] = Deno.args;
 if (role === "backup") {
-  await backup();
+  backup();
 } else if (role === "primary") {
   await primary(rest.map(Number));
 } else {
