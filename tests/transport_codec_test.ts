@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { ScratchBuffer } from "../src/lib/msgpack_fast.ts";
 import fc from "fast-check";
 import { Packr } from "msgpackr";
 import {
@@ -1053,4 +1054,19 @@ Deno.test("codec hot-path decoder agrees with the general decoder on mutated bod
     ),
     { numRuns: FUZZ_RUNS },
   );
+});
+
+Deno.test("ScratchBuffer reuses one buffer up to its limit and hands out its own beyond it", () => {
+  const scratch = new ScratchBuffer(1024 * 1024);
+  const first = scratch.take(100);
+  assert.equal(first.length, 100);
+  assert.equal(scratch.take(5000).buffer, first.buffer, "reused while it fits");
+  const grown = scratch.take(200 * 1024);
+  assert.equal(grown.length, 200 * 1024);
+  assert.notEqual(grown.buffer, first.buffer, "grown when it does not fit");
+  assert.equal(scratch.take(10).buffer, grown.buffer, "the grown buffer is kept");
+  const huge = scratch.take(2 * 1024 * 1024);
+  assert.equal(huge.length, 2 * 1024 * 1024);
+  assert.notEqual(huge.buffer, grown.buffer, "beyond the limit: a buffer of its own");
+  assert.equal(scratch.take(10).buffer, grown.buffer, "and the kept buffer stays as it was");
 });

@@ -23,6 +23,7 @@
 import { Unpackr } from "msgpackr";
 import { crc32c, CRC32C_START, crc32cFinish, crc32cUpdate } from "../lib/crc32c.ts";
 import {
+  ScratchBuffer,
   sizeArrayHeader,
   sizeEntry,
   sizeUint,
@@ -136,23 +137,9 @@ function writeUint32Le(bytes: Uint8Array, at: number, value: number): void {
 
 /**
  * Every record is written as soon as it is encoded (`writeAll` is synchronous), so records are
- * encoded into one buffer that the process reuses rather than a new one each (a fresh typed
- * array costs about a microsecond in Deno, and every persist writes a record). Records larger
- * than `RECORD_SCRATCH_BYTES_MAX` get a buffer of their own, so that a rare huge batch does not
- * keep its size in memory.
+ * encoded into one buffer that the process reuses.
  */
-let recordScratch = new Uint8Array(64 * 1024);
-const RECORD_SCRATCH_BYTES_MAX = 1024 * 1024;
-
-function recordBuffer(length: number): Uint8Array {
-  if (length > recordScratch.length) {
-    if (length > RECORD_SCRATCH_BYTES_MAX) return new Uint8Array(length);
-    recordScratch = new Uint8Array(
-      Math.min(RECORD_SCRATCH_BYTES_MAX, Math.max(length, 2 * recordScratch.length)),
-    );
-  }
-  return recordScratch.subarray(0, length);
-}
+const recordScratch = new ScratchBuffer(1024 * 1024);
 
 // ---------------------------------------------------------------- encoding
 
@@ -202,7 +189,7 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
       `${fileName}: a batch of ${bodyBytes} bytes exceeds the limit of ${RECORD_BODY_BYTES_MAX}`,
     );
   }
-  const record = recordBuffer(RECORD_HEADER_BYTES + bodyBytes);
+  const record = recordScratch.take(RECORD_HEADER_BYTES + bodyBytes);
   let p = writeArrayHeader(record, RECORD_HEADER_BYTES, 2);
   p = writeUint(record, p, RECORD_KIND_BATCH);
   p = writeArrayHeader(record, p, segments.length);

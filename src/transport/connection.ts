@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { ScratchBuffer } from "../lib/msgpack_fast.ts";
 import { encodeFrame, FrameDecoder } from "./frame.ts";
 
 /** Bytes a connection may have queued for writing before the peer is deemed too slow. */
@@ -18,7 +19,6 @@ const READ_BUFFER_BYTES = 256 * 1024;
 
 /** The largest write gathered into the connection's reusable buffer. */
 const GATHER_BUFFER_BYTES_MAX = 1024 * 1024;
-const EMPTY = new Uint8Array(0);
 
 export type Role = "client" | "replica" | "status";
 
@@ -93,7 +93,8 @@ export class Connection {
   #queuedBytes = 0;
   #flushScheduled = false;
   #writing = false;
-  #gather: Uint8Array = EMPTY;
+  /** Queued frames are gathered here for the one write in flight. */
+  readonly #gather = new ScratchBuffer(GATHER_BUFFER_BYTES_MAX);
   #closed = false;
   readonly remote: string;
 
@@ -166,7 +167,7 @@ export class Connection {
         if (chunks.length === 1) {
           buffer = chunks[0]!;
         } else {
-          buffer = this.#gatherBuffer(total);
+          buffer = this.#gather.take(total);
           let offset = 0;
           for (const chunk of chunks) {
             buffer.set(chunk, offset);
@@ -185,21 +186,6 @@ export class Connection {
     } finally {
       this.#writing = false;
     }
-  }
-
-  /**
-   * Room to gather `length` bytes of queued frames into one write. One write is in flight at a
-   * time, so one buffer serves them all (up to `GATHER_BUFFER_BYTES_MAX`; larger writes get their
-   * own), sparing an allocation per write.
-   */
-  #gatherBuffer(length: number): Uint8Array {
-    if (length > GATHER_BUFFER_BYTES_MAX) return new Uint8Array(length);
-    if (this.#gather.length < length) {
-      this.#gather = new Uint8Array(
-        Math.min(GATHER_BUFFER_BYTES_MAX, Math.max(length, 2 * this.#gather.length)),
-      );
-    }
-    return this.#gather.subarray(0, length);
   }
 
   async #readLoop(): Promise<void> {
