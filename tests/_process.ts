@@ -99,7 +99,7 @@ export function signalChild(process: Deno.ChildProcess, sig: Deno.Signal): void 
 }
 
 /** Collects a byte stream as text in the background, keeping the last `OUTPUT_CHARS_MAX`. */
-class OutputCollector {
+export class OutputCollector {
   text = "";
   readonly done: Promise<void>;
   #listeners: (() => void)[] = [];

@@ -1,0 +1,225 @@
+/**
+ * A fault-injecting TCP proxy for tests that run replicas as real processes.
+ *
+ * One listener stands in front of each replica, and the configuration file lists the listeners,
+ * so every connection to replica `i` (from a peer, a client or `vstamp status`) passes through
+ * proxy `i`. The proxy reads the connection's hello frame to learn who is speaking, so it can
+ * cut one direction of one link: replica `a` sends to `b` only on the connection `a` opened to
+ * `b`, and `b` answers on its own connection to `a`.
+ *
+ * Faults:
+ * - `cut(from, to)`: closes the connections that carry `from → to` and refuses new ones until
+ *   `heal`. TCP cannot lose bytes in the middle of a stream, so a cut link loses every message
+ *   in flight on it, as a dropped packet stream would, and the sender sees its connection close.
+ * - `delay(ms)`: every chunk forwarded waits this long first (order is kept).
+ * - The upstream port of a replica can change (`setUpstream`): a restarted replica binds a new
+ *   port and the configuration stays the same.
+ *
+ * @module
+ */
+import { decodeHello } from "../src/transport/connection.ts";
+import { FRAME_HEADER_BYTES } from "../src/transport/frame.ts";
+
+/** A replica index, or "client" for any client (including status queries). */
+export type Endpoint = number | "client";
+
+/** The hello is the first frame of every connection: a frame header and an 8-byte body. */
+const HELLO_FRAME_BYTES = FRAME_HEADER_BYTES + 8;
+
+interface Link {
+  readonly inbound: Deno.TcpConn;
+  upstream: Deno.TcpConn | undefined;
+  readonly from: Endpoint;
+  readonly to: number;
+}
+
+function linkKey(from: Endpoint, to: Endpoint): string {
+  return `${from}>${to}`;
+}
+
+export class FaultNetwork {
+  readonly #listeners: Deno.TcpListener[] = [];
+  readonly #upstreams: (number | undefined)[] = [];
+  readonly #cut = new Set<string>();
+  readonly #links = new Set<Link>();
+  #delayMs = 0;
+  #closed = false;
+  /** Connections refused or closed because of a cut, for the test to check the faults bit. */
+  refused = 0;
+
+  private constructor(n: number) {
+    for (let i = 0; i < n; i++) {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      this.#listeners.push(listener);
+      this.#upstreams.push(undefined);
+      this.#accept(listener, i);
+    }
+  }
+
+  /** Proxies for `n` replicas, listening on free ports. */
+  static start(n: number): FaultNetwork {
+    return new FaultNetwork(n);
+  }
+
+  /** The addresses to put in the configuration file, one per replica. */
+  get addresses(): string[] {
+    return this.#listeners.map((l) => `127.0.0.1:${(l.addr as Deno.NetAddr).port}`);
+  }
+
+  /** Where replica `index` listens now (undefined while it is down). */
+  setUpstream(index: number, port: number | undefined): void {
+    this.#upstreams[index] = port;
+  }
+
+  /** Stop carrying `from → to`. A client link is cut both ways (one connection carries both). */
+  cut(from: Endpoint, to: Endpoint): void {
+    this.#cut.add(linkKey(from, to));
+    for (const link of this.#links) {
+      if (this.#isCut(link)) this.#drop(link, true);
+    }
+  }
+
+  /** Cut every link to and from replica `index`, clients included. */
+  isolate(index: number, n: number): void {
+    this.cut("client", index);
+    for (let other = 0; other < n; other++) {
+      if (other === index) continue;
+      this.cut(index, other);
+      this.cut(other, index);
+    }
+  }
+
+  delay(ms: number): void {
+    this.#delayMs = ms;
+  }
+
+  /** Undo every cut and delay (connections closed by a cut stay closed; peers reconnect). */
+  heal(): void {
+    this.#cut.clear();
+    this.#delayMs = 0;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const listener of this.#listeners) {
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    for (const link of this.#links) this.#drop(link, false);
+  }
+
+  #isCut(link: Link): boolean {
+    if (this.#cut.has(linkKey(link.from, link.to))) return true;
+    return link.from === "client" && this.#cut.has(linkKey(link.to, "client"));
+  }
+
+  #drop(link: Link, fault: boolean): void {
+    this.#links.delete(link);
+    if (fault) this.refused++;
+    for (const conn of [link.inbound, link.upstream]) {
+      try {
+        conn?.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  async #accept(listener: Deno.TcpListener, to: number): Promise<void> {
+    try {
+      for await (const inbound of listener) this.#serve(inbound, to);
+    } catch {
+      // The listener was closed.
+    }
+  }
+
+  async #serve(inbound: Deno.TcpConn, to: number): Promise<void> {
+    const first = await readAtLeast(inbound, HELLO_FRAME_BYTES);
+    if (first === undefined || this.#closed) {
+      inbound.close();
+      return;
+    }
+    const hello = decodeHello(first.subarray(FRAME_HEADER_BYTES, HELLO_FRAME_BYTES));
+    const from: Endpoint = "error" in hello || hello.role !== "replica" ? "client" : hello.index;
+    const link: Link = { inbound, upstream: undefined, from, to };
+    const port = this.#upstreams[to];
+    if (this.#isCut(link) || port === undefined) {
+      this.refused++;
+      inbound.close();
+      return;
+    }
+    this.#links.add(link);
+    try {
+      link.upstream = await Deno.connect({ hostname: "127.0.0.1", port });
+      link.upstream.setNoDelay(true);
+      inbound.setNoDelay(true);
+    } catch {
+      this.#drop(link, false);
+      return;
+    }
+    if (!this.#links.has(link)) {
+      // Cut while connecting.
+      link.upstream.close();
+      return;
+    }
+    await Promise.all([
+      this.#pump(link, first, inbound, link.upstream),
+      this.#pump(link, undefined, link.upstream, inbound),
+    ]);
+  }
+
+  /** Copies `source` to `sink` until either closes, then closes the link. */
+  async #pump(
+    link: Link,
+    head: Uint8Array | undefined,
+    source: Deno.TcpConn,
+    sink: Deno.TcpConn,
+  ): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      if (head !== undefined) await writeAll(sink, head);
+      for (;;) {
+        const n = await source.read(buffer);
+        if (n === null || !this.#links.has(link)) break;
+        const chunk = buffer.slice(0, n);
+        if (this.#delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.#delayMs));
+        if (!this.#links.has(link)) break;
+        await writeAll(sink, chunk);
+      }
+    } catch {
+      // Either side closed.
+    }
+    if (this.#links.has(link)) this.#drop(link, false);
+  }
+}
+
+async function readAtLeast(conn: Deno.TcpConn, count: number): Promise<Uint8Array | undefined> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (total < count) {
+      const n = await conn.read(buffer);
+      if (n === null) return undefined;
+      chunks.push(buffer.slice(0, n));
+      total += n;
+    }
+  } catch {
+    return undefined;
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
+}
