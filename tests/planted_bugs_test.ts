@@ -45,3 +45,15 @@ Deno.test("correct core passes the seeds that catch the planted bugs", () => {
     assert.ok(result.ok, `seed ${seed}: ${result.failure}`);
   }
 });
+
+Deno.test("planted bug GetState on every NewState is caught as a message storm", () => {
+  // The seed that found the bug (see tests/sim_test.ts): with the fix removed, duplicated
+  // NewStates multiply the GetStates in flight until the pending events pass the storm bound.
+  const result = runSimulation({
+    seed: 788778535,
+    load: "high",
+    plantedBug: "get_state_on_every_new_state",
+  });
+  assert.equal(result.ok, false);
+  assert.match(result.failure ?? "", /message storm: \d+ events pending/);
+});

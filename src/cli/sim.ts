@@ -13,6 +13,7 @@ const PLANTED_BUGS: readonly PlantedBug[] = [
   "do_view_change_log_by_op_number",
   "recovery_without_nonce_check",
   "execute_retried_request_twice",
+  "get_state_on_every_new_state",
   "recovery_forgets_persisted_view",
   "adopt_newer_view_before_its_state",
 ];

@@ -88,6 +88,8 @@ export type PlantedBug =
   | "do_view_change_log_by_op_number"
   | "recovery_without_nonce_check"
   | "execute_retried_request_twice"
+  // The state-transfer fix of seed 788778535, removed: every NewState asks for more.
+  | "get_state_on_every_new_state"
   // The two corrections of vr-checklist, removed:
   | "recovery_forgets_persisted_view"
   | "adopt_newer_view_before_its_state";
@@ -1284,7 +1286,7 @@ export class Replica {
         // a duplicated or stale one would add a request in flight for good, and duplicates of
         // those would multiply them without bound (seed 788778535, high load). Losses are
         // covered by the retry on tick.
-        if (this.#commitNumber > before) {
+        if (this.#commitNumber > before || this.#plantedBug === "get_state_on_every_new_state") {
           this.#sendGetState(message.replica, sync.viewNumber, this.#commitNumber);
         }
       }
