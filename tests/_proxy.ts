@@ -147,7 +147,8 @@ export class FaultNetwork {
     const link: Link = { inbound, upstream: undefined, from, to };
     const port = this.#upstreams[to];
     if (this.#isCut(link) || port === undefined) {
-      this.refused++;
+      // Only refusals because of a cut count as faults; a replica that is down refuses too.
+      if (this.#isCut(link)) this.refused++;
       inbound.close();
       return;
     }

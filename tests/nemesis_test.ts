@@ -116,7 +116,7 @@ class ReplicaProcess {
     this.network.setUpstream(this.index, undefined);
     signalChild(process, "SIGKILL");
     await process.status;
-    this.#stdin?.releaseLock();
+    await this.#stdin?.close().catch(() => {});
     this.#stdin = undefined;
   }
 
@@ -149,7 +149,6 @@ Deno.test({
     const history: HistoryOperation[] = [];
     const clients: KvClient[] = [];
     let completed = 0;
-    let indefinite = 0;
     let stop = false;
     let clientFailure: unknown;
     const diagnostics = () =>
@@ -173,7 +172,6 @@ Deno.test({
         // An error result is a bug; a request that got no answer in time may or may not happen.
         if (error instanceof KvError || !(error instanceof ClientError)) throw error;
         history.push({ clientId, key, call, invokeTime, returnTime: undefined, output: null });
-        indefinite++;
       }
     };
 
@@ -222,7 +220,10 @@ Deno.test({
       await awaitProgress("at the start");
 
       for (const fault of FAULTS) {
-        const victim = fault.endsWith("primary") ? await primaryIndex() : prng.int(0, 2);
+        // Isolating or cutting the clients off a backup would change little: aim at the primary.
+        const atPrimary = fault.endsWith("primary") || fault === "isolate" ||
+          fault === "cut-clients";
+        const victim = atPrimary ? await primaryIndex() : prng.int(0, REPLICAS - 1);
         switch (fault) {
           case "kill":
           case "kill-primary":
@@ -264,13 +265,12 @@ Deno.test({
       const reader = await KvClient.connect({ addresses: network.addresses });
       clients.push(reader);
       for (const key of KEYS) await record(reader, CLIENTS + 1, key, { kind: "get" });
+      for (const op of history.slice(-KEYS.length)) {
+        assert.ok(op.returnTime !== undefined, `the final read of ${op.key} got no answer`);
+      }
 
       const result = checkLinearizable(history);
       assert.ok(result.ok, result.ok ? "" : result.message);
-      assert.ok(
-        completed >= PROGRESS_OPS * (FAULTS.length + 1),
-        `only ${completed} operations completed (${indefinite} indefinite)`,
-      );
       assert.ok(network.refused > 0, "the partitions closed no connection");
 
       // The group converges: every replica normal, in one view, with the same commit-number.
