@@ -82,6 +82,11 @@ export class FaultNetwork {
   /** Cut every link to and from replica `index`, clients included. */
   isolate(index: number, n: number): void {
     this.cut("client", index);
+    this.cutFromReplicas(index, n);
+  }
+
+  /** Cut every link between replica `index` and the other replicas; clients still reach it. */
+  cutFromReplicas(index: number, n: number): void {
     for (let other = 0; other < n; other++) {
       if (other === index) continue;
       this.cut(index, other);
