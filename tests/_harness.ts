@@ -60,6 +60,10 @@ export interface HarnessOptions {
   readonly plantedBug?: PlantedBug | undefined;
   /** Defaults to the core's timing with no jitter, so tick counts in tests are exact. */
   readonly timing?: Partial<Timing>;
+  /**
+   * Defaults to the core's limits, except that every Prepare goes to every backup at once
+   * (`quietPrepareBackups`): scripted scenarios count on it. Spares are tested on their own.
+   */
   readonly limits?: Partial<Limits>;
   /** The state machine of each replica; a fresh KvStore unless told. */
   readonly app?: (replicaIndex: number) => StateMachine;
@@ -414,7 +418,7 @@ export class Cluster {
       durable,
       plantedBug: this.#options.plantedBug,
       timing: this.#timing,
-      limits: this.#options.limits,
+      limits: { quietPrepareBackups: this.addresses.length, ...this.#options.limits },
       log: this.#options.trace === true
         ? (level, text) => this.#log(`r${i} ${level} ${text}`)
         : undefined,

@@ -46,7 +46,8 @@ function makeReplica(index: number, setup: ReplicaSetup = {}): Replica {
     app: setup.app ?? new KvStore(),
     seed: 42 + index,
     timing: { primaryTimeoutJitterTicks: 0, ...setup.timing },
-    limits: setup.limits,
+    // Every Prepare to every backup at once, unless a test is about spares.
+    limits: { quietPrepareBackups: n, ...setup.limits },
     plantedBug: setup.plantedBug,
   });
 }
@@ -849,6 +850,86 @@ Deno.test("§6.2 requests arriving together go out in one Prepare; a lone reques
     ),
     [[1, 2], [3]],
   );
+});
+
+/** Each Prepare among `effects` as [to, op-numbers]. */
+function preparesSent(effects: readonly Effect[]): [number, number[]][] {
+  return sendsOf(effects, "prepare").map((s) => [s.to, s.message.entries.map((e) => e.opNumber)]);
+}
+
+/** Tick `replica` `count` times; the Prepares each tick sent, by tick, for ticks that sent any. */
+function preparesOverTicks(replica: Replica, count: number): [number, [number, number[]][]][] {
+  const out: [number, [number, number[]][]][] = [];
+  for (let t = 1; t <= count; t++) {
+    replica.tick(t * 10);
+    const sent = preparesSent(replica.drainEffects());
+    if (sent.length > 0) out.push([t, sent]);
+  }
+  return out;
+}
+
+Deno.test("§6.2 at low load a Prepare wakes only the f backups a commit needs; the spare gets its entries in one batch", () => {
+  const primary = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  assert.equal(primary.timing.spareCatchUpTicks, 5);
+  for (let op = 1; op <= 2; op++) {
+    // A lone request goes to backup 1 only, and its PrepareOk alone commits it (f = 1).
+    assert.deepEqual(preparesSent(stepDurable(primary, request(1, op, kvSet("a", `${op}`)))), [
+      [1, [op]],
+    ]);
+    const ok = step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: op, replica: 1 });
+    assert.equal(primary.commitNumber, op);
+    assert.equal(repliesOf(ok).length, 1);
+  }
+  // Backup 2, the spare, gets both entries in one Prepare at the catch-up tick, not before.
+  assert.deepEqual(preparesOverTicks(primary, 5), [[5, [[2, [1, 2]]]]]);
+
+  // With quietPrepareBackups at 2f every backup gets every Prepare at once.
+  const eager = makeReplica(0, { limits: { quietPrepareBackups: 2 } });
+  assert.deepEqual(preparesSent(stepDurable(eager, request(1, 1, kvSet("a", "1")))), [
+    [1, [1]],
+    [2, [1]],
+  ]);
+  // Five replicas (f = 2): the two backups after the primary are prompt, the other two spares.
+  const five = makeReplica(0, { n: 5, limits: { quietPrepareBackups: 1 } });
+  assert.deepEqual(preparesSent(stepDurable(five, request(1, 1, kvSet("a", "1")))), [
+    [1, [1]],
+    [2, [1]],
+  ]);
+});
+
+Deno.test("§6.2 as the load rises the spare gets every Prepare again, after what it missed", () => {
+  const primary = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  assert.deepEqual(preparesSent(stepDurable(primary, request(1, 1, kvSet("a", "1")))), [[1, [1]]]);
+  // A second request while op 1 is in flight: not low load. Backup 2 gets op 1 first, no gap.
+  assert.deepEqual(preparesSent(stepDurable(primary, request(2, 1, kvSet("b", "1")))), [
+    [1, [2]],
+    [2, [1, 2]],
+  ]);
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 2, replica: 2 });
+  assert.equal(primary.commitNumber, 2);
+  // Nothing is left for a catch-up tick to send.
+  assert.deepEqual(preparesOverTicks(primary, 5), []);
+});
+
+Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the spare", () => {
+  const primary = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  assert.equal(primary.timing.spareSwapTicks, 2);
+  assert.deepEqual(preparesSent(stepDurable(primary, request(1, 1, kvSet("a", "1")))), [[1, [1]]]);
+  // Backup 1 is silent; backup 2 answers (a heartbeat's PrepareOk) at tick 1.
+  primary.tick(10);
+  primary.drainEffects();
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2 });
+  // At tick 2 backup 1 has held op 1 unacknowledged for spareSwapTicks: backup 2 gets it now.
+  primary.tick(20);
+  assert.deepEqual(preparesSent(primary.drainEffects()), [[2, [1]]]);
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 2 });
+  assert.equal(primary.commitNumber, 1);
+  // Later lone requests go to backup 2 at once, and backup 1 is now the spare.
+  assert.deepEqual(preparesSent(stepDurable(primary, request(1, 2, kvSet("a", "2")))), [[2, [2]]]);
+  // A spare that has not been heard from more recently than the prompt backup is not swapped in.
+  const lonely = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  stepDurable(lonely, request(1, 1, kvSet("a", "1")));
+  assert.deepEqual(preparesOverTicks(lonely, 4), []);
 });
 
 Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later requests wait and go out together", () => {

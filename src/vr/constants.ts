@@ -20,6 +20,14 @@ export interface Limits {
    * batches should grow rather than Prepares multiply. A lone request still goes out at once.
    */
   readonly preparesInFlightMax: number;
+  /**
+   * At low load (a single-entry Prepare with no other Prepare in flight) a Prepare goes at once to
+   * this many backups, never fewer than the f whose acknowledgements a commit needs; the other
+   * backups, the spares, get their entries at the next tick, or at once as soon as the load rises.
+   * A lone client's operation then wakes f backups instead of all 2f, which on a machine with few
+   * cores is most of its latency. 1 (the default) means f; 2f means every backup, always.
+   */
+  readonly quietPrepareBackups: number;
   /** At most this many entries in one Prepare (a batch, §6.2). */
   readonly batchOpsMax: number;
   /** At most this many operation bytes in one Prepare. */
@@ -42,6 +50,7 @@ export const LIMITS_DEFAULT: Limits = {
   pipelineOpsMax: 1024,
   pipelineBytesMax: 8 * 1024 * 1024,
   preparesInFlightMax: 2,
+  quietPrepareBackups: 1,
   batchOpsMax: 256,
   batchBytesMax: 2 * 1024 * 1024,
   transferOpsMax: 1024,
@@ -54,6 +63,17 @@ export const LIMITS_DEFAULT: Limits = {
 export interface Timing {
   /** The primary sends Commit when it has sent nothing to the backups for this long. */
   readonly heartbeatTicks: number;
+  /**
+   * A backup that a low-load Prepare goes to at once, and that has acknowledged nothing it was sent
+   * for this long, trades places with a spare (see `quietPrepareBackups`): while one backup is
+   * down, the spare is not left waiting for ticks.
+   */
+  readonly spareSwapTicks: number;
+  /**
+   * A spare gets the entries low-load Prepares left out this often: in one batch, so that it
+   * wakes and writes once where it would have done so for every operation.
+   */
+  readonly spareCatchUpTicks: number;
   /** The primary re-sends Prepares to a backup that has not acknowledged them for this long. */
   readonly prepareRetryTicks: number;
   /** A backup that hears nothing from its primary for this long starts a view change (§4.2). */
@@ -68,6 +88,8 @@ export interface Timing {
 
 export const TIMING_DEFAULT: Timing = {
   heartbeatTicks: 5,
+  spareSwapTicks: 2,
+  spareCatchUpTicks: 5,
   prepareRetryTicks: 10,
   primaryTimeoutTicks: 25,
   primaryTimeoutJitterTicks: 15,

@@ -171,6 +171,13 @@ export class Replica {
   #acked: number[];
   /** Entries up to here went out in a Prepare (or StartView) in this view. */
   #preparedOpNumber = 0;
+  /** Per replica: entries up to here went to it in a Prepare (or StartView) in this view. */
+  #sentTo: number[];
+  /**
+   * Per replica: whether it is a spare, which low-load Prepares reach only at the next tick (see
+   * `Limits.quietPrepareBackups`). The others get every Prepare at once.
+   */
+  #spare: boolean[];
   /** The last op-number of each Prepare of this view not yet known committed, oldest first. */
   #preparesInFlight: number[] = [];
   #ticksSinceSend = 0;
@@ -242,7 +249,11 @@ export class Replica {
     this.#acked = new Array<number>(count).fill(-1);
     this.#heardAtTick = new Array<number>(count).fill(0);
     this.#progressAtTick = new Array<number>(count).fill(0);
+    this.#sentTo = new Array<number>(count).fill(0);
+    this.#spare = new Array<boolean>(count).fill(false);
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
+
+    this.#chooseSpares();
 
     const durable = options.durable;
     if (durable === undefined) return;
@@ -259,6 +270,7 @@ export class Replica {
       }
       this.#startRecovery();
     }
+    this.#chooseSpares(); // For the view on disk.
   }
 
   // ------------------------------------------------------------------ read-only state
@@ -640,11 +652,20 @@ export class Replica {
   #tickPrimary(): void {
     this.#ticksSinceSend++;
     if (this.#abdicating()) return;
+    this.#swapStalledBackup();
     for (let replica = 0; replica < this.replicaCount; replica++) {
       if (replica === this.replicaIndex) continue;
+      // A spare gets what low-load Prepares left out every `spareCatchUpTicks`.
+      if (
+        this.#sentTo[replica]! < this.#preparedOpNumber &&
+        this.#ticks % this.timing.spareCatchUpTicks === 0
+      ) {
+        this.#sendPreparesTo(replica, this.#preparedOpNumber);
+        continue;
+      }
       if (this.#ticks - this.#progressAtTick[replica]! < this.timing.prepareRetryTicks) continue;
       const from = this.#ackedOrCommit(replica);
-      if (from >= this.#preparedOpNumber) continue;
+      if (from >= this.#sentTo[replica]!) continue;
       this.#progressAtTick[replica] = this.#ticks;
       const entries = this.#log.sliceBounded(
         from,
@@ -652,6 +673,8 @@ export class Replica {
         this.limits.batchBytesMax,
       );
       this.#send(replica, this.#prepareMessage(entries));
+      const last = entries[entries.length - 1]!.opNumber;
+      if (last > this.#sentTo[replica]!) this.#sentTo[replica] = last;
     }
     if (this.#ticksSinceSend >= this.timing.heartbeatTicks) {
       this.#ticksSinceSend = 0;
@@ -680,6 +703,63 @@ export class Replica {
   #ackedOrCommit(replica: ReplicaIndex): number {
     const acked = this.#acked[replica]!;
     return acked >= 0 ? acked : this.#commitNumber;
+  }
+
+  /** Send `replica` what it was not sent yet, up to `toOpNumber`, in bounded Prepares. */
+  #sendPreparesTo(replica: ReplicaIndex, toOpNumber: number): void {
+    while (this.#sentTo[replica]! < toOpNumber) {
+      const from = this.#sentTo[replica]!;
+      const entries = this.#log.sliceBounded(
+        from,
+        Math.min(this.limits.batchOpsMax, toOpNumber - from),
+        this.limits.batchBytesMax,
+      );
+      if (this.#ackedOrCommit(replica) >= from) this.#progressAtTick[replica] = this.#ticks;
+      this.#send(replica, this.#prepareMessage(entries));
+      this.#sentTo[replica] = entries[entries.length - 1]!.opNumber;
+    }
+  }
+
+  /**
+   * Which backups are spares (`Limits.quietPrepareBackups`): the ones furthest after the primary,
+   * so that every replica agrees on it without a word.
+   */
+  #chooseSpares(): void {
+    this.#spare.fill(false);
+    const primary = this.primaryIndex;
+    const prompt = Math.min(
+      this.replicaCount - 1,
+      Math.max(this.f, this.limits.quietPrepareBackups),
+    );
+    for (let k = 1 + prompt; k < this.replicaCount; k++) {
+      this.#spare[(primary + k) % this.replicaCount] = true;
+    }
+  }
+
+  /**
+   * A prompt backup that holds Prepares it has not acknowledged for `spareSwapTicks` trades places
+   * with the spare heard from most recently: otherwise, while it is down, every low-load operation
+   * would wait for a tick for its acknowledgement from the spare.
+   */
+  #swapStalledBackup(): void {
+    for (let replica = 0; replica < this.replicaCount; replica++) {
+      if (replica === this.replicaIndex || this.#spare[replica]) continue;
+      if (this.#ackedOrCommit(replica) >= this.#sentTo[replica]!) continue;
+      if (this.#ticks - this.#progressAtTick[replica]! < this.timing.spareSwapTicks) continue;
+      let best = -1;
+      for (let spare = 0; spare < this.replicaCount; spare++) {
+        if (!this.#spare[spare]) continue;
+        if (best < 0 || this.#heardAtTick[spare]! > this.#heardAtTick[best]!) best = spare;
+      }
+      if (best < 0 || this.#heardAtTick[best]! <= this.#heardAtTick[replica]!) continue;
+      this.#log_(
+        "info",
+        `backup ${replica} is slow to acknowledge: backup ${best} takes its place`,
+      );
+      this.#spare[replica] = true;
+      this.#spare[best] = false;
+      this.#sendPreparesTo(best, this.#preparedOpNumber);
+    }
   }
 
   #prepareMessage(entries: readonly LogEntry[]): Prepare {
@@ -712,15 +792,23 @@ export class Replica {
         this.limits.batchBytesMax,
       );
       const message = this.#prepareMessage(entries);
+      const last = entries[entries.length - 1]!.opNumber;
+      const quiet = inFlight.length === 0 && entries.length === 1;
       for (let replica = 0; replica < this.replicaCount; replica++) {
         if (replica === this.replicaIndex) continue;
+        if (quiet && this.#spare[replica]) continue;
         // A backup that had acknowledged everything starts its retry period now.
-        if (this.#ackedOrCommit(replica) >= this.#preparedOpNumber) {
+        if (this.#ackedOrCommit(replica) >= this.#sentTo[replica]!) {
           this.#progressAtTick[replica] = this.#ticks;
         }
-        this.#send(replica, message);
+        if (this.#sentTo[replica] === this.#preparedOpNumber) {
+          this.#send(replica, message); // The same object for all: the driver encodes it once.
+          this.#sentTo[replica] = last;
+        } else {
+          this.#sendPreparesTo(replica, last); // A spare catching up, as the load rises.
+        }
       }
-      this.#preparedOpNumber = entries[entries.length - 1]!.opNumber;
+      this.#preparedOpNumber = last;
       inFlight.push(this.#preparedOpNumber);
       this.#ticksSinceSend = 0;
     }
@@ -890,6 +978,7 @@ export class Replica {
     this.#transitionToNormal(this.#viewNumber);
     this.#advanceCommit(commitMax);
     this.#preparedOpNumber = this.opNumber;
+    this.#sentTo.fill(this.opNumber); // The StartViews below carry the whole log.
     const commits = new Map<ReplicaIndex, number>();
     for (const message of this.#doViewChanges.values()) {
       commits.set(message.replica, message.commitNumber);
@@ -1095,6 +1184,8 @@ export class Replica {
     this.#heardAtTick.fill(this.#ticks); // A grace period: a new view has heard from no one yet.
     this.#progressAtTick.fill(this.#ticks);
     this.#preparedOpNumber = this.opNumber;
+    this.#sentTo.fill(this.opNumber);
+    this.#chooseSpares();
     this.#preparesInFlight = [];
     this.#prepareOkSentOpNumber = 0;
     this.#ticksSincePrimary = 0;
