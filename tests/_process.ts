@@ -360,11 +360,12 @@ export async function runVstamp(
 /** The rows `vstamp status --config <configPath>` would show, from the library directly. */
 export async function statusRows(
   configOrAddresses: string | readonly string[],
+  options: { readonly digest?: boolean } = {},
 ): Promise<StatusRow[]> {
   const addresses = typeof configOrAddresses === "string"
     ? (await loadConfig(configOrAddresses)).addressTexts
     : configOrAddresses;
-  return await collectStatus(addresses);
+  return await collectStatus(addresses, options);
 }
 
 /** The single reachable normal primary with the highest view, if any. */

@@ -247,6 +247,42 @@ Deno.test("status shows every replica", async () => {
   });
 });
 
+Deno.test("status --digest: replicas at one commit-number report one state digest", async () => {
+  await withCluster(3, async (cluster) => {
+    const client = await Client.connect({
+      addresses: cluster.addresses,
+      deadlineMs: REQUEST_DEADLINE_MS,
+    });
+    try {
+      const digestRows = () => statusRows(cluster.configPath, { digest: true });
+      const empty = (await digestRows())[0]!.digest;
+      for (let i = 0; i < 5; i++) await set(client, `key-${i}`, `value-${i}`);
+      // The backups learn the last commit from the next Commit or Prepare: wait for it.
+      const rows = await waitFor(
+        async () => {
+          const rows = await digestRows();
+          return rows.every((row) => row.commitNumber === 5) ? rows : undefined;
+        },
+        SETTLE_TIMEOUT_MS,
+        () => "every replica to commit op 5",
+      );
+      assert.ok(typeof rows[0]!.digest === "string" && rows[0]!.digest.length > 0);
+      assert.notEqual(rows[0]!.digest, empty, "five SETs changed the state");
+      assert.deepEqual(rows.map((row) => row.digest), rows.map(() => rows[0]!.digest));
+      // Without --digest the replicas are not asked for it; with it the table has a column.
+      assert.equal((await statusRows(cluster.configPath))[0]!.digest, undefined);
+      const table = await runVstamp(["status", "--config", cluster.configPath, "--digest"], {
+        cwd: cluster.dir,
+      });
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /DIGEST/);
+      assert.ok(table.stdout.includes(rows[0]!.digest!), table.stdout);
+    } finally {
+      client.close();
+    }
+  });
+});
+
 /**
  * Runs `body` with a fresh cluster, and afterwards makes sure that none of its servers is left,
  * whether `body` stopped them or failed.

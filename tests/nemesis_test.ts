@@ -6,7 +6,7 @@
  * direction of a link, cuts the clients off the primary, and slows every link. The clients'
  * history, with every unanswered request counted as indefinite, must be linearizable; after each
  * fault heals the group must serve again; at the end every replica must be normal in one view at
- * the same op-number and commit-number.
+ * the same op-number and commit-number, with the same state digest.
  *
  * Fault durations are the nemesis's schedule, not waits for a result: every check waits for a
  * condition with a deadline.
@@ -278,7 +278,7 @@ Deno.test({
       // The group converges: every replica normal, in one view, with the same op and commit.
       const rows = await waitFor(
         async () => {
-          const rows = await statusRows(configPath);
+          const rows = await statusRows(configPath, { digest: true });
           const primary = primaryRow(rows);
           return primary !== undefined &&
               rows.every((row) =>
@@ -294,6 +294,13 @@ Deno.test({
         () => `every replica to converge\n${diagnostics()}`,
       );
       assert.ok(rows[0]!.viewNumber! > 0, "the faults caused no view change");
+      // At one commit-number every replica has executed the same ops: the same state.
+      assert.ok(rows[0]!.digest !== undefined && rows[0]!.digest !== "", "no digest in status");
+      assert.deepEqual(
+        rows.map((row) => row.digest),
+        rows.map(() => rows[0]!.digest),
+        `the replicas' states differ at commit ${rows[0]!.commitNumber}`,
+      );
     } finally {
       stop = true;
       await Promise.allSettled(loops);

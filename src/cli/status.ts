@@ -15,6 +15,7 @@ interface StatusFlags {
   host?: string;
   port?: number;
   json?: boolean;
+  digest?: boolean;
 }
 
 export interface StatusRow {
@@ -29,6 +30,8 @@ export interface StatusRow {
   /** Committed ops the primary has executed and this replica has not. */
   readonly lag?: number | undefined;
   readonly pid?: number | undefined;
+  /** The state digest after `commitNumber` ops (`--digest` only): equal states, equal digests. */
+  readonly digest?: string | undefined;
   /** What the replica did since it started (`--json` only). */
   readonly counters?: NodeCounters | undefined;
   readonly error?: string | undefined;
@@ -43,6 +46,11 @@ export function statusCommand(): Command {
     .option("--host <host>", "or: a replica to locate the group from")
     .option("--port <port>", "its port (default 14621)", parseCount("--port"))
     .option("--json", "one JSON object per replica, one per line")
+    .option(
+      "--digest",
+      "also each replica's state digest (replicas at the same commit-number must agree; " +
+        "costs each replica one pass over its keys)",
+    )
     .action(async (flags: StatusFlags) => {
       Deno.exitCode = await runStatus(flags);
     });
@@ -63,7 +71,7 @@ async function runStatus(flags: StatusFlags): Promise<number> {
     }
     throw error;
   }
-  const rows = await collectStatus(addresses);
+  const rows = await collectStatus(addresses, { digest: flags.digest === true });
   if (flags.json) {
     for (const row of rows) console.log(JSON.stringify(row));
   } else {
@@ -85,11 +93,14 @@ async function resolveAddresses(flags: StatusFlags): Promise<string[]> {
 }
 
 /** Ask every replica at once and compute each one's lag behind the primary. */
-export async function collectStatus(addresses: readonly string[]): Promise<StatusRow[]> {
+export async function collectStatus(
+  addresses: readonly string[],
+  options: { readonly digest?: boolean } = {},
+): Promise<StatusRow[]> {
   const answers = await Promise.all(addresses.map((text) => {
     const address = parseAddress(text);
     if ("error" in address) return Promise.resolve({ error: address.error });
-    return fetchStatus(address);
+    return fetchStatus(address, undefined, options);
   }));
   let primary: ReplicaStatus | undefined;
   for (const answer of answers) {
@@ -115,6 +126,7 @@ export async function collectStatus(addresses: readonly string[]): Promise<Statu
         ? undefined
         : Math.max(0, primary.commitNumber - answer.commitNumber),
       pid: answer.pid,
+      ...(answer.digest !== undefined ? { digest: answer.digest } : {}),
       counters: answer.counters,
     };
   });
@@ -123,6 +135,8 @@ export async function collectStatus(addresses: readonly string[]): Promise<Statu
 export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]): string {
   const header = ["INDEX", "ADDRESS", "REACHABLE", "STATUS", "VIEW", "ROLE", "OP", "COMMIT", "LAG"];
   if (pids !== undefined) header.splice(2, 0, "PID");
+  const digests = rows.some((row) => row.digest !== undefined);
+  if (digests) header.push("DIGEST");
   const body = rows.map((row, index) => [
     String(row.index),
     row.address,
@@ -134,6 +148,7 @@ export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]
     row.opNumber === undefined ? "-" : String(row.opNumber),
     row.commitNumber === undefined ? "-" : String(row.commitNumber),
     row.lag === undefined ? "-" : String(row.lag),
+    ...(digests ? [row.digest ?? "-"] : []),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
   const line = "+" + widths.map((w) => "-".repeat(w + 2)).join("+") + "+";

@@ -14,6 +14,7 @@ export const STATUS_TIMEOUT_MS_DEFAULT = 1000;
 export function fetchStatus(
   address: Address,
   timeoutMs = STATUS_TIMEOUT_MS_DEFAULT,
+  options: { readonly digest?: boolean } = {},
 ): Promise<ReplicaStatus | { readonly error: string }> {
   return new Promise((resolve) => {
     let connection: Connection | undefined;
@@ -35,7 +36,8 @@ export function fetchStatus(
         return;
       }
       connection = new Connection(conn);
-      connection.send(encodeHello({ role: "status", index: 0 }));
+      // For a status connection the hello's index asks for the state digest (1) or not (0).
+      connection.send(encodeHello({ role: "status", index: options.digest === true ? 1 : 0 }));
       connection.start({
         onFrame: (body) => {
           try {

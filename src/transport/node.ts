@@ -55,6 +55,11 @@ export interface ReplicaStatus {
   readonly pid: number;
   /** Counters since the process started: how well messages and disk writes are batched. */
   readonly counters: NodeCounters;
+  /**
+   * The state machine's digest after executing every op up to `commitNumber`; only when asked
+   * for, since it costs the replica a pass over its state.
+   */
+  readonly digest?: string | undefined;
 }
 
 /** What a replica process did since it started. */
@@ -131,7 +136,7 @@ export class ReplicaNode {
     return this.#options.config.addressTexts[this.#options.index]!;
   }
 
-  status(): ReplicaStatus {
+  status(options: { readonly digest?: boolean } = {}): ReplicaStatus {
     const r = this.replica;
     return {
       index: r.replicaIndex,
@@ -146,6 +151,7 @@ export class ReplicaNode {
       uptimeSeconds: Math.round((Date.now() - this.#started) / 1000),
       pid: Deno.pid,
       counters: this.counters(),
+      ...(options.digest === true ? { digest: r.app.digest() } : {}),
     };
   }
 
@@ -229,7 +235,9 @@ export class ReplicaNode {
           // The peer is evidently up: reconnect to it now rather than after the backoff.
           if (role === "replica") this.#peers[peerIndex]?.reconnectNow();
           if (role === "status") {
-            connection.send(new TextEncoder().encode(JSON.stringify(this.status())));
+            // A status hello's index asks for the digest (1) or not (0).
+            const status = this.status({ digest: hello.index === 1 });
+            connection.send(new TextEncoder().encode(JSON.stringify(status)));
           }
           return;
         }
