@@ -915,21 +915,28 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   const primary = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
   assert.equal(primary.timing.spareSwapTicks, 2);
   assert.deepEqual(preparesSent(stepDurable(primary, request(1, 1, kvSet("a", "1")))), [[1, [1]]]);
-  // Backup 1 is silent; backup 2 answers (a heartbeat's PrepareOk) at tick 1.
-  primary.tick(10);
-  primary.drainEffects();
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2 });
-  // At tick 2 backup 1 has held op 1 unacknowledged for spareSwapTicks: backup 2 gets it now.
-  primary.tick(20);
-  assert.deepEqual(preparesSent(primary.drainEffects()), [[2, [1]]]);
+  // Backup 1 is down from the start. The spare gets op 1 at its catch-up and acknowledges it: op 1
+  // commits.
+  assert.deepEqual(preparesOverTicks(primary, 5), [[5, [[2, [1]]]]]);
   step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 2 });
   assert.equal(primary.commitNumber, 1);
-  // Later lone requests go to backup 2 at once, and backup 1 is now the spare.
+  // At the next tick backup 1, which holds op 1 unacknowledged, becomes the spare: later lone
+  // requests go to backup 2 at once.
+  primary.tick(60);
+  primary.drainEffects();
+  assert.equal(primary.spareSwaps, 1);
   assert.deepEqual(preparesSent(stepDurable(primary, request(1, 2, kvSet("a", "2")))), [[2, [2]]]);
-  // A spare that has not been heard from more recently than the prompt backup is not swapped in.
-  const lonely = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
-  stepDurable(lonely, request(1, 1, kvSet("a", "1")));
-  assert.deepEqual(preparesOverTicks(lonely, 4), []);
+  // A prompt backup merely far away (slower than spareSwapTicks to answer) keeps its place while
+  // the spare has acknowledged no more than it.
+  const far = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  for (const replica of [1, 2]) {
+    step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica });
+  }
+  stepDurable(far, request(1, 1, kvSet("a", "1")));
+  assert.deepEqual(preparesOverTicks(far, 4), []);
+  step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 });
+  assert.equal(far.commitNumber, 1);
+  assert.equal(far.spareSwaps, 0);
 });
 
 Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later requests wait and go out together", () => {

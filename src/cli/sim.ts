@@ -157,7 +157,7 @@ function replayFlags(flags: SimFlags): string {
 export function describeStats(t: SimulationStats): string {
   return `exercised: ${t.opsCommitted} ops committed, ${t.requestsCompleted} requests completed, ` +
     `${t.viewChanges} view changes, ${t.recoveries} recoveries, ${t.restartsFromDisk} restarts from disk, ` +
-    `${t.stateTransfers} state transfers, ${t.crashes} crashes, ${t.partitions} partitions, ` +
+    `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
     `${t.messagesSent} messages sent, ${t.messagesDropped} dropped, ${t.messagesDuplicated} duplicated, ` +
     `${t.events} events`;
 }

@@ -104,6 +104,8 @@ export interface SimulationStats {
   recoveries: number;
   restartsFromDisk: number;
   stateTransfers: number;
+  /** A primary swapped a stalled backup for a spare (see `Limits.quietPrepareBackups`). */
+  spareSwaps: number;
   crashes: number;
   messagesSent: number;
   messagesDropped: number;
@@ -203,6 +205,8 @@ interface SimDisk {
 class SimReplica {
   replica: Replica | undefined;
   incarnation = 0;
+  /** `replica.spareSwaps` already counted in the stats. */
+  spareSwapsCounted = 0;
   readonly disk: SimDisk = {
     superblock: { viewNumber: 0, lastNormalView: 0, recovering: false },
     log: [],
@@ -273,6 +277,7 @@ class Simulation {
     recoveries: 0,
     restartsFromDisk: 0,
     stateTransfers: 0,
+    spareSwaps: 0,
     crashes: 0,
     messagesSent: 0,
     messagesDropped: 0,
@@ -525,6 +530,7 @@ class Simulation {
       debug: this.trace !== undefined,
     });
     sim.replica = replica;
+    sim.spareSwapsCounted = 0;
     this.network.setNodeUp(index, true);
     this.checker.onStart(index, replica);
     if (durable !== undefined) {
@@ -631,6 +637,8 @@ class Simulation {
     const before = this.checker.viewChanges;
     this.checker.afterStep(sim.index, replica, cause);
     this.stats.viewChanges += this.checker.viewChanges - before;
+    this.stats.spareSwaps += replica.spareSwaps - sim.spareSwapsCounted;
+    sim.spareSwapsCounted = replica.spareSwaps;
     for (const effect of effects) {
       switch (effect.type) {
         case "send":

@@ -39,6 +39,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
     recoveries: 0,
     restartsFromDisk: 0,
     stateTransfers: 0,
+    spareSwaps: 0,
     crashes: 0,
     messagesSent: 0,
     messagesDropped: 0,

@@ -65,8 +65,8 @@ export interface Timing {
   readonly heartbeatTicks: number;
   /**
    * A backup that a low-load Prepare goes to at once, and that has acknowledged nothing it was sent
-   * for this long, trades places with a spare (see `quietPrepareBackups`): while one backup is
-   * down, the spare is not left waiting for ticks.
+   * for this long, trades places with a spare that acknowledged more (see `quietPrepareBackups`):
+   * while one backup is down, operations do not wait for every catch-up of the spare.
    */
   readonly spareSwapTicks: number;
   /**

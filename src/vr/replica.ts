@@ -178,6 +178,7 @@ export class Replica {
    * `Limits.quietPrepareBackups`). The others get every Prepare at once.
    */
   #spare: boolean[];
+  #spareSwaps = 0;
   /** The last op-number of each Prepare of this view not yet known committed, oldest first. */
   #preparesInFlight: number[] = [];
   #ticksSinceSend = 0;
@@ -303,6 +304,10 @@ export class Replica {
   /** The entry at `opNumber`, if this replica holds it. */
   logEntry(opNumber: number): LogEntry | undefined {
     return this.#log.entry(opNumber);
+  }
+  /** How many times, as primary, this replica swapped a stalled backup for a spare. */
+  get spareSwaps(): number {
+    return this.#spareSwaps;
   }
   /** The largest request-number of `clientId` known here (§4.5). */
   latestRequestNumber(clientId: number): number {
@@ -738,26 +743,32 @@ export class Replica {
 
   /**
    * A prompt backup that holds Prepares it has not acknowledged for `spareSwapTicks` trades places
-   * with the spare heard from most recently: otherwise, while it is down, every low-load operation
-   * would wait for a tick for its acknowledgement from the spare.
+   * with a spare that has acknowledged more than it, although the spare was sent its entries later:
+   * otherwise, while the prompt backup is down, every low-load operation would wait for the spare's
+   * next catch-up. Comparing acknowledgements, not silence, keeps backups that are merely far away
+   * (a round trip longer than the swap period) from trading places on every operation.
    */
   #swapStalledBackup(): void {
+    // Acknowledgements in this view only (-1: none yet): a backup silent since the view began
+    // must not pass for one holding everything committed.
+    const acked = this.#acked;
     for (let replica = 0; replica < this.replicaCount; replica++) {
       if (replica === this.replicaIndex || this.#spare[replica]) continue;
-      if (this.#ackedOrCommit(replica) >= this.#sentTo[replica]!) continue;
+      if (acked[replica]! >= this.#sentTo[replica]!) continue;
       if (this.#ticks - this.#progressAtTick[replica]! < this.timing.spareSwapTicks) continue;
       let best = -1;
       for (let spare = 0; spare < this.replicaCount; spare++) {
         if (!this.#spare[spare]) continue;
-        if (best < 0 || this.#heardAtTick[spare]! > this.#heardAtTick[best]!) best = spare;
+        if (best < 0 || acked[spare]! > acked[best]!) best = spare;
       }
-      if (best < 0 || this.#heardAtTick[best]! <= this.#heardAtTick[replica]!) continue;
+      if (best < 0 || acked[best]! <= acked[replica]!) continue;
       this.#log_(
         "info",
         `backup ${replica} is slow to acknowledge: backup ${best} takes its place`,
       );
       this.#spare[replica] = true;
       this.#spare[best] = false;
+      this.#spareSwaps++;
       this.#sendPreparesTo(best, this.#preparedOpNumber);
     }
   }
