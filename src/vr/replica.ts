@@ -752,13 +752,15 @@ export class Replica {
     // Acknowledgements in this view only (-1: none yet): a backup silent since the view began
     // must not pass for one holding everything committed.
     const acked = this.#acked;
+    // A backup demoted in this tick is stalled itself: it must not be swapped straight back in.
+    const demoted: number[] = [];
     for (let replica = 0; replica < this.replicaCount; replica++) {
       if (replica === this.replicaIndex || this.#spare[replica]) continue;
       if (acked[replica]! >= this.#sentTo[replica]!) continue;
       if (this.#ticks - this.#progressAtTick[replica]! < this.timing.spareSwapTicks) continue;
       let best = -1;
       for (let spare = 0; spare < this.replicaCount; spare++) {
-        if (!this.#spare[spare]) continue;
+        if (!this.#spare[spare] || demoted.includes(spare)) continue;
         if (best < 0 || acked[spare]! > acked[best]!) best = spare;
       }
       if (best < 0 || acked[best]! <= acked[replica]!) continue;
@@ -767,6 +769,7 @@ export class Replica {
         `backup ${replica} is slow to acknowledge: backup ${best} takes its place`,
       );
       this.#spare[replica] = true;
+      demoted.push(replica);
       this.#spare[best] = false;
       this.#spareSwaps++;
       this.#sendPreparesTo(best, this.#preparedOpNumber);
