@@ -36,6 +36,11 @@ async function kvRequest(
   return decodeKvResult(await client.request(encodeKvOperation(operation)));
 }
 
+/** A client of `cluster` that waits up to REQUEST_DEADLINE_MS per request. */
+function connectClient(cluster: Cluster): Promise<Client> {
+  return Client.connect({ addresses: cluster.addresses, deadlineMs: REQUEST_DEADLINE_MS });
+}
+
 async function set(client: Client, key: string, value: string): Promise<void> {
   const result = await kvRequest(client, {
     command: "SET",
@@ -116,10 +121,7 @@ Deno.test("repl scripted session prints redis-style results", async (t) => {
 
 Deno.test("killing the primary gives a new view and no acknowledged write is lost", async () => {
   await withCluster(3, async (cluster) => {
-    const client = await Client.connect({
-      addresses: cluster.addresses,
-      deadlineMs: REQUEST_DEADLINE_MS,
-    });
+    const client = await connectClient(cluster);
     try {
       const acknowledged = new Map<string, string>();
       const writeKey = async (key: string) => {
@@ -175,10 +177,7 @@ Deno.test("killing the primary gives a new view and no acknowledged write is los
 Deno.test("a killed backup restarted with its data directory rejoins and catches up", async () => {
   await withCluster(3, async (cluster) => {
     let restarted: RunningProcess | undefined;
-    const client = await Client.connect({
-      addresses: cluster.addresses,
-      deadlineMs: REQUEST_DEADLINE_MS,
-    });
+    const client = await connectClient(cluster);
     try {
       for (let i = 0; i < 10; i++) await set(client, `before-${i}`, `${i}`);
       const rows = await statusRows(cluster.configPath);
@@ -249,10 +248,7 @@ Deno.test("status shows every replica", async () => {
 
 Deno.test("status --digest: replicas at one commit-number report one state digest", async () => {
   await withCluster(3, async (cluster) => {
-    const client = await Client.connect({
-      addresses: cluster.addresses,
-      deadlineMs: REQUEST_DEADLINE_MS,
-    });
+    const client = await connectClient(cluster);
     try {
       const digestRows = () => statusRows(cluster.configPath, { digest: true });
       const empty = (await digestRows())[0]!.digest;
