@@ -926,6 +926,13 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   primary.drainEffects();
   assert.equal(primary.spareSwaps, 1);
   assert.deepEqual(preparesSent(stepDurable(primary, request(1, 2, kvSet("a", "2")))), [[2, [2]]]);
+  // Backup 1 down with op 1 unacknowledged, while the spare answered a heartbeat: at the swap the
+  // spare is sent op 1 at once, without waiting for its catch-up.
+  const down = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  step(down, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2 });
+  stepDurable(down, request(1, 1, kvSet("a", "1")));
+  assert.deepEqual(preparesOverTicks(down, 2), [[2, [[2, [1]]]]]);
+  assert.equal(down.spareSwaps, 1);
   // A prompt backup merely far away (slower than spareSwapTicks to answer) keeps its place while
   // the spare has acknowledged no more than it.
   const far = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
