@@ -895,6 +895,12 @@ Deno.test("§6.2 at low load a Prepare wakes only the f backups a commit needs; 
     [1, [1]],
     [2, [1]],
   ]);
+  // The catch-up comes no later than an idle heartbeat, which would otherwise commit entries the
+  // spare lacks and make it ask for state.
+  assert.throws(
+    () => makeReplica(0, { timing: { spareCatchUpTicks: 6, heartbeatTicks: 5 } }),
+    /spareCatchUpTicks \(6\) must not exceed heartbeatTicks \(5\)/,
+  );
 });
 
 Deno.test("§6.2 as the load rises the spare gets every Prepare again, after what it missed", () => {
@@ -944,6 +950,47 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 });
   assert.equal(far.commitNumber, 1);
   assert.equal(far.spareSwaps, 0);
+});
+
+Deno.test("§6.2 after a view change the spare is the backup furthest after the new primary, and only new entries go out", () => {
+  const cluster = new Cluster({ limits: { quietPrepareBackups: 1 } });
+  let seen = 0;
+  /** The Prepares `primary` sent since the last call, as [to, op-numbers]. */
+  const preparesOf = (primary: number) => {
+    const sent = cluster.sent.slice(seen);
+    seen = cluster.sent.length;
+    return sent.flatMap((e) =>
+      e.from === primary && e.message.type === "prepare"
+        ? [[e.to, e.message.entries.map((x) => x.opNumber)]]
+        : []
+    );
+  };
+  // View 0: r1 is the prompt backup, r2 the spare; both end up holding ops 1 and 2.
+  commitSome(cluster, 2);
+  for (const view of [1, 2]) {
+    // The old primary restarts and starts the next view, whose primary has never been primary
+    // before: the backup after it becomes prompt, the one after that the spare.
+    cluster.crash(view - 1);
+    cluster.restart(view - 1);
+    cluster.run();
+    const [primary, prompt, spare] = [view, (view + 1) % 3, (view + 2) % 3];
+    const inView = (i: number) =>
+      cluster.replica(i).status === "normal" && cluster.replica(i).viewNumber === view;
+    assert.ok([0, 1, 2].every(inView) && cluster.replica(primary).isPrimary, cluster.describe());
+    preparesOf(primary);
+    // A lone request goes to the prompt backup alone and commits on its PrepareOk; the Prepare
+    // carries the new op only, not the log that every backup already holds.
+    const op = view + 2;
+    cluster.request(primary, 2, view, kvSet("after", `view ${view}`));
+    assert.deepEqual(preparesOf(primary), [[prompt, [op]]]);
+    cluster.run();
+    assert.equal(cluster.replica(primary).commitNumber, op);
+    // The spare gets the op at the primary's first catch-up tick, and nothing else is re-sent.
+    cluster.tick(primary, cluster.replica(primary).timing.spareCatchUpTicks);
+    assert.deepEqual(preparesOf(primary), [[spare, [op]]]);
+    cluster.run();
+    assert.equal(cluster.replica(spare).opNumber, op);
+  }
 });
 
 Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later requests wait and go out together", () => {

@@ -71,7 +71,8 @@ export interface Timing {
   readonly spareSwapTicks: number;
   /**
    * A spare gets the entries low-load Prepares left out this often: in one batch, so that it
-   * wakes and writes once where it would have done so for every operation.
+   * wakes and writes once where it would have done so for every operation. At most
+   * `heartbeatTicks`, so that a spare has the entries before an idle heartbeat commits them.
    */
   readonly spareCatchUpTicks: number;
   /** The primary re-sends Prepares to a backup that has not acknowledged them for this long. */

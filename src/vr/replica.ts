@@ -242,6 +242,14 @@ export class Replica {
         () => `limit ${name} must be a positive integer, got ${value}`,
       );
     }
+    assert(
+      this.timing.spareCatchUpTicks <= this.timing.heartbeatTicks,
+      () =>
+        `timing spareCatchUpTicks (${this.timing.spareCatchUpTicks}) must not exceed ` +
+        `heartbeatTicks (${this.timing.heartbeatTicks}): an idle heartbeat would reach a spare ` +
+        `before the entries it commits, and the spare would ask for them (GetState) although ` +
+        `its catch-up is on the way`,
+    );
     this.#clientTable = new ClientTable(this.limits.clientsMax);
     this.#random = new SplitMix32(options.seed);
     this.#plantedBug = options.plantedBug;
@@ -254,24 +262,23 @@ export class Replica {
     this.#spare = new Array<boolean>(count).fill(false);
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
 
-    this.#chooseSpares();
-
     const durable = options.durable;
-    if (durable === undefined) return;
-    this.#viewNumber = durable.superblock.viewNumber;
-    this.#lastNormalView = durable.superblock.lastNormalView;
-    assert(this.#lastNormalView <= this.#viewNumber, "superblock: last normal view > view");
-    if (durable.logTrusted && !durable.superblock.recovering) {
-      this.#restartFromDisk(durable);
-    } else {
-      if (this.#plantedBug === "recovery_forgets_persisted_view") {
-        // The paper's diskless recovery: nothing survives, not even the view.
-        this.#viewNumber = 0;
-        this.#lastNormalView = 0;
+    if (durable !== undefined) {
+      this.#viewNumber = durable.superblock.viewNumber;
+      this.#lastNormalView = durable.superblock.lastNormalView;
+      assert(this.#lastNormalView <= this.#viewNumber, "superblock: last normal view > view");
+      if (durable.logTrusted && !durable.superblock.recovering) {
+        this.#restartFromDisk(durable);
+      } else {
+        if (this.#plantedBug === "recovery_forgets_persisted_view") {
+          // The paper's diskless recovery: nothing survives, not even the view.
+          this.#viewNumber = 0;
+          this.#lastNormalView = 0;
+        }
+        this.#startRecovery();
       }
-      this.#startRecovery();
     }
-    this.#chooseSpares(); // For the view on disk.
+    this.#chooseSpares(); // For the view this replica starts in: view 0, or the view on disk.
   }
 
   // ------------------------------------------------------------------ read-only state
