@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { runSimulation } from "../src/sim/simulator.ts";
+import { runSimulation, type SimulationResult } from "../src/sim/simulator.ts";
 import { runSweep } from "../src/sim/sweep.ts";
 
 Deno.test("simulator same seed twice gives an identical trace", () => {
@@ -28,13 +28,27 @@ Deno.test("simulator trace names replica, view, op and message on every delivery
 });
 
 Deno.test("simulator sweep of 3-replica seeds passes and exercises every protocol path", async () => {
-  const summary = await runSweep({ from: 100_000, count: 120, replicas: 3 });
+  const results: SimulationResult[] = [];
+  const summary = await runSweep({
+    from: 100_000,
+    count: 120,
+    replicas: 3,
+    onResult: (result) => results.push(result),
+  });
   assert.deepEqual(summary.failed.map((r) => `${r.seed}: ${r.failure}`), []);
   const t = summary.totals;
   assert.ok(t.opsCommitted > 120 * 100, `ops committed ${t.opsCommitted}`);
   assert.ok(t.viewChanges > 0 && t.recoveries > 0 && t.restartsFromDisk > 0);
   assert.ok(t.stateTransfers > 0 && t.partitions > 0 && t.crashes > 0);
   assert.ok(t.messagesDropped > 0 && t.messagesDuplicated > 0);
+  // Each seed draws whether the group has a spare (quietPrepareBackups 1) or not (3): both run,
+  // and only groups with a spare swap backups.
+  const withSpare = results.filter((r) => r.parameters.quietPrepareBackups === 1);
+  assert.ok(withSpare.length > 0 && withSpare.length < results.length);
+  assert.ok(withSpare.some((r) => r.stats.spareSwaps > 0));
+  assert.ok(
+    results.every((r) => r.stats.spareSwaps === 0 || r.parameters.quietPrepareBackups === 1),
+  );
 });
 
 Deno.test("simulator sweep of 5-replica seeds passes", async () => {

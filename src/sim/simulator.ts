@@ -14,6 +14,7 @@
  */
 import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
 import { Prng } from "../lib/prng.ts";
+import { TIMING_DEFAULT } from "../vr/constants.ts";
 import type { ClientMessage, ClientReplyMessage, LogEntry, Message } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
 import { type Effect, type PlantedBug, Replica, type Superblock } from "../vr/replica.ts";
@@ -75,6 +76,15 @@ export interface SwarmParameters {
   readonly keyCount: number;
   /** The replicas' `logPackOps` limit: how often committed entries are packed (see `Log`). */
   readonly logPackOps: number;
+  /**
+   * The replicas' `quietPrepareBackups` limit: 1 (at low load a Prepare goes to f backups, the
+   * others are spares) or the replica count (every backup gets every Prepare at once).
+   */
+  readonly quietPrepareBackups: number;
+  /** The replicas' `spareSwapTicks` (see `Timing`). */
+  readonly spareSwapTicks: number;
+  /** The replicas' `spareCatchUpTicks`, at most `heartbeatTicks` (see `Timing`). */
+  readonly spareCatchUpTicks: number;
 }
 
 export interface SimulationOptions {
@@ -161,6 +171,9 @@ export function drawParameters(
     quickRestartProbability: prng.pick([0, 0.3, 0.7]),
     recoveryCrashProbability: prng.pick([0, 0.3, 0.6]),
     logPackOps: prng.pick([1, 2, 16, 1024]),
+    quietPrepareBackups: prng.pick([1, replicaCount]),
+    spareSwapTicks: prng.int(1, 5),
+    spareCatchUpTicks: prng.int(1, TIMING_DEFAULT.heartbeatTicks),
   };
 }
 
@@ -522,7 +535,14 @@ class Simulation {
       app: new KvStore(),
       seed: this.seedPrng.nextUint32(),
       durable,
-      limits: { logPackOps: this.parameters.logPackOps },
+      limits: {
+        logPackOps: this.parameters.logPackOps,
+        quietPrepareBackups: this.parameters.quietPrepareBackups,
+      },
+      timing: {
+        spareSwapTicks: this.parameters.spareSwapTicks,
+        spareCatchUpTicks: this.parameters.spareCatchUpTicks,
+      },
       plantedBug: this.plantedBug,
       log: this.trace !== undefined
         ? (level, text) => this.#traceLine(`r${index} ${level} ${text}`)
