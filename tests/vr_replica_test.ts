@@ -869,8 +869,10 @@ function preparesOverTicks(replica: Replica, count: number): [number, [number, n
 }
 
 Deno.test("§6.2 at low load a Prepare wakes only the f backups a commit needs; the spare gets its entries in one batch", () => {
-  const primary = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
-  assert.equal(primary.timing.spareCatchUpTicks, 5);
+  const primary = makeReplica(0, {
+    limits: { quietPrepareBackups: 1 },
+    timing: { spareCatchUpTicks: 5 },
+  });
   for (let op = 1; op <= 2; op++) {
     // A lone request goes to backup 1 only, and its PrepareOk alone commits it (f = 1).
     assert.deepEqual(preparesSent(stepDurable(primary, request(1, op, kvSet("a", `${op}`)))), [
@@ -917,9 +919,16 @@ Deno.test("§6.2 as the load rises the spare gets every Prepare again, after wha
   assert.deepEqual(preparesOverTicks(primary, 5), []);
 });
 
+/** Spares whose catch-up (every 5 ticks) comes later than a swap (after 2 ticks). */
+const SLOW_CATCH_UP = {
+  limits: { quietPrepareBackups: 1 },
+  timing: { spareCatchUpTicks: 5 },
+} as const;
+
 Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the spare", () => {
-  const primary = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  const primary = makeReplica(0, SLOW_CATCH_UP);
   assert.equal(primary.timing.spareSwapTicks, 2);
+  assert.equal(primary.timing.spareCatchUpTicks, 5);
   assert.deepEqual(preparesSent(stepDurable(primary, request(1, 1, kvSet("a", "1")))), [[1, [1]]]);
   // Backup 1 is down from the start. The spare gets op 1 at its catch-up and acknowledges it: op 1
   // commits.
@@ -934,14 +943,14 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   assert.deepEqual(preparesSent(stepDurable(primary, request(1, 2, kvSet("a", "2")))), [[2, [2]]]);
   // Backup 1 down with op 1 unacknowledged, while the spare answered a heartbeat: at the swap the
   // spare is sent op 1 at once, without waiting for its catch-up.
-  const down = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  const down = makeReplica(0, SLOW_CATCH_UP);
   step(down, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2 });
   stepDurable(down, request(1, 1, kvSet("a", "1")));
   assert.deepEqual(preparesOverTicks(down, 2), [[2, [[2, [1]]]]]);
   assert.equal(down.spareSwaps, 1);
   // A prompt backup merely far away (slower than spareSwapTicks to answer) keeps its place while
   // the spare has acknowledged no more than it.
-  const far = makeReplica(0, { limits: { quietPrepareBackups: 1 } });
+  const far = makeReplica(0, SLOW_CATCH_UP);
   for (const replica of [1, 2]) {
     step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica });
   }

@@ -73,6 +73,8 @@ export interface Timing {
    * A spare gets the entries low-load Prepares left out this often: in one batch, so that it
    * wakes and writes once where it would have done so for every operation. At most
    * `heartbeatTicks`, so that a spare has the entries before an idle heartbeat commits them.
+   * Every tick by default: at one client a batch of 5 ticks (about 150 entries) kept a core busy
+   * for 1-1.5 ms at the spare, and those bursts were a large part of the p99 (README, benchmarks).
    */
   readonly spareCatchUpTicks: number;
   /** The primary re-sends Prepares to a backup that has not acknowledged them for this long. */
@@ -90,7 +92,7 @@ export interface Timing {
 export const TIMING_DEFAULT: Timing = {
   heartbeatTicks: 5,
   spareSwapTicks: 2,
-  spareCatchUpTicks: 5,
+  spareCatchUpTicks: 1,
   prepareRetryTicks: 10,
   primaryTimeoutTicks: 25,
   primaryTimeoutJitterTicks: 15,
