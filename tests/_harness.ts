@@ -391,6 +391,7 @@ export class Cluster {
 
   /** Hand any client message to replica `i` (dropped if it is down). */
   clientSend(i: number, message: ClientMessage): void {
+    if (message.type === "request") this.checker.onRequest(message);
     const replica = this.#replicas[i];
     if (replica === undefined) return;
     this.#log(`r${i} ${state(replica)} <- client: ${describeMessage(message)}`);

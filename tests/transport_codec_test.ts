@@ -11,6 +11,7 @@ import {
   encodeMessage,
   ENTRIES_MAX,
   MESSAGE_TAGS,
+  TAG_COMMIT,
   TAG_CONFIGURATION,
   TAG_DO_VIEW_CHANGE,
   TAG_LOCATE,
@@ -117,8 +118,8 @@ const SAMPLES: readonly (readonly [Message, ValidationContext])[] = [
     commitNumber: 9,
     replica: 1,
   }, FROM_REPLICA],
-  [{ type: "prepare_ok", viewNumber: 5, opNumber: 12, replica: 2 }, FROM_REPLICA],
-  [{ type: "commit", viewNumber: 5, commitNumber: 12, replica: 1 }, FROM_REPLICA],
+  [{ type: "prepare_ok", viewNumber: 5, opNumber: 12, replica: 2, readRound: 0 }, FROM_REPLICA],
+  [{ type: "commit", viewNumber: 5, commitNumber: 12, replica: 1, readRound: 0 }, FROM_REPLICA],
   [{ type: "start_view_change", viewNumber: 6, replica: 0 }, FROM_REPLICA],
   [{
     type: "do_view_change",
@@ -248,8 +249,14 @@ Deno.test("codec decodes binary fields as plain Uint8Array views", () => {
 });
 
 Deno.test("codec encodes a message as a positional msgpack array with a fixint tag", () => {
-  const body = encodeMessage({ type: "prepare_ok", viewNumber: 5, opNumber: 12, replica: 2 });
-  assert.deepStrictEqual(body, bytes(0x94, TAG_PREPARE_OK, 5, 12, 2));
+  const body = encodeMessage({
+    type: "prepare_ok",
+    viewNumber: 5,
+    opNumber: 12,
+    replica: 2,
+    readRound: 0,
+  });
+  assert.deepStrictEqual(body, bytes(0x95, TAG_PREPARE_OK, 5, 12, 2, 0));
   assert.equal(Object.getPrototypeOf(body), Uint8Array.prototype);
   // The operation is a msgpack bin (0xc4), not an extension.
   const request = encodeMessage({
@@ -311,7 +318,7 @@ Deno.test("codec rejects arrays of the wrong length", () => {
   assertRejected(
     raw([TAG_PREPARE_OK, 5, 12]),
     FROM_REPLICA,
-    "prepare_ok: expected an array of 4 elements, got 3",
+    "prepare_ok: expected an array of 5 elements, got 3",
   );
   assertRejected(raw([TAG_LOCATE, 1, 2]), FROM_CLIENT, "locate: expected an array of 2 elements");
   assertRejected(
@@ -328,27 +335,27 @@ Deno.test("codec rejects arrays of the wrong length", () => {
 
 Deno.test("codec rejects numbers that are not non-negative safe integers", () => {
   assertRejected(
-    raw([TAG_PREPARE_OK, -1, 12, 0]),
+    raw([TAG_PREPARE_OK, -1, 12, 0, 0]),
     FROM_REPLICA,
     "prepare_ok: viewNumber must be a non-negative safe integer, got -1",
   );
   assertRejected(
-    raw([TAG_PREPARE_OK, 1, 1.5, 0]),
+    raw([TAG_PREPARE_OK, 1, 1.5, 0, 0]),
     FROM_REPLICA,
     "prepare_ok: opNumber must be a non-negative safe integer, got 1.5",
   );
   assertRejected(
-    raw([TAG_PREPARE_OK, 2 ** 53, 1, 0]),
+    raw([TAG_PREPARE_OK, 2 ** 53, 1, 0, 0]),
     FROM_REPLICA,
     "prepare_ok: viewNumber must be a non-negative safe integer, got 9007199254740992",
   );
   assertRejected(
-    raw([TAG_PREPARE_OK, "1", 1, 0]),
+    raw([TAG_PREPARE_OK, "1", 1, 0, 0]),
     FROM_REPLICA,
     "prepare_ok: viewNumber must be a non-negative safe integer, got string",
   );
   assertRejected(
-    raw([TAG_PREPARE_OK, null, 1, 0]),
+    raw([TAG_PREPARE_OK, null, 1, 0, 0]),
     FROM_REPLICA,
     "viewNumber must be a non-negative safe integer, got nil",
   );
@@ -366,12 +373,12 @@ Deno.test("codec rejects numbers that are not non-negative safe integers", () =>
 
 Deno.test("codec rejects replica indexes out of range", () => {
   assertRejected(
-    raw([TAG_PREPARE_OK, 5, 12, 7]),
+    raw([TAG_PREPARE_OK, 5, 12, 7, 0]),
     FROM_REPLICA,
     "prepare_ok: replica 7 out of range (3 replicas)",
   );
   assertRejected(
-    raw([TAG_PREPARE_OK, 5, 12, 3]),
+    raw([TAG_PREPARE_OK, 5, 12, 3, 0]),
     FROM_REPLICA,
     "prepare_ok: replica 3 out of range (3 replicas)",
   );
@@ -380,7 +387,23 @@ Deno.test("codec rejects replica indexes out of range", () => {
     { from: "reply", replicaCount: 5 },
     "not_primary: replica 5 out of range (5 replicas)",
   );
-  assert.ok(decodeMessage(raw([TAG_PREPARE_OK, 5, 12, 2]), FROM_REPLICA).ok);
+  assert.ok(decodeMessage(raw([TAG_PREPARE_OK, 5, 12, 2, 0]), FROM_REPLICA).ok);
+});
+
+Deno.test("codec checks the read round of a Commit and a PrepareOk", () => {
+  assertRejected(
+    raw([TAG_PREPARE_OK, 5, 12, 2, -1]),
+    FROM_REPLICA,
+    "prepare_ok: readRound must be a non-negative safe integer, got -1",
+  );
+  assertRejected(
+    raw([TAG_COMMIT, 5, 12, 2, "7"]),
+    FROM_REPLICA,
+    "commit: readRound must be a non-negative safe integer, got string",
+  );
+  assertRejected(raw([TAG_COMMIT, 5, 12, 2]), FROM_REPLICA, "commit: expected an array of 5");
+  const commit = decodeMessage(raw([TAG_COMMIT, 5, 12, 2, 7]), FROM_REPLICA);
+  assert.ok(commit.ok && commit.message.type === "commit" && commit.message.readRound === 7);
 });
 
 Deno.test("codec rejects booleans that are not booleans", () => {
@@ -687,15 +710,26 @@ const messageArbitrary: fc.Arbitrary<Message> = fc.oneof(
     view: fc.nat(),
     op: fc.nat(),
     replica: fc.nat(REPLICA_COUNT - 1),
-  }).map(({ view, op, replica }): Message => ({
+    round: fc.nat(),
+  }).map(({ view, op, replica, round }): Message => ({
     type: "prepare_ok",
     viewNumber: view,
     opNumber: op,
     replica,
+    readRound: round,
   })),
-  fc.record({ view: fc.nat(), commit: fc.nat(), replica: fc.nat(REPLICA_COUNT - 1) }).map((
-    { view, commit, replica },
-  ): Message => ({ type: "commit", viewNumber: view, commitNumber: commit, replica })),
+  fc.record({
+    view: fc.nat(),
+    commit: fc.nat(),
+    replica: fc.nat(REPLICA_COUNT - 1),
+    round: fc.nat(),
+  }).map(({ view, commit, replica, round }): Message => ({
+    type: "commit",
+    viewNumber: view,
+    commitNumber: commit,
+    replica,
+    readRound: round,
+  })),
 );
 
 Deno.test("FrameDecoder decodes a stream split at any chunk boundaries", () => {
@@ -974,10 +1008,16 @@ const hotMessage: fc.Arbitrary<readonly [Message, ValidationContext]> = fc.oneof
     ] as const
   ),
   fc.record({ v: wideNat, n: wideNat, r: fc.nat(REPLICA_COUNT - 1) }).map(({ v, n, r }) =>
-    [{ type: "prepare_ok", viewNumber: v, opNumber: n, replica: r }, FROM_REPLICA] as const
+    [
+      { type: "prepare_ok", viewNumber: v, opNumber: n, replica: r, readRound: 0 },
+      FROM_REPLICA,
+    ] as const
   ),
   fc.record({ v: wideNat, k: wideNat, r: fc.nat(REPLICA_COUNT - 1) }).map(({ v, k, r }) =>
-    [{ type: "commit", viewNumber: v, commitNumber: k, replica: r }, FROM_REPLICA] as const
+    [
+      { type: "commit", viewNumber: v, commitNumber: k, replica: r, readRound: 0 },
+      FROM_REPLICA,
+    ] as const
   ),
 );
 
@@ -1004,9 +1044,21 @@ function referenceFields(message: Message): unknown[] {
         message.entries.map(wireEntry),
       ];
     case "prepare_ok":
-      return [TAG_PREPARE_OK, message.viewNumber, message.opNumber, message.replica];
+      return [
+        TAG_PREPARE_OK,
+        message.viewNumber,
+        message.opNumber,
+        message.replica,
+        message.readRound,
+      ];
     case "commit":
-      return [MESSAGE_TAGS.commit, message.viewNumber, message.commitNumber, message.replica];
+      return [
+        MESSAGE_TAGS.commit,
+        message.viewNumber,
+        message.commitNumber,
+        message.replica,
+        message.readRound,
+      ];
     default:
       throw new Error(`not a hot-path message: ${message.type}`);
   }

@@ -5,7 +5,7 @@
  * Checker also checks the global invariants after every step.
  */
 import { strict as assert } from "node:assert";
-import { KvStore } from "../src/app/kv.ts";
+import { encodeKvOperation, KvStore } from "../src/app/kv.ts";
 import type { ApplyContext, StateMachine } from "../src/app/state_machine.ts";
 import type { Limits, Timing } from "../src/vr/constants.ts";
 import type {
@@ -186,7 +186,7 @@ Deno.test("§4.1 backup accepts a Prepare only in order and asks for state on a 
   const oks = sendsOf(persist(backup, first), "prepare_ok");
   assert.deepEqual(oks, [{
     to: 0,
-    message: { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 },
+    message: { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1, readRound: 0 },
   }]);
 
   // Op 3 with op 2 missing: not appended; the backup asks its primary for the state after op 1.
@@ -227,6 +227,7 @@ Deno.test("§4.1 PrepareOk is cumulative and the primary commits after f of them
     viewNumber: 0,
     opNumber,
     replica,
+    readRound: 0,
   });
   // One backup holds everything: not enough (f = 2 backups are needed).
   assert.deepEqual(repliesOf(step(primary, ok(3, 1))), []);
@@ -320,8 +321,8 @@ Deno.test("§4.1 idle primary sends Commit as a heartbeat and backups execute up
   cluster.tick(0, 1);
   const commits = cluster.peek(ofType("commit"));
   assert.deepEqual(commits.map((e) => [e.to, e.message]), [
-    [1, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0 }],
-    [2, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0 }],
+    [1, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0, readRound: 0 }],
+    [2, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0, readRound: 0 }],
   ]);
   cluster.run();
   for (const i of [1, 2]) {
@@ -445,7 +446,7 @@ Deno.test("§4.2 StartView installs the log and backups PrepareOk uncommitted en
   const after = persist(backup, effects);
   assert.deepEqual(sendsOf(after), [{
     to: 2,
-    message: { type: "prepare_ok", viewNumber: 2, opNumber: 3, replica: 1 },
+    message: { type: "prepare_ok", viewNumber: 2, opNumber: 3, replica: 1, readRound: 0 },
   }]);
   // A StartView from a replica that is not the view's primary is ignored.
   const other = makeReplica(1);
@@ -541,7 +542,7 @@ Deno.test("§4.3 recovering replica takes part in nothing until f+1 responses wi
   const sentBefore = cluster.sent.filter(from(2)).length;
   const extra: ReplicaMessage[] = [
     { type: "prepare", viewNumber: 0, entries: [entry(3, 0)], commitNumber: 2, replica: 0 },
-    { type: "commit", viewNumber: 0, commitNumber: 2, replica: 0 },
+    { type: "commit", viewNumber: 0, commitNumber: 2, replica: 0, readRound: 0 },
     { type: "start_view_change", viewNumber: 1, replica: 1 },
     {
       type: "do_view_change",
@@ -878,7 +879,13 @@ Deno.test("§6.2 at low load a Prepare wakes only the f backups a commit needs; 
     assert.deepEqual(preparesSent(stepDurable(primary, request(1, op, kvSet("a", `${op}`)))), [
       [1, [op]],
     ]);
-    const ok = step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: op, replica: 1 });
+    const ok = step(primary, {
+      type: "prepare_ok",
+      viewNumber: 0,
+      opNumber: op,
+      replica: 1,
+      readRound: 0,
+    });
     assert.equal(primary.commitNumber, op);
     assert.equal(repliesOf(ok).length, 1);
   }
@@ -913,7 +920,7 @@ Deno.test("§6.2 as the load rises the spare gets every Prepare again, after wha
     [1, [2]],
     [2, [1, 2]],
   ]);
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 2, replica: 2 });
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 2, replica: 2, readRound: 0 });
   assert.equal(primary.commitNumber, 2);
   // Nothing is left for a catch-up tick to send.
   assert.deepEqual(preparesOverTicks(primary, 5), []);
@@ -933,7 +940,7 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   // Backup 1 is down from the start. The spare gets op 1 at its catch-up and acknowledges it: op 1
   // commits.
   assert.deepEqual(preparesOverTicks(primary, 5), [[5, [[2, [1]]]]]);
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 2 });
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 2, readRound: 0 });
   assert.equal(primary.commitNumber, 1);
   // At the next tick backup 1, which holds op 1 unacknowledged, becomes the spare: later lone
   // requests go to backup 2 at once.
@@ -944,7 +951,7 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   // Backup 1 down with op 1 unacknowledged, while the spare answered a heartbeat: at the swap the
   // spare is sent op 1 at once, without waiting for its catch-up.
   const down = makeReplica(0, SLOW_CATCH_UP);
-  step(down, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2 });
+  step(down, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2, readRound: 0 });
   stepDurable(down, request(1, 1, kvSet("a", "1")));
   assert.deepEqual(preparesOverTicks(down, 2), [[2, [[2, [1]]]]]);
   assert.equal(down.spareSwaps, 1);
@@ -952,11 +959,11 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   // the spare has acknowledged no more than it.
   const far = makeReplica(0, SLOW_CATCH_UP);
   for (const replica of [1, 2]) {
-    step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica });
+    step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica, readRound: 0 });
   }
   stepDurable(far, request(1, 1, kvSet("a", "1")));
   assert.deepEqual(preparesOverTicks(far, 4), []);
-  step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 });
+  step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1, readRound: 0 });
   assert.equal(far.commitNumber, 1);
   assert.equal(far.spareSwaps, 0);
 });
@@ -1016,11 +1023,17 @@ Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later 
   assert.deepEqual(preparedTo1(stepDurable(primary, request(4, 1, kvSet("d", "1")))), []);
   assert.equal(primary.opNumber, 4);
   // Op 1 commits: ops 3 and 4 go out in one Prepare.
-  const ok = step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1 });
+  const ok = step(primary, {
+    type: "prepare_ok",
+    viewNumber: 0,
+    opNumber: 1,
+    replica: 1,
+    readRound: 0,
+  });
   assert.equal(primary.commitNumber, 1);
   assert.deepEqual(preparedTo1(ok), [[3, 4]]);
   // A cumulative PrepareOk commits everything: the next request goes out at once.
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 4, replica: 1 });
+  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 4, replica: 1, readRound: 0 });
   assert.equal(primary.commitNumber, 4);
   assert.deepEqual(preparedTo1(stepDurable(primary, request(5, 1, kvSet("e", "1")))), [[5]]);
   // The limit is a positive integer.
@@ -1107,4 +1120,108 @@ Deno.test("restart of a former primary starts the next view", () => {
   // The old primary's requests are now answered by the new one.
   cluster.request(0, 2, 1, kvGet("key3"));
   assert.equal(cluster.repliesTo(2).at(-1)!.type, "not_primary");
+});
+
+// ------------------------------------------------------------------ §6.3 reads without the log
+
+/** A PrepareOk from `replica` echoing read round `readRound`. */
+function echo(replica: number, opNumber: number, readRound: number): Message {
+  return { type: "prepare_ok", viewNumber: 0, opNumber, replica, readRound };
+}
+
+Deno.test("§6.3 a read is answered without a log entry once f backups echo a round begun after it", () => {
+  const primary = makeReplica(0);
+  stepDurable(primary, request(1, 1, kvSet("a", "1")));
+  step(primary, echo(1, 1, 0));
+  assert.equal(primary.commitNumber, 1);
+
+  const effects = step(primary, request(2, 1, kvGet("a")));
+  // No entry, no disk write, no Prepare: a Commit asking both backups for read round 1.
+  assert.equal(primary.opNumber, 1);
+  assert.deepEqual(effects.filter((e) => e.type !== "send"), []);
+  assert.deepEqual(
+    sendsOf(effects, "commit").map((s) => [s.to, s.message.readRound, s.message.commitNumber]),
+    [[1, 1, 1], [2, 1, 1]],
+  );
+  // A PrepareOk that echoes no round (sent before the read arrived, say) answers nothing.
+  assert.deepEqual(repliesOf(step(primary, echo(1, 1, 0))), []);
+  const replies = repliesOf(step(primary, echo(2, 1, 1)));
+  assert.equal(replies.length, 1);
+  const reply = replies[0]! as Extract<(typeof replies)[number], { type: "reply" }>;
+  assert.deepEqual([reply.clientId, reply.requestNumber, reply.opNumber], [2, 1, 1]);
+  assert.equal(resultOf(reply), "1");
+  // SIZE is a read too; SET, DEL and malformed operations go through the log.
+  step(primary, request(2, 2, encodeKvOperation({ command: "SIZE" })));
+  assert.equal(primary.opNumber, 1);
+  stepDurable(primary, request(2, 3, new Uint8Array([0xc1])));
+  assert.equal(primary.opNumber, 2);
+});
+
+Deno.test("§6.3 an echo of an earlier round does not answer a later read", () => {
+  const primary = makeReplica(0);
+  assert.deepEqual(sendsOf(step(primary, request(1, 1, kvGet("a"))), "commit").length, 2);
+  // Read 2 arrives while round 1 is out: it needs round 2, which begins at the end of its turn.
+  const second = step(primary, request(2, 1, kvGet("a")));
+  assert.deepEqual(sendsOf(second, "commit").map((s) => s.message.readRound), [2, 2]);
+  assert.deepEqual(repliesOf(step(primary, echo(1, 0, 1))).map((r) => r.clientId), [1]);
+  assert.deepEqual(repliesOf(step(primary, echo(2, 0, 1))), []);
+  assert.deepEqual(repliesOf(step(primary, echo(2, 0, 2))).map((r) => r.clientId), [2]);
+  // An echo of a round never begun is bogus: ignored.
+  step(primary, request(3, 1, kvGet("a")));
+  assert.deepEqual(repliesOf(step(primary, echo(1, 0, 9))), []);
+});
+
+Deno.test("§6.3 a read waits until the writes that arrived before it commit", () => {
+  const primary = makeReplica(0);
+  stepDurable(primary, request(1, 1, kvSet("a", "old")));
+  step(primary, echo(1, 1, 0));
+  stepDurable(primary, request(1, 2, kvSet("a", "new"))); // op 2: prepared, not committed
+  step(primary, request(2, 1, kvGet("a")));
+  // The round is confirmed, but op 2 (in the log when the read arrived) is not committed yet.
+  assert.deepEqual(repliesOf(step(primary, echo(1, 1, 1))), []);
+  const replies = repliesOf(step(primary, echo(2, 2, 1))).filter((r) => r.clientId === 2);
+  assert.equal(replies.length, 1);
+  assert.equal(resultOf(replies[0]! as { result: Uint8Array }), "new");
+});
+
+Deno.test("§6.3 lost read rounds are begun again; a group of one needs none; a new view drops waiting reads", () => {
+  const primary = makeReplica(0);
+  step(primary, request(1, 1, kvGet("a")));
+  let rounds: number[] = [];
+  for (let t = 1; t <= primary.timing.prepareRetryTicks; t++) {
+    primary.tick(t * 10);
+    rounds = rounds.concat(
+      sendsOf(primary.drainEffects(), "commit").map((s) => s.message.readRound),
+    );
+  }
+  assert.ok(rounds.includes(2), `a second round after a retry period, got ${rounds}`);
+  // An echo of the new round answers the read that waited for the lost one.
+  assert.equal(repliesOf(step(primary, echo(1, 0, 2))).length, 1);
+
+  const alone = makeReplica(0, { n: 1 });
+  stepDurable(alone, request(1, 1, kvSet("a", "1")));
+  const replies = repliesOf(step(alone, request(1, 2, kvGet("a"))));
+  assert.equal(replies.length, 1);
+  assert.equal(resultOf(replies[0]! as { result: Uint8Array }), "1");
+});
+
+Deno.test("§6.3 a backup echoes the latest read round of its view in every PrepareOk", () => {
+  const backup = makeReplica(1);
+  const commit = (readRound: number): Message => ({
+    type: "commit",
+    viewNumber: 0,
+    commitNumber: 0,
+    replica: 0,
+    readRound,
+  });
+  assert.deepEqual(sendsOf(step(backup, commit(3)), "prepare_ok").map((s) => s.message.readRound), [
+    3,
+  ]);
+  // A plain heartbeat, or a late Commit of an earlier round, does not take the echo back.
+  assert.deepEqual(sendsOf(step(backup, commit(0)), "prepare_ok").map((s) => s.message.readRound), [
+    3,
+  ]);
+  assert.deepEqual(sendsOf(step(backup, commit(2)), "prepare_ok").map((s) => s.message.readRound), [
+    3,
+  ]);
 });

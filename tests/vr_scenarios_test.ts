@@ -8,6 +8,7 @@
 import { strict as assert } from "node:assert";
 import { InvariantViolation } from "../src/sim/checker.ts";
 import type { PlantedBug } from "../src/vr/replica.ts";
+import type { ClientReplyMessage } from "../src/vr/message.ts";
 import {
   all,
   Cluster,
@@ -508,4 +509,48 @@ Deno.test("defect 2 (Vanlightly): asking the new view's primary for StartView ke
   // The client's retry gets the stored reply with the op-number it was first given.
   cluster.request(cluster.replica(0).primaryIndex, 5, 1, kvSet("z", "acknowledged"));
   assert.equal(cluster.resultsTo(5).at(-1)!.opNumber, 1);
+});
+
+// ------------------------------------------------------------------ §6.3 reads
+
+/**
+ * Replica 0, primary of view 0, is cut off; the others elect replica 1 and commit x=new. A read of
+ * x sent to replica 0 afterwards must not be answered with x=old.
+ */
+function readAtDeposedPrimary(plantedBug?: PlantedBug): ClientReplyMessage[] {
+  const cluster = new Cluster(plantedBug === undefined ? {} : { plantedBug });
+  cluster.request(0, 1, 1, kvSet("x", "old"));
+  cluster.run();
+  assert.equal(cluster.replica(0).commitNumber, 1);
+  cluster.isolate(0);
+  driveUntil(cluster, [1, 2], () => normalPrimary(cluster, 1, 1));
+  cluster.request(1, 2, 1, kvSet("x", "new"));
+  driveUntil(cluster, [1, 2], () => cluster.resultsTo(2).length === 1);
+  // Replica 0 still believes it leads view 0 when the read reaches it; it keeps trying to
+  // confirm that, and cannot.
+  assert.ok(normalPrimary(cluster, 0) && cluster.replica(0).viewNumber === 0);
+  cluster.request(0, 3, 1, kvGet("x"));
+  for (let round = 0; round < 50; round++) {
+    cluster.nowMs += 10;
+    cluster.tick(0);
+    cluster.run();
+  }
+  const replies = cluster.repliesTo(3);
+  // Healed, replica 0 joins view 1 and drops the read: its client retries at the new primary.
+  settleAll(cluster);
+  assert.equal(cluster.replica(0).viewNumber, 1);
+  return replies;
+}
+
+Deno.test("scenario: a primary cut off from its backups answers no read, so none is stale (§6.3)", () => {
+  assert.deepEqual(readAtDeposedPrimary(), []);
+  // The planted bug answers at once, from the old state: the checker calls the read stale.
+  assert.throws(
+    () => readAtDeposedPrimary("read_without_round"),
+    (error: unknown) =>
+      error instanceof InvariantViolation &&
+      /reply to c=3 s=1: a stale read at op 1; op 2 was committed before it was sent/.test(
+        error.message,
+      ),
+  );
 });

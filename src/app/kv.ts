@@ -700,15 +700,34 @@ export class KvStore implements StateMachine {
     switch (decoded.command) {
       case "SET":
         return this.#setValue(operation, decoded.key, decoded.value);
-      case "GET": {
-        const value = this.#entries.get(bytesToString(decoded.key));
-        return value === undefined ? encodeKvResult({ kind: "nil" }) : storedResult(value);
-      }
+      case "GET":
+      case "SIZE":
+        return this.#read(decoded);
       case "DEL":
         return encodeKvResult({ kind: "integer", value: this.#delete(decoded.key) ? 1 : 0 });
-      case "SIZE":
-        return encodeKvResult({ kind: "integer", value: this.#entries.size });
     }
+  }
+
+  /** GET and SIZE, well formed, only read: the primary may answer them without the log (§6.3). */
+  readOnly(operation: Uint8Array): boolean {
+    const decoded = decodeKvOperation(operation);
+    return !("error" in decoded) && (decoded.command === "GET" || decoded.command === "SIZE");
+  }
+
+  query(operation: Uint8Array): Uint8Array {
+    const decoded = decodeKvOperation(operation);
+    if ("error" in decoded || (decoded.command !== "GET" && decoded.command !== "SIZE")) {
+      throw new Error("KvStore.query: not a read-only operation (see readOnly)");
+    }
+    return this.#read(decoded);
+  }
+
+  #read(operation: Extract<KvOperation, { command: "GET" | "SIZE" }>): Uint8Array {
+    if (operation.command === "SIZE") {
+      return encodeKvResult({ kind: "integer", value: this.#entries.size });
+    }
+    const value = this.#entries.get(bytesToString(operation.key));
+    return value === undefined ? encodeKvResult({ kind: "nil" }) : storedResult(value);
   }
 
   /** SET: store `value` (a view into `operation`) under `key`; the result is the value. */

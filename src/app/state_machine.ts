@@ -29,6 +29,17 @@ export interface StateMachine {
    * them, do not modify them.
    */
   apply(operation: Uint8Array, context: ApplyContext): Uint8Array;
+  /**
+   * Optional, with `query` (§6.3): whether `operation` only reads. The primary answers such an
+   * operation from its state, without a log entry or a disk write, once it has confirmed that it
+   * is still the primary (see `Commit` in `src/vr/message.ts`). Must not throw.
+   */
+  readOnly?(operation: Uint8Array): boolean;
+  /**
+   * Execute an operation `readOnly` accepted against the current state, changing nothing; the
+   * result must equal what `apply` would return in this state.
+   */
+  query?(operation: Uint8Array): Uint8Array;
   /** A short fingerprint of the whole state: equal states give equal digests. */
   digest(): string;
   /** The whole state, for state transfer by checkpoint (§5.1). */

@@ -13,6 +13,7 @@ const PLANTED_BUGS: readonly PlantedBug[] = [
   "do_view_change_log_by_op_number",
   "recovery_without_nonce_check",
   "execute_retried_request_twice",
+  "read_without_round",
   "get_state_on_every_new_state",
   "recovery_forgets_persisted_view",
   "adopt_newer_view_before_its_state",
@@ -155,7 +156,8 @@ function replayFlags(flags: SimFlags): string {
 }
 
 export function describeStats(t: SimulationStats): string {
-  return `exercised: ${t.opsCommitted} ops committed, ${t.requestsCompleted} requests completed, ` +
+  return `exercised: ${t.opsCommitted} ops committed, ${t.requestsCompleted} requests completed ` +
+    `(${t.readsWithoutLog} reads answered without the log), ` +
     `${t.viewChanges} view changes, ${t.recoveries} recoveries, ${t.restartsFromDisk} restarts from disk, ` +
     `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
     `${t.messagesSent} messages sent, ${t.messagesDropped} dropped, ${t.messagesDuplicated} duplicated, ` +

@@ -5,15 +5,17 @@
  *    enters status normal; an acknowledged op is committed and stays so (by 1).
  * 3. Monotonicity: within one incarnation, view-number and commit-number never go back.
  * 4. Exactly once: each (client-id, request-number) appears at most once in the sequence.
- * 5. Replies are right: every reply equals the result of a plain model executing the sequence.
+ * 5. Replies are right: every reply equals the result of a plain model executing the sequence;
+ *    a read answered without the log (§6.3) equals the model's answer at the commit-number it
+ *    names, which must be committed.
  * 6. Replicas at the same commit-number have the same state digest (the model's).
  * 7. (Linearizability of the clients' history is checked by the simulator at the end.)
  *
  * @module
  */
-import { KvStore } from "../app/kv.ts";
+import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
 import { sameEntry } from "../vr/log.ts";
-import type { LogEntry, Reply } from "../vr/message.ts";
+import type { LogEntry, Reply, Request } from "../vr/message.ts";
 import type { Replica, Status } from "../vr/replica.ts";
 
 /** A broken invariant: the run fails with this message. */
@@ -43,6 +45,17 @@ export class Checker {
   /** The model's digest after each op; index 0 is the empty state. */
   readonly #digests: string[] = [];
   readonly #requests = new Map<string, number>();
+  /**
+   * The operation of every request clients sent, by "clientId:requestNumber", and how many ops
+   * were committed when it was first sent.
+   */
+  readonly #operations = new Map<string, { operation: Uint8Array; committedBefore: number }>();
+  /** Per key (one character per byte): the ops that set (value) or deleted (null) it, in order. */
+  readonly #keyWrites = new Map<string, { op: number; value: Uint8Array | null }[]>();
+  /** The number of keys after each op; index 0 is the empty state. */
+  readonly #sizes: number[] = [0];
+  /** How many replies were reads answered without the log. */
+  readsChecked = 0;
   readonly #tracks: (ReplicaTrack | undefined)[];
   #maxNormalView = 0;
   viewChanges = 0;
@@ -125,16 +138,23 @@ export class Checker {
     track.status = replica.status;
   }
 
+  /** A client sent `request`: its operation is needed to check a read's reply. */
+  onRequest(request: Request): void {
+    const key = `${request.clientId}:${request.requestNumber}`;
+    if (!this.#operations.has(key)) {
+      this.#operations.set(key, {
+        operation: request.operation,
+        committedBefore: this.#committed.length,
+      });
+    }
+  }
+
   /** Invariant 5: a reply carries the model's result for that request, at its op-number. */
   onReplySent(reply: Reply | { readonly type: string }): void {
     if (reply.type !== "reply") return;
     const message = reply as Reply;
     const op = this.#requests.get(`${message.clientId}:${message.requestNumber}`);
-    if (op === undefined) {
-      throw new InvariantViolation(
-        `reply to c=${message.clientId} s=${message.requestNumber} for an uncommitted request`,
-      );
-    }
+    if (op === undefined) return this.#checkRead(message);
     if (op !== message.opNumber) {
       throw new InvariantViolation(
         `reply to c=${message.clientId} s=${message.requestNumber} names op ${message.opNumber}, committed at ${op}`,
@@ -197,6 +217,14 @@ export class Checker {
         requestNumber: entry.requestNumber,
       }));
       this.#digests.push(this.#model.digest());
+      this.#sizes.push(this.#model.size);
+      const decoded = decodeKvOperation(entry.operation);
+      if (!("error" in decoded) && (decoded.command === "SET" || decoded.command === "DEL")) {
+        const key = keyString(decoded.key);
+        let writes = this.#keyWrites.get(key);
+        if (writes === undefined) this.#keyWrites.set(key, writes = []);
+        writes.push({ op, value: decoded.command === "SET" ? decoded.value : null });
+      }
     }
     const digest = this.#digests[replica.commitNumber];
     if (digest !== undefined && replica.app.digest() !== digest) {
@@ -208,9 +236,55 @@ export class Checker {
     }
   }
 
+  /** A reply to a request not in the log: a read, answered at the commit-number it names. */
+  #checkRead(reply: Reply): void {
+    const name = `reply to c=${reply.clientId} s=${reply.requestNumber}`;
+    const sent = this.#operations.get(`${reply.clientId}:${reply.requestNumber}`);
+    if (sent === undefined) throw new InvariantViolation(`${name}: no such request`);
+    const decoded = decodeKvOperation(sent.operation);
+    if ("error" in decoded || (decoded.command !== "GET" && decoded.command !== "SIZE")) {
+      throw new InvariantViolation(`${name} for an uncommitted request`);
+    }
+    if (reply.opNumber > this.#committed.length) {
+      throw new InvariantViolation(`${name}: a read at op ${reply.opNumber}, not yet committed`);
+    }
+    // Every op committed before the read was sent is in the log of the primary of the latest
+    // view, which alone may answer it, at or after its op-number then: an older state is stale.
+    if (reply.opNumber < sent.committedBefore) {
+      throw new InvariantViolation(
+        `${name}: a stale read at op ${reply.opNumber}; op ${sent.committedBefore} was ` +
+          `committed before it was sent`,
+      );
+    }
+    let expected: Uint8Array;
+    if (decoded.command === "SIZE") {
+      expected = encodeKvResult({ kind: "integer", value: this.#sizes[reply.opNumber]! });
+    } else {
+      const writes = this.#keyWrites.get(keyString(decoded.key)) ?? [];
+      let value: Uint8Array | null = null;
+      for (let index = writes.length - 1; index >= 0; index--) {
+        if (writes[index]!.op <= reply.opNumber) {
+          value = writes[index]!.value;
+          break;
+        }
+      }
+      expected = encodeKvResult(value === null ? { kind: "nil" } : { kind: "bytes", value });
+    }
+    if (!bytesEqual(expected, reply.result)) {
+      throw new InvariantViolation(
+        `${name}: the read differs from the model's at op ${reply.opNumber}`,
+      );
+    }
+    this.readsChecked++;
+  }
+
   #fail(index: number, cause: string, text: string): never {
     throw new InvariantViolation(`r${index} after ${cause}: ${text}`);
   }
+}
+
+function keyString(key: Uint8Array): string {
+  return String.fromCharCode(...key);
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

@@ -85,12 +85,21 @@ export interface SwarmParameters {
   readonly spareSwapTicks: number;
   /** The replicas' `spareCatchUpTicks`, at most `heartbeatTicks` (see `Timing`). */
   readonly spareCatchUpTicks: number;
+  /**
+   * Whether the primary answers GET and SIZE without the log (§6.3), or, as for a state machine
+   * without `readOnly`, through it.
+   */
+  readonly readsWithoutLog: boolean;
+  /** The probability that a client sends a request to a replica other than the one it guesses. */
+  readonly misdirectProbability: number;
 }
 
 export interface SimulationOptions {
   readonly seed: number;
   /** Force the replica count instead of drawing it. */
   readonly replicas?: 1 | 3 | 5 | undefined;
+  /** Force `SwarmParameters.readsWithoutLog` instead of drawing it. */
+  readonly readsWithoutLog?: boolean | undefined;
   readonly plantedBug?: PlantedBug | undefined;
   /** Keep a one-line-per-event trace (slower; for replaying a seed). */
   readonly trace?: boolean | undefined;
@@ -110,6 +119,8 @@ export interface SimulationStats {
   events: number;
   opsCommitted: number;
   requestsCompleted: number;
+  /** Reads the primary answered without the log (§6.3), each checked against the model. */
+  readsWithoutLog: number;
   viewChanges: number;
   recoveries: number;
   restartsFromDisk: number;
@@ -174,7 +185,16 @@ export function drawParameters(
     quietPrepareBackups: prng.pick([1, replicaCount]),
     spareSwapTicks: prng.int(1, 5),
     spareCatchUpTicks: prng.int(1, TIMING_DEFAULT.heartbeatTicks),
+    readsWithoutLog: options.readsWithoutLog ?? prng.chance(0.75),
+    misdirectProbability: prng.pick([0, 0, 0.1]),
   };
+}
+
+/** The key-value store without `readOnly`: every operation, reads too, goes through the log. */
+class LogOnlyKvStore extends KvStore {
+  override readOnly(_operation: Uint8Array): boolean {
+    return false;
+  }
 }
 
 type SimEvent =
@@ -286,6 +306,7 @@ class Simulation {
     events: 0,
     opsCommitted: 0,
     requestsCompleted: 0,
+    readsWithoutLog: 0,
     viewChanges: 0,
     recoveries: 0,
     restartsFromDisk: 0,
@@ -358,6 +379,7 @@ class Simulation {
     this.stats.messagesDuplicated = net.duplicated;
     this.stats.partitions = net.partitions;
     this.stats.opsCommitted = this.checker.committedCount;
+    this.stats.readsWithoutLog = this.checker.readsChecked;
     return {
       seed: this.seed,
       ok: failure === undefined,
@@ -532,7 +554,7 @@ class Simulation {
     const replica = new Replica({
       replicaIndex: index,
       addresses: this.addresses,
-      app: new KvStore(),
+      app: this.parameters.readsWithoutLog ? new KvStore() : new LogOnlyKvStore(),
       seed: this.seedPrng.nextUint32(),
       durable,
       limits: {
@@ -866,10 +888,17 @@ class Simulation {
       requestNumber: pending.requestNumber,
       operation: pending.operation,
     };
+    this.checker.onRequest(request);
     if (toAll) {
       for (const sim of this.replicas) this.network.send(client.node, sim.index, request, this.now);
     } else {
-      this.network.send(client.node, client.viewGuess % this.replicas.length, request, this.now);
+      // Now and then a client's guess is wrong, as a real client's can be (a stale
+      // configuration, a view it missed): the request may reach a deposed primary.
+      const misdirect = this.parameters.misdirectProbability;
+      const target = misdirect > 0 && this.workloadPrng.chance(misdirect)
+        ? this.workloadPrng.int(0, this.replicas.length - 1)
+        : client.viewGuess % this.replicas.length;
+      this.network.send(client.node, target, request, this.now);
     }
   }
 

@@ -35,6 +35,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
     events: 0,
     opsCommitted: 0,
     requestsCompleted: 0,
+    readsWithoutLog: 0,
     viewChanges: 0,
     recoveries: 0,
     restartsFromDisk: 0,

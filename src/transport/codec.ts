@@ -16,8 +16,8 @@
  * locate                [T, clientId]
  * configuration         [T, clientId, viewNumber, replica, addresses]
  * prepare               [T, viewNumber, commitNumber, replica, entries]
- * prepare_ok            [T, viewNumber, opNumber, replica]
- * commit                [T, viewNumber, commitNumber, replica]
+ * prepare_ok            [T, viewNumber, opNumber, replica, readRound]
+ * commit                [T, viewNumber, commitNumber, replica, readRound]
  * start_view_change     [T, viewNumber, replica]
  * do_view_change        [T, viewNumber, lastNormalView, opNumber, commitNumber, replica, entries]
  * start_view            [T, viewNumber, anchorOpNumber, opNumber, commitNumber, replica, entries]
@@ -226,9 +226,21 @@ function messageFields(message: Message): unknown[] {
         entriesFields(message.entries),
       ];
     case "prepare_ok":
-      return [TAG_PREPARE_OK, message.viewNumber, message.opNumber, message.replica];
+      return [
+        TAG_PREPARE_OK,
+        message.viewNumber,
+        message.opNumber,
+        message.replica,
+        message.readRound,
+      ];
     case "commit":
-      return [TAG_COMMIT, message.viewNumber, message.commitNumber, message.replica];
+      return [
+        TAG_COMMIT,
+        message.viewNumber,
+        message.commitNumber,
+        message.replica,
+        message.readRound,
+      ];
     case "start_view_change":
       return [TAG_START_VIEW_CHANGE, message.viewNumber, message.replica];
     case "do_view_change":
@@ -347,10 +359,10 @@ function fastBodySize(message: Message): number {
     }
     case "prepare_ok":
       return 2 + sizeUint(message.viewNumber) + sizeUint(message.opNumber) +
-        sizeUint(message.replica);
+        sizeUint(message.replica) + sizeUint(message.readRound);
     case "commit":
       return 2 + sizeUint(message.viewNumber) + sizeUint(message.commitNumber) +
-        sizeUint(message.replica);
+        sizeUint(message.replica) + sizeUint(message.readRound);
     default:
       return -1;
   }
@@ -384,17 +396,19 @@ function writeFastBody(out: Uint8Array, position: number, message: Message): num
       for (const entry of message.entries) p = writeEntry(out, p, entry);
       return p;
     case "prepare_ok":
-      out[p++] = 0x94;
+      out[p++] = 0x95;
       out[p++] = TAG_PREPARE_OK;
       p = writeUint(out, p, message.viewNumber);
       p = writeUint(out, p, message.opNumber);
-      return writeUint(out, p, message.replica);
+      p = writeUint(out, p, message.replica);
+      return writeUint(out, p, message.readRound);
     case "commit":
-      out[p++] = 0x94;
+      out[p++] = 0x95;
       out[p++] = TAG_COMMIT;
       p = writeUint(out, p, message.viewNumber);
       p = writeUint(out, p, message.commitNumber);
-      return writeUint(out, p, message.replica);
+      p = writeUint(out, p, message.replica);
+      return writeUint(out, p, message.readRound);
     default:
       throw new Error(`writeFastBody: ${message.type} is not on the hot path`);
   }
@@ -485,18 +499,20 @@ function decodeFast(body: Uint8Array, context: ValidationContext): Message | und
     }
     case TAG_PREPARE_OK:
     case TAG_COMMIT: {
-      if (count !== 4 || context.from !== "replica") return undefined;
+      if (count !== 5 || context.from !== "replica") return undefined;
       const viewNumber = r.uint();
       const number = r.uint();
       const replica = r.uint();
+      const readRound = r.uint();
       if (
-        viewNumber < 0 || number < 0 || replica < 0 || replica >= context.replicaCount || !r.done
+        viewNumber < 0 || number < 0 || replica < 0 || replica >= context.replicaCount ||
+        readRound < 0 || !r.done
       ) {
         return undefined;
       }
       return tag === TAG_PREPARE_OK
-        ? { type: "prepare_ok", viewNumber, opNumber: number, replica }
-        : { type: "commit", viewNumber, commitNumber: number, replica };
+        ? { type: "prepare_ok", viewNumber, opNumber: number, replica, readRound }
+        : { type: "commit", viewNumber, commitNumber: number, replica, readRound };
     }
     default:
       return undefined;
@@ -894,6 +910,7 @@ function toMessage(
         viewNumber: natural(f[1], type, "viewNumber"),
         opNumber: natural(f[2], type, "opNumber"),
         replica: replicaIndex(f[3], type, replicaCount),
+        readRound: natural(f[4], type, "readRound"),
       };
     case "commit":
       return {
@@ -901,6 +918,7 @@ function toMessage(
         viewNumber: natural(f[1], type, "viewNumber"),
         commitNumber: natural(f[2], type, "commitNumber"),
         replica: replicaIndex(f[3], type, replicaCount),
+        readRound: natural(f[4], type, "readRound"),
       };
     case "start_view_change":
       return {
@@ -1024,8 +1042,8 @@ const FIELD_COUNTS: { readonly [type in MessageType]: number } = {
   locate: 2,
   configuration: 5,
   prepare: 5,
-  prepare_ok: 4,
-  commit: 4,
+  prepare_ok: 5,
+  commit: 5,
   start_view_change: 3,
   do_view_change: 7,
   start_view: 7,

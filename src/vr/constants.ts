@@ -38,6 +38,8 @@ export interface Limits {
   readonly transferBytesMax: number;
   /** The client table keeps at most this many clients; the least recently served is evicted. */
   readonly clientsMax: number;
+  /** At most this many reads (§6.3) wait at the primary for their round; more are dropped. */
+  readonly readsPendingMax: number;
   /**
    * Committed log entries are packed into compact arenas (see `Log`) once this many have
    * accumulated since the last packing.
@@ -56,6 +58,7 @@ export const LIMITS_DEFAULT: Limits = {
   transferOpsMax: 1024,
   transferBytesMax: 4 * 1024 * 1024,
   clientsMax: 4096,
+  readsPendingMax: 4096,
   logPackOps: 1024,
 };
 

@@ -41,13 +41,16 @@ export interface Request {
   readonly operation: Uint8Array;
 }
 
-/** §4.1 The primary's reply to a client, once the request is committed and executed. */
+/**
+ * §4.1 The primary's reply to a client, once the request is committed and executed; for a read
+ * answered without the log (§6.3, see `Commit.readRound`), once it is confirmed.
+ */
 export interface Reply {
   readonly type: "reply";
   readonly viewNumber: number;
   readonly clientId: number;
   readonly requestNumber: number;
-  /** The op-number the request was executed at. */
+  /** The op-number the request was executed at; for a read, the commit-number of the state read. */
   readonly opNumber: number;
   readonly result: Uint8Array;
 }
@@ -116,14 +119,30 @@ export interface PrepareOk {
   readonly viewNumber: number;
   readonly opNumber: number;
   readonly replica: ReplicaIndex;
+  /**
+   * The latest read round (`Commit.readRound`) this backup received from the primary of this
+   * view, 0 if none: the backup was in this view, normal, after that round began.
+   */
+  readonly readRound: number;
 }
 
-/** §4.1 The primary's commit-number when it has nothing to prepare; also the heartbeat. */
+/**
+ * §4.1 The primary's commit-number when it has nothing to prepare; also the heartbeat. Backups
+ * answer every Commit with a PrepareOk.
+ *
+ * §6.3 reads, without leases: a `readRound` above 0 starts a read round. The primary answers a
+ * read-only request without a log entry once f backups echoed, in their PrepareOks, a round that
+ * began after the read arrived (with its own vote, a majority was still in its view then, so no
+ * later view had committed anything yet), and once its commit-number reaches the op-number its
+ * log had when the read arrived. No clocks are involved, unlike the paper's leases.
+ */
 export interface Commit {
   readonly type: "commit";
   readonly viewNumber: number;
   readonly commitNumber: number;
   readonly replica: ReplicaIndex;
+  /** A read round of this view (numbered from 1), or 0 for a plain heartbeat. */
+  readonly readRound: number;
 }
 
 // ---------------------------------------------------------------- view change (§4.2)

@@ -88,6 +88,8 @@ export type PlantedBug =
   | "do_view_change_log_by_op_number"
   | "recovery_without_nonce_check"
   | "execute_retried_request_twice"
+  // §6.3 reads answered without confirming that this replica is still the primary.
+  | "read_without_round"
   // The state-transfer fix of seed 788778535, removed: every NewState asks for more.
   | "get_state_on_every_new_state"
   // The two corrections of vr-checklist, removed:
@@ -118,6 +120,17 @@ export interface ReplicaOptions {
 interface PendingLogWrite {
   readonly id: number;
   toOp: number;
+}
+
+/** A read-only request waiting at the primary for its answer (§6.3; see `Commit`). */
+interface PendingRead {
+  readonly clientId: number;
+  readonly requestNumber: number;
+  readonly operation: Uint8Array;
+  /** The op-number of the log when the read arrived: it is answered at this commit-number or later. */
+  readonly readIndex: number;
+  /** The first read round that began after the read arrived: it is answered once that is confirmed. */
+  readonly round: number;
 }
 
 /** What a replica waits for while it adopts the log of `viewNumber` from that view's primary. */
@@ -193,12 +206,22 @@ export class Replica {
    * retry period would double the work in bursts.
    */
   #progressAtTick: number[];
+  /** Reads waiting for their answer, in arrival order (so with non-decreasing rounds). */
+  #pendingReads: PendingRead[] = [];
+  /** The last read round begun in this view (0: none). */
+  #readRound = 0;
+  /** `#ticks` when the last read round began. */
+  #readRoundAtTick = 0;
+  /** Per replica: the latest read round its PrepareOks echoed in this view. */
+  #readRoundAcked: number[];
 
   // Backup state.
   #ticksSincePrimary = 0;
   #primaryTimeoutTicks: number;
   /** The op-number a PrepareOk was last sent for in this view. */
   #prepareOkSentOpNumber = 0;
+  /** The latest read round the primary of this view sent; every PrepareOk echoes it. */
+  #readRoundSeen = 0;
   #ticksSinceGetState = 0;
 
   // View change state (§4.2).
@@ -258,6 +281,7 @@ export class Replica {
     this.#acked = new Array<number>(count).fill(-1);
     this.#heardAtTick = new Array<number>(count).fill(0);
     this.#progressAtTick = new Array<number>(count).fill(0);
+    this.#readRoundAcked = new Array<number>(count).fill(0);
     this.#sentTo = new Array<number>(count).fill(0);
     this.#spare = new Array<boolean>(count).fill(false);
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
@@ -474,6 +498,9 @@ export class Replica {
     ) {
       return this.#ignore(`request c=${request.clientId} s=${request.requestNumber}: in progress`);
     }
+    if (this.app.query !== undefined && this.app.readOnly?.(request.operation) === true) {
+      return this.#acceptRead(request);
+    }
     if (
       this.opNumber - this.#commitNumber >= this.limits.pipelineOpsMax ||
       this.#uncommittedBytes >= this.limits.pipelineBytesMax
@@ -532,18 +559,27 @@ export class Replica {
       return this.#ignore(`prepare_ok: op ${message.opNumber} beyond the log`);
     }
     this.#heardAtTick[message.replica] = this.#ticks;
+    if (message.readRound > this.#readRound) {
+      return this.#ignore(`prepare_ok: read round ${message.readRound} never began`);
+    }
+    if (message.readRound > this.#readRoundAcked[message.replica]!) {
+      this.#readRoundAcked[message.replica] = message.readRound;
+    }
     if (message.opNumber > this.#acked[message.replica]!) {
       this.#acked[message.replica] = message.opNumber;
       this.#progressAtTick[message.replica] = this.#ticks;
       this.#commitReady();
     }
+    this.#serveReads();
   }
 
   #onCommit(message: Commit): void {
     if (!this.#acceptNormalMessage(message)) return;
     if (this.isPrimary) return this.#ignore("commit: sent to the primary of its own view");
     this.#ticksSincePrimary = 0;
-    // Answer the heartbeat, so that the primary knows it is heard (see #abdicating).
+    if (message.readRound > this.#readRoundSeen) this.#readRoundSeen = message.readRound;
+    // Answer the heartbeat, so that the primary knows it is heard (see #abdicating), and echo
+    // the read round.
     this.#sendPrepareOkIfDurable(true);
     if (message.commitNumber > this.opNumber) {
       this.#requestState(`commit: k=${message.commitNumber} beyond op ${this.opNumber}`);
@@ -588,7 +624,10 @@ export class Replica {
     if (this.#plantedBug === "commit_with_too_few_prepare_oks") needed = Math.max(0, this.f - 1);
     let committable = this.#logDurableOpNumber;
     if (needed > 0) committable = Math.min(committable, acks[needed - 1]!);
-    if (committable > this.#commitNumber) this.#advanceCommit(committable);
+    if (committable > this.#commitNumber) {
+      this.#advanceCommit(committable);
+      this.#serveReads(); // Reads waiting for this commit-number.
+    }
   }
 
   /** Execute committed entries up to `commitNumber` (they must all be in the log). */
@@ -642,6 +681,7 @@ export class Replica {
       viewNumber: this.#viewNumber,
       opNumber: durable,
       replica: this.replicaIndex,
+      readRound: this.#readRoundSeen,
     });
   }
 
@@ -665,6 +705,13 @@ export class Replica {
     this.#ticksSinceSend++;
     if (this.#abdicating()) return;
     this.#swapStalledBackup();
+    // A read round whose Commits or PrepareOks were lost: a new round covers its reads too.
+    if (
+      this.#pendingReads.length > 0 && this.#pendingReads[0]!.round > this.#confirmedReadRound() &&
+      this.#ticks - this.#readRoundAtTick >= this.timing.prepareRetryTicks
+    ) {
+      this.#beginReadRound();
+    }
     for (let replica = 0; replica < this.replicaCount; replica++) {
       if (replica === this.replicaIndex) continue;
       // A spare gets what low-load Prepares left out every `spareCatchUpTicks`.
@@ -697,6 +744,7 @@ export class Replica {
           viewNumber: this.#viewNumber,
           commitNumber: this.#commitNumber,
           replica: this.replicaIndex,
+          readRound: 0,
         });
       }
     }
@@ -833,6 +881,85 @@ export class Replica {
       inFlight.push(this.#preparedOpNumber);
       this.#ticksSinceSend = 0;
     }
+    // Reads that arrived in this turn share one read round, begun after all of them.
+    const reads = this.#pendingReads;
+    if (reads.length > 0 && reads[reads.length - 1]!.round > this.#readRound) {
+      this.#beginReadRound();
+    }
+  }
+
+  /** §6.3: a Commit asking every backup to echo a new read round (see `Commit`). */
+  #beginReadRound(): void {
+    this.#readRound++;
+    this.#readRoundAtTick = this.#ticks;
+    this.#ticksSinceSend = 0; // It is a heartbeat too.
+    this.#broadcast({
+      type: "commit",
+      viewNumber: this.#viewNumber,
+      commitNumber: this.#commitNumber,
+      replica: this.replicaIndex,
+      readRound: this.#readRound,
+    });
+  }
+
+  /** §6.3: a read-only request waits, outside the log, for a read round and its commit-number. */
+  #acceptRead(request: Request): void {
+    if (this.#pendingReads.length >= this.limits.readsPendingMax) {
+      return this.#ignore(`read c=${request.clientId}: ${this.#pendingReads.length} reads pending`);
+    }
+    this.#pendingReads.push({
+      clientId: request.clientId,
+      requestNumber: request.requestNumber,
+      operation: request.operation,
+      readIndex: this.opNumber,
+      round: this.#readRound + 1,
+    });
+    this.#serveReads(); // A group of one needs no round.
+  }
+
+  /**
+   * The latest read round that f backups confirmed, with the primary a majority of this view
+   * after the round began; unbounded in a group of one.
+   */
+  #confirmedReadRound(): number {
+    if (this.f === 0 || this.#plantedBug === "read_without_round") return Infinity;
+    // The f-th largest echo among the backups, without allocating: the largest round that at
+    // least f backups reached.
+    let confirmed = 0;
+    for (let candidate = 0; candidate < this.replicaCount; candidate++) {
+      if (candidate === this.replicaIndex) continue;
+      const round = this.#readRoundAcked[candidate]!;
+      if (round <= confirmed) continue;
+      let reached = 0;
+      for (let replica = 0; replica < this.replicaCount; replica++) {
+        if (replica !== this.replicaIndex && this.#readRoundAcked[replica]! >= round) reached++;
+      }
+      if (reached >= this.f) confirmed = round;
+    }
+    return confirmed;
+  }
+
+  /** Answer the reads whose round is confirmed and whose commit-number is reached, in order. */
+  #serveReads(): void {
+    const reads = this.#pendingReads;
+    if (reads.length === 0 || this.#status !== "normal" || !this.isPrimary) return;
+    const confirmed = this.#confirmedReadRound();
+    let served = 0;
+    while (
+      served < reads.length && reads[served]!.round <= confirmed &&
+      reads[served]!.readIndex <= this.#commitNumber
+    ) {
+      const read = reads[served++]!;
+      this.#emitReply(read.clientId, {
+        type: "reply",
+        viewNumber: this.#viewNumber,
+        clientId: read.clientId,
+        requestNumber: read.requestNumber,
+        opNumber: this.#commitNumber,
+        result: this.app.query!(read.operation),
+      });
+    }
+    if (served > 0) reads.splice(0, served);
   }
 
   #flushLogPersist(): void {
@@ -1209,6 +1336,11 @@ export class Replica {
     this.#chooseSpares();
     this.#preparesInFlight = [];
     this.#prepareOkSentOpNumber = 0;
+    // Reads of an earlier view are dropped (their clients retry); rounds count from 1 per view.
+    this.#pendingReads = [];
+    this.#readRound = 0;
+    this.#readRoundAcked.fill(0);
+    this.#readRoundSeen = 0;
     this.#ticksSincePrimary = 0;
     this.#ticksSinceSend = 0;
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
