@@ -699,3 +699,46 @@ Deno.test("KvStore SET result is the operation's own value bytes when it can be"
   const odd = store.apply(longHeader, CONTEXT);
   assert.deepEqual(odd, new Uint8Array(pack(new Uint8Array([1, 2, 3]))));
 });
+
+Deno.test("KvStore readOnly accepts GET and SIZE only, and query answers as apply would", () => {
+  const store = new KvStore();
+  set(store, "a", "1");
+  const op = (operation: KvOperation) => encodeKvOperation(operation);
+  const getA = op({ command: "GET", key: text("a") });
+  const getB = op({ command: "GET", key: text("b") });
+  const size = op({ command: "SIZE" });
+  for (const read of [getA, getB, size]) assert.equal(store.readOnly(read), true);
+  for (
+    const write of [
+      op({ command: "SET", key: text("a"), value: text("2") }),
+      op({ command: "DEL", key: text("a") }),
+      new Uint8Array([0xc1]),
+      new Uint8Array(0),
+      raw(["GET"]),
+      raw(["GET", text("a"), text("extra")]),
+    ]
+  ) {
+    assert.equal(store.readOnly(write), false);
+  }
+  const digest = store.digest();
+  for (const read of [getA, getB, size]) {
+    assert.deepEqual(store.query(read), store.apply(read, CONTEXT));
+  }
+  assert.deepEqual(decodeKvResult(store.query(getA)), { kind: "bytes", value: text("1") });
+  assert.deepEqual(decodeKvResult(store.query(size)), { kind: "integer", value: 1 });
+  assert.equal(store.digest(), digest, "a query changes nothing");
+  assert.throws(() => store.query(op({ command: "DEL", key: text("a") })), /not a read-only/);
+});
+
+Deno.test("KvStore readOnly never throws on random bytes, and agrees with decoding", () => {
+  const store = new KvStore();
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 40 }), (bytes) => {
+      const decoded = decodeKvOperation(bytes);
+      const read = !("error" in decoded) &&
+        (decoded.command === "GET" || decoded.command === "SIZE");
+      assert.equal(store.readOnly(bytes), read);
+    }),
+    { numRuns: RANDOM_BYTES_RUNS },
+  );
+});

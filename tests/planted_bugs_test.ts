@@ -60,14 +60,11 @@ Deno.test("planted bug GetState on every NewState is caught as a message storm",
   assert.match(result.failure ?? "", /message storm: \d+ events pending/);
 });
 
-Deno.test("planted bug read without a read round is caught as a stale read", () => {
-  // Found by a sweep (about 2 seeds in 1,000 catch it): a client whose guess of the primary is
-  // stale reads from a deposed primary, which answers from its old state.
-  const result = runSimulation({ seed: 57837615, plantedBug: "read_without_round" });
-  assert.equal(result.ok, false);
-  assert.match(
-    result.failure ?? "",
-    /a stale read at op \d+; op \d+ was committed before it was sent/,
-  );
-  assert.ok(runSimulation({ seed: 57837615 }).ok, "the correct core passes that seed");
+Deno.test("planted bug read without a read round is caught within 200 seeds", () => {
+  // A client whose guess of the primary is stale reads from a deposed primary, which answers
+  // from its old state. Rarer than the others: about 4 seeds in 1,000 catch it.
+  const found = firstFailure("read_without_round", 200);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /a stale read at op \d+; op \d+ was committed before it was sent/);
+  assert.ok(runSimulation({ seed: found.seed }).ok, "the correct core passes that seed");
 });

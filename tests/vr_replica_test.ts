@@ -1184,7 +1184,7 @@ Deno.test("§6.3 a read waits until the writes that arrived before it commit", (
   assert.equal(resultOf(replies[0]! as { result: Uint8Array }), "new");
 });
 
-Deno.test("§6.3 lost read rounds are begun again; a group of one needs none; a new view drops waiting reads", () => {
+Deno.test("§6.3 lost read rounds are begun again; a group of one needs none", () => {
   const primary = makeReplica(0);
   step(primary, request(1, 1, kvGet("a")));
   let rounds: number[] = [];
@@ -1224,4 +1224,42 @@ Deno.test("§6.3 a backup echoes the latest read round of its view in every Prep
   assert.deepEqual(sendsOf(step(backup, commit(2)), "prepare_ok").map((s) => s.message.readRound), [
     3,
   ]);
+});
+
+Deno.test("§6.3 with f = 2 a read needs the echoes of two backups", () => {
+  const primary = makeReplica(0, { n: 5 });
+  step(primary, request(1, 1, kvGet("a")));
+  const fiveEcho = (replica: number): Message => ({
+    type: "prepare_ok",
+    viewNumber: 0,
+    opNumber: 0,
+    replica,
+    readRound: 1,
+  });
+  assert.deepEqual(repliesOf(step(primary, fiveEcho(1))), []);
+  assert.deepEqual(repliesOf(step(primary, fiveEcho(1))), [], "the same backup twice is one echo");
+  assert.equal(repliesOf(step(primary, fiveEcho(3))).length, 1);
+});
+
+Deno.test("§6.3 a retried read waits once; a restarted client reusing a read's number gets its own answer", () => {
+  const primary = makeReplica(0);
+  stepDurable(primary, request(1, 1, kvSet("x", "X")));
+  stepDurable(primary, request(1, 2, kvSet("y", "Y")));
+  step(primary, echo(1, 2, 0));
+  step(primary, request(5, 3, kvGet("x")));
+  step(primary, request(5, 3, kvGet("x"))); // a retry: no second answer later
+  // A query for client 5's latest request-number counts the read waiting here (§4.5).
+  const query = step(primary, { type: "request_number_query", clientId: 5, nonce: 1 });
+  assert.deepEqual(
+    query.flatMap((e) =>
+      e.type === "reply" && e.message.type === "request_number_reply"
+        ? [e.message.requestNumber]
+        : []
+    ),
+    [3],
+  );
+  // Client 5, restarted without asking, sends GET y as s=3: only that read is answered.
+  step(primary, request(5, 3, kvGet("y")));
+  const replies = repliesOf(step(primary, echo(1, 2, 2)));
+  assert.deepEqual(replies.map((r) => resultOf(r as { result: Uint8Array })), ["Y"]);
 });

@@ -554,3 +554,36 @@ Deno.test("scenario: a primary cut off from its backups answers no read, so none
       ),
   );
 });
+
+Deno.test("scenario: echoes from an earlier view of the same primary confirm no read (§6.3)", () => {
+  const cluster = new Cluster();
+  cluster.request(0, 1, 1, kvSet("x", "old"));
+  cluster.run();
+  cluster.request(0, 10, 1, kvGet("x")); // a read round of view 0, echoed by both backups
+  cluster.run();
+  assert.equal(cluster.resultsTo(10).length, 1);
+  // Views 1 and 2, then replica 0 leads again in view 3.
+  for (const [down, next, view] of [[0, 1, 1], [1, 2, 2], [2, 0, 3]] as const) {
+    cluster.isolate(down);
+    driveUntil(
+      cluster,
+      [0, 1, 2].filter((i) => i !== down),
+      () => normalPrimary(cluster, next, view),
+    );
+    settleAll(cluster);
+  }
+  assert.ok(normalPrimary(cluster, 0, 3) && cluster.replica(0).viewNumber === 3);
+  // Replica 0 is cut off; 1 and 2 elect view 4 and commit x=new.
+  cluster.isolate(0);
+  driveUntil(cluster, [1, 2], () => normalPrimary(cluster, 1, 4));
+  cluster.request(1, 2, 1, kvSet("x", "new"));
+  driveUntil(cluster, [1, 2], () => cluster.resultsTo(2).length === 1);
+  assert.ok(normalPrimary(cluster, 0, 3) && cluster.replica(0).viewNumber === 3);
+  cluster.request(0, 3, 1, kvGet("x"));
+  for (let round = 0; round < 30; round++) {
+    cluster.nowMs += 10;
+    cluster.tick(0);
+    cluster.run();
+  }
+  assert.deepEqual(cluster.repliesTo(3), []);
+});

@@ -710,6 +710,9 @@ export class KvStore implements StateMachine {
 
   /** GET and SIZE, well formed, only read: the primary may answer them without the log (§6.3). */
   readOnly(operation: Uint8Array): boolean {
+    // A SET, the only operation of three elements (msgpack 0x93), is decided without decoding:
+    // the primary asks this of every write.
+    if (operation[0] === 0x93) return false;
     const decoded = decodeKvOperation(operation);
     return !("error" in decoded) && (decoded.command === "GET" || decoded.command === "SIZE");
   }

@@ -234,7 +234,11 @@ export class Client {
     this.#viewNumber = Math.max(this.#viewNumber, configuration.viewNumber);
   }
 
-  /** §4.5 A client id used before: continue above the largest request number f+1 replicas know. */
+  /**
+   * §4.5 A client id used before: continue above the largest request number f+1 replicas know.
+   * Reads answered without the log (§6.3) are known only to the primary, so its answer is waited
+   * for a little longer than the others'.
+   */
   async #recoverRequestNumber(): Promise<void> {
     const f = (this.#addresses.length - 1) / 2;
     const nonce = crypto.getRandomValues(new Uint32Array(1))[0]!;
@@ -242,6 +246,7 @@ export class Client {
       { type: "request_number_query", clientId: this.clientId, nonce },
       (message) => message.type === "request_number_reply" && message.nonce === nonce,
       f + 1,
+      this.#primary(),
     );
     let latest = 0;
     for (const answer of answers) {
@@ -251,11 +256,15 @@ export class Client {
     this.#requestNumber = latest + 1;
   }
 
-  /** Send a query to every replica until `count` distinct replicas answered. */
+  /**
+   * Send a query to every replica until `count` distinct replicas answered, `wanted` among them if
+   * it answers before the query is sent again.
+   */
   #ask(
     query: ClientMessage,
     accept: (message: ClientReplyMessage) => boolean,
     count: number,
+    wanted?: number,
   ): Promise<ClientReplyMessage[]> {
     const deadline = Date.now() + this.#deadlineMs;
     return new Promise((resolve, reject) => {
@@ -265,10 +274,11 @@ export class Client {
         if (!accept(message)) return;
         const from = "replica" in message ? message.replica : answers.size;
         answers.set(from, message);
-        if (answers.size >= count) {
-          finish();
-          resolve([...answers.values()]);
-        }
+        if (answers.size >= count && (wanted === undefined || answers.has(wanted))) done();
+      };
+      const done = () => {
+        finish();
+        resolve([...answers.values()]);
       };
       const finish = () => {
         if (timer !== undefined) clearTimeout(timer);
@@ -276,6 +286,7 @@ export class Client {
       };
       this.#waiters.push(waiter);
       const attempt = () => {
+        if (answers.size >= count) return done(); // Enough, without `wanted`.
         if (Date.now() >= deadline) {
           finish();
           reject(

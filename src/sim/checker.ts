@@ -248,8 +248,9 @@ export class Checker {
     if (reply.opNumber > this.#committed.length) {
       throw new InvariantViolation(`${name}: a read at op ${reply.opNumber}, not yet committed`);
     }
-    // Every op committed before the read was sent is in the log of the primary of the latest
-    // view, which alone may answer it, at or after its op-number then: an older state is stale.
+    // A primary answers only once f+1 replicas were in its view after the read arrived, so no
+    // later view had formed before then, and its log held every op committed before the read was
+    // sent; it answers at or after that op-number. An older state is stale.
     if (reply.opNumber < sent.committedBefore) {
       throw new InvariantViolation(
         `${name}: a stale read at op ${reply.opNumber}; op ${sent.committedBefore} was ` +

@@ -146,6 +146,11 @@ export interface SimulationResult {
   readonly trace?: readonly string[] | undefined;
 }
 
+/** `drawn`, unless an option forces another value (the caller has drawn it either way). */
+function unlessForced<T>(drawn: T, forced: T | undefined): T {
+  return forced ?? drawn;
+}
+
 /** Draw the swarm parameters of a seed. */
 export function drawParameters(
   seed: number,
@@ -185,8 +190,9 @@ export function drawParameters(
     quietPrepareBackups: prng.pick([1, replicaCount]),
     spareSwapTicks: prng.int(1, 5),
     spareCatchUpTicks: prng.int(1, TIMING_DEFAULT.heartbeatTicks),
-    readsWithoutLog: options.readsWithoutLog ?? prng.chance(0.75),
-    misdirectProbability: prng.pick([0, 0, 0.1]),
+    // Drawn even when forced, so that forcing it leaves the rest of the seed unchanged.
+    readsWithoutLog: unlessForced(prng.chance(0.75), options.readsWithoutLog),
+    misdirectProbability: prng.pick([0, 0.1, 0.3]),
   };
 }
 
@@ -824,6 +830,18 @@ class Simulation {
     return best;
   }
 
+  /** A replica normal as the primary of a view older than the newest primary's, else any. */
+  #misdirectTarget(): number {
+    const newest = this.#currentPrimary();
+    const deposed = this.replicas.filter((sim) =>
+      sim.replica !== undefined && sim.replica.status === "normal" && sim.replica.isPrimary &&
+      sim !== newest
+    );
+    return deposed.length > 0
+      ? this.workloadPrng.pick(deposed).index
+      : this.workloadPrng.int(0, this.replicas.length - 1);
+  }
+
   // ---------------------------------------------------------------- clients
 
   #scheduleClient(client: SimClient, delay: number): void {
@@ -893,10 +911,12 @@ class Simulation {
       for (const sim of this.replicas) this.network.send(client.node, sim.index, request, this.now);
     } else {
       // Now and then a client's guess is wrong, as a real client's can be (a stale
-      // configuration, a view it missed): the request may reach a deposed primary.
-      const misdirect = this.parameters.misdirectProbability;
+      // configuration, a view it missed): a read goes to a deposed primary that still believes
+      // it leads, when there is one, else to any replica. (Writes are not misdirected: one
+      // appended at a deposed primary keeps its later reads waiting, which hides stale reads.)
+      const misdirect = pending.call.kind === "get" ? this.parameters.misdirectProbability : 0;
       const target = misdirect > 0 && this.workloadPrng.chance(misdirect)
-        ? this.workloadPrng.int(0, this.replicas.length - 1)
+        ? this.#misdirectTarget()
         : client.viewGuess % this.replicas.length;
       this.network.send(client.node, target, request, this.now);
     }

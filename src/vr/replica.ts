@@ -214,6 +214,12 @@ export class Replica {
   #readRoundAtTick = 0;
   /** Per replica: the latest read round its PrepareOks echoed in this view. */
   #readRoundAcked: number[];
+  /**
+   * Per client: the largest request-number of a read accepted in this view. Reads stay out of the
+   * client table, so a query for a client's latest request-number (§4.5) adds these, or a client
+   * restarted with the same id would reuse the number of a read still waiting here.
+   */
+  #readRequestNumbers = new Map<number, number>();
 
   // Backup state.
   #ticksSincePrimary = 0;
@@ -526,7 +532,10 @@ export class Replica {
       type: "request_number_reply",
       clientId: query.clientId,
       nonce: query.nonce,
-      requestNumber: this.#clientTable.latestRequestNumber(query.clientId),
+      requestNumber: Math.max(
+        this.#clientTable.latestRequestNumber(query.clientId),
+        this.#readRequestNumbers.get(query.clientId) ?? 0,
+      ),
       replica: this.replicaIndex,
     });
   }
@@ -560,9 +569,9 @@ export class Replica {
     }
     this.#heardAtTick[message.replica] = this.#ticks;
     if (message.readRound > this.#readRound) {
-      return this.#ignore(`prepare_ok: read round ${message.readRound} never began`);
-    }
-    if (message.readRound > this.#readRoundAcked[message.replica]!) {
+      // Only the echo is bogus (no such round began in this view); the acknowledgement stands.
+      this.#ignore(`prepare_ok: read round ${message.readRound} never began`);
+    } else if (message.readRound > this.#readRoundAcked[message.replica]!) {
       this.#readRoundAcked[message.replica] = message.readRound;
     }
     if (message.opNumber > this.#acked[message.replica]!) {
@@ -904,10 +913,26 @@ export class Replica {
 
   /** §6.3: a read-only request waits, outside the log, for a read round and its commit-number. */
   #acceptRead(request: Request): void {
-    if (this.#pendingReads.length >= this.limits.readsPendingMax) {
-      return this.#ignore(`read c=${request.clientId}: ${this.#pendingReads.length} reads pending`);
+    const reads = this.#pendingReads;
+    const same = reads.findIndex((read) =>
+      read.clientId === request.clientId && read.requestNumber === request.requestNumber
+    );
+    if (same >= 0) {
+      // A retry waits with the original. The same number for another operation comes from a
+      // restarted client reusing it: the old read must not be answered to the new request.
+      if (bytesEqual(reads[same]!.operation, request.operation)) {
+        return this.#ignore(`read c=${request.clientId} s=${request.requestNumber}: waiting`);
+      }
+      reads.splice(same, 1);
     }
-    this.#pendingReads.push({
+    if (reads.length >= this.limits.readsPendingMax) {
+      return this.#ignore(`read c=${request.clientId}: ${reads.length} reads pending`);
+    }
+    const seen = this.#readRequestNumbers;
+    seen.delete(request.clientId); // Re-inserted last: the map is in order of recent use.
+    seen.set(request.clientId, request.requestNumber);
+    if (seen.size > this.limits.clientsMax) seen.delete(seen.keys().next().value!);
+    reads.push({
       clientId: request.clientId,
       requestNumber: request.requestNumber,
       operation: request.operation,
@@ -1338,6 +1363,7 @@ export class Replica {
     this.#prepareOkSentOpNumber = 0;
     // Reads of an earlier view are dropped (their clients retry); rounds count from 1 per view.
     this.#pendingReads = [];
+    this.#readRequestNumbers.clear();
     this.#readRound = 0;
     this.#readRoundAcked.fill(0);
     this.#readRoundSeen = 0;
@@ -1696,4 +1722,10 @@ export class Replica {
       () => `uncommitted suffix too long: ${this.opNumber - this.#commitNumber}`,
     );
   }
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let index = 0; index < a.length; index++) if (a[index] !== b[index]) return false;
+  return true;
 }
