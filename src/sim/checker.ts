@@ -14,6 +14,7 @@
  * @module
  */
 import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
+import { bytesEqual } from "../lib/bytes.ts";
 import { sameEntry } from "../vr/log.ts";
 import type { LogEntry, Reply, Request } from "../vr/message.ts";
 import type { Replica, Status } from "../vr/replica.ts";
@@ -286,10 +287,4 @@ export class Checker {
 
 function keyString(key: Uint8Array): string {
   return String.fromCharCode(...key);
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -16,6 +16,7 @@
  * @module
  */
 import type { StateMachine } from "../app/state_machine.ts";
+import { bytesEqual } from "../lib/bytes.ts";
 import { assert } from "./assert.ts";
 import { ClientTable } from "./client_table.ts";
 import { type Limits, LIMITS_DEFAULT, type Timing, TIMING_DEFAULT } from "./constants.ts";
@@ -929,8 +930,9 @@ export class Replica {
       return this.#ignore(`read c=${request.clientId}: ${reads.length} reads pending`);
     }
     const seen = this.#readRequestNumbers;
+    const previous = seen.get(request.clientId);
     seen.delete(request.clientId); // Re-inserted last: the map is in order of recent use.
-    seen.set(request.clientId, request.requestNumber);
+    seen.set(request.clientId, Math.max(previous ?? 0, request.requestNumber));
     if (seen.size > this.limits.clientsMax) seen.delete(seen.keys().next().value!);
     reads.push({
       clientId: request.clientId,
@@ -1722,10 +1724,4 @@ export class Replica {
       () => `uncommitted suffix too long: ${this.opNumber - this.#commitNumber}`,
     );
   }
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let index = 0; index < a.length; index++) if (a[index] !== b[index]) return false;
-  return true;
 }
