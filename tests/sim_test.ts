@@ -49,6 +49,12 @@ Deno.test("simulator sweep of 3-replica seeds passes and exercises every protoco
   assert.ok(
     results.every((r) => r.stats.spareSwaps === 0 || r.parameters.quietPrepareBackups === 1),
   );
+  // Each seed draws whether reads skip the log (§6.3): both run, and only those seeds answer
+  // reads without it.
+  const withoutLog = results.filter((r) => r.parameters.readsWithoutLog);
+  assert.ok(withoutLog.length > 0 && withoutLog.length < results.length);
+  assert.ok(withoutLog.some((r) => r.stats.readsWithoutLog > 0));
+  assert.ok(results.every((r) => r.stats.readsWithoutLog === 0 || r.parameters.readsWithoutLog));
 });
 
 Deno.test("simulator sweep of 5-replica seeds passes", async () => {
