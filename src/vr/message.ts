@@ -133,7 +133,8 @@ export interface PrepareOk {
  * §6.3 reads, without leases: a `readRound` above 0 starts a read round. The primary answers a
  * read-only request without a log entry once f backups echoed, in their PrepareOks, a round that
  * began after the read arrived (with its own vote, a majority was still in its view then, so no
- * later view had committed anything yet), and once its commit-number reaches the op-number its
+ * later view had formed before the read, let alone committed), and once its commit-number reaches
+ * the op-number its
  * log had when the read arrived. No clocks are involved, unlike the paper's leases.
  */
 export interface Commit {
