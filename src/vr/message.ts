@@ -134,8 +134,8 @@ export interface PrepareOk {
  * read-only request without a log entry once f backups echoed, in their PrepareOks, a round that
  * began after the read arrived (with its own vote, a majority was still in its view then, so no
  * later view had formed before the read, let alone committed), and once its commit-number reaches
- * the op-number its
- * log had when the read arrived. No clocks are involved, unlike the paper's leases.
+ * the op-number its log had when the read arrived. No clocks are involved, unlike the paper's
+ * leases.
  */
 export interface Commit {
   readonly type: "commit";
