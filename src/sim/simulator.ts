@@ -90,7 +90,10 @@ export interface SwarmParameters {
    * without `readOnly`, through it.
    */
   readonly readsWithoutLog: boolean;
-  /** The probability that a client sends a request to a replica other than the one it guesses. */
+  /**
+   * The probability that a client sends a read to a deposed primary that still believes it leads
+   * (else to any replica), not to the one it guesses.
+   */
   readonly misdirectProbability: number;
 }
 

@@ -625,15 +625,12 @@ export class Replica {
 
   /** The primary commits what `f` backups and its own disk hold (§4.1), then executes it. */
   #commitReady(): void {
-    const acks: number[] = [];
-    for (let replica = 0; replica < this.replicaCount; replica++) {
-      if (replica !== this.replicaIndex) acks.push(this.#acked[replica]!);
-    }
-    acks.sort((a, b) => b - a);
     let needed = this.f;
     if (this.#plantedBug === "commit_with_too_few_prepare_oks") needed = Math.max(0, this.f - 1);
-    let committable = this.#logDurableOpNumber;
-    if (needed > 0) committable = Math.min(committable, acks[needed - 1]!);
+    const committable = Math.min(
+      this.#logDurableOpNumber,
+      this.#reachedByBackups(this.#acked, needed),
+    );
     if (committable > this.#commitNumber) {
       this.#advanceCommit(committable);
       this.#serveReads(); // Reads waiting for this commit-number.
@@ -747,16 +744,7 @@ export class Replica {
     }
     if (this.#ticksSinceSend >= this.timing.heartbeatTicks) {
       this.#ticksSinceSend = 0;
-      for (let replica = 0; replica < this.replicaCount; replica++) {
-        if (replica === this.replicaIndex) continue;
-        this.#send(replica, {
-          type: "commit",
-          viewNumber: this.#viewNumber,
-          commitNumber: this.#commitNumber,
-          replica: this.replicaIndex,
-          readRound: 0,
-        });
-      }
+      this.#broadcast(this.#commitMessage(0));
     }
   }
 
@@ -903,13 +891,18 @@ export class Replica {
     this.#readRound++;
     this.#readRoundAtTick = this.#ticks;
     this.#ticksSinceSend = 0; // It is a heartbeat too.
-    this.#broadcast({
+    this.#broadcast(this.#commitMessage(this.#readRound));
+  }
+
+  /** The heartbeat (§4.1), asking for read round `readRound` when above 0 (§6.3). */
+  #commitMessage(readRound: number): Commit {
+    return {
       type: "commit",
       viewNumber: this.#viewNumber,
       commitNumber: this.#commitNumber,
       replica: this.replicaIndex,
-      readRound: this.#readRound,
-    });
+      readRound,
+    };
   }
 
   /** §6.3: a read-only request waits, outside the log, for a read round and its commit-number. */
@@ -949,21 +942,29 @@ export class Replica {
    * after the round began; unbounded in a group of one.
    */
   #confirmedReadRound(): number {
-    if (this.f === 0 || this.#plantedBug === "read_without_round") return Infinity;
-    // The f-th largest echo among the backups, without allocating: the largest round that at
-    // least f backups reached.
-    let confirmed = 0;
+    if (this.#plantedBug === "read_without_round") return Infinity;
+    return this.#reachedByBackups(this.#readRoundAcked, this.f);
+  }
+
+  /**
+   * The largest value that at least `needed` backups reached in `perReplica` (the `needed`-th
+   * largest among the backups), without allocating: it runs on every PrepareOk. Unbounded when
+   * `needed` is 0.
+   */
+  #reachedByBackups(perReplica: readonly number[], needed: number): number {
+    if (needed <= 0) return Infinity;
+    let best = -Infinity;
     for (let candidate = 0; candidate < this.replicaCount; candidate++) {
       if (candidate === this.replicaIndex) continue;
-      const round = this.#readRoundAcked[candidate]!;
-      if (round <= confirmed) continue;
+      const value = perReplica[candidate]!;
+      if (value <= best) continue;
       let reached = 0;
       for (let replica = 0; replica < this.replicaCount; replica++) {
-        if (replica !== this.replicaIndex && this.#readRoundAcked[replica]! >= round) reached++;
+        if (replica !== this.replicaIndex && perReplica[replica]! >= value) reached++;
       }
-      if (reached >= this.f) confirmed = round;
+      if (reached >= needed) best = value;
     }
-    return confirmed;
+    return best;
   }
 
   /** Answer the reads whose round is confirmed and whose commit-number is reached, in order. */
