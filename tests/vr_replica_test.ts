@@ -1229,16 +1229,13 @@ Deno.test("§6.3 a backup echoes the latest read round of its view in every Prep
 Deno.test("§6.3 with f = 2 a read needs the echoes of two backups", () => {
   const primary = makeReplica(0, { n: 5 });
   step(primary, request(1, 1, kvGet("a")));
-  const fiveEcho = (replica: number): Message => ({
-    type: "prepare_ok",
-    viewNumber: 0,
-    opNumber: 0,
-    replica,
-    readRound: 1,
-  });
-  assert.deepEqual(repliesOf(step(primary, fiveEcho(1))), []);
-  assert.deepEqual(repliesOf(step(primary, fiveEcho(1))), [], "the same backup twice is one echo");
-  assert.equal(repliesOf(step(primary, fiveEcho(3))).length, 1);
+  assert.deepEqual(repliesOf(step(primary, echo(1, 0, 1))), []);
+  assert.deepEqual(
+    repliesOf(step(primary, echo(1, 0, 1))),
+    [],
+    "the same backup twice is one echo",
+  );
+  assert.equal(repliesOf(step(primary, echo(3, 0, 1))).length, 1);
 });
 
 Deno.test("§6.3 a retried read waits once; a restarted client reusing a read's number gets its own answer", () => {
