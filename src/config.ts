@@ -7,7 +7,16 @@
  *   - "127.0.0.1:14621"
  *   - "127.0.0.1:14622"
  *   - "127.0.0.1:14623"
+ * cluster_id: "shop-orders"          # optional; names the group ("vstamp" by default)
+ * secret_file: "vstamp.secret"       # optional; relative to this file
+ * require_client_auth: false         # optional; clients must hold the secret too
  * ```
+ *
+ * With a secret, replica links authenticate both ways (`src/transport/handshake.ts`), so a process
+ * without the secret, or a replica of another cluster, cannot act as a replica. The secret is
+ * never given on a command line (where `ps` shows it): it comes from the file named here, or from
+ * the environment, `VSTAMP_SECRET_FILE` (a path) or `VSTAMP_SECRET` (the secret itself), which
+ * take precedence over the file.
  *
  * Every mistake in the file is reported as a `ConfigError` whose message is one line naming the
  * file, the field and the offending value, so that an operator can fix it without reading code.
@@ -15,6 +24,12 @@
  * @module
  */
 import { parseDocument } from "yaml";
+import {
+  type ClusterIdentity,
+  clusterIdProblem,
+  importSecret,
+  SECRET_BYTES_MIN,
+} from "./transport/handshake.ts";
 
 /** Where the server and the client look for the file when `--config` is not given. */
 export const CONFIG_PATH_DEFAULT = "./server-config.yaml";
@@ -37,8 +52,17 @@ export const ERROR_VALUE_CHARS_MAX = 80;
 /** The largest TCP port. */
 const PORT_MAX = 65535;
 
-/** The only key the file may hold at its top level. */
+/** The keys the file may hold at its top level. */
 const REPLICAS_ADDRESSES_KEY = "replicas_addresses";
+const CLUSTER_ID_KEY = "cluster_id";
+const SECRET_FILE_KEY = "secret_file";
+const REQUIRE_CLIENT_AUTH_KEY = "require_client_auth";
+const KEYS = [REPLICAS_ADDRESSES_KEY, CLUSTER_ID_KEY, SECRET_FILE_KEY, REQUIRE_CLIENT_AUTH_KEY];
+
+/** The cluster id of a file that names none. */
+export const CLUSTER_ID_DEFAULT = "vstamp";
+/** A secret file is a line of text; anything bigger than this is the wrong file. */
+export const SECRET_FILE_BYTES_MAX = 4096;
 
 /** A configuration problem. The CLI prints the message and exits with `exitCode`. */
 export class ConfigError extends Error {
@@ -65,6 +89,12 @@ export interface ServerConfig {
   readonly addresses: readonly Address[];
   /** The addresses exactly as written in the file, for messages and `cluster up`. */
   readonly addressTexts: readonly string[];
+  /** The group's name: replicas of another cluster are refused. */
+  readonly clusterId: string;
+  /** The cluster secret's file, resolved against the configuration file's folder. */
+  readonly secretFile?: string | undefined;
+  /** Whether clients (and status queries) must authenticate with the secret. */
+  readonly requireClientAuth: boolean;
 }
 
 /**
@@ -235,8 +265,8 @@ export function parseConfig(text: string, path: string): ServerConfig {
   }
   // A misspelt key would otherwise be ignored silently and leave the setting at its default.
   for (const key of root.keys()) {
-    if (key !== REPLICAS_ADDRESSES_KEY) {
-      throw fail(`unknown key ${describeValue(key)} (the only key is ${REPLICAS_ADDRESSES_KEY})`);
+    if (!KEYS.includes(key)) {
+      throw fail(`unknown key ${describeValue(key)} (the keys are ${KEYS.join(", ")})`);
     }
   }
   if (!root.has(REPLICAS_ADDRESSES_KEY)) {
@@ -282,7 +312,122 @@ export function parseConfig(text: string, path: string): ServerConfig {
     addresses.push(parsed);
     addressTexts.push(entry);
   });
-  return { path, addresses, addressTexts };
+  const clusterIdValue: unknown = root.get(CLUSTER_ID_KEY) ?? CLUSTER_ID_DEFAULT;
+  if (typeof clusterIdValue !== "string" || clusterIdValue === "") {
+    throw fail(
+      `${CLUSTER_ID_KEY} must be a non-empty string, got ${describeValue(clusterIdValue)}`,
+    );
+  }
+  const idProblem = clusterIdProblem(clusterIdValue);
+  if (idProblem !== undefined) {
+    throw fail(`${CLUSTER_ID_KEY} ${quote(clusterIdValue)} ${idProblem}`);
+  }
+  const secretFileValue: unknown = root.get(SECRET_FILE_KEY);
+  if (secretFileValue !== undefined && (typeof secretFileValue !== "string" || !secretFileValue)) {
+    throw fail(`${SECRET_FILE_KEY} must be a path, got ${describeValue(secretFileValue)}`);
+  }
+  const requireClientAuth: unknown = root.get(REQUIRE_CLIENT_AUTH_KEY) ?? false;
+  if (typeof requireClientAuth !== "boolean") {
+    throw fail(
+      `${REQUIRE_CLIENT_AUTH_KEY} must be true or false, got ${describeValue(requireClientAuth)}`,
+    );
+  }
+  return {
+    path,
+    addresses,
+    addressTexts,
+    clusterId: clusterIdValue,
+    secretFile: secretFileValue === undefined
+      ? undefined
+      : resolveBeside(path, secretFileValue as string),
+    requireClientAuth,
+  };
+}
+
+/** `relative` resolved against the folder of the file `path` (absolute paths stay as they are). */
+function resolveBeside(path: string, relative: string): string {
+  if (relative.startsWith("/")) return relative;
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? relative : `${path.slice(0, slash + 1)}${relative}`;
+}
+
+/** Where a process found the cluster secret, for log lines; undefined when it has none. */
+export type SecretSource = string | undefined;
+
+/**
+ * The cluster identity a process presents: the configuration's cluster id (or `clusterId`, or
+ * "" for a client that does not know it) and the secret from `VSTAMP_SECRET`,
+ * `VSTAMP_SECRET_FILE` or the configuration's `secret_file`, in that order. Throws ConfigError
+ * naming the file for a secret that cannot be read or is too short.
+ */
+export async function loadIdentity(
+  config: Pick<ServerConfig, "clusterId" | "secretFile"> | undefined,
+  options: { readonly secretFile?: string | undefined } = {},
+): Promise<{ readonly identity: ClusterIdentity; readonly source: SecretSource }> {
+  const clusterId = config?.clusterId ?? "";
+  const fromEnv = Deno.env.get("VSTAMP_SECRET");
+  let secret: Uint8Array | undefined;
+  let source: SecretSource;
+  if (fromEnv !== undefined && fromEnv !== "") {
+    secret = new TextEncoder().encode(fromEnv.trim());
+    source = "VSTAMP_SECRET";
+    if (secret.length < SECRET_BYTES_MIN) {
+      throw new ConfigError(
+        `VSTAMP_SECRET is ${secret.length} bytes; a cluster secret needs at least ` +
+          `${SECRET_BYTES_MIN} (try: openssl rand -hex 32)`,
+      );
+    }
+  } else {
+    const path = options.secretFile ?? (Deno.env.get("VSTAMP_SECRET_FILE") || undefined) ??
+      config?.secretFile;
+    if (path !== undefined) {
+      secret = await readSecretFile(path);
+      source = path;
+    }
+  }
+  return {
+    identity: { clusterId, key: secret === undefined ? undefined : await importSecret(secret) },
+    source,
+  };
+}
+
+/** The secret in a file: its text without surrounding white space. */
+async function readSecretFile(path: string): Promise<Uint8Array> {
+  const fail = (detail: string) =>
+    new ConfigError(`Cannot read secret file ${quote(path)}: ${detail}`);
+  let bytes: Uint8Array;
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isFile) throw fail("it is not a file");
+    if (info.size > SECRET_FILE_BYTES_MAX) {
+      throw fail(`the file is larger than ${SECRET_FILE_BYTES_MAX} bytes (SECRET_FILE_BYTES_MAX)`);
+    }
+    bytes = await readBounded(path, SECRET_FILE_BYTES_MAX);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    if (error instanceof Deno.errors.NotFound) throw fail("file not found");
+    throw fail(error instanceof Error ? firstLine(error.message) : String(error));
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes).trim();
+  } catch {
+    throw fail("the file is not UTF-8 text");
+  }
+  const secret = new TextEncoder().encode(text);
+  if (secret.length < SECRET_BYTES_MIN) {
+    throw fail(
+      `the secret is ${secret.length} bytes; at least ${SECRET_BYTES_MIN} are needed ` +
+        `(try: openssl rand -hex 32 > ${path})`,
+    );
+  }
+  return secret;
+}
+
+/** A new random secret, as the text of a secret file (64 hex digits: 256 bits). */
+export function generateSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 /** Reads at most `limit` bytes of a file; returns more than `limit` bytes only if it is bigger. */
@@ -348,12 +493,21 @@ export function checkReplicaIndex(config: ServerConfig, index: number): void {
  * Renders a configuration file for the given addresses, as `cluster up --config-out` writes it.
  * Each address is written as a JSON string, which is also a valid YAML double-quoted scalar.
  */
-export function renderConfig(addresses: readonly string[]): string {
+export function renderConfig(
+  addresses: readonly string[],
+  options: { readonly clusterId?: string; readonly secretFile?: string } = {},
+): string {
   const lines = [
     "# vstamp server configuration, shared by every replica of the group.",
     "# Each replica is started with --index N to pick its own address from this list.",
     addresses.length === 0 ? `${REPLICAS_ADDRESSES_KEY}: []` : `${REPLICAS_ADDRESSES_KEY}:`,
     ...addresses.map((address) => `  - ${JSON.stringify(address)}`),
   ];
+  if (options.clusterId !== undefined) {
+    lines.push(`${CLUSTER_ID_KEY}: ${JSON.stringify(options.clusterId)}`);
+  }
+  if (options.secretFile !== undefined) {
+    lines.push(`${SECRET_FILE_KEY}: ${JSON.stringify(options.secretFile)}`);
+  }
   return `${lines.join("\n")}\n`;
 }

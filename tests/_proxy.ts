@@ -17,14 +17,11 @@
  *
  * @module
  */
-import { decodeHello } from "../src/transport/connection.ts";
 import { FRAME_HEADER_BYTES } from "../src/transport/frame.ts";
+import { decodeHello, HANDSHAKE_BODY_BYTES_MAX } from "../src/transport/handshake.ts";
 
 /** A replica index, or "client" for any client (including status queries). */
 export type Endpoint = number | "client";
-
-/** The hello is the first frame of every connection: a frame header and an 8-byte body. */
-const HELLO_FRAME_BYTES = FRAME_HEADER_BYTES + 8;
 
 interface Link {
   readonly inbound: Deno.TcpConn;
@@ -142,12 +139,21 @@ export class FaultNetwork {
   }
 
   async #serve(inbound: Deno.TcpConn, to: number): Promise<void> {
-    const first = await readAtLeast(inbound, HELLO_FRAME_BYTES);
+    // The hello is the first frame of every connection: its header says how long it is.
+    let first = await readAtLeast(inbound, FRAME_HEADER_BYTES);
+    const bodyLength = first === undefined
+      ? 0
+      : new DataView(first.buffer, first.byteOffset, 4).getUint32(0);
+    if (first !== undefined && first.length < FRAME_HEADER_BYTES + bodyLength) {
+      first = bodyLength > HANDSHAKE_BODY_BYTES_MAX
+        ? undefined
+        : await readMore(inbound, first, FRAME_HEADER_BYTES + bodyLength);
+    }
     if (first === undefined || this.#closed) {
       inbound.close();
       return;
     }
-    const hello = decodeHello(first.subarray(FRAME_HEADER_BYTES, HELLO_FRAME_BYTES));
+    const hello = decodeHello(first.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + bodyLength));
     const from: Endpoint = "error" in hello || hello.role !== "replica" ? "client" : hello.index;
     const link: Link = { inbound, upstream: undefined, from, to };
     const port = this.#upstreams[to];
@@ -200,6 +206,20 @@ export class FaultNetwork {
     }
     if (this.#links.has(link)) this.#drop(link, false);
   }
+}
+
+/** `head`, then what `readAtLeast` reads until there are `count` bytes in all. */
+async function readMore(
+  conn: Deno.TcpConn,
+  head: Uint8Array,
+  count: number,
+): Promise<Uint8Array | undefined> {
+  const rest = await readAtLeast(conn, count - head.length);
+  if (rest === undefined) return undefined;
+  const out = new Uint8Array(head.length + rest.length);
+  out.set(head, 0);
+  out.set(rest, head.length);
+  return out;
 }
 
 async function readAtLeast(conn: Deno.TcpConn, count: number): Promise<Uint8Array | undefined> {

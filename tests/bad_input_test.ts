@@ -7,8 +7,14 @@ import { decodeKvResult, encodeKvOperation } from "../src/app/kv.ts";
 import { Client } from "../src/client/client.ts";
 import { parseAddress } from "../src/config.ts";
 import { encodeMessage } from "../src/transport/codec.ts";
-import { encodeHello } from "../src/transport/connection.ts";
+import {
+  encodeHello,
+  HANDSHAKE_BODY_BYTES_MAX,
+  newNonce,
+  type Role,
+} from "../src/transport/handshake.ts";
 import { encodeFrame, FRAME_BODY_BYTES_MAX } from "../src/transport/frame.ts";
+import { CLIENT_FRAME_BODY_BYTES_MAX } from "../src/transport/node.ts";
 import { runVstamp, startCluster, statusRows } from "./_process.ts";
 
 const encoder = new TextEncoder();
@@ -30,7 +36,12 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-const clientHello = () => encodeFrame(encodeHello({ role: "client", index: 0 }));
+/** A hello without a secret, as a client (or a process posing as a replica) sends it. */
+function hello(role: Role, index: number): Uint8Array {
+  return encodeHello({ role, index, clusterId: "", authenticate: false, nonce: newNonce() });
+}
+
+const clientHello = () => encodeFrame(hello("client", 0));
 
 /** A well-formed client request frame. */
 function requestFrame(): Uint8Array {
@@ -112,15 +123,55 @@ const BAD_INPUTS: readonly BadInput[] = [
   {
     name: "a hello with an unknown role",
     bytes: () => {
-      const hello = encodeHello({ role: "client", index: 0 });
-      hello[5] = 9;
-      return concat(encodeFrame(hello), requestFrame());
+      const body = hello("client", 0);
+      body[5] = 9;
+      return concat(encodeFrame(body), requestFrame());
     },
     closedByReplica: true,
   },
   {
     name: "a hello from a replica index out of range",
-    bytes: () => concat(encodeFrame(encodeHello({ role: "replica", index: 200 })), requestFrame()),
+    bytes: () => concat(encodeFrame(hello("replica", 200)), requestFrame()),
+    closedByReplica: true,
+  },
+  {
+    name: "a hello of protocol version 1 (before authentication)",
+    bytes: () =>
+      concat(encodeFrame(new Uint8Array([0x76, 0x73, 0x74, 0x70, 1, 0, 0, 0])), requestFrame()),
+    closedByReplica: true,
+  },
+  {
+    name: "a frame header over the handshake limit before any hello",
+    bytes: () => {
+      const header = new Uint8Array(8);
+      new DataView(header.buffer).setUint32(0, HANDSHAKE_BODY_BYTES_MAX + 1);
+      return header;
+    },
+    closedByReplica: true,
+  },
+  {
+    name: "a client hello, then a header over the client frame limit",
+    bytes: () => {
+      const header = new Uint8Array(8);
+      new DataView(header.buffer).setUint32(0, CLIENT_FRAME_BODY_BYTES_MAX + 1);
+      return concat(clientHello(), header);
+    },
+    closedByReplica: true,
+  },
+  {
+    // The group has a secret (`cluster up` makes one): a replica link must prove it holds it.
+    name: "a replica hello without the secret, then a prepare",
+    bytes: () =>
+      concat(
+        encodeFrame(hello("replica", 1)),
+        encodeFrame(encodeMessage({
+          type: "prepare",
+          viewNumber: 0,
+          commitNumber: 0,
+          replica: 1,
+          entries: [],
+        })),
+      ),
     closedByReplica: true,
   },
 ];

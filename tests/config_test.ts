@@ -6,7 +6,9 @@ import {
   CONFIG_BYTES_MAX,
   ConfigError,
   formatAddress,
+  generateSecret,
   loadConfig,
+  loadIdentity,
   parseAddress,
   parseConfig,
   renderConfig,
@@ -187,19 +189,19 @@ Deno.test("parseConfig rejects an unknown top-level key", () => {
   assertConfigError(
     'replica_addresses:\n  - "127.0.0.1:14621"\n',
     'Cannot read config "c.yaml": unknown key "replica_addresses" ' +
-      "(the only key is replicas_addresses)",
+      "(the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)",
   );
   assertConfigError(
     `${configText(['"127.0.0.1:14621"'])}timeout: 5\n`,
-    'Cannot read config "c.yaml": unknown key "timeout" (the only key is replicas_addresses)',
+    'Cannot read config "c.yaml": unknown key "timeout" (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)',
   );
   assertConfigError(
     "? [a]\n: 1\n",
-    'Cannot read config "c.yaml": unknown key a list (the only key is replicas_addresses)',
+    'Cannot read config "c.yaml": unknown key a list (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)',
   );
   assertConfigError(
     "7: x\n",
-    'Cannot read config "c.yaml": unknown key 7 (the only key is replicas_addresses)',
+    'Cannot read config "c.yaml": unknown key 7 (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)',
   );
 });
 
@@ -418,4 +420,85 @@ Deno.test({
       },
     );
   },
+});
+
+Deno.test("parseConfig reads cluster_id, secret_file (beside the file) and require_client_auth", () => {
+  const config = parseConfig(
+    `${configText(['"127.0.0.1:1"'])}cluster_id: "orders"\nsecret_file: "orders.secret"\n` +
+      "require_client_auth: true\n",
+    "/etc/vstamp/c.yaml",
+  );
+  assert.equal(config.clusterId, "orders");
+  assert.equal(config.secretFile, "/etc/vstamp/orders.secret");
+  assert.equal(config.requireClientAuth, true);
+  const plain = parseConfig(configText(['"127.0.0.1:1"']), PATH);
+  assert.equal(plain.clusterId, "vstamp");
+  assert.equal(plain.secretFile, undefined);
+  assert.equal(plain.requireClientAuth, false);
+  assert.equal(
+    parseConfig(`${configText(['"127.0.0.1:1"'])}secret_file: /abs/s\n`, "d/c.yaml").secretFile,
+    "/abs/s",
+  );
+  const rendered = parseConfig(
+    renderConfig(["127.0.0.1:1"], { clusterId: "x-1", secretFile: "/s" }),
+    PATH,
+  );
+  assert.equal(rendered.clusterId, "x-1");
+  assert.equal(rendered.secretFile, "/s");
+});
+
+Deno.test("parseConfig names a bad cluster_id, secret_file or require_client_auth", () => {
+  const base = configText(['"127.0.0.1:1"']);
+  assertConfigError(
+    `${base}cluster_id: ""\n`,
+    'Cannot read config "c.yaml": cluster_id must be a non-empty string, got ""',
+  );
+  assertConfigError(
+    `${base}cluster_id: "a b"\n`,
+    'Cannot read config "c.yaml": cluster_id "a b" may hold printable ASCII characters only ' +
+      "(no spaces)",
+  );
+  assertConfigError(
+    `${base}cluster_id: 7\n`,
+    'Cannot read config "c.yaml": cluster_id must be a non-empty string, got 7',
+  );
+  assertConfigError(
+    `${base}secret_file: [a]\n`,
+    'Cannot read config "c.yaml": secret_file must be a path, got a list',
+  );
+  assertConfigError(
+    `${base}require_client_auth: "yes"\n`,
+    'Cannot read config "c.yaml": require_client_auth must be true or false, got "yes"',
+  );
+});
+
+Deno.test("loadIdentity reads the secret file and refuses a short or missing one", async () => {
+  await withTempDir(async (dir) => {
+    const good = `${dir}/good.secret`;
+    await Deno.writeTextFile(good, `${generateSecret()}\n`);
+    const loaded = await loadIdentity({ clusterId: "orders", secretFile: good });
+    assert.equal(loaded.identity.clusterId, "orders");
+    assert.ok(loaded.identity.key !== undefined);
+    assert.equal(loaded.source, good);
+    const none = await loadIdentity({ clusterId: "orders", secretFile: undefined });
+    assert.equal(none.identity.key, undefined);
+    assert.equal(none.source, undefined);
+    const short = `${dir}/short.secret`;
+    await Deno.writeTextFile(short, "tooshort\n");
+    await assert.rejects(
+      loadIdentity({ clusterId: "orders", secretFile: short }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(
+          error.message,
+          /^Cannot read secret file ".*short\.secret": the secret is 8 bytes; at least 16 are needed/,
+        );
+        return true;
+      },
+    );
+    await assert.rejects(
+      loadIdentity({ clusterId: "orders", secretFile: `${dir}/absent` }),
+      /Cannot read secret file ".*absent": file not found/,
+    );
+  });
 });

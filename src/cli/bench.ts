@@ -9,7 +9,8 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { encodeKvOperation } from "../app/kv.ts";
 import { Histogram } from "../bench/histogram.ts";
 import { Client, ClientError, ClientTransport } from "../client/client.ts";
-import { ConfigError, loadConfig, parseAddress } from "../config.ts";
+import { ConfigError, loadConfig, loadIdentity, parseAddress } from "../config.ts";
+import type { ClusterIdentity } from "../transport/handshake.ts";
 import { vstampCommand } from "./cluster.ts";
 import { parseCount } from "./sim.ts";
 import { fetchStatus } from "../client/status.ts";
@@ -178,11 +179,14 @@ async function startCluster(replicas: number, sync: "fsync" | "none"): Promise<C
 }
 
 /** Each replica's counters (CPU time, messages, persists), or undefined if it did not answer. */
-function fetchCounters(addresses: readonly string[]): Promise<(NodeCounters | undefined)[]> {
+function fetchCounters(
+  addresses: readonly string[],
+  identity: ClusterIdentity,
+): Promise<(NodeCounters | undefined)[]> {
   return Promise.all(addresses.map(async (text) => {
     const address = parseAddress(text);
     if ("error" in address) return undefined;
-    const answer = await fetchStatus(address);
+    const answer = await fetchStatus(address, undefined, { identity });
     return "error" in answer ? undefined : answer.counters;
   }));
 }
@@ -196,6 +200,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
       configPath = cluster.configPath;
     }
     const config = await loadConfig(configPath!);
+    const { identity } = await loadIdentity(config);
     const addresses = [...config.addressTexts];
     // Logical clients share connections, as an application's would; several connections keep
     // groups of clients out of step, so that one group's batch is in flight while another's is
@@ -204,14 +209,17 @@ async function runBench(flags: BenchFlags): Promise<number> {
       flags.connections ?? defaultConnections(flags.clients),
       flags.clients,
     );
-    const transports = Array.from({ length: connections }, () => new ClientTransport());
+    const transports = Array.from(
+      { length: connections },
+      () => new ClientTransport({ identity }),
+    );
     const clients = await Promise.all(
       Array.from(
         { length: flags.clients },
         (_, i) => Client.connect({ addresses, transport: transports[i % connections] }),
       ),
     );
-    const result = await load(clients, flags, addresses, connections);
+    const result = await load(clients, flags, addresses, connections, identity);
     for (const client of clients) client.close();
     for (const transport of transports) transport.close();
     report(flags, config.addresses.length, result);
@@ -258,6 +266,7 @@ async function load(
   flags: BenchFlags,
   addresses: readonly string[],
   connections: number,
+  identity: ClusterIdentity,
 ): Promise<LoadResult> {
   const value = new Uint8Array(flags.valueSize).fill(0x78);
   const keys: Uint8Array[] = [];
@@ -315,7 +324,7 @@ async function load(
   const workers = clients.map((client) => worker(client));
   if (flags.warmup > 0) await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
   // The servers' counters first, then the measurement: nothing done while they are fetched counts.
-  const before = await fetchCounters(addresses);
+  const before = await fetchCounters(addresses, identity);
   const clientCpuBefore = process.cpuUsage();
   measuring = true;
   const started = performance.now();
@@ -341,7 +350,7 @@ async function load(
   clearInterval(progress);
   if (interactive && !flags.json) Deno.stderr.writeSync(encoder.encode("\r"));
   const clientCpu = process.cpuUsage(clientCpuBefore);
-  const after = await fetchCounters(addresses);
+  const after = await fetchCounters(addresses, identity);
   const servers = after.map((end, i) => {
     const start = before[i];
     return end === undefined || start === undefined ? undefined : subtractCounters(end, start);

@@ -9,7 +9,8 @@
  * @module
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { renderConfig } from "../config.ts";
+import { generateSecret, loadConfig, loadIdentity, renderConfig } from "../config.ts";
+import type { ClusterIdentity } from "../transport/handshake.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
 import { parseCount } from "./sim.ts";
@@ -196,14 +197,16 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     const addresses = ports.map((port) =>
       `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`
     );
-    await Deno.writeTextFile(flags.configOut, renderConfig(addresses));
+    const group = await clusterIdentity(flags.dataDir);
+    await Deno.writeTextFile(flags.configOut, renderConfig(addresses, group));
+    const { identity } = await loadIdentity(await loadConfig(flags.configOut));
     const encoder = new TextEncoder();
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
-    const rows = await waitUntilServing(addresses);
+    const rows = await waitUntilServing(addresses, identity);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
-      await runSession(addresses, addresses[0]!);
+      await runSession(addresses, addresses[0]!, undefined, identity);
       await stopAll();
       return 0;
     }
@@ -220,6 +223,34 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     await stopAll();
     return 1;
   }
+}
+
+/**
+ * The group's cluster id and secret file, kept with its data (`<dataDir>/cluster.id`,
+ * `<dataDir>/cluster.secret`, readable by this user only): a group restarted on the same data
+ * keeps its identity, and a new one gets a fresh id and secret.
+ */
+async function clusterIdentity(
+  dataDir: string,
+): Promise<{ readonly clusterId: string; readonly secretFile: string }> {
+  await Deno.mkdir(dataDir, { recursive: true });
+  const idPath = `${dataDir}/cluster.id`;
+  const secretFile = await Deno.realPath(dataDir).then((dir) => `${dir}/cluster.secret`);
+  let clusterId: string;
+  try {
+    clusterId = (await Deno.readTextFile(idPath)).trim();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    clusterId = `local-${generateSecret().slice(0, 12)}`;
+    await Deno.writeTextFile(idPath, `${clusterId}\n`);
+  }
+  try {
+    await Deno.stat(secretFile);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    await Deno.writeTextFile(secretFile, `${generateSecret()}\n`, { mode: 0o600 });
+  }
+  return { clusterId, secretFile };
 }
 
 /** Read the child's "listening <port>" line from its stdout. */
@@ -252,10 +283,10 @@ async function readPort(child: Child): Promise<number> {
   }
 }
 
-async function waitUntilServing(addresses: readonly string[]) {
+async function waitUntilServing(addresses: readonly string[], identity: ClusterIdentity) {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (true) {
-    const rows = await collectStatus(addresses);
+    const rows = await collectStatus(addresses, { identity });
     if (rows.every((row) => row.reachable && row.status === "normal")) return rows;
     if (Date.now() > deadline) {
       throw new Error(`replicas not serving after ${START_TIMEOUT_MS} ms:\n${renderTable(rows)}`);

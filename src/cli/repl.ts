@@ -9,7 +9,8 @@ import process from "node:process";
 import { Command } from "commander";
 import { decodeKvResult, encodeKvOperation, formatKvResult, type KvOperation } from "../app/kv.ts";
 import { Client, ClientError } from "../client/client.ts";
-import { ConfigError, loadConfig } from "../config.ts";
+import { ConfigError, loadConfig, loadIdentity } from "../config.ts";
+import type { ClusterIdentity } from "../transport/handshake.ts";
 import { helpText, parseReplLine } from "./repl_parse.ts";
 import { parseCount } from "./sim.ts";
 
@@ -54,24 +55,26 @@ Scripted: printf 'SET a 1\\nGET a\\n' | vstamp repl --config c.yaml`,
 async function runRepl(flags: ReplFlags): Promise<number> {
   let addresses: string[];
   let promptAddress: string;
-  if (flags.config !== undefined) {
-    try {
-      const config = await loadConfig(flags.config);
+  let identity: ClusterIdentity;
+  try {
+    const config = flags.config === undefined ? undefined : await loadConfig(flags.config);
+    identity = (await loadIdentity(config)).identity;
+    if (config !== undefined) {
       addresses = [...config.addressTexts];
-    } catch (error) {
-      if (error instanceof ConfigError) {
-        console.error(error.message);
-        return error.exitCode;
-      }
-      throw error;
+      promptAddress = addresses[0]!;
+    } else {
+      const host = flags.host.includes(":") ? `[${flags.host}]` : flags.host;
+      promptAddress = `${host}:${flags.port}`;
+      addresses = [promptAddress];
     }
-    promptAddress = addresses[0]!;
-  } else {
-    const host = flags.host.includes(":") ? `[${flags.host}]` : flags.host;
-    promptAddress = `${host}:${flags.port}`;
-    addresses = [promptAddress];
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      return error.exitCode;
+    }
+    throw error;
   }
-  return await runSession(addresses, promptAddress, flags.id);
+  return await runSession(addresses, promptAddress, flags.id, identity);
 }
 
 /** Connect to the group at `addresses` and read commands until QUIT or end of input. */
@@ -79,11 +82,12 @@ export async function runSession(
   addresses: readonly string[],
   promptAddress: string,
   clientId?: number | undefined,
+  identity?: ClusterIdentity | undefined,
 ): Promise<number> {
   const interactive = Deno.stdin.isTerminal();
   let client: Client;
   try {
-    client = await Client.connect({ addresses, clientId });
+    client = await Client.connect({ addresses, clientId, identity });
   } catch (error) {
     if (error instanceof ClientError) {
       console.error(`Could not connect to ${addresses.join(", ")}: ${error.message}`);

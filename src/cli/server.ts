@@ -10,6 +10,7 @@ import {
   CONFIG_PATH_DEFAULT,
   ConfigError,
   loadConfig,
+  loadIdentity,
   parseAddress,
   type ServerConfig,
 } from "../config.ts";
@@ -86,6 +87,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
   const log = makeLogger(flags.logLevel, `r${flags.index}`);
   let listener: Deno.TcpListener | undefined;
   let config: ServerConfig;
+  let identity: Awaited<ReturnType<typeof loadIdentity>>;
   try {
     if (flags.bind !== undefined) {
       // Port 0 (any free port) is allowed here, unlike in a configuration file.
@@ -104,6 +106,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
     }
     config = await loadConfig(flags.config);
     checkReplicaIndex(config, flags.index);
+    identity = await loadIdentity(config);
   } catch (error) {
     listener?.close();
     if (error instanceof ConfigError) {
@@ -120,6 +123,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
       index: flags.index,
       dataDir,
       sync: flags.sync,
+      identity: identity.identity,
       app: new KvStore({ incrementalDigest: false }),
       listener,
       log,
@@ -147,6 +151,15 @@ async function runServer(flags: ServerFlags): Promise<number> {
     return 1;
   }
   const r = node.replica;
+  if (identity.source === undefined) {
+    log(
+      "warn",
+      `no cluster secret (secret_file in ${config.path}, VSTAMP_SECRET_FILE or VSTAMP_SECRET): ` +
+        `any process that can reach ${node.address} can act as a replica of this group`,
+    );
+  } else {
+    log("info", `cluster "${config.clusterId}", secret from ${identity.source}`);
+  }
   log(
     "info",
     `serving replica ${flags.index} of ${config.addresses.length} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,

@@ -6,7 +6,8 @@
 import { Command } from "commander";
 import { Client, ClientError } from "../client/client.ts";
 import { fetchStatus } from "../client/status.ts";
-import { ConfigError, loadConfig, parseAddress } from "../config.ts";
+import { ConfigError, loadConfig, loadIdentity, parseAddress } from "../config.ts";
+import type { ClusterIdentity } from "../transport/handshake.ts";
 import type { NodeCounters, ReplicaStatus } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
 
@@ -58,8 +59,11 @@ export function statusCommand(): Command {
 
 async function runStatus(flags: StatusFlags): Promise<number> {
   let addresses: string[];
+  let identity: ClusterIdentity;
   try {
-    addresses = await resolveAddresses(flags);
+    const config = flags.config === undefined ? undefined : await loadConfig(flags.config);
+    identity = (await loadIdentity(config)).identity;
+    addresses = await resolveAddresses(flags, identity);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
@@ -71,7 +75,7 @@ async function runStatus(flags: StatusFlags): Promise<number> {
     }
     throw error;
   }
-  const rows = await collectStatus(addresses, { digest: flags.digest === true });
+  const rows = await collectStatus(addresses, { digest: flags.digest === true, identity });
   if (flags.json) {
     for (const row of rows) console.log(JSON.stringify(row));
   } else {
@@ -80,12 +84,15 @@ async function runStatus(flags: StatusFlags): Promise<number> {
   return rows.every((row) => row.reachable) ? 0 : 1;
 }
 
-async function resolveAddresses(flags: StatusFlags): Promise<string[]> {
+async function resolveAddresses(
+  flags: StatusFlags,
+  identity: ClusterIdentity,
+): Promise<string[]> {
   if (flags.config !== undefined) return [...(await loadConfig(flags.config)).addressTexts];
   if (flags.host !== undefined || flags.port !== undefined) {
     const host = flags.host ?? "127.0.0.1";
     const start = `${host.includes(":") ? `[${host}]` : host}:${flags.port ?? 14621}`;
-    const client = await Client.connect({ addresses: [start], deadlineMs: 3000 });
+    const client = await Client.connect({ addresses: [start], deadlineMs: 3000, identity });
     client.close();
     return [...client.addresses];
   }
@@ -95,7 +102,7 @@ async function resolveAddresses(flags: StatusFlags): Promise<string[]> {
 /** Ask every replica at once and compute each one's lag behind the primary. */
 export async function collectStatus(
   addresses: readonly string[],
-  options: { readonly digest?: boolean } = {},
+  options: { readonly digest?: boolean; readonly identity?: ClusterIdentity | undefined } = {},
 ): Promise<StatusRow[]> {
   const answers = await Promise.all(addresses.map((text) => {
     const address = parseAddress(text);

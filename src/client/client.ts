@@ -8,7 +8,14 @@
  */
 import { type Address, formatAddress, parseAddress } from "../config.ts";
 import { decodeMessage, encodeFramedMessage } from "../transport/codec.ts";
-import { Connection, encodeHello } from "../transport/connection.ts";
+import { Connection } from "../transport/connection.ts";
+import {
+  type ClusterIdentity,
+  ConnectorHandshake,
+  HANDSHAKE_BODY_BYTES_MAX,
+  isHandshakeFrame,
+} from "../transport/handshake.ts";
+import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
 import type { ClientMessage, ClientReplyMessage, Reply } from "../vr/message.ts";
 
 /** Thrown when the group cannot be reached or does not answer in time. */
@@ -30,6 +37,12 @@ export interface ClientOptions {
    * clients): one connection per replica carries them all. By default a client has its own.
    */
   readonly transport?: ClientTransport | undefined;
+  /**
+   * The cluster secret's key and the cluster id (see `loadIdentity` in `src/config.ts`), for a
+   * group that requires clients to authenticate (`require_client_auth`). Used only when the
+   * client makes its own transport; a shared transport has its own.
+   */
+  readonly identity?: ClusterIdentity | undefined;
 }
 
 export const RETRY_MS_DEFAULT = 300;
@@ -72,7 +85,7 @@ export class Client {
     this.#addresses = addresses;
     this.#addressKeys = addresses.map(formatAddress);
     this.#ownsTransport = options.transport === undefined;
-    this.#transport = options.transport ?? new ClientTransport();
+    this.#transport = options.transport ?? new ClientTransport({ identity: options.identity });
     this.#transport.register(this.clientId, this);
   }
 
@@ -100,7 +113,7 @@ export class Client {
       if (options.clientId !== undefined) await client.#recoverRequestNumber();
     } catch (error) {
       client.close();
-      throw error;
+      throw client.#explain(error);
     }
     return client;
   }
@@ -153,11 +166,11 @@ export class Client {
     if (pending === undefined) return;
     if (now >= pending.deadline) {
       this.#pending = undefined;
-      pending.reject(
+      pending.reject(this.#explain(
         new ClientError(
           `no answer from the group (${this.addresses.join(", ")}) within ${this.#deadlineMs} ms`,
         ),
-      );
+      ));
       return;
     }
     if (now >= pending.retryAt) {
@@ -170,6 +183,13 @@ export class Client {
     this.#closed = true;
     this.#transport.unregister(this.clientId);
     if (this.#ownsTransport) this.#transport.close();
+  }
+
+  /** Add why a replica refused this client's connection, if one did, to a time-out's message. */
+  #explain<E>(error: E): E | ClientError {
+    const refusal = this.#transport.lastRefusal;
+    if (!(error instanceof ClientError) || refusal === undefined) return error;
+    return new ClientError(`${error.message}; ${refusal}`);
   }
 
   #primary(): number {
@@ -318,12 +338,20 @@ function randomClientId(): number {
  * to the client whose id they carry.
  */
 export class ClientTransport {
+  readonly #identity: ClusterIdentity;
   readonly #connections = new Map<string, Connection>();
   /** Frames for replicas whose connection is being opened. */
   readonly #waiting = new Map<string, Uint8Array[]>();
   readonly #clients = new Map<number, Client>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** The last reason a replica gave for refusing a connection, with its address. */
+  lastRefusal: string | undefined;
+
+  /** `identity` is presented to every replica; by default none (a group without client auth). */
+  constructor(options: { readonly identity?: ClusterIdentity | undefined } = {}) {
+    this.#identity = options.identity ?? { clusterId: "", key: undefined };
+  }
 
   register(clientId: number, client: Client): void {
     if (this.#clients.has(clientId)) {
@@ -392,11 +420,32 @@ export class ClientTransport {
       conn.close();
       return;
     }
-    const connection = new Connection(conn);
-    this.#connections.set(key, connection);
-    connection.send(encodeHello({ role: "client", index: 0 }));
+    const connection = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
+    const handshake = new ConnectorHandshake(this.#identity, "client", 0);
+    connection.send(handshake.hello);
+    const usable = () => {
+      // Replies may be as large as any frame.
+      connection.setLimits({ frameBodyBytesMax: FRAME_BODY_BYTES_MAX });
+      this.#connections.set(key, connection);
+      const queue = this.#waiting.get(key) ?? [];
+      this.#waiting.delete(key);
+      for (const frame of queue) connection.sendFrame(frame);
+    };
     connection.start({
       onFrame: (body) => {
+        if (isHandshakeFrame(body)) {
+          handshake.onFrame(body).then((outcome) => {
+            if (connection.closed) return;
+            if ("error" in outcome) {
+              this.lastRefusal = `${key} ${outcome.error}`;
+              connection.close(outcome.error);
+              return;
+            }
+            connection.send(outcome.send);
+            usable();
+          }, (error) => connection.close(`handshake failed: ${String(error)}`));
+          return;
+        }
         const decoded = decodeMessage(body, { from: "reply", replicaCount });
         if (!decoded.ok) {
           connection.close(`bad reply: ${decoded.error}`);
@@ -406,10 +455,10 @@ export class ClientTransport {
       },
       onClose: () => {
         if (this.#connections.get(key) === connection) this.#connections.delete(key);
+        // Frames that waited for a handshake that failed: the retry logic sends them again.
+        if (!this.#connections.has(key)) this.#waiting.delete(key);
       },
     });
-    const queue = this.#waiting.get(key) ?? [];
-    this.#waiting.delete(key);
-    for (const frame of queue) connection.sendFrame(frame);
+    if (handshake.ready) usable();
   }
 }

@@ -5,7 +5,14 @@
  * @module
  */
 import type { Address } from "../config.ts";
-import { Connection, encodeHello } from "../transport/connection.ts";
+import { Connection } from "../transport/connection.ts";
+import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
+import {
+  type ClusterIdentity,
+  ConnectorHandshake,
+  HANDSHAKE_BODY_BYTES_MAX,
+  isHandshakeFrame,
+} from "../transport/handshake.ts";
 import type { ReplicaStatus } from "../transport/node.ts";
 
 export const STATUS_TIMEOUT_MS_DEFAULT = 1000;
@@ -14,7 +21,7 @@ export const STATUS_TIMEOUT_MS_DEFAULT = 1000;
 export function fetchStatus(
   address: Address,
   timeoutMs = STATUS_TIMEOUT_MS_DEFAULT,
-  options: { readonly digest?: boolean } = {},
+  options: { readonly digest?: boolean; readonly identity?: ClusterIdentity | undefined } = {},
 ): Promise<ReplicaStatus | { readonly error: string }> {
   return new Promise((resolve) => {
     let connection: Connection | undefined;
@@ -35,11 +42,27 @@ export function fetchStatus(
         conn.close();
         return;
       }
-      connection = new Connection(conn);
+      const opened = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
+      connection = opened;
       // For a status connection the hello's index asks for the state digest (1) or not (0).
-      connection.send(encodeHello({ role: "status", index: options.digest === true ? 1 : 0 }));
-      connection.start({
+      const handshake = new ConnectorHandshake(
+        options.identity ?? { clusterId: "", key: undefined },
+        "status",
+        options.digest === true ? 1 : 0,
+      );
+      opened.send(handshake.hello);
+      const ready = () => opened.setLimits({ frameBodyBytesMax: FRAME_BODY_BYTES_MAX });
+      if (handshake.ready) ready();
+      opened.start({
         onFrame: (body) => {
+          if (isHandshakeFrame(body)) {
+            handshake.onFrame(body).then((outcome) => {
+              if ("error" in outcome) return settle({ error: outcome.error });
+              opened.send(outcome.send);
+              ready();
+            }, (error) => settle({ error: `handshake failed: ${String(error)}` }));
+            return;
+          }
           try {
             settle(JSON.parse(new TextDecoder().decode(body)) as ReplicaStatus);
           } catch {

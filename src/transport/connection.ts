@@ -3,9 +3,15 @@
  * (any chunk boundaries), writes are buffered and flushed once per turn of the event loop, so many
  * messages produced in one turn cost one syscall.
  *
- * Every connection starts with a hello frame that says who is speaking: a client, a replica (and
- * which one), or a status query. The receiving side validates each later message against what
- * that role may send.
+ * Every connection starts with a hello frame that says who is speaking (`handshake.ts`): a
+ * client, a replica (and which one), or a status query. The receiving side validates each later
+ * message against what that role may send.
+ *
+ * Resources a peer can make a connection hold are bounded: the largest frame it may send
+ * (`frameBodyBytesMax`, small until the handshake is done), the bytes queued for it to read
+ * (`writeBufferBytesMax`; past `readPauseBytes` the connection stops reading its requests until it
+ * reads its answers: backpressure), and, through a shared `ReadBudget`, the bytes of partial
+ * frames all connections of a kind may buffer at once.
  *
  * @module
  */
@@ -14,45 +20,19 @@ import { encodeFrame, FrameDecoder } from "./frame.ts";
 
 /** Bytes a connection may have queued for writing before the peer is deemed too slow. */
 export const WRITE_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * A connection with this many bytes queued for writing (or being written) stops reading until
+ * they drain, by default: a client that sends requests but does not read its replies is not
+ * served faster than it reads.
+ */
+export const READ_PAUSE_BYTES_DEFAULT = 8 * 1024 * 1024;
+/** How long `sendAndClose` waits for its last frame to be written before it closes anyway. */
+const CLOSE_AFTER_FLUSH_MS_MAX = 1000;
 /** The read buffer size: one read syscall takes at most this much. */
 const READ_BUFFER_BYTES = 256 * 1024;
 
 /** The largest write gathered into the connection's reusable buffer. */
 const GATHER_BUFFER_BYTES_MAX = 1024 * 1024;
-
-export type Role = "client" | "replica" | "status";
-
-const HELLO_MAGIC = [0x76, 0x73, 0x74, 0x70]; // "vstp"
-const HELLO_VERSION = 1;
-const ROLE_CODES: Record<Role, number> = { client: 0, replica: 1, status: 2 };
-
-export interface Hello {
-  readonly role: Role;
-  /** For a replica: its index in the configuration. */
-  readonly index: number;
-}
-
-export function encodeHello(hello: Hello): Uint8Array {
-  return new Uint8Array([
-    ...HELLO_MAGIC,
-    HELLO_VERSION,
-    ROLE_CODES[hello.role],
-    (hello.index >> 8) & 0xff,
-    hello.index & 0xff,
-  ]);
-}
-
-export function decodeHello(body: Uint8Array): Hello | { readonly error: string } {
-  if (body.length !== 8 || HELLO_MAGIC.some((byte, i) => body[i] !== byte)) {
-    return { error: "the first frame is not a vstamp hello (is this a vstamp peer?)" };
-  }
-  if (body[4] !== HELLO_VERSION) {
-    return { error: `hello: protocol version ${body[4]} is not ${HELLO_VERSION}` };
-  }
-  const role = (Object.keys(ROLE_CODES) as Role[]).find((r) => ROLE_CODES[r] === body[5]);
-  if (role === undefined) return { error: `hello: unknown role ${body[5]}` };
-  return { role, index: (body[6]! << 8) | body[7]! };
-}
 
 /** Counters of socket activity, shared by the connections of one process (see `vstamp status`). */
 export interface IoCounters {
@@ -76,6 +56,25 @@ export const IO_COUNTERS: IoCounters = {
   framesOut: 0,
 };
 
+/**
+ * Bytes of partial frames that a set of connections may buffer together. A connection whose read
+ * takes the total past `bytesMax` is told (`onOverBudget`), and the owner closes whichever
+ * connections it judges best (the largest buffer) until the total is back under.
+ */
+export interface ReadBudget {
+  bytesUsed: number;
+  readonly bytesMax: number;
+  onOverBudget(): void;
+}
+
+/** Limits of one connection; see the module comment. */
+export interface ConnectionOptions {
+  readonly frameBodyBytesMax?: number | undefined;
+  readonly writeBufferBytesMax?: number | undefined;
+  readonly readPauseBytes?: number | undefined;
+  readonly readBudget?: ReadBudget | undefined;
+}
+
 export interface ConnectionHandlers {
   /** A complete frame body arrived. */
   onFrame(body: Uint8Array): void;
@@ -87,19 +86,39 @@ export interface ConnectionHandlers {
 
 export class Connection {
   readonly #conn: Deno.TcpConn;
-  readonly #decoder = new FrameDecoder();
+  readonly #decoder: FrameDecoder;
   #handlers: ConnectionHandlers | undefined;
   #queued: Uint8Array[] = [];
   #queuedBytes = 0;
+  /** Bytes handed to the write in flight and not yet written. */
+  #writingBytes = 0;
+  #writeBufferBytesMax: number;
+  #readPauseBytes: number;
+  /** Set while reading is paused for backpressure; resolved when the writes drain. */
+  #drained: (() => void) | undefined;
+  #readBudget: ReadBudget | undefined;
+  /** This connection's part of `#readBudget.bytesUsed`. */
+  #budgetBytes = 0;
+  /** `Date.now()` when the last whole frame arrived (or the connection opened). */
+  lastFrameAtMs = Date.now();
+  /** `Date.now()` when the write in flight began, 0 when none is in flight. */
+  writeStartedAtMs = 0;
   #flushScheduled = false;
   #writing = false;
   /** Queued frames are gathered here for the one write in flight. */
   readonly #gather = new ScratchBuffer(GATHER_BUFFER_BYTES_MAX);
   #closed = false;
+  /** Set by `sendAndClose`: the reason to close with once the queue is written. */
+  #closeAfterFlush: string | undefined;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
   readonly remote: string;
 
-  constructor(conn: Deno.TcpConn) {
+  constructor(conn: Deno.TcpConn, options: ConnectionOptions = {}) {
     this.#conn = conn;
+    this.#decoder = new FrameDecoder(options.frameBodyBytesMax);
+    this.#writeBufferBytesMax = options.writeBufferBytesMax ?? WRITE_BUFFER_BYTES_MAX;
+    this.#readPauseBytes = options.readPauseBytes ?? READ_PAUSE_BYTES_DEFAULT;
+    this.#readBudget = options.readBudget;
     const address = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${address.hostname}:${address.port}`;
     try {
@@ -111,6 +130,35 @@ export class Connection {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Bytes received and not yet decoded into frames (a partial frame). */
+  get bufferedBytes(): number {
+    return this.#decoder.bufferedBytes;
+  }
+
+  /** Bytes queued or being written to the peer. */
+  get pendingWriteBytes(): number {
+    return this.#queuedBytes + this.#writingBytes;
+  }
+
+  /**
+   * Change the limits once the peer has said who it is: they apply from the next frame on
+   * (frames are handed over one at a time, see `FrameDecoder.pushEach`).
+   */
+  setLimits(options: ConnectionOptions): void {
+    if (options.frameBodyBytesMax !== undefined) {
+      this.#decoder.bodyBytesMax = options.frameBodyBytesMax;
+    }
+    if (options.writeBufferBytesMax !== undefined) {
+      this.#writeBufferBytesMax = options.writeBufferBytesMax;
+    }
+    if (options.readPauseBytes !== undefined) this.#readPauseBytes = options.readPauseBytes;
+    if (options.readBudget !== undefined && options.readBudget !== this.#readBudget) {
+      this.#accountBuffered(0);
+      this.#readBudget = options.readBudget;
+      this.#accountBuffered(this.#decoder.bufferedBytes);
+    }
   }
 
   /** Start reading; frames go to `handlers`. */
@@ -130,8 +178,8 @@ export class Connection {
     IO_COUNTERS.framesOut++;
     this.#queued.push(frame);
     this.#queuedBytes += frame.length;
-    if (this.#queuedBytes > WRITE_BUFFER_BYTES_MAX) {
-      this.close(`peer too slow: more than ${WRITE_BUFFER_BYTES_MAX} bytes queued`);
+    if (this.#queuedBytes + this.#writingBytes > this.#writeBufferBytesMax) {
+      this.close(`peer too slow: more than ${this.#writeBufferBytesMax} bytes queued for it`);
       return;
     }
     if (!this.#flushScheduled && !this.#writing) {
@@ -140,11 +188,27 @@ export class Connection {
     }
   }
 
+  /**
+   * Send one last frame (a refusal that says why) and close once it is written, or at once if the
+   * peer does not read it. Frames that arrive meanwhile are ignored.
+   */
+  sendAndClose(body: Uint8Array, reason: string): void {
+    if (this.#closed || this.#closeAfterFlush !== undefined) return;
+    this.send(body);
+    this.#closeAfterFlush = reason;
+    // A peer that does not read cannot hold the connection open.
+    this.#closeTimer = setTimeout(() => this.close(reason), CLOSE_AFTER_FLUSH_MS_MAX);
+  }
+
   close(reason?: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
     this.#queued = [];
     this.#queuedBytes = 0;
+    this.#decoder.fail("closed");
+    this.#accountBuffered(0);
+    this.#drained?.();
     try {
       this.#conn.close();
     } catch {
@@ -163,6 +227,8 @@ export class Connection {
         const total = this.#queuedBytes;
         this.#queued = [];
         this.#queuedBytes = 0;
+        this.#writingBytes = total;
+        this.writeStartedAtMs = Date.now();
         let buffer: Uint8Array;
         if (chunks.length === 1) {
           buffer = chunks[0]!;
@@ -180,36 +246,73 @@ export class Connection {
           written += await this.#conn.write(buffer.subarray(written));
         }
         IO_COUNTERS.bytesOut += buffer.length;
+        this.#writingBytes = 0;
       }
     } catch (error) {
       this.close(`write failed: ${error instanceof Error ? error.message : String(error)}`);
     } finally {
       this.#writing = false;
+      this.#writingBytes = 0;
+      this.writeStartedAtMs = 0;
+      if (this.#drained !== undefined && this.pendingWriteBytes < this.#readPauseBytes) {
+        this.#drained();
+      }
+      if (this.#closeAfterFlush !== undefined && this.#queued.length === 0 && !this.#closed) {
+        // A lingering close: closing a socket with unread input makes the kernel reset the
+        // connection, and the peer may lose the frame that says why. Shut the sending side and
+        // discard input until the peer closes (or the timer set by sendAndClose fires).
+        try {
+          this.#conn.closeWrite();
+        } catch {
+          this.close(this.#closeAfterFlush);
+        }
+      }
     }
+  }
+
+  /** Keep `#readBudget.bytesUsed` equal to the sum of its connections' partial frames. */
+  #accountBuffered(bytes: number): void {
+    const budget = this.#readBudget;
+    if (budget === undefined) return;
+    budget.bytesUsed += bytes - this.#budgetBytes;
+    this.#budgetBytes = bytes;
+    if (bytes > 0 && budget.bytesUsed > budget.bytesMax) budget.onOverBudget();
   }
 
   async #readLoop(): Promise<void> {
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    const onBody = (body: Uint8Array) => {
+      if (this.#closed || this.#closeAfterFlush !== undefined) return false;
+      IO_COUNTERS.framesIn++;
+      this.lastFrameAtMs = Date.now();
+      this.#handlers!.onFrame(body);
+      return !this.#closed;
+    };
     try {
       while (!this.#closed) {
+        if (this.pendingWriteBytes >= this.#readPauseBytes) {
+          // Backpressure: read nothing more from a peer that does not read what it asked for.
+          await new Promise<void>((resolve) => this.#drained = resolve);
+          this.#drained = undefined;
+          continue;
+        }
         const n = await this.#conn.read(buffer);
         if (n === null) break;
+        if (this.#closeAfterFlush !== undefined) continue; // Discarded: see sendAndClose.
         IO_COUNTERS.reads++;
         IO_COUNTERS.bytesIn += n;
         // The decoder may keep views of what it is given, so hand it its own copy.
-        const bodies = this.#decoder.push(buffer.slice(0, n));
-        if (!Array.isArray(bodies)) {
-          this.close(`bad frame from ${this.remote}: ${bodies.error}`);
+        const error = this.#decoder.pushEach(buffer.slice(0, n), onBody);
+        if (this.#closed) return;
+        if (error !== undefined) {
+          this.close(`bad frame from ${this.remote}: ${error.error}`);
           return;
         }
-        IO_COUNTERS.framesIn += bodies.length;
-        for (const body of bodies) {
-          if (this.#closed) return;
-          this.#handlers!.onFrame(body);
-        }
+        this.#accountBuffered(this.#decoder.bufferedBytes);
+        if (this.#closed) return;
         this.#handlers!.onReadDone?.();
       }
-      this.close();
+      this.close(this.#closeAfterFlush);
     } catch (error) {
       if (this.#closed) return;
       this.close(`read failed: ${error instanceof Error ? error.message : String(error)}`);

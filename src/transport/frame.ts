@@ -108,7 +108,7 @@ export type FrameError = { readonly error: string };
  * throughput is linear in the bytes received.
  */
 export class FrameDecoder {
-  readonly #bodyBytesMax: number;
+  #bodyBytesMax: number;
   /** Chunks not yet fully consumed, from index `#head` on; earlier slots are consumed. */
   #chunks: Uint8Array[] = [];
   #head = 0;
@@ -122,10 +122,15 @@ export class FrameDecoder {
 
   /** `bodyBytesMax` may lower the limit for a connection that expects only small messages. */
   constructor(bodyBytesMax: number = FRAME_BODY_BYTES_MAX) {
-    if (!Number.isSafeInteger(bodyBytesMax) || bodyBytesMax < 0) {
-      throw new RangeError(`bodyBytesMax must be a non-negative integer, got ${bodyBytesMax}`);
-    }
-    this.#bodyBytesMax = bodyBytesMax;
+    this.#bodyBytesMax = checkedLimit(bodyBytesMax);
+  }
+
+  /**
+   * The largest body accepted from the next frame header on: a connection raises it once the
+   * peer has said who it is (see `HANDSHAKE_BODY_BYTES_MAX`).
+   */
+  set bodyBytesMax(bodyBytesMax: number) {
+    this.#bodyBytesMax = checkedLimit(bodyBytesMax);
   }
 
   /** The bytes received but not yet returned as bodies, including a partial header. */
@@ -141,9 +146,20 @@ export class FrameDecoder {
    * throws.
    */
   push(chunk: Uint8Array): Uint8Array[] | FrameError {
-    if (this.#error !== undefined) return this.#error;
     const bodies: Uint8Array[] = [];
-    if (chunk.byteLength === 0) return bodies;
+    const error = this.pushEach(chunk, (body) => bodies.push(body));
+    return error ?? bodies;
+  }
+
+  /**
+   * As `push`, but hands each body to `onBody` as soon as it is complete, before the next header
+   * is read, so that `onBody` may change `bodyBytesMax` for the frames after it (or stop the
+   * decoding by returning false). Returns an error as `push` does, else undefined. Never throws
+   * unless `onBody` does.
+   */
+  pushEach(chunk: Uint8Array, onBody: (body: Uint8Array) => unknown): FrameError | undefined {
+    if (this.#error !== undefined) return this.#error;
+    if (chunk.byteLength === 0) return undefined;
     this.#chunks.push(chunk);
     this.#buffered += chunk.byteLength;
     for (;;) {
@@ -163,10 +179,15 @@ export class FrameDecoder {
       const body = this.#take(this.#pendingLength);
       if (crc32c(body) !== this.#pendingChecksum) return this.#poison("frame checksum mismatch");
       this.#pendingLength = -1;
-      bodies.push(body);
+      if (onBody(body) === false || this.#error !== undefined) break;
     }
     this.#compact();
-    return bodies;
+    return this.#error;
+  }
+
+  /** Poisons the decoder from outside (the connection is closing): later pushes return `error`. */
+  fail(error: string): void {
+    if (this.#error === undefined) this.#poison(error);
   }
 
   #poison(error: string): FrameError {
@@ -230,6 +251,13 @@ export class FrameDecoder {
       this.#head = 0;
     }
   }
+}
+
+function checkedLimit(bodyBytesMax: number): number {
+  if (!Number.isSafeInteger(bodyBytesMax) || bodyBytesMax < 0) {
+    throw new RangeError(`bodyBytesMax must be a non-negative integer, got ${bodyBytesMax}`);
+  }
+  return bodyBytesMax;
 }
 
 function readUint32(bytes: Uint8Array, offset: number): number {

@@ -13,23 +13,68 @@ import { TICK_MS } from "../vr/constants.ts";
 import type { Message, ReplicaMessage } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
 import { type Effect, type LogLevel, Replica } from "../vr/replica.ts";
+import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import { decodeMessage, encodeFramedMessage } from "./codec.ts";
+import { Connection, IO_COUNTERS, type IoCounters, type ReadBudget } from "./connection.ts";
+import { FRAME_BODY_BYTES_MAX } from "./frame.ts";
 import {
-  Connection,
-  decodeHello,
-  encodeHello,
-  IO_COUNTERS,
-  type IoCounters,
-} from "./connection.ts";
+  AcceptorHandshake,
+  type ClusterIdentity,
+  ConnectorHandshake,
+  encodeRefused,
+  HANDSHAKE_BODY_BYTES_MAX,
+  HANDSHAKE_TIMEOUT_MS,
+  isHandshakeFrame,
+  type Role,
+} from "./handshake.ts";
 
-/** Inbound connections a replica accepts at once (clients and peers together). */
-export const CONNECTIONS_MAX = 4096;
+/**
+ * Connections that have not completed their handshake, at most. A new one past this closes the
+ * oldest: idle connections that never say who they are cannot lock peers or clients out for
+ * longer than a handshake takes.
+ */
+export const HANDSHAKING_CONNECTIONS_MAX = 256;
+/**
+ * Client (and status) connections at once. Peers have a budget of their own (one inbound link
+ * per peer replica), so clients can never starve the replica links.
+ */
+export const CLIENT_CONNECTIONS_MAX = 4096;
+/** A client connection that sent no frame for this long is closed; clients reconnect by themselves. */
+export const CLIENT_IDLE_TIMEOUT_MS = 5 * 60_000;
+/**
+ * With every client connection taken, a new client takes the place of the one idle longest, if
+ * that one has been idle at least this long; otherwise the newcomer is refused.
+ */
+export const CLIENT_IDLE_EVICT_MS = 10_000;
+/** The largest frame a client may send: a request with the largest operation, and its fields. */
+export const CLIENT_FRAME_BODY_BYTES_MAX = LIMITS_DEFAULT.operationBytesMax + 1024;
+/** Bytes queued for one client before it is deemed too slow and disconnected. */
+export const CLIENT_WRITE_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
+/** A client with this many bytes of replies unread is not read from until it reads them. */
+export const CLIENT_READ_PAUSE_BYTES = 4 * 1024 * 1024;
+/**
+ * The bytes of partial frames all client connections together may buffer. Past it the
+ * connections holding the most are closed: clients that each start a large frame and never
+ * finish it cannot grow a replica's memory beyond this.
+ */
+export const CLIENT_READ_BUDGET_BYTES = 256 * 1024 * 1024;
+/** A write to a client that makes no progress for this long closes the connection. */
+export const CLIENT_WRITE_STALL_MS = 30_000;
+/** How often the node checks connection deadlines. */
+const HOUSEKEEPING_MS = 1_000;
+/** The same refusal reason is logged at most once in this long. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 /** Peer reconnection backoff: doubles from the minimum up to the maximum. */
 export const RECONNECT_MS_MIN = 20;
 export const RECONNECT_MS_MAX = 1000;
 
 export interface NodeOptions {
   readonly config: ServerConfig;
+  /**
+   * The cluster id and secret this replica presents and requires (see `loadIdentity`); by
+   * default the configuration's cluster id and no secret.
+   */
+  readonly identity?: ClusterIdentity | undefined;
   readonly index: number;
   readonly dataDir: string;
   readonly sync?: "fsync" | "none" | undefined;
@@ -84,6 +129,21 @@ export class ReplicaNode {
   readonly #peers: PeerLink[] = [];
   readonly #clients = new Map<number, Connection>();
   readonly #inbound = new Set<Connection>();
+  /** Connections still in their handshake, oldest first. */
+  readonly #handshaking = new Set<Connection>();
+  /** Client and status connections that completed their handshake. */
+  readonly #clientConnections = new Set<Connection>();
+  /** Per peer replica: its inbound link, once authenticated. */
+  readonly #peerInbound: (Connection | undefined)[] = [];
+  readonly #clientReadBudget: ReadBudget = {
+    bytesUsed: 0,
+    bytesMax: CLIENT_READ_BUDGET_BYTES,
+    onOverBudget: () => this.#shedReadBuffers(),
+  };
+  /** When each refusal reason was last logged. */
+  readonly #refusalsLoggedAt = new Map<string, number>();
+  #housekeeping: ReturnType<typeof setInterval> | undefined;
+  readonly #identity: ClusterIdentity;
   #persistQueue: Effect[] = [];
   #persisting = false;
   #ticker: ReturnType<typeof setInterval> | undefined;
@@ -102,6 +162,7 @@ export class ReplicaNode {
     replica: Replica,
   ) {
     this.#options = options;
+    this.#identity = options.identity ?? { clusterId: options.config.clusterId, key: undefined };
     this.#listener = listener;
     this.#dataDir = dataDir;
     this.replica = replica;
@@ -172,6 +233,7 @@ export class ReplicaNode {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
+    if (this.#housekeeping !== undefined) clearInterval(this.#housekeeping);
     try {
       this.#listener.close();
     } catch {
@@ -187,9 +249,16 @@ export class ReplicaNode {
     const { config, index } = this.#options;
     for (let peer = 0; peer < config.addresses.length; peer++) {
       this.#peers.push(
-        new PeerLink(config.addresses[peer]!, index, peer !== index, this.#options.log),
+        new PeerLink(
+          config.addresses[peer]!,
+          index,
+          peer !== index,
+          this.#identity,
+          this.#options.log,
+        ),
       );
     }
+    this.#housekeeping = setInterval(() => this.#checkConnections(), HOUSEKEEPING_MS);
     this.#ticker = setInterval(() => {
       this.replica.tick(Date.now());
       this.#processEffects();
@@ -201,70 +270,169 @@ export class ReplicaNode {
   async #accept(): Promise<void> {
     try {
       for await (const conn of this.#listener) {
-        if (this.#inbound.size >= CONNECTIONS_MAX) {
-          this.#options.log("warn", `refusing a connection: ${CONNECTIONS_MAX} already open`);
-          conn.close();
-          continue;
-        }
-        this.#serve(new Connection(conn as Deno.TcpConn));
+        this.#serve(
+          new Connection(conn as Deno.TcpConn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX }),
+        );
       }
     } catch (error) {
       if (!this.#closed) this.#options.log("error", `listener failed: ${String(error)}`);
     }
   }
 
+  /**
+   * One inbound connection: its handshake (`handshake.ts`), then its messages. Nothing a
+   * connection sends reaches the core before it said who it is and, where the group has a
+   * secret and the role needs it, proved it holds the secret.
+   */
   #serve(connection: Connection): void {
     this.#inbound.add(connection);
-    let role: "client" | "replica" | "status" | undefined;
+    this.#handshaking.add(connection);
+    if (this.#handshaking.size > HANDSHAKING_CONNECTIONS_MAX) {
+      const oldest = this.#handshaking.values().next().value!;
+      oldest.close(`${HANDSHAKING_CONNECTIONS_MAX} connections in their handshake: oldest closed`);
+    }
+    const { config } = this.#options;
+    const identity = this.#identity;
+    const replicaCount = config.addresses.length;
+    const handshake = new AcceptorHandshake({
+      identity,
+      requireClientAuth: config.requireClientAuth,
+      replicaCount,
+      selfIndex: this.#options.index,
+    });
+    let state: "hello" | "challenged" | "verifying" | "ready" = "hello";
+    let role: Role | undefined;
     let peerIndex = -1;
-    const replicaCount = this.#options.config.addresses.length;
+    /** Frames that arrived while the proof was being checked. */
+    let early: Uint8Array[] = [];
+    const timer = setTimeout(() => {
+      if (state !== "ready") {
+        connection.close(`no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`);
+      }
+    }, HANDSHAKE_TIMEOUT_MS);
+    const refuse = (reason: string) => {
+      const who = role === "replica" ? `replica ${peerIndex} link` : role ?? "connection";
+      this.#logRefusal(`refused ${who} from ${connection.remote}: ${reason}`, reason);
+      connection.sendAndClose(encodeRefused(reason), reason);
+    };
+    const ready = () => {
+      state = "ready";
+      clearTimeout(timer);
+      this.#handshaking.delete(connection);
+      if (role === "replica") {
+        // One link per peer: a new one (the peer restarted or reconnected) replaces the old.
+        this.#peerInbound[peerIndex]?.close(`replica ${peerIndex} opened a new link`);
+        this.#peerInbound[peerIndex] = connection;
+        connection.setLimits({ frameBodyBytesMax: FRAME_BODY_BYTES_MAX });
+        // The peer is evidently up: reconnect to it now rather than after the backoff.
+        this.#peers[peerIndex]?.reconnectNow();
+        return true;
+      }
+      if (!this.#admitClient(connection)) {
+        refuse(`too many clients (${CLIENT_CONNECTIONS_MAX}, CLIENT_CONNECTIONS_MAX)`);
+        return false;
+      }
+      connection.setLimits({
+        frameBodyBytesMax: CLIENT_FRAME_BODY_BYTES_MAX,
+        writeBufferBytesMax: CLIENT_WRITE_BUFFER_BYTES_MAX,
+        readPauseBytes: CLIENT_READ_PAUSE_BYTES,
+        readBudget: this.#clientReadBudget,
+      });
+      if (role === "status") {
+        // A status hello's index asks for the digest (1) or not (0).
+        const status = this.status({ digest: peerIndex === 1 });
+        connection.send(new TextEncoder().encode(JSON.stringify(status)));
+      }
+      return true;
+    };
+    const onMessageFrame = (body: Uint8Array) => {
+      if (role === "status") return;
+      const from = role === "replica" ? "replica" : "client";
+      const decoded = decodeMessage(body, { from, replicaCount });
+      if (!decoded.ok) {
+        connection.close(`bad message from ${role} ${connection.remote}: ${decoded.error}`);
+        return;
+      }
+      const message = decoded.message;
+      if (role === "replica" && "replica" in message && message.replica !== peerIndex) {
+        connection.close(
+          `replica ${peerIndex} sent a message signed by replica ${message.replica}`,
+        );
+        return;
+      }
+      if (role === "client" && "clientId" in message) {
+        this.#clients.set(message.clientId, connection);
+      }
+      if (this.#options.debug) {
+        this.#options.log("debug", `<- ${role} ${peerIndex}: ${describeMessage(message)}`);
+      }
+      this.replica.onMessage(message as Message);
+    };
     connection.start({
       onFrame: (body) => {
-        if (role === undefined) {
-          const hello = decodeHello(body);
-          if ("error" in hello) {
-            connection.close(hello.error);
+        switch (state) {
+          case "ready":
+            return onMessageFrame(body);
+          case "verifying":
+            early.push(body);
+            return;
+          case "challenged": {
+            state = "verifying";
+            // The frames after the proof are messages of the role.
+            connection.setLimits({
+              frameBodyBytesMax: role === "replica"
+                ? FRAME_BODY_BYTES_MAX
+                : CLIENT_FRAME_BODY_BYTES_MAX,
+            });
+            handshake.onProof(body).then((problem) => {
+              if (connection.closed) return;
+              if (problem !== undefined) return refuse(problem);
+              if (!ready()) return;
+              const frames = early;
+              early = [];
+              for (const frame of frames) {
+                if (connection.closed) return;
+                onMessageFrame(frame);
+              }
+              this.#scheduleEffects();
+            }, (error) => connection.close(`cannot check a proof: ${String(error)}`));
             return;
           }
-          if (hello.role === "replica" && hello.index >= replicaCount) {
-            connection.close(`hello from replica ${hello.index}: out of range`);
+          case "hello": {
+            if (role !== undefined) {
+              // The connector must wait for the challenge before it sends anything else.
+              return refuse("a frame before the challenge was answered");
+            }
+            const outcome = handshake.onHello(body);
+            if ("refuse" in outcome) {
+              role = outcome.hello?.role;
+              peerIndex = outcome.hello?.index ?? -1;
+              return refuse(outcome.refuse);
+            }
+            role = outcome.hello.role;
+            peerIndex = outcome.hello.index;
+            if (outcome.challenge === undefined) {
+              ready();
+              return;
+            }
+            outcome.challenge.then((frame) => {
+              if (connection.closed) return;
+              connection.send(frame);
+              state = "challenged";
+            }, (error) => connection.close(`cannot make a challenge: ${String(error)}`));
             return;
           }
-          role = hello.role;
-          peerIndex = hello.index;
-          // The peer is evidently up: reconnect to it now rather than after the backoff.
-          if (role === "replica") this.#peers[peerIndex]?.reconnectNow();
-          if (role === "status") {
-            // A status hello's index asks for the digest (1) or not (0).
-            const status = this.status({ digest: hello.index === 1 });
-            connection.send(new TextEncoder().encode(JSON.stringify(status)));
-          }
-          return;
         }
-        if (role === "status") return;
-        const decoded = decodeMessage(body, { from: role, replicaCount });
-        if (!decoded.ok) {
-          connection.close(`bad message from ${role} ${connection.remote}: ${decoded.error}`);
-          return;
-        }
-        const message = decoded.message;
-        if (role === "replica" && "replica" in message && message.replica !== peerIndex) {
-          connection.close(
-            `replica ${peerIndex} sent a message signed by replica ${message.replica}`,
-          );
-          return;
-        }
-        if (role === "client" && "clientId" in message) {
-          this.#clients.set(message.clientId, connection);
-        }
-        if (this.#options.debug) {
-          this.#options.log("debug", `<- ${role} ${peerIndex}: ${describeMessage(message)}`);
-        }
-        this.replica.onMessage(message as Message);
       },
       onReadDone: () => this.#scheduleEffects(),
       onClose: (reason) => {
+        clearTimeout(timer);
         this.#inbound.delete(connection);
+        this.#handshaking.delete(connection);
+        this.#clientConnections.delete(connection);
+        if (role === "replica" && this.#peerInbound[peerIndex] === connection) {
+          this.#peerInbound[peerIndex] = undefined;
+        }
         if (role === "client") {
           for (const [clientId, conn] of this.#clients) {
             if (conn === connection) this.#clients.delete(clientId);
@@ -275,6 +443,70 @@ export class ReplicaNode {
         }
       },
     });
+  }
+
+  /**
+   * Take `connection` into the client budget, making room by closing the client connection idle
+   * longest if it has been idle for `CLIENT_IDLE_EVICT_MS`; false if there is no room.
+   */
+  #admitClient(connection: Connection): boolean {
+    if (this.#clientConnections.size >= CLIENT_CONNECTIONS_MAX) {
+      let idlest: Connection | undefined;
+      for (const candidate of this.#clientConnections) {
+        if (idlest === undefined || candidate.lastFrameAtMs < idlest.lastFrameAtMs) {
+          idlest = candidate;
+        }
+      }
+      if (idlest === undefined || Date.now() - idlest.lastFrameAtMs < CLIENT_IDLE_EVICT_MS) {
+        return false;
+      }
+      idlest.close("idle: its place went to a new client (CLIENT_CONNECTIONS_MAX)");
+    }
+    this.#clientConnections.add(connection);
+    return true;
+  }
+
+  /** Close client connections holding the largest partial frames until the budget holds. */
+  #shedReadBuffers(): void {
+    const budget = this.#clientReadBudget;
+    while (budget.bytesUsed > budget.bytesMax) {
+      let largest: Connection | undefined;
+      for (const candidate of this.#clientConnections) {
+        if (largest === undefined || candidate.bufferedBytes > largest.bufferedBytes) {
+          largest = candidate;
+        }
+      }
+      if (largest === undefined || largest.bufferedBytes === 0) return;
+      largest.close(
+        `partial frames of all clients exceed ${budget.bytesMax} bytes ` +
+          `(CLIENT_READ_BUDGET_BYTES); this one held ${largest.bufferedBytes}`,
+      );
+    }
+  }
+
+  /** Close client connections idle too long, or whose writes stalled. */
+  #checkConnections(): void {
+    const now = Date.now();
+    for (const connection of this.#clientConnections) {
+      if (now - connection.lastFrameAtMs >= CLIENT_IDLE_TIMEOUT_MS) {
+        connection.close(`idle for ${CLIENT_IDLE_TIMEOUT_MS} ms (CLIENT_IDLE_TIMEOUT_MS)`);
+      } else if (
+        connection.writeStartedAtMs > 0 &&
+        now - connection.writeStartedAtMs >= CLIENT_WRITE_STALL_MS
+      ) {
+        connection.close(`not reading its replies for ${CLIENT_WRITE_STALL_MS} ms`);
+      }
+    }
+  }
+
+  /** One `warn` line per refusal, but the same reason at most once per interval. */
+  #logRefusal(line: string, reason: string): void {
+    const now = Date.now();
+    const last = this.#refusalsLoggedAt.get(reason);
+    if (last !== undefined && now - last < REFUSAL_LOG_INTERVAL_MS) return;
+    if (this.#refusalsLoggedAt.size > 1000) this.#refusalsLoggedAt.clear();
+    this.#refusalsLoggedAt.set(reason, now);
+    this.#options.log("warn", line);
   }
 
   #scheduleEffects(): void {
@@ -360,10 +592,14 @@ class PeerLink {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #wasConnected = false;
 
+  /** The last refusal logged, so that a peer refusing on every reconnect is logged once. */
+  #lastRefusal: string | undefined;
+
   constructor(
     readonly address: { readonly host: string; readonly port: number },
     readonly selfIndex: number,
     readonly enabled: boolean,
+    readonly identity: ClusterIdentity,
     readonly log: (level: LogLevel | "error", text: string) => void,
   ) {
     if (enabled) this.#connect();
@@ -399,28 +635,47 @@ class PeerLink {
         conn.close();
         return;
       }
-      const connection = new Connection(conn);
-      this.#connection = connection;
-      this.#backoffMs = RECONNECT_MS_MIN;
-      connection.send(encodeHello({ role: "replica", index: this.selfIndex }));
-      if (!this.#wasConnected) {
-        this.#wasConnected = true;
-      } else {
-        this.log("info", `reconnected to ${this.address.host}:${this.address.port}`);
-      }
+      const connection = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
+      const handshake = new ConnectorHandshake(this.identity, "replica", this.selfIndex);
+      const where = `${this.address.host}:${this.address.port}`;
+      const usable = () => {
+        this.#connection = connection;
+        this.#backoffMs = RECONNECT_MS_MIN;
+        this.#lastRefusal = undefined;
+        if (!this.#wasConnected) {
+          this.#wasConnected = true;
+        } else {
+          this.log("info", `reconnected to ${where}`);
+        }
+      };
+      connection.send(handshake.hello);
       connection.start({
-        onFrame: () => {}, // Peers never answer on this connection.
+        // The peer sends nothing on this link but its handshake frames.
+        onFrame: (body) => {
+          if (!isHandshakeFrame(body)) return;
+          handshake.onFrame(body).then((outcome) => {
+            if (connection.closed) return;
+            if ("error" in outcome) {
+              if (outcome.error !== this.#lastRefusal) {
+                this.#lastRefusal = outcome.error;
+                this.log("warn", `link to replica at ${where}: ${outcome.error}`);
+              }
+              connection.close(outcome.error);
+              return;
+            }
+            connection.send(outcome.send);
+            usable();
+          }, (error) => connection.close(`handshake failed: ${String(error)}`));
+        },
         onClose: (reason) => {
           if (this.#closed) return;
-          this.log(
-            "info",
-            `lost connection to ${this.address.host}:${this.address.port}${
-              reason ? `: ${reason}` : ""
-            }`,
-          );
+          if (this.#connection === connection && reason !== this.#lastRefusal) {
+            this.log("info", `lost connection to ${where}${reason ? `: ${reason}` : ""}`);
+          }
           this.#scheduleRetry();
         },
       });
+      if (handshake.ready) usable();
     } catch {
       this.#scheduleRetry();
     } finally {
