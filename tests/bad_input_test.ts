@@ -14,7 +14,7 @@ import {
   type Role,
 } from "../src/transport/handshake.ts";
 import { encodeFrame, FRAME_BODY_BYTES_MAX } from "../src/transport/frame.ts";
-import { CLIENT_FRAME_BODY_BYTES_MAX } from "../src/transport/node.ts";
+import { CONNECTION_LIMITS_DEFAULT } from "../src/transport/node.ts";
 import { runVstamp, startCluster, statusRows } from "./_process.ts";
 
 const encoder = new TextEncoder();
@@ -153,7 +153,10 @@ const BAD_INPUTS: readonly BadInput[] = [
     name: "a client hello, then a header over the client frame limit",
     bytes: () => {
       const header = new Uint8Array(8);
-      new DataView(header.buffer).setUint32(0, CLIENT_FRAME_BODY_BYTES_MAX + 1);
+      new DataView(header.buffer).setUint32(
+        0,
+        CONNECTION_LIMITS_DEFAULT.clientFrameBodyBytesMax + 1,
+      );
       return concat(clientHello(), header);
     },
     closedByReplica: true,

@@ -16,7 +16,7 @@
  * @module
  */
 import { ScratchBuffer } from "../lib/msgpack_fast.ts";
-import { encodeFrame, FrameDecoder } from "./frame.ts";
+import { encodeFrame, FrameDecoder, type FrameError } from "./frame.ts";
 
 /** Bytes a connection may have queued for writing before the peer is deemed too slow. */
 export const WRITE_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
@@ -28,6 +28,7 @@ export const WRITE_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
 export const READ_PAUSE_BYTES_DEFAULT = 8 * 1024 * 1024;
 /** How long `sendAndClose` waits for its last frame to be written before it closes anyway. */
 const CLOSE_AFTER_FLUSH_MS_MAX = 1000;
+const EMPTY_CHUNK = new Uint8Array(0);
 /** The read buffer size: one read syscall takes at most this much. */
 const READ_BUFFER_BYTES = 256 * 1024;
 
@@ -73,6 +74,12 @@ export interface ConnectionOptions {
   readonly writeBufferBytesMax?: number | undefined;
   readonly readPauseBytes?: number | undefined;
   readonly readBudget?: ReadBudget | undefined;
+  /**
+   * At most this many frames are handed over per turn of the event loop; the rest wait, in the
+   * decoder, until the replies to these are queued and the backpressure check has run. A read
+   * can carry thousands of small requests, each of which may ask for a large reply.
+   */
+  readonly framesPerTurnMax?: number | undefined;
 }
 
 export interface ConnectionHandlers {
@@ -97,6 +104,7 @@ export class Connection {
   /** Set while reading is paused for backpressure; resolved when the writes drain. */
   #drained: (() => void) | undefined;
   #readBudget: ReadBudget | undefined;
+  #framesPerTurnMax: number;
   /** This connection's part of `#readBudget.bytesUsed`. */
   #budgetBytes = 0;
   /** `Date.now()` when the last whole frame arrived (or the connection opened). */
@@ -119,6 +127,7 @@ export class Connection {
     this.#writeBufferBytesMax = options.writeBufferBytesMax ?? WRITE_BUFFER_BYTES_MAX;
     this.#readPauseBytes = options.readPauseBytes ?? READ_PAUSE_BYTES_DEFAULT;
     this.#readBudget = options.readBudget;
+    this.#framesPerTurnMax = options.framesPerTurnMax ?? Infinity;
     const address = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${address.hostname}:${address.port}`;
     try {
@@ -154,6 +163,7 @@ export class Connection {
       this.#writeBufferBytesMax = options.writeBufferBytesMax;
     }
     if (options.readPauseBytes !== undefined) this.#readPauseBytes = options.readPauseBytes;
+    if (options.framesPerTurnMax !== undefined) this.#framesPerTurnMax = options.framesPerTurnMax;
     if (options.readBudget !== undefined && options.readBudget !== this.#readBudget) {
       this.#accountBuffered(0);
       this.#readBudget = options.readBudget;
@@ -281,12 +291,13 @@ export class Connection {
 
   async #readLoop(): Promise<void> {
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    let frames = 0;
     const onBody = (body: Uint8Array) => {
       if (this.#closed || this.#closeAfterFlush !== undefined) return false;
       IO_COUNTERS.framesIn++;
       this.lastFrameAtMs = Date.now();
       this.#handlers!.onFrame(body);
-      return !this.#closed;
+      return !this.#closed && ++frames < this.#framesPerTurnMax;
     };
     try {
       while (!this.#closed) {
@@ -296,13 +307,25 @@ export class Connection {
           this.#drained = undefined;
           continue;
         }
-        const n = await this.#conn.read(buffer);
-        if (n === null) break;
-        if (this.#closeAfterFlush !== undefined) continue; // Discarded: see sendAndClose.
-        IO_COUNTERS.reads++;
-        IO_COUNTERS.bytesIn += n;
-        // The decoder may keep views of what it is given, so hand it its own copy.
-        const error = this.#decoder.pushEach(buffer.slice(0, n), onBody);
+        let error: FrameError | undefined;
+        if (frames >= this.#framesPerTurnMax) {
+          // Frames left over from the last turn: let the replies to the last ones be queued
+          // first (the node handles effects in a microtask queued before this continuation).
+          await Promise.resolve();
+          if (this.#closed) return;
+          if (this.pendingWriteBytes >= this.#readPauseBytes) continue;
+          frames = 0;
+          error = this.#decoder.pushEach(EMPTY_CHUNK, onBody);
+        } else {
+          const n = await this.#conn.read(buffer);
+          if (n === null) break;
+          if (this.#closeAfterFlush !== undefined) continue; // Discarded: see sendAndClose.
+          IO_COUNTERS.reads++;
+          IO_COUNTERS.bytesIn += n;
+          frames = 0;
+          // The decoder may keep views of what it is given, so hand it its own copy.
+          error = this.#decoder.pushEach(buffer.slice(0, n), onBody);
+        }
         if (this.#closed) return;
         if (error !== undefined) {
           this.close(`bad frame from ${this.remote}: ${error.error}`);

@@ -153,15 +153,17 @@ export class FrameDecoder {
 
   /**
    * As `push`, but hands each body to `onBody` as soon as it is complete, before the next header
-   * is read, so that `onBody` may change `bodyBytesMax` for the frames after it (or stop the
-   * decoding by returning false). Returns an error as `push` does, else undefined. Never throws
-   * unless `onBody` does.
+   * is read, so that `onBody` may change `bodyBytesMax` for the frames after it, or stop the
+   * decoding by returning false: the rest stays buffered, and a later call (with an empty chunk,
+   * to add nothing) goes on from there. Returns an error as `push` does, else undefined. Never
+   * throws unless `onBody` does.
    */
   pushEach(chunk: Uint8Array, onBody: (body: Uint8Array) => unknown): FrameError | undefined {
     if (this.#error !== undefined) return this.#error;
-    if (chunk.byteLength === 0) return undefined;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.byteLength;
+    if (chunk.byteLength > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.byteLength;
+    }
     for (;;) {
       if (this.#pendingLength < 0) {
         if (this.#buffered < FRAME_HEADER_BYTES) break;

@@ -29,37 +29,66 @@ import {
 } from "./handshake.ts";
 
 /**
- * Connections that have not completed their handshake, at most. A new one past this closes the
- * oldest: idle connections that never say who they are cannot lock peers or clients out for
- * longer than a handshake takes.
+ * What connections may hold of a replica, named (see `CONNECTION_LIMITS_DEFAULT` for the values
+ * and why). Tests lower them; a server uses the defaults.
  */
-export const HANDSHAKING_CONNECTIONS_MAX = 256;
-/**
- * Client (and status) connections at once. Peers have a budget of their own (one inbound link
- * per peer replica), so clients can never starve the replica links.
- */
-export const CLIENT_CONNECTIONS_MAX = 4096;
-/** A client connection that sent no frame for this long is closed; clients reconnect by themselves. */
-export const CLIENT_IDLE_TIMEOUT_MS = 5 * 60_000;
-/**
- * With every client connection taken, a new client takes the place of the one idle longest, if
- * that one has been idle at least this long; otherwise the newcomer is refused.
- */
-export const CLIENT_IDLE_EVICT_MS = 10_000;
-/** The largest frame a client may send: a request with the largest operation, and its fields. */
-export const CLIENT_FRAME_BODY_BYTES_MAX = LIMITS_DEFAULT.operationBytesMax + 1024;
-/** Bytes queued for one client before it is deemed too slow and disconnected. */
-export const CLIENT_WRITE_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
-/** A client with this many bytes of replies unread is not read from until it reads them. */
-export const CLIENT_READ_PAUSE_BYTES = 4 * 1024 * 1024;
-/**
- * The bytes of partial frames all client connections together may buffer. Past it the
- * connections holding the most are closed: clients that each start a large frame and never
- * finish it cannot grow a replica's memory beyond this.
- */
-export const CLIENT_READ_BUDGET_BYTES = 256 * 1024 * 1024;
-/** A write to a client that makes no progress for this long closes the connection. */
-export const CLIENT_WRITE_STALL_MS = 30_000;
+export interface ConnectionLimits {
+  /**
+   * Connections that have not completed their handshake, at most. A new one past this closes the
+   * oldest: idle connections that never say who they are cannot lock peers or clients out for
+   * longer than a handshake takes.
+   */
+  readonly handshakingMax: number;
+  /** A connection that has not completed its handshake this long after it opened is closed. */
+  readonly handshakeTimeoutMs: number;
+  /**
+   * Client (and status) connections at once. Peers have a budget of their own (one inbound link
+   * per peer replica), so clients can never starve the replica links.
+   */
+  readonly clientsMax: number;
+  /** A client connection that sent no frame for this long is closed; clients reconnect. */
+  readonly clientIdleTimeoutMs: number;
+  /**
+   * With every client connection taken, a new client takes the place of the one idle longest, if
+   * that one has been idle at least this long; otherwise the newcomer is refused.
+   */
+  readonly clientIdleEvictMs: number;
+  /** The largest frame a client may send: a request with the largest operation, and its fields. */
+  readonly clientFrameBodyBytesMax: number;
+  /** Bytes queued for one client before it is deemed too slow and disconnected. */
+  readonly clientWriteBufferBytesMax: number;
+  /** A client with this many bytes of replies unread is not read from until it reads them. */
+  readonly clientReadPauseBytes: number;
+  /**
+   * The bytes of partial frames all client connections together may buffer. Past it the
+   * connections holding the most are closed: clients that each start a large frame and never
+   * finish it cannot grow a replica's memory beyond this.
+   */
+  readonly clientReadBudgetBytes: number;
+  /** A write to a client that makes no progress for this long closes the connection. */
+  readonly clientWriteStallMs: number;
+  /**
+   * Requests taken from one client connection per turn before its replies are queued and its
+   * backpressure checked (`ConnectionOptions.framesPerTurnMax`): a read of 256 KiB can hold ten
+   * thousand GETs, each of which may ask for a megabyte.
+   */
+  readonly clientFramesPerTurnMax: number;
+}
+
+export const CONNECTION_LIMITS_DEFAULT: ConnectionLimits = {
+  handshakingMax: 256,
+  handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  clientsMax: 4096,
+  clientIdleTimeoutMs: 5 * 60_000,
+  clientIdleEvictMs: 10_000,
+  clientFrameBodyBytesMax: LIMITS_DEFAULT.operationBytesMax + 1024,
+  clientWriteBufferBytesMax: 32 * 1024 * 1024,
+  clientReadPauseBytes: 4 * 1024 * 1024,
+  clientReadBudgetBytes: 256 * 1024 * 1024,
+  clientWriteStallMs: 30_000,
+  clientFramesPerTurnMax: 128,
+};
+
 /** How often the node checks connection deadlines. */
 const HOUSEKEEPING_MS = 1_000;
 /** The same refusal reason is logged at most once in this long. */
@@ -75,6 +104,8 @@ export interface NodeOptions {
    * default the configuration's cluster id and no secret.
    */
   readonly identity?: ClusterIdentity | undefined;
+  /** Lower limits for tests; the defaults otherwise. */
+  readonly connectionLimits?: Partial<ConnectionLimits> | undefined;
   readonly index: number;
   readonly dataDir: string;
   readonly sync?: "fsync" | "none" | undefined;
@@ -135,11 +166,8 @@ export class ReplicaNode {
   readonly #clientConnections = new Set<Connection>();
   /** Per peer replica: its inbound link, once authenticated. */
   readonly #peerInbound: (Connection | undefined)[] = [];
-  readonly #clientReadBudget: ReadBudget = {
-    bytesUsed: 0,
-    bytesMax: CLIENT_READ_BUDGET_BYTES,
-    onOverBudget: () => this.#shedReadBuffers(),
-  };
+  readonly #limits: ConnectionLimits;
+  readonly #clientReadBudget: ReadBudget;
   /** When each refusal reason was last logged. */
   readonly #refusalsLoggedAt = new Map<string, number>();
   #housekeeping: ReturnType<typeof setInterval> | undefined;
@@ -163,6 +191,12 @@ export class ReplicaNode {
   ) {
     this.#options = options;
     this.#identity = options.identity ?? { clusterId: options.config.clusterId, key: undefined };
+    this.#limits = { ...CONNECTION_LIMITS_DEFAULT, ...options.connectionLimits };
+    this.#clientReadBudget = {
+      bytesUsed: 0,
+      bytesMax: this.#limits.clientReadBudgetBytes,
+      onOverBudget: () => this.#shedReadBuffers(),
+    };
     this.#listener = listener;
     this.#dataDir = dataDir;
     this.replica = replica;
@@ -258,7 +292,12 @@ export class ReplicaNode {
         ),
       );
     }
-    this.#housekeeping = setInterval(() => this.#checkConnections(), HOUSEKEEPING_MS);
+    const limits = this.#limits;
+    const every = Math.max(
+      10,
+      Math.min(HOUSEKEEPING_MS, limits.clientIdleTimeoutMs / 4, limits.clientWriteStallMs / 4),
+    );
+    this.#housekeeping = setInterval(() => this.#checkConnections(), every);
     this.#ticker = setInterval(() => {
       this.replica.tick(Date.now());
       this.#processEffects();
@@ -287,9 +326,10 @@ export class ReplicaNode {
   #serve(connection: Connection): void {
     this.#inbound.add(connection);
     this.#handshaking.add(connection);
-    if (this.#handshaking.size > HANDSHAKING_CONNECTIONS_MAX) {
+    const limits = this.#limits;
+    if (this.#handshaking.size > limits.handshakingMax) {
       const oldest = this.#handshaking.values().next().value!;
-      oldest.close(`${HANDSHAKING_CONNECTIONS_MAX} connections in their handshake: oldest closed`);
+      oldest.close(`${limits.handshakingMax} connections in their handshake: the oldest closed`);
     }
     const { config } = this.#options;
     const identity = this.#identity;
@@ -307,9 +347,9 @@ export class ReplicaNode {
     let early: Uint8Array[] = [];
     const timer = setTimeout(() => {
       if (state !== "ready") {
-        connection.close(`no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`);
+        connection.close(`no handshake within ${limits.handshakeTimeoutMs} ms`);
       }
-    }, HANDSHAKE_TIMEOUT_MS);
+    }, limits.handshakeTimeoutMs);
     const refuse = (reason: string) => {
       const who = role === "replica" ? `replica ${peerIndex} link` : role ?? "connection";
       this.#logRefusal(`refused ${who} from ${connection.remote}: ${reason}`, reason);
@@ -329,13 +369,14 @@ export class ReplicaNode {
         return true;
       }
       if (!this.#admitClient(connection)) {
-        refuse(`too many clients (${CLIENT_CONNECTIONS_MAX}, CLIENT_CONNECTIONS_MAX)`);
+        refuse(`too many clients (${limits.clientsMax} connections, ConnectionLimits.clientsMax)`);
         return false;
       }
       connection.setLimits({
-        frameBodyBytesMax: CLIENT_FRAME_BODY_BYTES_MAX,
-        writeBufferBytesMax: CLIENT_WRITE_BUFFER_BYTES_MAX,
-        readPauseBytes: CLIENT_READ_PAUSE_BYTES,
+        frameBodyBytesMax: limits.clientFrameBodyBytesMax,
+        writeBufferBytesMax: limits.clientWriteBufferBytesMax,
+        readPauseBytes: limits.clientReadPauseBytes,
+        framesPerTurnMax: limits.clientFramesPerTurnMax,
         readBudget: this.#clientReadBudget,
       });
       if (role === "status") {
@@ -382,7 +423,7 @@ export class ReplicaNode {
             connection.setLimits({
               frameBodyBytesMax: role === "replica"
                 ? FRAME_BODY_BYTES_MAX
-                : CLIENT_FRAME_BODY_BYTES_MAX,
+                : limits.clientFrameBodyBytesMax,
             });
             handshake.onProof(body).then((problem) => {
               if (connection.closed) return;
@@ -447,20 +488,21 @@ export class ReplicaNode {
 
   /**
    * Take `connection` into the client budget, making room by closing the client connection idle
-   * longest if it has been idle for `CLIENT_IDLE_EVICT_MS`; false if there is no room.
+   * longest if it has been idle for `clientIdleEvictMs`; false if there is no room.
    */
   #admitClient(connection: Connection): boolean {
-    if (this.#clientConnections.size >= CLIENT_CONNECTIONS_MAX) {
+    const limits = this.#limits;
+    if (this.#clientConnections.size >= limits.clientsMax) {
       let idlest: Connection | undefined;
       for (const candidate of this.#clientConnections) {
         if (idlest === undefined || candidate.lastFrameAtMs < idlest.lastFrameAtMs) {
           idlest = candidate;
         }
       }
-      if (idlest === undefined || Date.now() - idlest.lastFrameAtMs < CLIENT_IDLE_EVICT_MS) {
+      if (idlest === undefined || Date.now() - idlest.lastFrameAtMs < limits.clientIdleEvictMs) {
         return false;
       }
-      idlest.close("idle: its place went to a new client (CLIENT_CONNECTIONS_MAX)");
+      idlest.close("idle: its place went to a new client (ConnectionLimits.clientsMax)");
     }
     this.#clientConnections.add(connection);
     return true;
@@ -479,7 +521,7 @@ export class ReplicaNode {
       if (largest === undefined || largest.bufferedBytes === 0) return;
       largest.close(
         `partial frames of all clients exceed ${budget.bytesMax} bytes ` +
-          `(CLIENT_READ_BUDGET_BYTES); this one held ${largest.bufferedBytes}`,
+          `(ConnectionLimits.clientReadBudgetBytes); this one held ${largest.bufferedBytes}`,
       );
     }
   }
@@ -487,14 +529,16 @@ export class ReplicaNode {
   /** Close client connections idle too long, or whose writes stalled. */
   #checkConnections(): void {
     const now = Date.now();
+    const { clientIdleTimeoutMs, clientWriteStallMs } = this.#limits;
     for (const connection of this.#clientConnections) {
-      if (now - connection.lastFrameAtMs >= CLIENT_IDLE_TIMEOUT_MS) {
-        connection.close(`idle for ${CLIENT_IDLE_TIMEOUT_MS} ms (CLIENT_IDLE_TIMEOUT_MS)`);
+      if (now - connection.lastFrameAtMs >= clientIdleTimeoutMs) {
+        connection.close(
+          `idle for ${clientIdleTimeoutMs} ms (ConnectionLimits.clientIdleTimeoutMs)`,
+        );
       } else if (
-        connection.writeStartedAtMs > 0 &&
-        now - connection.writeStartedAtMs >= CLIENT_WRITE_STALL_MS
+        connection.writeStartedAtMs > 0 && now - connection.writeStartedAtMs >= clientWriteStallMs
       ) {
-        connection.close(`not reading its replies for ${CLIENT_WRITE_STALL_MS} ms`);
+        connection.close(`not reading its replies for ${clientWriteStallMs} ms`);
       }
     }
   }
