@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
-import { KEY_SIZE_MAX, KvStore } from "../src/app/kv.ts";
+import { KEY_SIZE_MAX, KvStore, VALUE_SIZE_MAX } from "../src/app/kv.ts";
+import { ClientError } from "../src/client/client.ts";
 import { KvClient, KvError } from "../src/client/kv_client.ts";
 import { parseConfig, renderConfig } from "../src/config.ts";
 import { ReplicaNode } from "../src/transport/node.ts";
@@ -56,6 +57,31 @@ Deno.test("KvClient turns an error result into a KvError naming the command", as
           /^SET: key is \d+ bytes, the limit is \d+/.test(error.message),
       );
       // The store is unchanged and the client goes on.
+      assert.equal(await kv.size(), 0);
+    } finally {
+      kv.close();
+    }
+  });
+});
+
+Deno.test("a value too large for an operation is refused at once, naming the limit", async () => {
+  await withGroup(async (address) => {
+    const kv = await KvClient.connect({ addresses: [address], deadlineMs: 30_000 });
+    try {
+      const started = Date.now();
+      await assert.rejects(
+        kv.set("big", new Uint8Array(2 * 1024 * 1024)),
+        (error: unknown) =>
+          error instanceof ClientError &&
+          /operation of \d+ bytes exceeds the limit of 2097152 bytes/.test(error.message),
+      );
+      // Not after the deadline, as when the primary dropped it unanswered.
+      assert.ok(Date.now() - started < 5_000);
+      // Over the store's own value limit but within an operation: the store's error.
+      await assert.rejects(
+        kv.set("big", new Uint8Array(VALUE_SIZE_MAX + 1)),
+        (error: unknown) => error instanceof KvError && /value is \d+ bytes/.test(error.message),
+      );
       assert.equal(await kv.size(), 0);
     } finally {
       kv.close();

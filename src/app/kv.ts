@@ -552,56 +552,105 @@ function fmix32(hash: number): number {
 }
 
 /**
- * FNV-1a over `bytes`, continuing from `hash`. An indexed loop: iterating a Uint8Array with
- * for-of is about ten times slower in V8, which matters for megabyte values.
+ * The bytes of a key or value as the store holds them: a `Uint8Array`, or a string of one
+ * character per byte (see `bytesToString`). The hashes below read either without converting it,
+ * since a conversion would cost an allocation on every SET that overwrites a key.
  */
-function fnv1a(hash: number, bytes: Uint8Array): number {
+type ByteSource = Uint8Array | string;
+
+/**
+ * FNV-1a over `bytes`, continuing from `hash`. An indexed loop: iterating a Uint8Array with
+ * for-of is about ten times slower in V8, which matters for megabyte values. (Two copies, for
+ * strings and for arrays, so that V8 compiles each loop for one type.)
+ */
+function fnv1a(hash: number, bytes: ByteSource): number {
   let h = hash;
-  for (let index = 0; index < bytes.length; index++) {
-    h = Math.imul(h ^ (bytes[index] ?? 0), FNV_PRIME);
+  if (typeof bytes === "string") {
+    for (let index = 0; index < bytes.length; index++) {
+      h = Math.imul(h ^ bytes.charCodeAt(index), FNV_PRIME);
+    }
+  } else {
+    for (let index = 0; index < bytes.length; index++) {
+      h = Math.imul(h ^ bytes[index]!, FNV_PRIME);
+    }
   }
   return h >>> 0;
 }
 
-/** MurmurHash3 (x86, 32-bit) of `bytes` with `seed`. */
-function murmur3(seed: number, bytes: Uint8Array): number {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const blocksEnd = bytes.byteLength & ~3;
+/** FNV-1a over the four bytes of `value`, big-endian, continuing from `hash`. */
+function fnv1aUint32(hash: number, value: number): number {
+  let h = hash;
+  for (let shift = 24; shift >= 0; shift -= 8) {
+    h = Math.imul(h ^ ((value >>> shift) & 0xff), FNV_PRIME);
+  }
+  return h >>> 0;
+}
+
+/** One 32-bit block of MurmurHash3 mixed into `h`. */
+function murmur3Block(h: number, word: number): number {
+  let k = Math.imul(word, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+/** MurmurHash3 (x86, 32-bit) of `bytes` with `seed`; words are little-endian. */
+function murmur3(seed: number, bytes: ByteSource): number {
+  const length = bytes.length;
+  const blocksEnd = length & ~3;
   let h = seed;
-  for (let index = 0; index < blocksEnd; index += 4) {
-    let k = view.getUint32(index, true);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  // The last one to three bytes, little-endian, as murmur3's tail.
   let k = 0;
-  for (let index = bytes.byteLength - 1; index >= blocksEnd; index--) {
-    k = (k << 8) | (bytes[index] ?? 0);
+  if (typeof bytes === "string") {
+    for (let i = 0; i < blocksEnd; i += 4) {
+      h = murmur3Block(
+        h,
+        bytes.charCodeAt(i) | (bytes.charCodeAt(i + 1) << 8) | (bytes.charCodeAt(i + 2) << 16) |
+          (bytes.charCodeAt(i + 3) << 24),
+      );
+    }
+    for (let i = length - 1; i >= blocksEnd; i--) k = (k << 8) | bytes.charCodeAt(i);
+  } else {
+    for (let i = 0; i < blocksEnd; i += 4) {
+      h = murmur3Block(
+        h,
+        bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24),
+      );
+    }
+    for (let i = length - 1; i >= blocksEnd; i--) k = (k << 8) | bytes[i]!;
   }
-  if (bytes.byteLength > blocksEnd) {
+  // The last one to three bytes, as murmur3's tail.
+  if (length > blocksEnd) {
     k = Math.imul(k, 0xcc9e2d51);
     k = (k << 15) | (k >>> 17);
     k = Math.imul(k, 0x1b873593);
     h ^= k;
   }
-  return fmix32(h ^ bytes.byteLength);
+  return fmix32(h ^ length);
 }
 
 /**
- * Two independent 32-bit hashes of one (key, value) pair. The key's length is hashed first (FNV)
- * or fixed by murmur3's own length mixing before it seeds the value's hash, so that the split
- * between key and value is part of the input: ("ab", "c") and ("a", "bc") differ.
+ * A digest as the store keeps it: the sum modulo 2^32, per lane, of two independent 32-bit hashes
+ * of every (key, value) pair. The key's length is hashed first (FNV) or fixed by murmur3's own
+ * length mixing before it seeds the value's hash, so that the split between key and value is
+ * part of the input: ("ab", "c") and ("a", "bc") differ.
  */
-function pairHash(key: Uint8Array, value: Uint8Array): readonly [number, number] {
-  const keyLength = new Uint8Array(4);
-  new DataView(keyLength.buffer).setUint32(0, key.byteLength);
-  const laneA = fmix32(fnv1a(fnv1a(fnv1a(FNV_OFFSET_BASIS, keyLength), key), value));
-  const laneB = murmur3(murmur3(MURMUR_SEED, key), value);
-  return [laneA, laneB];
+class DigestLanes {
+  a = 0;
+  b = 0;
+
+  /** Add (`sign` 1) or remove (`sign` -1) one pair. */
+  add(sign: 1 | -1, key: ByteSource, value: ByteSource): void {
+    const a = fmix32(fnv1a(fnv1a(fnv1aUint32(FNV_OFFSET_BASIS, key.length), key), value));
+    const b = murmur3(murmur3(MURMUR_SEED, key), value);
+    this.a = (this.a + sign * a) >>> 0;
+    this.b = (this.b + sign * b) >>> 0;
+  }
+
+  text(size: number): string {
+    return `${hex8(this.a)}${hex8(this.b)}${hex8(size)}`;
+  }
 }
 
 function hex8(word: number): string {
@@ -681,8 +730,8 @@ function setResult(operation: Uint8Array, value: Uint8Array): Uint8Array {
 export class KvStore implements StateMachine {
   /** Key (one character per byte) → value: a string like the key when short, else bytes. */
   #entries = new Map<string, StoredValue>();
-  #laneA = 0;
-  #laneB = 0;
+  /** The digest of `#entries`, kept up to date when `#incremental`. */
+  #lanes = new DigestLanes();
   readonly #incremental: boolean;
 
   constructor(options: KvStoreOptions = {}) {
@@ -753,8 +802,8 @@ export class KvStore implements StateMachine {
     const name = bytesToString(key);
     if (this.#incremental) {
       const previous = this.#entries.get(name);
-      if (previous !== undefined) this.#unaccount(key, bytesOf(previous));
-      this.#account(key, value);
+      if (previous !== undefined) this.#lanes.add(-1, name, previous);
+      this.#lanes.add(1, name, value);
     }
     this.#entries.set(name, stored);
   }
@@ -764,35 +813,18 @@ export class KvStore implements StateMachine {
     const previous = this.#entries.get(name);
     if (previous === undefined) return false;
     this.#entries.delete(name);
-    if (this.#incremental) this.#unaccount(key, bytesOf(previous));
+    if (this.#incremental) this.#lanes.add(-1, name, previous);
     return true;
-  }
-
-  #account(key: Uint8Array, value: Uint8Array): void {
-    const [a, b] = pairHash(key, value);
-    this.#laneA = (this.#laneA + a) >>> 0;
-    this.#laneB = (this.#laneB + b) >>> 0;
-  }
-
-  #unaccount(key: Uint8Array, value: Uint8Array): void {
-    const [a, b] = pairHash(key, value);
-    this.#laneA = (this.#laneA - a) >>> 0;
-    this.#laneB = (this.#laneB - b) >>> 0;
   }
 
   /** 24 hex digits: the two hash lanes, then the number of keys. */
   digest(): string {
     if (!this.#incremental) {
-      let laneA = 0;
-      let laneB = 0;
-      for (const [name, value] of this.#entries) {
-        const [a, b] = pairHash(stringToBytes(name), bytesOf(value));
-        laneA = (laneA + a) >>> 0;
-        laneB = (laneB + b) >>> 0;
-      }
-      return `${hex8(laneA)}${hex8(laneB)}${hex8(this.#entries.size)}`;
+      const lanes = new DigestLanes();
+      for (const [name, value] of this.#entries) lanes.add(1, name, value);
+      return lanes.text(this.#entries.size);
     }
-    return `${hex8(this.#laneA)}${hex8(this.#laneB)}${hex8(this.#entries.size)}`;
+    return this.#lanes.text(this.#entries.size);
   }
 
   /** The msgpack array of [key, value] pairs sorted by key bytes: equal states, equal bytes. */
@@ -837,7 +869,6 @@ export class KvStore implements StateMachine {
       restored.#set(key, toStoredValue(copy), copy);
     }
     this.#entries = restored.#entries;
-    this.#laneA = restored.#laneA;
-    this.#laneB = restored.#laneB;
+    this.#lanes = restored.#lanes;
   }
 }

@@ -124,7 +124,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
       dataDir,
       sync: flags.sync,
       identity: identity.identity,
-      app: new KvStore({ incrementalDigest: false }),
+      app: new KvStore(),
       listener,
       log,
       debug: flags.logLevel === "debug",

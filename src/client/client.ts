@@ -16,6 +16,7 @@ import {
   isHandshakeFrame,
 } from "../transport/handshake.ts";
 import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
+import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import type { ClientMessage, ClientReplyMessage, Reply } from "../vr/message.ts";
 
 /** Thrown when the group cannot be reached or does not answer in time. */
@@ -132,6 +133,13 @@ export class Client {
     if (this.#closed) throw new ClientError("client is closed");
     if (this.#pending !== undefined) {
       throw new ClientError("one request at a time per client id; use several clients");
+    }
+    if (operation.byteLength > LIMITS_DEFAULT.operationBytesMax) {
+      // The primary would drop it unanswered, and the caller wait for the deadline.
+      throw new ClientError(
+        `an operation of ${operation.byteLength} bytes exceeds the limit of ` +
+          `${LIMITS_DEFAULT.operationBytesMax} bytes (Limits.operationBytesMax)`,
+      );
     }
     this.#requestNumber++;
     const requestNumber = this.#requestNumber;

@@ -295,7 +295,6 @@ export class Connection {
     const onBody = (body: Uint8Array) => {
       if (this.#closed || this.#closeAfterFlush !== undefined) return false;
       IO_COUNTERS.framesIn++;
-      this.lastFrameAtMs = Date.now();
       this.#handlers!.onFrame(body);
       return !this.#closed && ++frames < this.#framesPerTurnMax;
     };
@@ -331,6 +330,9 @@ export class Connection {
           this.close(`bad frame from ${this.remote}: ${error.error}`);
           return;
         }
+        // Once per read, not per frame: a read that completed no frame does not count as
+        // activity, so a peer that trickles a byte at a time still reaches the idle timeout.
+        if (frames > 0) this.lastFrameAtMs = Date.now();
         this.#accountBuffered(this.#decoder.bufferedBytes);
         if (this.#closed) return;
         this.#handlers!.onReadDone?.();
