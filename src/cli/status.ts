@@ -49,8 +49,7 @@ export function statusCommand(): Command {
     .option("--json", "one JSON object per replica, one per line")
     .option(
       "--digest",
-      "also each replica's state digest (replicas at the same commit-number must agree; " +
-        "costs each replica one pass over its keys)",
+      "also each replica's state digest (replicas at the same commit-number must agree)",
     )
     .action(async (flags: StatusFlags) => {
       Deno.exitCode = await runStatus(flags);
