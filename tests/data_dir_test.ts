@@ -190,7 +190,10 @@ Deno.test("DataDir torn tail of garbage is cut off", async () => {
     assert.deepEqual(state.log, entries(1, 3, 0));
     assert.equal(await fileSize(`${path}/log`), size);
     assert.equal(repairs.length, 1);
-    assert.match(repairs[0]!, new RegExp(`log: cut off 1000 bytes torn at byte ${size}`));
+    assert.match(
+      repairs[0]!,
+      new RegExp(`log: record at byte ${size} .*torn.*cut the 1000 bytes from byte ${size}`),
+    );
   });
 });
 
@@ -222,7 +225,7 @@ Deno.test("DataDir torn last record is cut off and the log goes on", async () =>
   });
 });
 
-Deno.test("DataDir damage before valid records is an error naming the byte offset", async () => {
+Deno.test("DataDir damage before valid records loads the prefix, untrusted, naming the offset", async () => {
   await withDir(async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
@@ -231,23 +234,42 @@ Deno.test("DataDir damage before valid records is an error naming the byte offse
     await dataDir.persist([logWrite(3, 6, entries(6, 7, 0), 3)]);
     await dataDir.close();
     const bytes = await Deno.readFile(`${path}/log`);
-    bytes[offset + RECORD_HEADER_BYTES + 4]! ^= 0x01;
-    await Deno.writeFile(`${path}/log`, bytes);
-    await assert.rejects(
-      openDir(path),
-      (error: unknown) =>
-        error instanceof DataDirError &&
-        error.message.startsWith(`${path}/log: record at byte ${offset} has a bad checksum`),
-    );
-    // A damaged header is caught the same way.
-    bytes[offset + RECORD_HEADER_BYTES + 4]! ^= 0x01;
-    bytes[offset]! ^= 0xff;
-    await Deno.writeFile(`${path}/log`, bytes);
-    await assert.rejects(openDir(path), /log: record at byte \d+ lacks the record magic/);
-    // The failed opens released the lock and left the file alone.
-    bytes[offset]! ^= 0xff;
-    await Deno.writeFile(`${path}/log`, bytes);
-    assert.deepEqual((await reopen(path)).log, entries(1, 7, 0));
+    const damaged = (change: (copy: Uint8Array) => void) => {
+      const copy = new Uint8Array(bytes);
+      change(copy);
+      return Deno.writeFile(`${path}/log`, copy);
+    };
+    const expected: DurableState = {
+      superblock: { ...SUPERBLOCK_DEFAULT, recovering: true },
+      log: entries(1, 3, 0),
+      commitNumber: 1,
+      logTrusted: false,
+    };
+    // A flipped bit in a record's body, and a damaged header, are both caught.
+    for (
+      const [change, reason] of [
+        [
+          (copy: Uint8Array) => copy[offset + RECORD_HEADER_BYTES + 4]! ^= 0x01,
+          "has a bad checksum",
+        ],
+        [(copy: Uint8Array) => copy[offset]! ^= 0xff, "lacks the record magic"],
+      ] as const
+    ) {
+      await damaged(change);
+      const repairs: string[] = [];
+      assert.deepEqual(await reopen(path, { onRepair: (line) => repairs.push(line) }), expected);
+      assert.equal(repairs.length, 1);
+      assert.ok(
+        repairs[0]!.startsWith(
+          `${path}/log: record at byte ${offset} ${reason}, yet a valid record follows at byte `,
+        ),
+        repairs[0],
+      );
+      assert.match(repairs[0]!, /damage, not a torn write/);
+      assert.equal(await fileSize(`${path}/log`), offset, "cut at the bad record");
+      // Put the superblock back as it was for the next kind of damage.
+      await Deno.writeFile(`${path}/superblock.b`, new Uint8Array());
+    }
   });
 });
 
@@ -289,7 +311,15 @@ Deno.test("DataDir without a valid superblock or a log is an error", async () =>
     await dataDir.persist([logWrite(1, 1, entries(1, 1, 0), 0)]);
     await dataDir.close();
     await Deno.writeFile(`${path}/superblock.a`, new Uint8Array(40));
-    await assert.rejects(openDir(path), DataDirError);
+    await assert.rejects(
+      openDir(path),
+      (error: unknown) =>
+        error instanceof DataDirError &&
+        error.message ===
+          `${path}: no readable superblock (${path}/superblock.a lacks the superblock magic): ` +
+            "the view this replica promised is unknown, and starting afresh in view 0 could let " +
+            "it vote in a view it promised away",
+    );
     await Deno.remove(`${path}/log`);
     await assert.rejects(openDir(path), /replica-0\/log: cannot open/);
     await Deno.writeFile(`${path}/log`, new Uint8Array(5));
@@ -602,7 +632,7 @@ Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
     const { state, repairs } = await reopenPreallocated(path);
     assert.deepEqual(state.log, entries(1, 3, 0));
     assert.equal(repairs.length, 1);
-    assert.match(repairs[0]!, new RegExp(`torn at byte ${second}`));
+    assert.match(repairs[0]!, new RegExp(`log: record at byte ${second} .*: torn, `));
   });
 });
 

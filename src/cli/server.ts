@@ -117,8 +117,11 @@ async function runServer(flags: ServerFlags): Promise<number> {
   }
   const dataDir = flags.dataDir ?? `./vstamp-data/replica-${flags.index}`;
   let node: ReplicaNode;
+  // Set once the wait below begins; a fatal error before then has nothing to stop yet.
+  let onFatal = () => {};
   try {
     node = await ReplicaNode.start({
+      onFatal: () => onFatal(),
       config,
       index: flags.index,
       dataDir,
@@ -165,6 +168,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
     `serving replica ${flags.index} of ${config.addresses.length} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
   );
   let stopWatchingStdin: (() => void) | undefined;
+  let exitCode = 0;
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (why: string) => {
@@ -178,6 +182,11 @@ async function runServer(flags: ServerFlags): Promise<number> {
     };
     const onInt = () => stop("SIGINT");
     const onTerm = () => stop("SIGTERM");
+    // The node has logged why (one line) and closed: a server without its replica exits.
+    onFatal = () => {
+      exitCode = 1;
+      stop("cannot go on");
+    };
     Deno.addSignalListener("SIGINT", onInt);
     Deno.addSignalListener("SIGTERM", onTerm);
     if (flags.bind !== undefined) {
@@ -196,7 +205,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
       })();
     }
   });
-  return 0;
+  return exitCode;
 }
 
 /** Read one line from stdin (without the newline), or undefined at end of input. */

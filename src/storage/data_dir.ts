@@ -17,6 +17,20 @@
  * load drops them when that superblock never became durable. Every crash therefore leaves a
  * prefix of the effects, in the order the replica emitted them.
  *
+ * Faults, and what a load or a persist does about them (each repair is reported to `onRepair`):
+ * - a bad last record (nothing valid after it) is a write torn by a crash: it was never synced,
+ *   so never acknowledged, and it is cut off;
+ * - a bad record with a valid one after it is damage: entries this replica acknowledged may be
+ *   gone. The directory is marked as recovering (a superblock write, durable before anything is
+ *   cut), the log is cut at the bad record, and the load reports `logTrusted: false`, so that the
+ *   replica runs §4.3 recovery and counts in no quorum until it has the primary's log;
+ * - one unreadable superblock slot: the other one is used (a crash tears only the slot being
+ *   written, and the next superblock write goes to that slot again). Both unreadable: `open`
+ *   refuses, since the view this replica promised is unknown;
+ * - a full disk (`DiskFullError`): the batch is not durable and the bookkeeping is as before it,
+ *   so the caller may persist the same batch again once there is room. Any other failed write is a
+ *   `DataDirError` the caller should treat as fatal.
+ *
  * @module
  */
 
@@ -93,6 +107,42 @@ export class DataDirError extends Error {
   override name = "DataDirError";
 }
 
+/**
+ * A persist found no room on the disk (ENOSPC, or EDQUOT: the user's quota). Nothing of the batch
+ * counts as durable, and the directory is as it was before the batch: the same batch may be
+ * persisted again, and succeeds once there is room.
+ */
+export class DiskFullError extends DataDirError {
+  override name = "DiskFullError";
+  /** The file that could not be written. */
+  readonly file: string;
+
+  constructor(file: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.file = file;
+  }
+}
+
+/** The errno names of a write that failed for lack of space. */
+const DISK_FULL_CODES: ReadonlySet<string> = new Set(["ENOSPC", "EDQUOT"]);
+
+/** Whether `error` (from Deno, which sets `code` to the errno name) says the disk is full. */
+export function isDiskFull(error: unknown): boolean {
+  if (error instanceof DiskFullError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && DISK_FULL_CODES.has(code);
+}
+
+/** One system call of a persist that writes or syncs a file, as `DataDirOptions.injectFault` sees it. */
+export type DiskIo =
+  | {
+    readonly kind: "write";
+    readonly path: string;
+    readonly offset: number;
+    readonly bytes: Uint8Array;
+  }
+  | { readonly kind: "sync"; readonly path: string };
+
 export interface DataDirOptions {
   /**
    * "fsync" (default): fdatasync every batch before reporting it durable. "none": write() only,
@@ -101,13 +151,25 @@ export interface DataDirOptions {
   readonly sync?: "fsync" | "none" | undefined;
   /** The size below which the log is never rewritten; `LOG_REWRITE_BYTES_MIN` by default. */
   readonly logRewriteBytesMin?: number | undefined;
-  /** Told about every repair a load makes (a torn tail cut off, the log rewritten). */
+  /**
+   * Told, one line each naming the file and the byte offset, about everything a load found amiss
+   * and what it did: a torn tail cut off, damage in the middle of the log, an unreadable
+   * superblock slot, writes dropped after a lost superblock write, the log rewritten.
+   */
   readonly onRepair?: ((message: string) => void) | undefined;
   /**
    * How far ahead of its records the log file is filled with zeros; `LOG_PREALLOCATE_AHEAD_BYTES`
    * by default, 0 to write records only (the file then ends where the records end).
    */
   readonly logPreallocateBytes?: number | undefined;
+  /**
+   * For tests: called before each write and fdatasync of the log and the superblock slots after
+   * the load (persists and the zeros written in advance). An error it throws is taken as that
+   * system call's error, so that a test can fill the disk (throw an error whose `code` is
+   * "ENOSPC") or break it without depending on the machine. Nothing has been written when it
+   * throws; to model a short write, it may write a prefix of `bytes` itself first.
+   */
+  readonly injectFault?: ((io: DiskIo) => void) | undefined;
 }
 
 // ---------------------------------------------------------------- checksum
@@ -544,6 +606,8 @@ interface LoadedLog {
   readonly size: number;
   /** The size of the file: `size` plus the preallocated zeros after the records. */
   readonly allocated: number;
+  /** False when the log was damaged (see `#loadLog`): it may lack entries this replica acknowledged. */
+  readonly trusted: boolean;
 }
 
 export class DataDir {
@@ -563,8 +627,8 @@ export class DataDir {
   /** The sequence-number of the durable superblock. */
   #superblockSequence: number;
   #inFlight: Promise<number> | undefined;
-  /** Set once a write failed: what is on disk is then unknown until the directory is reopened. */
-  #failure: unknown;
+  /** `DataDirOptions.injectFault`. */
+  #injectFault: ((io: DiskIo) => void) | undefined;
   #closed = false;
 
   private constructor(
@@ -594,21 +658,44 @@ export class DataDir {
   }
 
   /**
-   * Writes one chunk of zeros at the end of the log file if the room after the records is below
-   * `LOG_PREALLOCATE_AHEAD_BYTES`; returns whether it did. Not synced here: the caller's next
-   * fdatasync makes the zeros durable together with the record that follows.
+   * Writes one chunk of zeros at `allocated`, the end of the log file, if the room after the
+   * records (which end at `logBytes`) is below the preallocation; returns where the file ends
+   * then. Not synced here: the caller's next fdatasync makes the zeros durable together with the
+   * record that follows. A full disk is no error here: the zeros only spare later fdatasyncs a
+   * metadata flush, and the next record may still fit in the room written before. Changes no
+   * bookkeeping: the caller records the result once its batch is durable.
    */
-  #preallocateStep(): boolean {
-    if (this.#logAllocated - this.#logBytes >= this.#preallocateBytes) return false;
-    writeAll(this.#log, this.#logAllocated, ZERO_CHUNK);
-    this.#logAllocated += ZERO_CHUNK.length;
-    return true;
+  #preallocateStep(logBytes: number, allocated: number): number {
+    if (allocated - logBytes >= this.#preallocateBytes) return allocated;
+    try {
+      this.#write(this.#log, `${this.#path}/${LOG_FILE}`, allocated, ZERO_CHUNK);
+    } catch (error) {
+      if (isDiskFull(error)) return allocated;
+      throw error;
+    }
+    return allocated + ZERO_CHUNK.length;
+  }
+
+  /** `writeAll`, after the test hook `DataDirOptions.injectFault`. */
+  #write(file: Deno.FsFile, path: string, offset: number, bytes: Uint8Array): void {
+    this.#injectFault?.({ kind: "write", path, offset, bytes });
+    writeAll(file, offset, bytes);
+  }
+
+  /** fdatasync unless the directory runs without sync, after the test hook. */
+  async #syncData(file: Deno.FsFile, path: string): Promise<void> {
+    if (!this.#sync) return;
+    this.#injectFault?.({ kind: "sync", path });
+    await file.syncData();
   }
 
   /**
    * Opens the directory at `path`, creating it if missing, and loads what it holds: `undefined`
    * for a new directory (a new replica), otherwise the durable state. Repairs a log torn by a
-   * crash; throws DataDirError on corruption or when another process has the directory open.
+   * crash; for a log damaged in the middle, loads the intact prefix with `logTrusted: false` (see
+   * the module's comment). Throws DataDirError when the directory cannot be used safely (no
+   * readable superblock, records that check out but make no sense) or when another process has
+   * it open.
    */
   static async open(
     path: string,
@@ -652,8 +739,34 @@ export class DataDir {
       opened.push(slotB);
       if (!slotBExisted && sync) await syncDirectory(path);
       const slots = [slotA, slotB] as const;
-      const current = await DataDir.#loadSuperblock(path, slots);
-      const loaded = await DataDir.#loadLog(path, log, current.sequence, sync, options.onRepair);
+      let current = await DataDir.#loadSuperblock(path, slots, options.onRepair);
+      /**
+       * Makes "this replica is recovering" durable, for a damaged log: written before the log is
+       * cut, so that a crash in between cannot leave a clean-looking log and a superblock that
+       * trusts it. The core writes the same flag when it starts recovery (`Superblock.recovering`).
+       */
+      const markRecovering = async (): Promise<void> => {
+        if (current.superblock.recovering) return;
+        const next: SuperblockSlot = {
+          sequence: current.sequence + 1,
+          superblock: { ...current.superblock, recovering: true },
+        };
+        const slot = slots[next.sequence % 2]!;
+        writeAll(slot, 0, encodeSuperblock(next.sequence, next.superblock));
+        if (sync) await slot.syncData();
+        current = next;
+      };
+      const loaded = await DataDir.#loadLog(
+        path,
+        log,
+        current.sequence,
+        sync,
+        options.onRepair,
+        markRecovering,
+      ).catch((error: unknown) => {
+        if (error instanceof DataDirError || error instanceof AssertionError) throw error;
+        throw new DataDirError(`${path}/${LOG_FILE}: cannot load (${describe(error)})`);
+      });
       const dataDir = new DataDir(
         path,
         sync,
@@ -676,15 +789,26 @@ export class DataDir {
         () => `logPreallocateBytes must be a non-negative integer, got ${preallocate}`,
       );
       dataDir.#preallocateBytes = preallocate;
-      // Room for the first records, made durable now rather than on the first persist.
-      let extended = false;
-      while (dataDir.#preallocateStep()) extended = true;
-      if (extended && sync) await dataDir.#log.sync();
+      dataDir.#injectFault = options.injectFault;
+      // Room for the first records, made durable now rather than on the first persist. On a full
+      // disk there is less room or none, which costs speed only: `open` still succeeds, and the
+      // replica finds out about the disk when a persist fails.
+      const allocatedBefore = dataDir.#logAllocated;
+      for (;;) {
+        const allocated = dataDir.#preallocateStep(dataDir.#logBytes, dataDir.#logAllocated);
+        if (allocated === dataDir.#logAllocated) break;
+        dataDir.#logAllocated = allocated;
+      }
+      if (dataDir.#logAllocated > allocatedBefore && sync) {
+        await dataDir.#log.sync().catch((error: unknown) => {
+          if (!isDiskFull(error)) throw error;
+        });
+      }
       const state: DurableState | undefined = fresh ? undefined : {
         superblock: current.superblock,
         log: loaded.log,
         commitNumber: Math.min(loaded.commitNumber, loaded.log.length),
-        logTrusted: true,
+        logTrusted: loaded.trusted,
       };
       return { dataDir, state };
     } catch (error) {
@@ -702,6 +826,16 @@ export class DataDir {
   static async #initialiseIfNew(path: string, sync: boolean, created: boolean): Promise<boolean> {
     const logPath = `${path}/${LOG_FILE}`;
     if (await exists(`${path}/${SUPERBLOCK_SLOT_FILES[0]}`)) return false;
+    // `superblock.b` is created after `superblock.a`, and written from the second superblock write
+    // on: a replica whose `b` holds a superblock promised views. Starting it afresh in view 0
+    // would let it vote in a view it promised away.
+    const slotBPath = `${path}/${SUPERBLOCK_SLOT_FILES[1]}`;
+    const slotBBytes = (await exists(slotBPath)) ? (await Deno.stat(slotBPath)).size : 0;
+    if (slotBBytes > 0) {
+      throw new DataDirError(
+        `${path}/${SUPERBLOCK_SLOT_FILES[0]}: missing, yet ${slotBPath} holds ${slotBBytes} bytes`,
+      );
+    }
     const logBytes = (await exists(logPath)) ? (await Deno.stat(logPath)).size : 0;
     if (logBytes > 0) {
       throw new DataDirError(
@@ -727,22 +861,51 @@ export class DataDir {
     return true;
   }
 
+  /**
+   * The valid slot with the higher sequence-number. One slot unreadable is what a crash during a
+   * superblock write leaves (it tears only the slot being written): the other slot holds the last
+   * durable superblock, and is used, and reported. (A slot that decays after it became durable,
+   * and was the newer, looks the same; with one copy of each sequence-number that cannot be told
+   * apart.) Both unreadable is refused: the view this replica promised is then unknown.
+   */
   static async #loadSuperblock(
     path: string,
     slots: readonly [Deno.FsFile, Deno.FsFile],
+    onRepair: ((message: string) => void) | undefined,
   ): Promise<SuperblockSlot> {
     let best: SuperblockSlot | undefined;
     const problems: string[] = [];
     for (const [index, file] of slots.entries()) {
-      const decoded = decodeSuperblock(await readAt(file, 0, SUPERBLOCK_BYTES + 1), index);
+      const name = `${path}/${SUPERBLOCK_SLOT_FILES[index]}`;
+      let decoded: SuperblockSlot | string;
+      try {
+        const bytes = await readAt(file, 0, SUPERBLOCK_BYTES + 1);
+        // `open` creates `superblock.b` empty; the second superblock write is the first to it.
+        if (index === 1 && bytes.length === 0) continue;
+        decoded = decodeSuperblock(bytes, index);
+      } catch (error) {
+        decoded = `cannot be read (${describe(error)})`;
+      }
       if (typeof decoded === "string") {
-        problems.push(`${path}/${SUPERBLOCK_SLOT_FILES[index]} ${decoded}`);
+        problems.push(`${name} ${decoded}`);
       } else if (best === undefined || decoded.sequence > best.sequence) {
         best = decoded;
       }
     }
     if (best === undefined) {
-      throw new DataDirError(`${path}: no valid superblock (${problems.join("; ")})`);
+      throw new DataDirError(
+        `${path}: no readable superblock (${problems.join("; ")}): the view this replica ` +
+          "promised is unknown, and starting afresh in view 0 could let it vote in a view it " +
+          "promised away",
+      );
+    }
+    if (problems.length > 0) {
+      const used = SUPERBLOCK_SLOT_FILES[best.sequence % 2];
+      onRepair?.(
+        `${problems.join("; ")}: using ${used} (sequence-number ${best.sequence}, view ` +
+          `${best.superblock.viewNumber}): a crash during a superblock write tears only the ` +
+          "slot being written, and the next superblock write replaces the unreadable one",
+      );
     }
     return best;
   }
@@ -750,7 +913,11 @@ export class DataDir {
   /**
    * Replays the log. The tail may be torn by a crash during the last batch's write, or hold
    * segments whose superblock never became durable: both are cut off, which leaves the effects
-   * before the crash. Anything else amiss is corruption.
+   * before the crash, none of which was acknowledged. A bad record with a valid one after it is
+   * damage, not a crash (a crash tears only the last batch, the only record nothing valid can
+   * follow): the records from it on are cut off as well, after `markRecovering` made the replica's
+   * recovery durable, and the log is reported untrusted, since the replica may have acknowledged
+   * what was lost. Records that check out but make no sense are a bug or tampering: an error.
    */
   static async #loadLog(
     path: string,
@@ -758,6 +925,7 @@ export class DataDir {
     superblockSequence: number,
     sync: boolean,
     onRepair: ((message: string) => void) | undefined,
+    markRecovering: () => Promise<void>,
   ): Promise<LoadedLog> {
     const fileName = `${path}/${LOG_FILE}`;
     const size = (await file.stat()).size;
@@ -771,7 +939,7 @@ export class DataDir {
     while (offset < size) {
       if (size - offset < RECORD_HEADER_BYTES) {
         if (await isZeroFrom(file, offset, size)) {
-          return { log, commitNumber, size: offset, allocated: size };
+          return { log, commitNumber, size: offset, allocated: size, trusted: true };
         }
         badReason = `is cut short (${size - offset} bytes)`;
         break;
@@ -782,7 +950,7 @@ export class DataDir {
       if (view.getUint32(0, true) !== RECORD_MAGIC) {
         if (view.getUint32(0, true) === 0 && await isZeroFrom(file, offset, size)) {
           // The zeros written in advance: the records end here.
-          return { log, commitNumber, size: offset, allocated: size };
+          return { log, commitNumber, size: offset, allocated: size, trusted: true };
         }
         badReason = "lacks the record magic";
         break;
@@ -840,22 +1008,28 @@ export class DataDir {
       if (kept !== undefined) break;
       offset = end;
     }
+    let trusted = true;
+    let repair: string;
     if (badReason !== undefined) {
       const next = await findRecordAfter(file, size, offset);
-      if (next !== undefined) {
-        throw new DataDirError(
-          `${fileName}: record at byte ${offset} ${badReason}, yet a valid record follows at byte ${next}`,
-        );
+      if (next === undefined) {
+        repair = `${fileName}: record at byte ${offset} ${badReason} and nothing valid follows ` +
+          "it: torn, the last write before a crash, never synced and so never acknowledged; " +
+          `cut the ${size - offset} bytes from byte ${offset} to the end of the file`;
+      } else {
+        trusted = false;
+        await markRecovering();
+        repair = `${fileName}: record at byte ${offset} ${badReason}, yet a valid record ` +
+          `follows at byte ${next}: damage, not a torn write, so entries this replica ` +
+          `acknowledged may be lost; kept the ${log.length} entries before it, cut the ` +
+          `${size - offset} bytes from byte ${offset} on, and marked the replica as recovering: ` +
+          "it takes part in no quorum until it has the log of the group's primary (§4.3)";
       }
-      onRepair?.(
-        `${fileName}: cut off ${size - offset} bytes torn at byte ${offset} (${badReason})`,
-      );
     } else if (kept !== undefined) {
-      onRepair?.(
-        `${fileName}: dropped the writes of the record at byte ${offset} that followed a superblock write lost in a crash`,
-      );
+      repair = `${fileName}: dropped the writes of the record at byte ${offset} that followed ` +
+        "a superblock write lost in a crash (never acknowledged)";
     } else {
-      return { log, commitNumber, size, allocated: size };
+      return { log, commitNumber, size, allocated: size, trusted };
     }
     await file.truncate(offset);
     let repairedSize = offset;
@@ -865,7 +1039,8 @@ export class DataDir {
       repairedSize += record.length;
     }
     if (sync) await file.sync();
-    return { log, commitNumber, size: repairedSize, allocated: repairedSize };
+    onRepair?.(repair);
+    return { log, commitNumber, size: repairedSize, allocated: repairedSize, trusted };
   }
 
   /** Rewrites the log with only its live entries when truncations left it mostly dead. */
@@ -926,32 +1101,23 @@ export class DataDir {
    * one write and fdatasync of the log and, if the batch writes the superblock, one write and
    * fdatasync of a superblock slot. Resolves with the largest persist id of the batch (0 if none).
    * The caller waits for each call to resolve before the next: a call while another is in
-   * flight, or after `close`, throws AssertionError at once. After a failed write every later
-   * call rejects, since what reached the disk is unknown until the directory is reopened.
+   * flight, or after `close`, throws AssertionError at once.
+   *
+   * A batch whose write or fdatasync fails rejects with `DiskFullError` (no room) or
+   * `DataDirError` (any other failure), both naming the file and the offset. Either way none of it
+   * is reported durable, and the bookkeeping is as before it: the next record still goes where
+   * this one was to go, the superblock write to the same slot with the same sequence-number, and
+   * the zeros ahead count only once the batch succeeds. So the same batch may be persisted again
+   * (after a full disk, once there is room): what the failed attempt wrote is overwritten by the
+   * same bytes, or, after a crash, cut off by the next load as a torn tail (or kept, if it was
+   * written whole: a prefix of the effects either way).
    */
   persist(effects: readonly Effect[]): Promise<number> {
     assert(!this.#closed, () => `${this.#path}: persist after close`);
     assert(this.#inFlight === undefined, () => `${this.#path}: persist while another is in flight`);
-    if (this.#failure !== undefined) {
-      return Promise.reject(
-        new DataDirError(
-          `${this.#path}: an earlier write failed (${
-            describe(this.#failure)
-          }); reopen the directory`,
-        ),
-      );
-    }
-    const promise = this.#persist(effects).then(
-      (id) => {
-        this.#inFlight = undefined;
-        return id;
-      },
-      (error: unknown) => {
-        this.#inFlight = undefined;
-        if (!(error instanceof AssertionError)) this.#failure = error;
-        throw error;
-      },
-    );
+    const promise = this.#persist(effects).finally(() => {
+      this.#inFlight = undefined;
+    });
     this.#inFlight = promise;
     return promise;
   }
@@ -1001,38 +1167,46 @@ export class DataDir {
       segments.push({ ...before, superblockSequence: this.#superblockSequence });
     }
     if (after !== undefined) segments.push({ ...after, superblockSequence: nextSequence });
-    if (segments.length > 0) {
-      const fileName = `${this.#path}/${LOG_FILE}`;
-      const record = encodeRecord(this.#logBytes, segments, fileName);
-      try {
+    // The bookkeeping changes only once the whole batch is durable (see `persist`).
+    let logBytes = this.#logBytes;
+    let logAllocated = this.#logAllocated;
+    let file = `${this.#path}/${LOG_FILE}`;
+    let step = "";
+    try {
+      if (segments.length > 0) {
+        const record = encodeRecord(logBytes, segments, file);
         // One chunk of zeros per persist at most, ahead of need, so that no persist pays for
         // many (a record longer than the room left goes partly past the zeros, which is only a
         // plain append). The fdatasync below makes the zeros durable with the record.
-        this.#preallocateStep();
-        writeAll(this.#log, this.#logBytes, record);
-        if (this.#sync) await this.#log.syncData();
-      } catch (error) {
-        throw new DataDirError(`${fileName}: write failed: ${describe(error)}`, { cause: error });
+        step = `writing zeros ahead at byte ${logAllocated}`;
+        logAllocated = this.#preallocateStep(logBytes, logAllocated);
+        step = `writing the ${record.length}-byte record at byte ${logBytes}`;
+        this.#write(this.#log, file, logBytes, record);
+        step = `syncing the record at byte ${logBytes}`;
+        await this.#syncData(this.#log, file);
+        logBytes += record.length;
+        // A record longer than the room left went past the zeros: the file grew with it.
+        logAllocated = Math.max(logAllocated, logBytes);
       }
-      this.#logBytes += record.length;
-      // A record longer than the room left went past the zeros: the file grew with it.
-      this.#logAllocated = Math.max(this.#logAllocated, this.#logBytes);
-      this.#opNumber = opNumber;
-    }
-    if (superblock !== undefined) {
-      const slot = nextSequence % 2;
-      try {
-        const file = this.#slots[slot]!;
-        writeAll(file, 0, encodeSuperblock(nextSequence, superblock));
-        if (this.#sync) await file.syncData();
-      } catch (error) {
-        throw new DataDirError(
-          `${this.#path}/${SUPERBLOCK_SLOT_FILES[slot]}: write failed: ${describe(error)}`,
-          { cause: error },
-        );
+      if (superblock !== undefined) {
+        const slot = this.#slots[nextSequence % 2]!;
+        file = `${this.#path}/${SUPERBLOCK_SLOT_FILES[nextSequence % 2]}`;
+        step = `writing superblock sequence-number ${nextSequence}`;
+        this.#write(slot, file, 0, encodeSuperblock(nextSequence, superblock));
+        step = `syncing superblock sequence-number ${nextSequence}`;
+        await this.#syncData(slot, file);
       }
-      this.#superblockSequence = nextSequence;
+    } catch (error) {
+      if (error instanceof DataDirError || error instanceof AssertionError) throw error;
+      const message = `${file}: ${step}: ${describe(error)}`;
+      throw isDiskFull(error)
+        ? new DiskFullError(file, message, { cause: error })
+        : new DataDirError(message, { cause: error });
     }
+    this.#logBytes = logBytes;
+    this.#logAllocated = logAllocated;
+    if (segments.length > 0) this.#opNumber = opNumber;
+    if (superblock !== undefined) this.#superblockSequence = nextSequence;
     return maxId;
   }
 

@@ -8,7 +8,7 @@
 import process from "node:process";
 import type { StateMachine } from "../app/state_machine.ts";
 import type { ServerConfig } from "../config.ts";
-import { DataDir } from "../storage/data_dir.ts";
+import { DataDir, DataDirError, type DataDirOptions, DiskFullError } from "../storage/data_dir.ts";
 import { TICK_MS } from "../vr/constants.ts";
 import type { Message, ReplicaMessage } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
@@ -93,6 +93,11 @@ export const CONNECTION_LIMITS_DEFAULT: ConnectionLimits = {
 const HOUSEKEEPING_MS = 1_000;
 /** The same refusal reason is logged at most once in this long. */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
+/**
+ * While the disk is full, the batch that found it so is written again this often. Each attempt
+ * costs one failing write; space freed by an operator is used within this long.
+ */
+const DISK_FULL_RETRY_MS = 500;
 /** Peer reconnection backoff: doubles from the minimum up to the maximum. */
 export const RECONNECT_MS_MIN = 20;
 export const RECONNECT_MS_MAX = 1000;
@@ -114,6 +119,14 @@ export interface NodeOptions {
   readonly listener?: Deno.Listener | undefined;
   readonly log: (level: LogLevel | "error", text: string) => void;
   readonly debug?: boolean | undefined;
+  /**
+   * Told once when the node cannot go on: a disk write failed for a reason other than a full
+   * disk (which the node waits out). By then the node has logged the error and closed; a server
+   * exits (see `vstamp server`).
+   */
+  readonly onFatal?: ((error: unknown) => void) | undefined;
+  /** For tests: faults to inject into the data directory's writes (`DataDirOptions`). */
+  readonly injectFault?: DataDirOptions["injectFault"];
 }
 
 /** What `vstamp status` shows for one replica. */
@@ -174,6 +187,8 @@ export class ReplicaNode {
   readonly #identity: ClusterIdentity;
   #persistQueue: Effect[] = [];
   #persisting = false;
+  /** The batch that found the disk full: written again until it succeeds, the queue behind it. */
+  #diskFullBatch: Effect[] | undefined;
   #ticker: ReturnType<typeof setInterval> | undefined;
   #closed = false;
   #effectsScheduled = false;
@@ -205,7 +220,12 @@ export class ReplicaNode {
   static async start(options: NodeOptions): Promise<ReplicaNode> {
     const { config, index } = options;
     const address = config.addresses[index]!;
-    const opened = await DataDir.open(options.dataDir, { sync: options.sync ?? "fsync" });
+    const opened = await DataDir.open(options.dataDir, {
+      sync: options.sync ?? "fsync",
+      // A torn tail cut off, damage, an unreadable superblock slot: each named with its offset.
+      onRepair: (message) => options.log("warn", message),
+      injectFault: options.injectFault,
+    });
     let listener: Deno.Listener;
     try {
       listener = options.listener ?? Deno.listen({ hostname: address.host, port: address.port });
@@ -603,23 +623,59 @@ export class ReplicaNode {
     }
   }
 
-  /** One batch at a time: everything queued meanwhile goes in the next batch (group commit). */
+  /**
+   * One batch at a time: everything queued meanwhile goes in the next batch (group commit).
+   *
+   * A batch that finds the disk full is not reported durable, so the replica acknowledges none of
+   * it (no PrepareOk, and a primary does not count itself) yet serves otherwise; the same batch is
+   * written again every `DISK_FULL_RETRY_MS` until there is room, later effects queueing behind it.
+   * While the group needs this replica for its quorums nothing commits, so the queue stays within
+   * the core's pipeline limits; a group that goes on without it sends it what it commits, and the
+   * queue grows with the replica's in-memory log. Any other failed write is fatal: a replica that
+   * cannot write its disk must not go on.
+   */
   async #persist(): Promise<void> {
-    let id = 0;
-    try {
-      if (!this.#closed) {
-        const batch = this.#persistQueue;
-        this.#persistQueue = [];
-        this.#persists++;
-        id = await this.#dataDir.persist(batch);
-      }
-    } catch (error) {
-      // A replica that cannot write its disk must not go on acknowledging anything: stop loudly.
+    if (this.#closed) {
       this.#persisting = false;
-      this.#options.log("error", `cannot persist to ${this.#dataDir.path}: ${String(error)}`);
-      await this.close();
-      throw error;
+      return;
     }
+    const retried = this.#diskFullBatch;
+    const batch = retried ?? this.#persistQueue;
+    if (retried === undefined) this.#persistQueue = [];
+    let id: number;
+    try {
+      id = await this.#dataDir.persist(batch);
+    } catch (error) {
+      if (error instanceof DiskFullError && !this.#closed) {
+        if (retried === undefined) {
+          this.#options.log(
+            "warn",
+            `disk full writing ${error.file}: not acknowledging writes until space returns`,
+          );
+        }
+        this.#diskFullBatch = batch;
+        // Still persisting: `#processEffects` starts no other batch meanwhile.
+        setTimeout(() => this.#persist(), DISK_FULL_RETRY_MS);
+        return;
+      }
+      this.#persisting = false;
+      if (error instanceof DiskFullError) return; // Closing: the batch is simply not durable.
+      // A DataDirError names the file, the offset and the system call's error; anything else is
+      // a bug (a failed assertion), whose stack is worth its lines.
+      const message = error instanceof DataDirError
+        ? error.message
+        : error instanceof Error
+        ? error.stack ?? error.message
+        : String(error);
+      this.#options.log("error", `cannot persist to ${this.#dataDir.path}: ${message}; stopping`);
+      if (this.#closed) return;
+      await this.close();
+      this.#options.onFatal?.(error);
+      return;
+    }
+    this.#diskFullBatch = undefined;
+    this.#persists++;
+    if (retried !== undefined) this.#options.log("info", "disk has space again");
     this.#persisting = false;
     if (this.#closed) return;
     if (id > 0) this.replica.onPersisted(id);
