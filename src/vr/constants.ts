@@ -5,6 +5,35 @@
  * @module
  */
 
+/**
+ * The largest view-number a replica ever moves to; a message naming a later view is ignored. At one
+ * view change every 10 ms this lasts about 89,000 years, and `viewNumber + 1` stays far from
+ * 2^53, where floating point stops telling `v + 1` from `v` (a view change to "the next view"
+ * would then stay in the same view). A message with view 2^53 - 1 once moved a group there, after
+ * which every replica failed its assertion on the next view change, and again on every restart.
+ */
+export const VIEW_NUMBER_MAX = 2 ** 48;
+
+/**
+ * How many views beyond its own one message may move a replica. A message naming a view further
+ * ahead (a StartViewChange, a DoViewChange, a Prepare or Commit of a newer view, the state of a
+ * later view's primary) makes the replica change to the view this many after its own instead:
+ * any later view is a safe target for a view change (§4.2). So a single forged message cannot
+ * spend the view space (`VIEW_NUMBER_MAX`), yet a replica that raced ahead alone (cut off, it
+ * moves on by its own view-change timeouts, about 2 views a second: 2^20 views take six days)
+ * still pulls the others along, a step per message, and one that fell that far behind catches
+ * up the same way. A recovering replica (§4.3) takes no such step: it ignores such messages.
+ */
+export const VIEW_NUMBER_STEP_MAX = 2 ** 20;
+
+/**
+ * The largest op-number, commit-number or anchor a message may name; a message naming a larger
+ * one is ignored. At a million operations a second it lasts 140 years, and an op-number plus
+ * any count of entries one message can carry stays a safe integer, so arithmetic on the numbers
+ * of a message is exact.
+ */
+export const OP_NUMBER_MAX = 2 ** 52;
+
 /** Limits that bound memory and message sizes. */
 export interface Limits {
   /** The largest operation a client may submit, in bytes. */

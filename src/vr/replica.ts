@@ -19,27 +19,36 @@ import type { StateMachine } from "../app/state_machine.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { assert } from "./assert.ts";
 import { ClientTable } from "./client_table.ts";
-import { type Limits, LIMITS_DEFAULT, type Timing, TIMING_DEFAULT } from "./constants.ts";
+import {
+  type Limits,
+  LIMITS_DEFAULT,
+  OP_NUMBER_MAX,
+  type Timing,
+  TIMING_DEFAULT,
+  VIEW_NUMBER_MAX,
+  VIEW_NUMBER_STEP_MAX,
+} from "./constants.ts";
 import { Log, sameEntry } from "./log.ts";
-import type {
-  ClientReplyMessage,
-  Commit,
-  DoViewChange,
-  GetState,
-  LogEntry,
-  Message,
-  NewState,
-  Prepare,
-  PrepareOk,
-  Recovery,
-  RecoveryResponse,
-  ReplicaIndex,
-  ReplicaMessage,
-  Request,
-  RequestNumberQuery,
-  RequestStartView,
-  StartView,
-  StartViewChange,
+import {
+  type ClientReplyMessage,
+  type Commit,
+  describeMessage,
+  type DoViewChange,
+  type GetState,
+  type LogEntry,
+  type Message,
+  type NewState,
+  type Prepare,
+  type PrepareOk,
+  type Recovery,
+  type RecoveryResponse,
+  type ReplicaIndex,
+  type ReplicaMessage,
+  type Request,
+  type RequestNumberQuery,
+  type RequestStartView,
+  type StartView,
+  type StartViewChange,
 } from "./message.ts";
 import { SplitMix32 } from "./_random.ts";
 
@@ -298,6 +307,10 @@ export class Replica {
       this.#viewNumber = durable.superblock.viewNumber;
       this.#lastNormalView = durable.superblock.lastNormalView;
       assert(this.#lastNormalView <= this.#viewNumber, "superblock: last normal view > view");
+      if (this.#viewNumber > VIEW_NUMBER_MAX) {
+        // Written before the bound existed: the replica can serve, but never change views again.
+        this.#log_("warn", `superblock view ${this.#viewNumber} is beyond VIEW_NUMBER_MAX`);
+      }
       if (durable.logTrusted && !durable.superblock.recovering) {
         this.#restartFromDisk(durable);
       } else {
@@ -354,7 +367,13 @@ export class Replica {
 
   // ------------------------------------------------------------------ driver interface
 
-  /** Hand one message to the replica. The transport has validated its shape. */
+  /**
+   * Hand one message to the replica. The transport has validated its shape and the consistency of
+   * its own fields (`src/transport/codec.ts`); nothing more. Whatever a message says about other
+   * replicas or about this one's state may be wrong (a bug elsewhere, or a hostile peer), so no
+   * message may drive the core into an assertion: each handler checks the message against what
+   * this replica knows, and drops it, with a reason, when they disagree.
+   */
   onMessage(message: Message): void {
     switch (message.type) {
       case "request":
@@ -372,6 +391,25 @@ export class Replica {
           replica: this.replicaIndex,
         });
         break;
+      case "reply":
+      case "not_primary":
+      case "request_number_reply":
+      case "configuration":
+        this.#ignore(`${message.type}: a message for clients`);
+        break;
+      default:
+        this.#onReplicaMessage(message);
+    }
+    this.#checkInvariants();
+  }
+
+  #onReplicaMessage(message: ReplicaMessage): void {
+    const implausible = this.#implausible(message);
+    if (implausible !== undefined) {
+      this.#log_("warn", `${describeMessage(message)} from ${message.replica}: ${implausible}`);
+      return;
+    }
+    switch (message.type) {
       case "prepare":
         this.#onPrepare(message);
         break;
@@ -405,18 +443,69 @@ export class Replica {
       case "new_state":
         this.#onNewState(message);
         break;
-      case "reply":
-      case "not_primary":
-      case "request_number_reply":
-      case "configuration":
-        this.#ignore(`${message.type}: a message for clients`);
-        break;
       default: {
         const never: never = message;
         throw new Error(`unknown message ${JSON.stringify(never)}`);
       }
     }
-    this.#checkInvariants();
+  }
+
+  /**
+   * Why a replica message cannot be genuine whatever this replica's state, or undefined. Replicas
+   * never send to themselves (`#send`, `#broadcast`), so a message "from" this replica was forged
+   * or comes from a second process configured with this replica's index. Numbers beyond
+   * `VIEW_NUMBER_MAX` and `OP_NUMBER_MAX` are never reached, and arithmetic on them would not be
+   * exact.
+   */
+  #implausible(message: ReplicaMessage): string | undefined {
+    const sender = message.replica;
+    if (!(Number.isInteger(sender) && sender >= 0 && sender < this.replicaCount)) {
+      return "no such replica";
+    }
+    if (sender === this.replicaIndex) {
+      return "claims to come from this replica (is another process using its index?)";
+    }
+    let viewNumber = 0;
+    let opNumber = 0;
+    switch (message.type) {
+      case "prepare": {
+        viewNumber = message.viewNumber;
+        const last = message.entries[message.entries.length - 1]?.opNumber ?? 0;
+        opNumber = Math.max(message.commitNumber, last);
+        break;
+      }
+      case "prepare_ok":
+      case "get_state":
+        viewNumber = message.viewNumber;
+        opNumber = message.opNumber;
+        break;
+      case "commit":
+      case "request_start_view":
+        viewNumber = message.viewNumber;
+        opNumber = message.commitNumber;
+        break;
+      case "start_view_change":
+        viewNumber = message.viewNumber;
+        break;
+      case "do_view_change":
+        viewNumber = message.viewNumber;
+        opNumber = Math.max(message.opNumber, message.commitNumber);
+        break;
+      case "recovery":
+        opNumber = message.commitNumber;
+        break;
+      case "start_view":
+      case "recovery_response":
+      case "new_state": {
+        viewNumber = message.viewNumber;
+        const last = message.entries[message.entries.length - 1]?.opNumber ?? 0;
+        opNumber = Math.max(message.opNumber, message.commitNumber, message.anchorOpNumber, last);
+        break;
+      }
+    }
+    if (viewNumber > VIEW_NUMBER_MAX) return `view beyond VIEW_NUMBER_MAX (${VIEW_NUMBER_MAX})`;
+    if (opNumber > OP_NUMBER_MAX) return `op-number beyond OP_NUMBER_MAX (${OP_NUMBER_MAX})`;
+    return undefined;
   }
 
   /** Advance time by one tick; `nowMs` is the driver's clock (§4.4 timestamps). */
@@ -514,6 +603,9 @@ export class Replica {
     ) {
       return this.#ignore(`request c=${request.clientId}: pipeline full`);
     }
+    if (this.opNumber >= OP_NUMBER_MAX) {
+      return this.#log_("warn", `request c=${request.clientId}: the log reached OP_NUMBER_MAX`);
+    }
     const entry: LogEntry = {
       opNumber: this.opNumber + 1,
       viewNumber: this.#viewNumber,
@@ -542,6 +634,10 @@ export class Replica {
   }
 
   #onPrepare(prepare: Prepare): void {
+    // §4.1 Only the primary of a view prepares in it.
+    if (prepare.replica !== this.#primaryOf(prepare.viewNumber)) {
+      return this.#ignore(`prepare: from ${prepare.replica}, not the primary of its view`);
+    }
     if (!this.#acceptNormalMessage(prepare)) return;
     if (this.isPrimary) return this.#ignore("prepare: sent to the primary of its own view");
     this.#ticksSincePrimary = 0;
@@ -552,6 +648,7 @@ export class Replica {
         this.#requestState(`prepare: gap after op ${this.opNumber}, got ${entry.opNumber}`);
         break;
       }
+      if (!this.#timestampFollows(entry, "prepare")) break;
       this.#appendEntry(entry);
       appended = true;
     }
@@ -563,8 +660,11 @@ export class Replica {
   }
 
   #onPrepareOk(message: PrepareOk): void {
+    // PrepareOks go to the primary of their view; one sent here names a view we are no primary of.
+    if (this.#primaryOf(message.viewNumber) !== this.replicaIndex) {
+      return this.#ignore("prepare_ok: not the primary of its view");
+    }
     if (!this.#acceptNormalMessage(message)) return;
-    if (!this.isPrimary) return this.#ignore("prepare_ok: not the primary");
     if (message.opNumber > this.opNumber) {
       return this.#ignore(`prepare_ok: op ${message.opNumber} beyond the log`);
     }
@@ -584,6 +684,10 @@ export class Replica {
   }
 
   #onCommit(message: Commit): void {
+    // §4.1 Only the primary of a view commits in it.
+    if (message.replica !== this.#primaryOf(message.viewNumber)) {
+      return this.#ignore(`commit: from ${message.replica}, not the primary of its view`);
+    }
     if (!this.#acceptNormalMessage(message)) return;
     if (this.isPrimary) return this.#ignore("commit: sent to the primary of its own view");
     this.#ticksSincePrimary = 0;
@@ -608,7 +712,10 @@ export class Replica {
       return false;
     }
     if (message.viewNumber > this.#viewNumber) {
-      this.#learnNewerView(message.viewNumber);
+      // A PrepareOk names a view this replica is the primary of (the caller checked), and it
+      // never started that view: no one can be normal in it.
+      if (message.type === "prepare_ok") this.#ignore("prepare_ok: a view we never started");
+      else this.#learnNewerView(message.viewNumber);
       return false;
     }
     if (this.#status !== "normal") {
@@ -639,6 +746,8 @@ export class Replica {
 
   /** Execute committed entries up to `commitNumber` (they must all be in the log). */
   #advanceCommit(commitNumber: number): void {
+    // An internal invariant, not a check of messages: callers pass a commit-number from a message
+    // only clamped to the op-number, or checked against the log it ends (#maybeStartView).
     assert(
       commitNumber <= this.opNumber,
       () => `commit ${commitNumber} beyond op ${this.opNumber}`,
@@ -669,6 +778,24 @@ export class Replica {
     if (this.#commitNumber - this.#log.packedOpNumber >= this.limits.logPackOps) {
       this.#log.packThrough(this.#commitNumber);
     }
+  }
+
+  /**
+   * §4.4 Timestamps never go back along a log: each primary stamps an entry with at least the
+   * timestamp of the entry before it, in its log and hence in every log it extends. An entry that
+   * goes back cannot continue the log here (`Log.append` asserts it): warn, and say false.
+   */
+  #timestampFollows(entry: LogEntry, what: string): boolean {
+    const previous = entry.opNumber - 1 === this.opNumber
+      ? this.#log.lastTimestamp
+      : this.#log.entry(entry.opNumber - 1)?.timestamp ?? 0;
+    if (entry.timestamp >= previous) return true;
+    this.#log_(
+      "warn",
+      `${what}: op ${entry.opNumber} has timestamp ${entry.timestamp}, before op ` +
+        `${entry.opNumber - 1}'s ${previous}: ignored`,
+    );
+    return false;
   }
 
   #appendEntry(entry: LogEntry): void {
@@ -1028,6 +1155,16 @@ export class Replica {
   // ------------------------------------------------------------------ §4.2 view change
 
   #startViewChange(viewNumber: number): void {
+    if (viewNumber > VIEW_NUMBER_MAX) {
+      // Only this replica's own timeouts get here (messages naming such views are dropped on
+      // arrival): after 2^48 view changes, or with a superblock written before the bound.
+      this.#log_("warn", `cannot change to view ${viewNumber}: beyond VIEW_NUMBER_MAX`);
+      this.#ticksSincePrimary = 0; // Try again after another timeout, not on every tick.
+      this.#ticksInViewChange = 0;
+      return;
+    }
+    // An internal invariant: every caller passes its own view + 1 or the view of a message it
+    // checked is later than ours, and views up to VIEW_NUMBER_MAX are exact.
     assert(viewNumber > this.#viewNumber, "a view change must move to a later view");
     this.#transitionToViewChange(viewNumber);
     this.#broadcastStartViewChange();
@@ -1058,9 +1195,20 @@ export class Replica {
   }
 
   #onStartViewChange(message: StartViewChange): void {
-    if (message.viewNumber < this.#viewNumber) return this.#ignore("start_view_change: old view");
+    if (message.viewNumber < this.#viewNumber) {
+      // A straggler changing to an older view (say, restarted with the superblock writes of later
+      // views lost) may never hear of ours otherwise: a primary that hears from fewer than f
+      // backups falls silent (#abdicating). Our view's state brings it here (§5.2 corrected).
+      if (this.#status === "normal" && this.isPrimary) {
+        return this.#sendStartView(message.replica, 0);
+      }
+      return this.#ignore("start_view_change: old view");
+    }
     if (this.#status === "recovering") return this.#ignore("start_view_change: recovering");
     if (message.viewNumber > this.#viewNumber) {
+      if (!this.#withinStep(message.viewNumber, `start_view_change from ${message.replica}`)) {
+        return;
+      }
       this.#startViewChange(message.viewNumber);
     }
     if (this.#status === "normal" && this.isPrimary) {
@@ -1099,12 +1247,22 @@ export class Replica {
     }
   }
 
+  /** Also called with this replica's own DoViewChange, which it does not send itself. */
   #onDoViewChange(message: DoViewChange): void {
     if (message.viewNumber < this.#viewNumber) return this.#ignore("do_view_change: old view");
     if (this.#status === "recovering") return this.#ignore("do_view_change: recovering");
-    if (message.viewNumber > this.#viewNumber) this.#startViewChange(message.viewNumber);
+    // §4.2 DoViewChanges go to the new primary only: one sent elsewhere must not move the view.
     if (this.#primaryOf(message.viewNumber) !== this.replicaIndex) {
       return this.#ignore("do_view_change: not the new primary");
+    }
+    // Its sender is changing to the view, so it was last normal in an earlier one; a message that
+    // claims otherwise would win every choice of log below.
+    if (message.lastNormalView >= message.viewNumber) {
+      return this.#ignore("do_view_change: last normal in the view it changes to");
+    }
+    if (message.viewNumber > this.#viewNumber) {
+      if (!this.#withinStep(message.viewNumber, `do_view_change from ${message.replica}`)) return;
+      this.#startViewChange(message.viewNumber);
     }
     if (this.#status === "normal") {
       // A late DoViewChange: its sender missed our StartView.
@@ -1123,33 +1281,53 @@ export class Replica {
    */
   #maybeStartView(): void {
     if (this.#doViewChanges.size < this.f + 1) return;
+    // The log chosen holds every committed op: each is in f + 1 logs, one of them in every quorum,
+    // and the log of the latest normal view holds it (§4.2). It therefore holds, unchanged, every
+    // op this replica committed. A log that does not comes from a bug or a lie: its message still
+    // counts in the quorum (its sender promised to take no part in earlier views), but the choice
+    // falls on the best of the others. With truthful messages that is the paper's choice.
+    let best: DoViewChange | undefined;
     let chosen: DoViewChange | undefined;
     let commitMax = 0;
     let commitMaxFrom: ReplicaIndex = this.replicaIndex;
     for (const message of this.#doViewChanges.values()) {
-      if (chosen === undefined || this.#betterLog(message, chosen)) chosen = message;
+      if (best === undefined || this.#betterLog(message, best)) best = message;
       if (message.commitNumber > commitMax) {
         commitMax = message.commitNumber;
         commitMaxFrom = message.replica;
       }
+      if (this.#lacksOurCommits(message) !== undefined) continue;
+      if (chosen === undefined || this.#betterLog(message, chosen)) chosen = message;
     }
-    assert(chosen !== undefined, "no DoViewChange chosen");
-    assert(chosen.opNumber >= commitMax, "the chosen log lacks committed entries");
+    assert(best !== undefined, "no DoViewChange chosen"); // The map holds f + 1 ≥ 1 of them.
+    if (chosen !== best) {
+      this.#log_(
+        "warn",
+        `view ${this.#viewNumber}: the log of ${best.replica}'s DoViewChange ` +
+          `${this.#lacksOurCommits(best)}: ${chosen === undefined ? "waiting" : "not chosen"}`,
+      );
+    }
+    // Our own DoViewChange is always a candidate; it may still be on its way.
+    if (chosen === undefined) return;
+    // Another message claims commits beyond the chosen log; one of the two is wrong, and we cannot
+    // tell which. Drop them all: each replica still changing views re-sends its DoViewChange every
+    // `retryTicks`, ours included, and a view change that stalls moves on to the next view.
+    if (chosen.opNumber < commitMax) {
+      return this.#dropDoViewChanges(
+        chosen,
+        `ends at op ${chosen.opNumber}, but op ${commitMax} is committed`,
+      );
+    }
     if (this.#commitNumber < chosen.commitNumber) {
       // Fetch committed entries (this.#commitNumber, chosen.commitNumber] first.
       this.#sendGetState(commitMaxFrom, this.#viewNumber, this.#commitNumber);
       return;
     }
-    // Our entries up to our commit-number are committed, hence equal to the chosen log's.
-    for (const entry of chosen.entries) {
-      if (entry.opNumber > this.#commitNumber) break;
-      const ours = this.#log.entry(entry.opNumber);
-      assert(
-        ours !== undefined && sameEntry(ours, entry),
-        () => `committed op ${entry.opNumber} differs`,
-      );
-    }
+    const unfit = this.#unfitSuffix(chosen.commitNumber, chosen.entries, chosen.opNumber);
+    if (unfit !== undefined) return this.#dropDoViewChanges(chosen, unfit);
     this.#replaceUncommitted(chosen.entries);
+    // An internal invariant: #unfitSuffix checked that the chosen entries run from at most our
+    // commit-number + 1 to the chosen op-number, which is at least our commit-number.
     assert(this.opNumber === chosen.opNumber, "the new log must end at the chosen op-number");
     this.#transitionToNormal(this.#viewNumber);
     this.#advanceCommit(commitMax);
@@ -1164,6 +1342,53 @@ export class Replica {
       this.#sendStartView(replica, commits.get(replica) ?? commitMax);
     }
     this.#doViewChanges = new Map();
+  }
+
+  /**
+   * How the log of `message` fails to hold, unchanged, the ops this replica committed, or
+   * undefined when it holds them.
+   */
+  #lacksOurCommits(message: DoViewChange): string | undefined {
+    if (message.opNumber < this.#commitNumber) {
+      return `ends at op ${message.opNumber}, before our committed op ${this.#commitNumber}`;
+    }
+    for (const entry of message.entries) {
+      if (entry.opNumber > this.#commitNumber) break;
+      const ours = this.#log.entry(entry.opNumber);
+      if (ours === undefined || !sameEntry(ours, entry)) {
+        return `contradicts committed op ${entry.opNumber}`;
+      }
+    }
+    return undefined;
+  }
+
+  #dropDoViewChanges(chosen: DoViewChange, reason: string): void {
+    this.#log_(
+      "warn",
+      `view ${this.#viewNumber}: the log of ${chosen.replica}'s DoViewChange ${reason}: ` +
+        `ignoring the ${this.#doViewChanges.size} DoViewChanges received`,
+    );
+    this.#doViewChanges = new Map();
+  }
+
+  /**
+   * Whether a message naming the later view `viewNumber` may take this replica there: only if it
+   * is at most `VIEW_NUMBER_STEP_MAX` views ahead (see there). Otherwise the replica starts a view
+   * change to the view that many after its own instead (any later view is a safe target, §4.2),
+   * unless it is recovering (§4.3: it takes no part until it has recovered).
+   */
+  #withinStep(viewNumber: number, what: string): boolean {
+    if (viewNumber - this.#viewNumber <= VIEW_NUMBER_STEP_MAX) return true;
+    const step = this.#viewNumber + VIEW_NUMBER_STEP_MAX;
+    const recovering = this.#status === "recovering";
+    this.#log_(
+      "warn",
+      `${what} names view ${viewNumber}, more than VIEW_NUMBER_STEP_MAX ` +
+        `(${VIEW_NUMBER_STEP_MAX}) views after ours (${this.#viewNumber}): ` +
+        (recovering ? "ignored while recovering" : `changing to view ${step} only`),
+    );
+    if (!recovering) this.#startViewChange(step);
+    return false;
   }
 
   /** Whether the log in `a` should be preferred to the one in `b` (§4.2). */
@@ -1250,6 +1475,8 @@ export class Replica {
       this.#requestState(`adopted view ${viewNumber} before its state`);
       return;
     }
+    // Its state could not be installed from so far behind: move a step towards it instead.
+    if (!this.#withinStep(viewNumber, "a message of a newer view")) return;
     if (
       this.#requestStartViewSentFor === viewNumber &&
       this.#ticksSinceRequestStartView < this.timing.retryTicks
@@ -1279,7 +1506,12 @@ export class Replica {
     commitNumber: number,
     opNumberMin = 0,
   ): void {
-    assert(anchor + entries.length === opNumber, "a primary's state must reach its op-number");
+    const from = `state from primary ${this.#primaryOf(viewNumber)} of view ${viewNumber}`;
+    // Callers pass our view or a later one; views never go back.
+    if (viewNumber < this.#viewNumber) return this.#ignore(`${from}: an old view`);
+    if (!this.#withinStep(viewNumber, from)) return;
+    const shape = this.#suffixShape(anchor, entries, opNumber);
+    if (shape !== undefined) return this.#log_("warn", `${from}: ${shape}: ignored`);
     if (opNumber < this.#commitNumber || opNumber < opNumberMin) {
       return this.#ignore(`state of view ${viewNumber} ends at op ${opNumber}: stale`);
     }
@@ -1289,16 +1521,11 @@ export class Replica {
       this.#sendGetState(this.#primaryOf(viewNumber), viewNumber, this.#commitNumber);
       return;
     }
-    // Our entries up to our commit-number are committed, hence equal to the primary's.
-    for (const entry of entries) {
-      if (entry.opNumber > this.#commitNumber) break;
-      const ours = this.#log.entry(entry.opNumber);
-      assert(
-        ours !== undefined && sameEntry(ours, entry),
-        () => `committed op ${entry.opNumber} differs`,
-      );
-    }
+    const unfit = this.#unfitSuffix(anchor, entries, opNumber);
+    if (unfit !== undefined) return this.#log_("warn", `${from} ${unfit}: ignored`);
     this.#replaceUncommitted(entries);
+    // An internal invariant: the entries run from at most our commit-number + 1 to opNumber, which
+    // is at least our commit-number (checked above).
     assert(this.opNumber === opNumber, "installed log must end at the primary's op-number");
     const wasRecovering = this.#status === "recovering";
     this.#viewNumber = viewNumber;
@@ -1309,18 +1536,80 @@ export class Replica {
   }
 
   /**
-   * Replace everything after our commit-number by the entries of `entries` beyond it. The caller
-   * has checked that `entries` continue our committed prefix.
+   * Why `entries` cannot be the log after `anchor` up to `opNumber`, or undefined: they must be
+   * exactly the entries `anchor + 1 .. opNumber`. The codec checks this for messages from the
+   * network; the core does not rely on it, since what follows would assert otherwise.
    */
-  #replaceUncommitted(entries: readonly LogEntry[]): void {
+  #suffixShape(anchor: number, entries: readonly LogEntry[], opNumber: number): string | undefined {
+    if (anchor + entries.length !== opNumber) {
+      return `${entries.length} entries after op ${anchor} do not end at op ${opNumber}`;
+    }
+    for (let index = 0; index < entries.length; index++) {
+      if (entries[index]!.opNumber !== anchor + 1 + index) {
+        return `entries after op ${anchor} are not consecutive`;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Why the log suffix `entries` (from `anchor + 1` to `opNumber`, checked by `#suffixShape`)
+   * cannot replace our uncommitted entries, or undefined. It must start within our log (the
+   * caller fetches what lies between otherwise), not end before our commit-number, agree with
+   * every entry we committed (committed entries never change, §4.1: agreeing on the op-number and
+   * the view that created an entry is agreeing on the entry, see `LogEntry`), and keep the
+   * timestamps from going back (§4.4) where it continues the part of our log we keep.
+   */
+  #unfitSuffix(anchor: number, entries: readonly LogEntry[], opNumber: number): string | undefined {
+    if (anchor > this.#commitNumber) return `starts after op ${anchor}, beyond our commit`;
+    if (opNumber < this.#commitNumber) return `ends at op ${opNumber}, before our commit`;
+    for (const entry of entries) {
+      if (entry.opNumber > this.#commitNumber) break;
+      const ours = this.#log.entry(entry.opNumber)!;
+      if (!sameEntry(ours, entry)) return `contradicts committed op ${entry.opNumber}`;
+    }
+    const keep = this.#keptPrefix(entries);
+    let previous = keep === 0 ? 0 : this.#log.entry(keep)!.timestamp;
+    for (const entry of entries) {
+      if (entry.opNumber <= keep) continue;
+      if (entry.timestamp < previous) {
+        return `has op ${entry.opNumber} stamped before op ${entry.opNumber - 1}`;
+      }
+      previous = entry.timestamp;
+    }
+    return undefined;
+  }
+
+  /**
+   * How much of our log `#replaceUncommitted(entries)` keeps: the committed prefix, and after it
+   * the uncommitted entries of ours that `entries` repeat (no need to rewrite them on disk).
+   */
+  #keptPrefix(entries: readonly LogEntry[]): number {
     let keep = this.#commitNumber;
-    // Keep a matching prefix of our uncommitted entries: no need to rewrite them on disk.
     for (const entry of entries) {
       if (entry.opNumber <= keep) continue;
       const ours = this.#log.entry(entry.opNumber);
-      if (ours === undefined || !sameEntry(ours, entry) || entry.opNumber !== keep + 1) break;
+      // Same op-number and view mean the same entry (see `LogEntry`), so the other fields agree
+      // too; they are compared anyway (it is cheap), so that an entry forged with the identity of
+      // ours is never mistaken for it.
+      if (
+        ours === undefined || !sameEntry(ours, entry) || entry.opNumber !== keep + 1 ||
+        ours.timestamp !== entry.timestamp || ours.clientId !== entry.clientId ||
+        ours.requestNumber !== entry.requestNumber
+      ) {
+        break;
+      }
       keep = entry.opNumber;
     }
+    return keep;
+  }
+
+  /**
+   * Replace everything after our commit-number by the entries of `entries` beyond it. The caller
+   * has checked them with `#unfitSuffix`.
+   */
+  #replaceUncommitted(entries: readonly LogEntry[]): void {
+    const keep = this.#keptPrefix(entries);
     this.#truncateLog(keep);
     for (const entry of entries) {
       if (entry.opNumber > this.opNumber) this.#appendEntry(entry);
@@ -1339,6 +1628,7 @@ export class Replica {
       if (entry.opNumber !== this.#commitNumber + 1) break;
       const ours = this.#log.entry(entry.opNumber);
       if (ours === undefined || !sameEntry(ours, entry)) {
+        if (!this.#timestampFollows(entry, "committed entries")) break;
         this.#truncateLog(entry.opNumber - 1);
         this.#appendEntry(entry);
       }
@@ -1446,6 +1736,12 @@ export class Replica {
     ) {
       return this.#ignore("recovery_response: another recovery's nonce");
     }
+    // §4.3 Only the primary of a view sends its log state.
+    if (message.isPrimary && message.replica !== this.#primaryOf(message.viewNumber)) {
+      return this.#ignore("recovery_response: isPrimary from a backup of its view");
+    }
+    // The latest view among the responses is the one to recover into: it must be reachable.
+    if (!this.#withinStep(message.viewNumber, `recovery_response from ${message.replica}`)) return;
     this.#recoveryResponses.set(message.replica, message);
     if (this.#recoveryResponses.size < this.f + 1) return;
     let latest = -1;
@@ -1567,14 +1863,18 @@ export class Replica {
     }
     if (this.#status === "normal") {
       if (message.viewNumber > this.#viewNumber) return this.#learnNewerView(message.viewNumber);
-      if (message.viewNumber < this.#viewNumber || !message.normal || this.isPrimary) {
-        return this.#ignore("new_state: not from a normal replica of our view");
+      if (
+        message.viewNumber < this.#viewNumber || !message.normal || this.isPrimary ||
+        message.replica !== this.primaryIndex
+      ) {
+        return this.#ignore("new_state: not from the normal primary of our view");
       }
       // §5.2 A backup behind in its own view: the entries continue its log, since the logs of
       // normal replicas in one view are prefixes of the primary's.
       for (const entry of message.entries) {
         if (entry.opNumber <= this.opNumber) continue;
         if (entry.opNumber !== this.opNumber + 1) break;
+        if (!this.#timestampFollows(entry, "new_state")) break;
         this.#appendEntry(entry);
       }
       this.#ticksSinceGetState = this.timing.retryTicks; // Allow the next request at once.
@@ -1589,6 +1889,7 @@ export class Replica {
         // completing ours with them (seed 479877611): adopt it from its primary if the responder
         // is normal there, else take part in its view change.
         if (message.normal) return this.#learnNewerView(message.viewNumber);
+        if (!this.#withinStep(message.viewNumber, `new_state from ${message.replica}`)) return;
         return this.#startViewChange(message.viewNumber);
       }
       const before = this.#commitNumber;
@@ -1720,9 +2021,9 @@ export class Replica {
       this.#status !== "normal" || this.#lastNormalView === this.#viewNumber,
       "normal status outside the last normal view",
     );
-    assert(
-      this.opNumber - this.#commitNumber <= this.limits.pipelineOpsMax + this.limits.batchOpsMax,
-      () => `uncommitted suffix too long: ${this.opNumber - this.#commitNumber}`,
-    );
+    // No bound on the uncommitted suffix: only the primary's own requests are bounded by the
+    // pipeline (§6.2). A backup, or a new primary whose log was chosen from one, may hold more,
+    // for instance after a restart from disk (the stored commit-number is a lower bound) or a
+    // state transfer; such a log is as legitimate as any other.
   }
 }
