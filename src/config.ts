@@ -30,6 +30,7 @@ import {
   importSecret,
   SECRET_BYTES_MIN,
 } from "./transport/handshake.ts";
+import type { TlsMaterial } from "./transport/tls.ts";
 
 /** Where the server and the client look for the file when `--config` is not given. */
 export const CONFIG_PATH_DEFAULT = "./server-config.yaml";
@@ -57,7 +58,20 @@ const REPLICAS_ADDRESSES_KEY = "replicas_addresses";
 const CLUSTER_ID_KEY = "cluster_id";
 const SECRET_FILE_KEY = "secret_file";
 const REQUIRE_CLIENT_AUTH_KEY = "require_client_auth";
-const KEYS = [REPLICAS_ADDRESSES_KEY, CLUSTER_ID_KEY, SECRET_FILE_KEY, REQUIRE_CLIENT_AUTH_KEY];
+const TLS_CERT_FILE_KEY = "tls_cert_file";
+const TLS_KEY_FILE_KEY = "tls_key_file";
+const TLS_CA_FILE_KEY = "tls_ca_file";
+const KEYS = [
+  REPLICAS_ADDRESSES_KEY,
+  CLUSTER_ID_KEY,
+  SECRET_FILE_KEY,
+  REQUIRE_CLIENT_AUTH_KEY,
+  TLS_CERT_FILE_KEY,
+  TLS_KEY_FILE_KEY,
+  TLS_CA_FILE_KEY,
+];
+/** A PEM file of certificates or a key is a few kilobytes; anything bigger is the wrong file. */
+export const PEM_FILE_BYTES_MAX = 1024 * 1024;
 
 /** The cluster id of a file that names none. */
 export const CLUSTER_ID_DEFAULT = "vstamp";
@@ -95,6 +109,17 @@ export interface ServerConfig {
   readonly secretFile?: string | undefined;
   /** Whether clients (and status queries) must authenticate with the secret. */
   readonly requireClientAuth: boolean;
+  /**
+   * TLS for every connection (`src/transport/tls.ts`), the files resolved against the
+   * configuration file's folder: the CA that signed the replicas' certificates, and for a
+   * replica its certificate and key (the same files on every machine when one certificate
+   * names every replica's address, else each machine's own). Undefined: plain TCP.
+   */
+  readonly tls?: {
+    readonly certFile?: string | undefined;
+    readonly keyFile?: string | undefined;
+    readonly caFile: string;
+  } | undefined;
 }
 
 /**
@@ -332,10 +357,28 @@ export function parseConfig(text: string, path: string): ServerConfig {
       `${REQUIRE_CLIENT_AUTH_KEY} must be true or false, got ${describeValue(requireClientAuth)}`,
     );
   }
+  const tlsPath = (key: string): string | undefined => {
+    const value: unknown = root.get(key);
+    if (value === undefined) return undefined;
+    if (typeof value !== "string" || value === "") {
+      throw fail(`${key} must be a path, got ${describeValue(value)}`);
+    }
+    return resolveBeside(path, value);
+  };
+  const certFile = tlsPath(TLS_CERT_FILE_KEY);
+  const keyFile = tlsPath(TLS_KEY_FILE_KEY);
+  const caFile = tlsPath(TLS_CA_FILE_KEY);
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw fail(`${TLS_CERT_FILE_KEY} and ${TLS_KEY_FILE_KEY} go together`);
+  }
+  if (certFile !== undefined && caFile === undefined) {
+    throw fail(`${TLS_CERT_FILE_KEY} needs ${TLS_CA_FILE_KEY}, the CA clients verify it against`);
+  }
   return {
     path,
     addresses,
     addressTexts,
+    ...(caFile === undefined ? {} : { tls: { certFile, keyFile, caFile } }),
     clusterId: clusterIdValue,
     secretFile: secretFileValue === undefined
       ? undefined
@@ -424,6 +467,44 @@ async function readSecretFile(path: string): Promise<Uint8Array> {
   return secret;
 }
 
+/**
+ * The TLS material the configuration names (`tls_*` keys), read from its files: the CA for
+ * anyone, and the certificate and key when `replica` (a server). Undefined without TLS. Throws
+ * ConfigError naming the file that cannot be read.
+ */
+export async function loadTls(
+  config: Pick<ServerConfig, "tls"> | undefined,
+  options: { readonly replica?: boolean } = {},
+): Promise<TlsMaterial | undefined> {
+  const tls = config?.tls;
+  if (tls === undefined) return undefined;
+  const read = async (file: string) => {
+    const fail = (detail: string) =>
+      new ConfigError(`Cannot read TLS file ${quote(file)}: ${detail}`);
+    try {
+      const info = await Deno.stat(file);
+      if (!info.isFile) throw fail("it is not a file");
+      if (info.size > PEM_FILE_BYTES_MAX) throw fail(`larger than ${PEM_FILE_BYTES_MAX} bytes`);
+      const text = new TextDecoder().decode(await readBounded(file, PEM_FILE_BYTES_MAX));
+      if (!text.includes("-----BEGIN ")) throw fail("not a PEM file");
+      return text;
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      if (error instanceof Deno.errors.NotFound) throw fail("file not found");
+      throw fail(error instanceof Error ? firstLine(error.message) : String(error));
+    }
+  };
+  const caCerts = [await read(tls.caFile)];
+  if (options.replica !== true) return { caCerts };
+  if (tls.certFile === undefined || tls.keyFile === undefined) {
+    throw new ConfigError(
+      `Cannot use config: a replica needs ${TLS_CERT_FILE_KEY} and ${TLS_KEY_FILE_KEY} with ` +
+        TLS_CA_FILE_KEY,
+    );
+  }
+  return { caCerts, cert: await read(tls.certFile), key: await read(tls.keyFile) };
+}
+
 /** A new random secret, as the text of a secret file (64 hex digits: 256 bits). */
 export function generateSecret(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(32));
@@ -495,7 +576,11 @@ export function checkReplicaIndex(config: ServerConfig, index: number): void {
  */
 export function renderConfig(
   addresses: readonly string[],
-  options: { readonly clusterId?: string; readonly secretFile?: string } = {},
+  options: {
+    readonly clusterId?: string;
+    readonly secretFile?: string;
+    readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+  } = {},
 ): string {
   const lines = [
     "# vstamp server configuration, shared by every replica of the group.",
@@ -508,6 +593,11 @@ export function renderConfig(
   }
   if (options.secretFile !== undefined) {
     lines.push(`${SECRET_FILE_KEY}: ${JSON.stringify(options.secretFile)}`);
+  }
+  if (options.tls !== undefined) {
+    lines.push(`${TLS_CERT_FILE_KEY}: ${JSON.stringify(options.tls.certFile)}`);
+    lines.push(`${TLS_KEY_FILE_KEY}: ${JSON.stringify(options.tls.keyFile)}`);
+    lines.push(`${TLS_CA_FILE_KEY}: ${JSON.stringify(options.tls.caFile)}`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -227,13 +227,14 @@ export function parseClusterTable(text: string, n: number): number[] {
  */
 export async function startCluster(
   n: number,
-  options: { sync?: "fsync" | "none" } = {},
+  options: { sync?: "fsync" | "none"; tls?: boolean } = {},
 ): Promise<Cluster> {
   const dir = await Deno.makeTempDir({ prefix: "vstamp-test-" });
   const configPath = `${dir}/cluster.yaml`;
   const dataDir = `${dir}/data`;
   const args = ["cluster", "up", "-n", String(n), "--config-out", configPath];
   args.push("--data-dir", dataDir, "--sync", options.sync ?? "fsync");
+  if (options.tls === true) args.push("--tls");
   const spawned = spawnVstamp(args, dir);
   let pids: number[] = [];
   const killed = new Set<number>();
@@ -360,7 +361,7 @@ export async function runVstamp(
 /** The rows `vstamp status --config <configPath>` would show, from the library directly. */
 export async function statusRows(
   configOrAddresses: string | readonly string[],
-  options: { readonly digest?: boolean } = {},
+  options: Parameters<typeof collectStatus>[1] = {},
 ): Promise<StatusRow[]> {
   const addresses = typeof configOrAddresses === "string"
     ? (await loadConfig(configOrAddresses)).addressTexts

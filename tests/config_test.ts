@@ -189,19 +189,19 @@ Deno.test("parseConfig rejects an unknown top-level key", () => {
   assertConfigError(
     'replica_addresses:\n  - "127.0.0.1:14621"\n',
     'Cannot read config "c.yaml": unknown key "replica_addresses" ' +
-      "(the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)",
+      "(the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)",
   );
   assertConfigError(
     `${configText(['"127.0.0.1:14621"'])}timeout: 5\n`,
-    'Cannot read config "c.yaml": unknown key "timeout" (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)',
+    'Cannot read config "c.yaml": unknown key "timeout" (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)',
   );
   assertConfigError(
     "? [a]\n: 1\n",
-    'Cannot read config "c.yaml": unknown key a list (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)',
+    'Cannot read config "c.yaml": unknown key a list (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)',
   );
   assertConfigError(
     "7: x\n",
-    'Cannot read config "c.yaml": unknown key 7 (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth)',
+    'Cannot read config "c.yaml": unknown key 7 (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)',
   );
 });
 

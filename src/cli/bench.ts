@@ -9,7 +9,8 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { encodeKvOperation } from "../app/kv.ts";
 import { Histogram } from "../bench/histogram.ts";
 import { Client, ClientError, ClientTransport } from "../client/client.ts";
-import { ConfigError, loadConfig, loadIdentity, parseAddress } from "../config.ts";
+import { ConfigError, loadConfig, loadIdentity, loadTls, parseAddress } from "../config.ts";
+import type { TlsMaterial } from "../transport/tls.ts";
 import type { ClusterIdentity } from "../transport/handshake.ts";
 import { vstampCommand } from "./cluster.ts";
 import { parseCount } from "./sim.ts";
@@ -29,6 +30,7 @@ interface BenchFlags {
   warmup: number;
   json?: boolean;
   sync: "fsync" | "none";
+  tls?: boolean;
 }
 
 /** Logical clients at most: each holds its own connections. */
@@ -88,6 +90,7 @@ export function benchCommand(): Command {
       new Option("--sync <mode>", "with --cluster: as for `server`").choices(["fsync", "none"])
         .default("fsync"),
     )
+    .option("--tls", "with --cluster: TLS on every connection (as `cluster up --tls`)")
     .option("--json", "print one JSON line (fields as the etcd and Redis baselines print)")
     .addHelpText(
       "after",
@@ -131,7 +134,11 @@ interface Cluster {
   stop(): Promise<void>;
 }
 
-async function startCluster(replicas: number, sync: "fsync" | "none"): Promise<Cluster> {
+async function startCluster(
+  replicas: number,
+  sync: "fsync" | "none",
+  tls: boolean,
+): Promise<Cluster> {
   const dir = await Deno.makeTempDir({ prefix: "vstamp-bench-" });
   const configPath = `${dir}/cluster.yaml`;
   const { command, args } = vstampCommand([
@@ -145,6 +152,7 @@ async function startCluster(replicas: number, sync: "fsync" | "none"): Promise<C
     `${dir}/data`,
     "--sync",
     sync,
+    ...(tls ? ["--tls"] : []),
     "--log-level",
     "error",
   ]);
@@ -182,11 +190,12 @@ async function startCluster(replicas: number, sync: "fsync" | "none"): Promise<C
 function fetchCounters(
   addresses: readonly string[],
   identity: ClusterIdentity,
+  tls: TlsMaterial | undefined,
 ): Promise<(NodeCounters | undefined)[]> {
   return Promise.all(addresses.map(async (text) => {
     const address = parseAddress(text);
     if ("error" in address) return undefined;
-    const answer = await fetchStatus(address, undefined, { identity });
+    const answer = await fetchStatus(address, undefined, { identity, tls });
     return "error" in answer ? undefined : answer.counters;
   }));
 }
@@ -196,11 +205,12 @@ async function runBench(flags: BenchFlags): Promise<number> {
   let configPath = flags.config;
   try {
     if (flags.cluster !== undefined) {
-      cluster = await startCluster(flags.cluster, flags.sync);
+      cluster = await startCluster(flags.cluster, flags.sync, flags.tls === true);
       configPath = cluster.configPath;
     }
     const config = await loadConfig(configPath!);
     const { identity } = await loadIdentity(config);
+    const tls = await loadTls(config);
     const addresses = [...config.addressTexts];
     // Logical clients share connections, as an application's would; several connections keep
     // groups of clients out of step, so that one group's batch is in flight while another's is
@@ -211,7 +221,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
     );
     const transports = Array.from(
       { length: connections },
-      () => new ClientTransport({ identity }),
+      () => new ClientTransport({ identity, tls }),
     );
     const clients = await Promise.all(
       Array.from(
@@ -219,7 +229,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
         (_, i) => Client.connect({ addresses, transport: transports[i % connections] }),
       ),
     );
-    const result = await load(clients, flags, addresses, connections, identity);
+    const result = await load(clients, flags, addresses, connections, identity, tls);
     for (const client of clients) client.close();
     for (const transport of transports) transport.close();
     report(flags, config.addresses.length, result);
@@ -267,6 +277,7 @@ async function load(
   addresses: readonly string[],
   connections: number,
   identity: ClusterIdentity,
+  tls: TlsMaterial | undefined,
 ): Promise<LoadResult> {
   const value = new Uint8Array(flags.valueSize).fill(0x78);
   const keys: Uint8Array[] = [];
@@ -324,7 +335,7 @@ async function load(
   const workers = clients.map((client) => worker(client));
   if (flags.warmup > 0) await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
   // The servers' counters first, then the measurement: nothing done while they are fetched counts.
-  const before = await fetchCounters(addresses, identity);
+  const before = await fetchCounters(addresses, identity, tls);
   const clientCpuBefore = process.cpuUsage();
   measuring = true;
   const started = performance.now();
@@ -350,7 +361,7 @@ async function load(
   clearInterval(progress);
   if (interactive && !flags.json) Deno.stderr.writeSync(encoder.encode("\r"));
   const clientCpu = process.cpuUsage(clientCpuBefore);
-  const after = await fetchCounters(addresses, identity);
+  const after = await fetchCounters(addresses, identity, tls);
   const servers = after.map((end, i) => {
     const start = before[i];
     return end === undefined || start === undefined ? undefined : subtractCounters(end, start);

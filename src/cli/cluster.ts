@@ -9,7 +9,8 @@
  * @module
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { generateSecret, loadConfig, loadIdentity, renderConfig } from "../config.ts";
+import { generateSecret, loadConfig, loadIdentity, loadTls, renderConfig } from "../config.ts";
+import type { TlsMaterial } from "../transport/tls.ts";
 import type { ClusterIdentity } from "../transport/handshake.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
@@ -23,6 +24,7 @@ interface UpFlags {
   sync: "fsync" | "none";
   logLevel: string;
   repl?: boolean;
+  tls?: boolean;
 }
 
 /** How long the children may take to report their ports and to become reachable. */
@@ -56,6 +58,10 @@ export function clusterCommand(): Command {
       )
       .option("--host <host>", "address to bind", "127.0.0.1")
       .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
+      .option(
+        "--tls",
+        "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
+      )
       .addOption(
         new Option("--sync <mode>", "as for `server`").choices(["fsync", "none"]).default("fsync"),
       )
@@ -158,9 +164,15 @@ async function clusterUp(flags: UpFlags): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
+    const tlsFiles = flags.tls === true
+      ? await localCertificates(flags.dataDir, flags.host)
+      : undefined;
     for (let index = 0; index < flags.replicas; index++) {
       const { command, args } = vstampCommand([
         "server",
+        ...(tlsFiles === undefined
+          ? []
+          : ["--bind-tls-cert", tlsFiles.certFile, "--bind-tls-key", tlsFiles.keyFile]),
         "--index",
         String(index),
         "--bind",
@@ -198,15 +210,20 @@ async function clusterUp(flags: UpFlags): Promise<number> {
       `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`
     );
     const group = await clusterIdentity(flags.dataDir);
-    await Deno.writeTextFile(flags.configOut, renderConfig(addresses, group));
-    const { identity } = await loadIdentity(await loadConfig(flags.configOut));
+    await Deno.writeTextFile(
+      flags.configOut,
+      renderConfig(addresses, { ...group, ...(tlsFiles === undefined ? {} : { tls: tlsFiles }) }),
+    );
+    const written = await loadConfig(flags.configOut);
+    const { identity } = await loadIdentity(written);
+    const tls = await loadTls(written);
     const encoder = new TextEncoder();
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
-    const rows = await waitUntilServing(addresses, identity);
+    const rows = await waitUntilServing(addresses, identity, tls);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
-      await runSession(addresses, addresses[0]!, undefined, identity);
+      await runSession(addresses, addresses[0]!, undefined, identity, tls);
       await stopAll();
       return 0;
     }
@@ -253,6 +270,94 @@ async function clusterIdentity(
   return { clusterId, secretFile };
 }
 
+/**
+ * A local CA and one certificate for every replica (all on `host`), made with openssl and kept in
+ * `<dataDir>/tls`, reused when present.
+ */
+async function localCertificates(
+  dataDir: string,
+  host: string,
+): Promise<{ readonly certFile: string; readonly keyFile: string; readonly caFile: string }> {
+  const dir = `${await Deno.realPath(dataDir).catch(async () => {
+    await Deno.mkdir(dataDir, { recursive: true });
+    return Deno.realPath(dataDir);
+  })}/tls`;
+  const files = {
+    certFile: `${dir}/replica.pem`,
+    keyFile: `${dir}/replica.key`,
+    caFile: `${dir}/ca.pem`,
+  };
+  if (await Deno.stat(files.certFile).then(() => true, () => false)) return files;
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const name = /^[0-9.]+$/.test(host) || host.includes(":") ? `IP:${host}` : `DNS:${host}`;
+  const run = async (args: string[]) => {
+    let output: Deno.CommandOutput;
+    try {
+      output = await new Deno.Command("openssl", {
+        args,
+        cwd: dir,
+        stdout: "null",
+        stderr: "piped",
+      })
+        .output();
+    } catch (error) {
+      throw new Error(
+        `cluster up --tls needs openssl to make a local CA (${
+          error instanceof Error ? error.message : error
+        }); install it (apt-get install openssl) or give the files in a configuration`,
+      );
+    }
+    if (!output.success) {
+      throw new Error(
+        `openssl ${args[0]} failed: ${new TextDecoder().decode(output.stderr).trim()}`,
+      );
+    }
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  await run([
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "3650",
+    "-subj",
+    "/CN=vstamp local CA",
+  ]);
+  await run([
+    "req",
+    ...ec,
+    "-keyout",
+    "replica.key",
+    "-out",
+    "replica.csr",
+    "-subj",
+    "/CN=vstamp replica",
+  ]);
+  await Deno.writeTextFile(`${dir}/replica.ext`, `subjectAltName=${name},DNS:localhost\n`);
+  await run([
+    "x509",
+    "-req",
+    "-in",
+    "replica.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "replica.pem",
+    "-days",
+    "3650",
+    "-extfile",
+    "replica.ext",
+  ]);
+  return files;
+}
+
 /** Read the child's "listening <port>" line from its stdout. */
 async function readPort(child: Child): Promise<number> {
   const reader = child.process.stdout.getReader();
@@ -283,10 +388,14 @@ async function readPort(child: Child): Promise<number> {
   }
 }
 
-async function waitUntilServing(addresses: readonly string[], identity: ClusterIdentity) {
+async function waitUntilServing(
+  addresses: readonly string[],
+  identity: ClusterIdentity,
+  tls: TlsMaterial | undefined,
+) {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (true) {
-    const rows = await collectStatus(addresses, { identity });
+    const rows = await collectStatus(addresses, { identity, tls });
     if (rows.every((row) => row.reachable && row.status === "normal")) return rows;
     if (Date.now() > deadline) {
       throw new Error(`replicas not serving after ${START_TIMEOUT_MS} ms:\n${renderTable(rows)}`);

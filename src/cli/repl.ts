@@ -9,8 +9,9 @@ import process from "node:process";
 import { Command } from "commander";
 import { decodeKvResult, encodeKvOperation, formatKvResult, type KvOperation } from "../app/kv.ts";
 import { Client, ClientError } from "../client/client.ts";
-import { ConfigError, loadConfig, loadIdentity } from "../config.ts";
+import { ConfigError, loadConfig, loadIdentity, loadTls } from "../config.ts";
 import type { ClusterIdentity } from "../transport/handshake.ts";
+import type { TlsMaterial } from "../transport/tls.ts";
 import { helpText, parseReplLine } from "./repl_parse.ts";
 import { parseCount } from "./sim.ts";
 
@@ -56,9 +57,11 @@ async function runRepl(flags: ReplFlags): Promise<number> {
   let addresses: string[];
   let promptAddress: string;
   let identity: ClusterIdentity;
+  let tls: TlsMaterial | undefined;
   try {
     const config = flags.config === undefined ? undefined : await loadConfig(flags.config);
     identity = (await loadIdentity(config)).identity;
+    tls = await loadTls(config);
     if (config !== undefined) {
       addresses = [...config.addressTexts];
       promptAddress = addresses[0]!;
@@ -74,7 +77,7 @@ async function runRepl(flags: ReplFlags): Promise<number> {
     }
     throw error;
   }
-  return await runSession(addresses, promptAddress, flags.id, identity);
+  return await runSession(addresses, promptAddress, flags.id, identity, tls);
 }
 
 /** Connect to the group at `addresses` and read commands until QUIT or end of input. */
@@ -83,11 +86,12 @@ export async function runSession(
   promptAddress: string,
   clientId?: number | undefined,
   identity?: ClusterIdentity | undefined,
+  tls?: TlsMaterial | undefined,
 ): Promise<number> {
   const interactive = Deno.stdin.isTerminal();
   let client: Client;
   try {
-    client = await Client.connect({ addresses, clientId, identity });
+    client = await Client.connect({ addresses, clientId, identity, tls });
   } catch (error) {
     if (error instanceof ClientError) {
       console.error(`Could not connect to ${addresses.join(", ")}: ${error.message}`);

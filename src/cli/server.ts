@@ -11,6 +11,7 @@ import {
   ConfigError,
   loadConfig,
   loadIdentity,
+  loadTls,
   parseAddress,
   type ServerConfig,
 } from "../config.ts";
@@ -28,6 +29,8 @@ interface ServerFlags {
   sync: "fsync" | "none";
   logLevel: LogLevelName;
   bind?: string;
+  bindTlsCert?: string;
+  bindTlsKey?: string;
 }
 
 export function serverCommand(): Command {
@@ -61,6 +64,14 @@ export function serverCommand(): Command {
       )
         .hideHelp(),
     )
+    .addOption(
+      new Option(
+        "--bind-tls-cert <file>",
+        "with --bind: listen with TLS (used by `cluster up --tls`)",
+      )
+        .hideHelp(),
+    )
+    .addOption(new Option("--bind-tls-key <file>", "with --bind-tls-cert").hideHelp())
     .addHelpText(
       "after",
       `
@@ -85,18 +96,26 @@ export function makeLogger(level: LogLevelName, prefix: string) {
 
 async function runServer(flags: ServerFlags): Promise<number> {
   const log = makeLogger(flags.logLevel, `r${flags.index}`);
-  let listener: Deno.TcpListener | undefined;
+  let listener: Deno.Listener | undefined;
   let config: ServerConfig;
   let identity: Awaited<ReturnType<typeof loadIdentity>>;
+  let tls: Awaited<ReturnType<typeof loadTls>>;
   try {
     if (flags.bind !== undefined) {
       // Port 0 (any free port) is allowed here, unlike in a configuration file.
       const anyPort = flags.bind.endsWith(":0");
       const address = parseAddress(anyPort ? `${flags.bind.slice(0, -2)}:1` : flags.bind);
       if ("error" in address) throw new InvalidArgumentError(`--bind: ${address.error}`);
-      listener = Deno.listen({ hostname: address.host, port: anyPort ? 0 : address.port });
-      const port = (listener.addr as Deno.NetAddr).port;
-      console.log(`listening ${port}`);
+      const port = anyPort ? 0 : address.port;
+      listener = flags.bindTlsCert === undefined || flags.bindTlsKey === undefined
+        ? Deno.listen({ hostname: address.host, port })
+        : Deno.listenTls({
+          hostname: address.host,
+          port,
+          cert: await Deno.readTextFile(flags.bindTlsCert),
+          key: await Deno.readTextFile(flags.bindTlsKey),
+        });
+      console.log(`listening ${(listener.addr as Deno.NetAddr).port}`);
       const path = await readLine();
       if (path === undefined) {
         log("error", "stdin closed before the configuration path arrived");
@@ -107,6 +126,12 @@ async function runServer(flags: ServerFlags): Promise<number> {
     config = await loadConfig(flags.config);
     checkReplicaIndex(config, flags.index);
     identity = await loadIdentity(config);
+    tls = await loadTls(config, { replica: true });
+    if (flags.bind !== undefined && (tls === undefined) !== (flags.bindTlsCert === undefined)) {
+      throw new ConfigError(
+        `Cannot use config ${config.path}: TLS (tls_* keys) and --bind-tls-cert go together`,
+      );
+    }
   } catch (error) {
     listener?.close();
     if (error instanceof ConfigError) {
@@ -127,6 +152,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
       dataDir,
       sync: flags.sync,
       identity: identity.identity,
+      tls,
       app: new KvStore(),
       listener,
       log,

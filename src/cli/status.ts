@@ -6,8 +6,9 @@
 import { Command } from "commander";
 import { Client, ClientError } from "../client/client.ts";
 import { fetchStatus } from "../client/status.ts";
-import { ConfigError, loadConfig, loadIdentity, parseAddress } from "../config.ts";
+import { ConfigError, loadConfig, loadIdentity, loadTls, parseAddress } from "../config.ts";
 import type { ClusterIdentity } from "../transport/handshake.ts";
+import type { TlsMaterial } from "../transport/tls.ts";
 import type { NodeCounters, ReplicaStatus } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
 
@@ -59,9 +60,11 @@ export function statusCommand(): Command {
 async function runStatus(flags: StatusFlags): Promise<number> {
   let addresses: string[];
   let identity: ClusterIdentity;
+  let tls: TlsMaterial | undefined;
   try {
     const config = flags.config === undefined ? undefined : await loadConfig(flags.config);
     identity = (await loadIdentity(config)).identity;
+    tls = await loadTls(config);
     addresses = await resolveAddresses(flags, identity);
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -74,7 +77,7 @@ async function runStatus(flags: StatusFlags): Promise<number> {
     }
     throw error;
   }
-  const rows = await collectStatus(addresses, { digest: flags.digest === true, identity });
+  const rows = await collectStatus(addresses, { digest: flags.digest === true, identity, tls });
   if (flags.json) {
     for (const row of rows) console.log(JSON.stringify(row));
   } else {
@@ -101,7 +104,11 @@ async function resolveAddresses(
 /** Ask every replica at once and compute each one's lag behind the primary. */
 export async function collectStatus(
   addresses: readonly string[],
-  options: { readonly digest?: boolean; readonly identity?: ClusterIdentity | undefined } = {},
+  options: {
+    readonly digest?: boolean;
+    readonly identity?: ClusterIdentity | undefined;
+    readonly tls?: TlsMaterial | undefined;
+  } = {},
 ): Promise<StatusRow[]> {
   const answers = await Promise.all(addresses.map((text) => {
     const address = parseAddress(text);

@@ -16,6 +16,7 @@ import {
   isHandshakeFrame,
 } from "../transport/handshake.ts";
 import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
+import { connectTo, type TlsMaterial } from "../transport/tls.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import type { ClientMessage, ClientReplyMessage, Reply } from "../vr/message.ts";
 
@@ -44,6 +45,8 @@ export interface ClientOptions {
    * client makes its own transport; a shared transport has its own.
    */
   readonly identity?: ClusterIdentity | undefined;
+  /** TLS to the group (its CA), when it uses TLS; for a client's own transport, as `identity`. */
+  readonly tls?: TlsMaterial | undefined;
 }
 
 export const RETRY_MS_DEFAULT = 300;
@@ -86,7 +89,8 @@ export class Client {
     this.#addresses = addresses;
     this.#addressKeys = addresses.map(formatAddress);
     this.#ownsTransport = options.transport === undefined;
-    this.#transport = options.transport ?? new ClientTransport({ identity: options.identity });
+    this.#transport = options.transport ??
+      new ClientTransport({ identity: options.identity, tls: options.tls });
     this.#transport.register(this.clientId, this);
   }
 
@@ -347,6 +351,7 @@ function randomClientId(): number {
  */
 export class ClientTransport {
   readonly #identity: ClusterIdentity;
+  readonly #tls: TlsMaterial | undefined;
   readonly #connections = new Map<string, Connection>();
   /** Frames for replicas whose connection is being opened. */
   readonly #waiting = new Map<string, Uint8Array[]>();
@@ -356,9 +361,18 @@ export class ClientTransport {
   /** The last reason a replica gave for refusing a connection, with its address. */
   lastRefusal: string | undefined;
 
-  /** `identity` is presented to every replica; by default none (a group without client auth). */
-  constructor(options: { readonly identity?: ClusterIdentity | undefined } = {}) {
+  /**
+   * `identity` is presented to every replica (by default none: a group without client auth);
+   * `tls` is how to reach a group that uses TLS.
+   */
+  constructor(
+    options: {
+      readonly identity?: ClusterIdentity | undefined;
+      readonly tls?: TlsMaterial | undefined;
+    } = {},
+  ) {
     this.#identity = options.identity ?? { clusterId: "", key: undefined };
+    this.#tls = options.tls;
   }
 
   register(clientId: number, client: Client): void {
@@ -416,9 +430,9 @@ export class ClientTransport {
   }
 
   async #connect(key: string, address: Address, replicaCount: number): Promise<void> {
-    let conn: Deno.TcpConn;
+    let conn: Deno.Conn;
     try {
-      conn = await Deno.connect({ hostname: address.host, port: address.port });
+      conn = await connectTo(address.host, address.port, this.#tls);
     } catch {
       // Unreachable: drop what waited; the retry logic tries again later.
       this.#waiting.delete(key);

@@ -7,6 +7,7 @@
 import type { Address } from "../config.ts";
 import { Connection } from "../transport/connection.ts";
 import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
+import { connectTo, type TlsMaterial } from "../transport/tls.ts";
 import {
   type ClusterIdentity,
   ConnectorHandshake,
@@ -21,7 +22,11 @@ export const STATUS_TIMEOUT_MS_DEFAULT = 1000;
 export function fetchStatus(
   address: Address,
   timeoutMs = STATUS_TIMEOUT_MS_DEFAULT,
-  options: { readonly digest?: boolean; readonly identity?: ClusterIdentity | undefined } = {},
+  options: {
+    readonly digest?: boolean;
+    readonly identity?: ClusterIdentity | undefined;
+    readonly tls?: TlsMaterial | undefined;
+  } = {},
 ): Promise<ReplicaStatus | { readonly error: string }> {
   return new Promise((resolve) => {
     let connection: Connection | undefined;
@@ -37,7 +42,7 @@ export function fetchStatus(
       () => settle({ error: `no answer within ${timeoutMs} ms` }),
       timeoutMs,
     );
-    Deno.connect({ hostname: address.host, port: address.port }).then((conn) => {
+    connectTo(address.host, address.port, options.tls).then((conn) => {
       if (settled) {
         conn.close();
         return;

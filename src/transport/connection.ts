@@ -17,6 +17,7 @@
  */
 import { ScratchBuffer } from "../lib/msgpack_fast.ts";
 import { encodeFrame, FrameDecoder, type FrameError } from "./frame.ts";
+import { noDelay } from "./tls.ts";
 
 /** Bytes a connection may have queued for writing before the peer is deemed too slow. */
 export const WRITE_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
@@ -92,7 +93,7 @@ export interface ConnectionHandlers {
 }
 
 export class Connection {
-  readonly #conn: Deno.TcpConn;
+  readonly #conn: Deno.Conn;
   readonly #decoder: FrameDecoder;
   #handlers: ConnectionHandlers | undefined;
   #queued: Uint8Array[] = [];
@@ -121,7 +122,7 @@ export class Connection {
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   readonly remote: string;
 
-  constructor(conn: Deno.TcpConn, options: ConnectionOptions = {}) {
+  constructor(conn: Deno.Conn, options: ConnectionOptions = {}) {
     this.#conn = conn;
     this.#decoder = new FrameDecoder(options.frameBodyBytesMax);
     this.#writeBufferBytesMax = options.writeBufferBytesMax ?? WRITE_BUFFER_BYTES_MAX;
@@ -130,11 +131,7 @@ export class Connection {
     this.#framesPerTurnMax = options.framesPerTurnMax ?? Infinity;
     const address = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${address.hostname}:${address.port}`;
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // Not every platform supports it; only latency suffers.
-    }
+    noDelay(conn);
   }
 
   get closed(): boolean {

@@ -27,6 +27,7 @@ import {
   isHandshakeFrame,
   type Role,
 } from "./handshake.ts";
+import { connectTo, listenOn, type TlsMaterial } from "./tls.ts";
 
 /**
  * What connections may hold of a replica, named (see `CONNECTION_LIMITS_DEFAULT` for the values
@@ -109,6 +110,8 @@ export interface NodeOptions {
    * default the configuration's cluster id and no secret.
    */
   readonly identity?: ClusterIdentity | undefined;
+  /** TLS for every connection (`tls.ts`); plain TCP when undefined. */
+  readonly tls?: TlsMaterial | undefined;
   /** Lower limits for tests; the defaults otherwise. */
   readonly connectionLimits?: Partial<ConnectionLimits> | undefined;
   readonly index: number;
@@ -228,7 +231,7 @@ export class ReplicaNode {
     });
     let listener: Deno.Listener;
     try {
-      listener = options.listener ?? Deno.listen({ hostname: address.host, port: address.port });
+      listener = options.listener ?? listenOn(address.host, address.port, options.tls);
     } catch (error) {
       await opened.dataDir.close();
       throw error;
@@ -308,6 +311,7 @@ export class ReplicaNode {
           index,
           peer !== index,
           this.#identity,
+          this.#options.tls,
           this.#options.log,
         ),
       );
@@ -330,7 +334,7 @@ export class ReplicaNode {
     try {
       for await (const conn of this.#listener) {
         this.#serve(
-          new Connection(conn as Deno.TcpConn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX }),
+          new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX }),
         );
       }
     } catch (error) {
@@ -700,6 +704,7 @@ class PeerLink {
     readonly selfIndex: number,
     readonly enabled: boolean,
     readonly identity: ClusterIdentity,
+    readonly tls: TlsMaterial | undefined,
     readonly log: (level: LogLevel | "error", text: string) => void,
   ) {
     if (enabled) this.#connect();
@@ -730,7 +735,7 @@ class PeerLink {
     if (this.#closed || this.#connecting) return;
     this.#connecting = true;
     try {
-      const conn = await Deno.connect({ hostname: this.address.host, port: this.address.port });
+      const conn = await connectTo(this.address.host, this.address.port, this.tls);
       if (this.#closed) {
         conn.close();
         return;
