@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { KvClient } from "../src/client/kv_client.ts";
 import { loadConfig, loadIdentity, parseAddress } from "../src/config.ts";
 import { type FuzzContext, fuzzGroup } from "../tests/_fuzz.ts";
-import { primaryRow, processGone, startCluster, statusRows, waitFor } from "../tests/_process.ts";
+import { primaryRow, startCluster, statusRows, waitFor } from "../tests/_process.ts";
 
 const { values } = parseArgs({
   options: {
@@ -66,7 +66,14 @@ try {
   });
   writing = false;
   await writer;
-  const alive = cluster.pids.map((pid) => !processGone(pid));
+  const alive = cluster.pids.map((pid) => {
+    try {
+      Deno.kill(pid, "SIGCONT");
+      return !/exited with code/.test(cluster.output().stderr);
+    } catch {
+      return false;
+    }
+  });
   await kv.set("after", "fuzz");
   const rows = await waitFor(
     async () => {

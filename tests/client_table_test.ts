@@ -29,7 +29,7 @@ Deno.test("§4.5 client table keeps each client's latest executed request and it
 Deno.test("§4.5 client table tracks requests in the log until they are executed", () => {
   const table = new ClientTable(8);
   table.onAppend(executed(1, 7, 5));
-  assert.equal(table.pending(7), 5);
+  assert.deepEqual(table.pending(7), { requestNumber: 5, opNumber: 1 });
   assert.equal(table.latestRequestNumber(7), 5);
   table.onExecute(executed(1, 7, 5), result(1));
   assert.equal(table.pending(7), undefined);
@@ -49,4 +49,16 @@ Deno.test("§4.5 a full client table evicts the client whose latest execution is
   table.onExecute(executed(6, 50, 1), result(6)); // Evicts client 30 (op 3).
   assert.equal(table.executed(30), undefined);
   assert.deepEqual([10, 40, 50].map((c) => table.executed(c)?.opNumber), [4, 5, 6]);
+});
+
+Deno.test("a full client table's floor is the largest request-number it evicted", () => {
+  const table = new ClientTable(2);
+  assert.equal(table.requestNumberFloor, 0);
+  table.onExecute(executed(1, 10, 900), result(1));
+  table.onExecute(executed(2, 20, 5), result(2));
+  table.onExecute(executed(3, 30, 1), result(3)); // Evicts client 10 (op 1): floor 900.
+  assert.equal(table.executed(10), undefined);
+  assert.equal(table.requestNumberFloor, 900);
+  table.onExecute(executed(4, 40, 1), result(4)); // Evicts client 20: 5 is below the floor.
+  assert.equal(table.requestNumberFloor, 900);
 });

@@ -120,6 +120,7 @@ Deno.test("DataDir persist returns the largest persist id of the batch", async (
         clientId: 1,
         requestNumber: 1,
         opNumber: 1,
+        operationChecksum: 0,
         result: new Uint8Array(),
       },
     };

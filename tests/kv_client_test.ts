@@ -88,3 +88,22 @@ Deno.test("a value too large for an operation is refused at once, naming the lim
     }
   });
 });
+
+Deno.test("a client restarted with its id numbers requests above its earlier run's, reads included", async () => {
+  await withGroup(async (address) => {
+    const first = await KvClient.connect({ addresses: [address], clientId: 4242 });
+    await first.set("a", "1");
+    // Reads are answered without the log (§6.3): the group keeps no record of their numbers.
+    for (let i = 0; i < 20; i++) assert.equal(await first.getString("a"), "1");
+    const last = first.client.requestNumber;
+    first.close();
+    const second = await KvClient.connect({ addresses: [address], clientId: 4242 });
+    try {
+      await second.set("a", "2");
+      assert.ok(second.client.requestNumber > last, "no number of the earlier run is reused");
+      assert.equal(await second.getString("a"), "2", "the restarted client's write ran");
+    } finally {
+      second.close();
+    }
+  });
+});

@@ -19,6 +19,7 @@ import {
   TAG_PREPARE,
   TAG_PREPARE_OK,
   TAG_RECOVERY_RESPONSE,
+  TAG_REJECTED,
   TAG_REPLY,
   TAG_REQUEST,
   TAG_START_VIEW,
@@ -91,6 +92,7 @@ const SAMPLES: readonly (readonly [Message, ValidationContext])[] = [
     clientId: 7,
     requestNumber: 3,
     opNumber: 99,
+    operationChecksum: 0xdeadbeef,
     result: text("ok"),
   }, TO_CLIENT],
   [
@@ -110,7 +112,18 @@ const SAMPLES: readonly (readonly [Message, ValidationContext])[] = [
     viewNumber: 4,
     addresses: ["127.0.0.1:7001", "127.0.0.1:7002", "[::1]:7003"],
     replica: 0,
+    requestNumberFloor: 1_733_000_000_000_000,
   }, TO_CLIENT],
+  ...(["conflict", "stale", "evicted", "too_large"] as const).map((reason) =>
+    [{
+      type: "rejected",
+      clientId: 7,
+      requestNumber: 1_733_000_000_000_123,
+      reason,
+      floor: 3,
+      replica: 2,
+    }, TO_CLIENT] as const
+  ),
   [{
     type: "prepare",
     viewNumber: 5,
@@ -426,7 +439,7 @@ Deno.test("codec rejects binary fields that are not binary or too large", () => 
     "request: operation must be binary, got string",
   );
   assertRejected(
-    raw([TAG_REPLY, 1, 1, 1, 1, [1]]),
+    raw([TAG_REPLY, 1, 1, 1, 1, 0, [1]]),
     TO_CLIENT,
     "reply: result must be binary, got array",
   );
@@ -446,27 +459,27 @@ Deno.test("codec rejects binary fields that are not binary or too large", () => 
 
 Deno.test("codec rejects address lists that are too long or hold non-strings", () => {
   assertRejected(
-    raw([TAG_CONFIGURATION, 1, 1, 0, "a:1"]),
+    raw([TAG_CONFIGURATION, 1, 1, 0, "a:1", 0]),
     TO_CLIENT,
     "configuration: addresses must be an array, got string",
   );
   assertRejected(
-    raw([TAG_CONFIGURATION, 1, 1, 0, new Array(ADDRESSES_MAX + 1).fill("a:1")]),
+    raw([TAG_CONFIGURATION, 1, 1, 0, new Array(ADDRESSES_MAX + 1).fill("a:1"), 0]),
     TO_CLIENT,
     `configuration: addresses has ${ADDRESSES_MAX + 1} elements, more than ${ADDRESSES_MAX}`,
   );
   assertRejected(
-    raw([TAG_CONFIGURATION, 1, 1, 0, ["a:1", 7]]),
+    raw([TAG_CONFIGURATION, 1, 1, 0, ["a:1", 7], 0]),
     TO_CLIENT,
     "configuration: addresses[1] must be a string, got 7",
   );
   assertRejected(
-    raw([TAG_CONFIGURATION, 1, 1, 0, ["x".repeat(ADDRESS_LENGTH_MAX + 1)]]),
+    raw([TAG_CONFIGURATION, 1, 1, 0, ["x".repeat(ADDRESS_LENGTH_MAX + 1)], 0]),
     TO_CLIENT,
     `configuration: addresses[0] is ${ADDRESS_LENGTH_MAX + 1} characters, more than`,
   );
   const longest = ["x".repeat(ADDRESS_LENGTH_MAX)];
-  assert.ok(decodeMessage(raw([TAG_CONFIGURATION, 1, 1, 0, longest]), TO_CLIENT).ok);
+  assert.ok(decodeMessage(raw([TAG_CONFIGURATION, 1, 1, 0, longest, 0]), TO_CLIENT).ok);
 });
 
 Deno.test("codec rejects entry lists that are too long or not arrays", () => {
@@ -971,11 +984,24 @@ const hotMessage: fc.Arbitrary<readonly [Message, ValidationContext]> = fc.oneof
   fc.record({ c: wideNat, s: wideNat, op: wideBytes }).map(({ c, s, op }) =>
     [{ type: "request", clientId: c, requestNumber: s, operation: op }, FROM_CLIENT] as const
   ),
-  fc.record({ v: wideNat, c: wideNat, s: wideNat, n: wideNat, x: wideBytes }).map((
-    { v, c, s, n, x },
-  ) =>
+  fc.record({
+    v: wideNat,
+    c: wideNat,
+    s: wideNat,
+    n: wideNat,
+    k: fc.nat({ max: 0xffffffff }),
+    x: wideBytes,
+  }).map(({ v, c, s, n, k, x }) =>
     [
-      { type: "reply", viewNumber: v, clientId: c, requestNumber: s, opNumber: n, result: x },
+      {
+        type: "reply",
+        viewNumber: v,
+        clientId: c,
+        requestNumber: s,
+        opNumber: n,
+        operationChecksum: k,
+        result: x,
+      },
       TO_CLIENT,
     ] as const
   ),
@@ -1033,6 +1059,7 @@ function referenceFields(message: Message): unknown[] {
         message.clientId,
         message.requestNumber,
         message.opNumber,
+        message.operationChecksum,
         message.result,
       ];
     case "prepare":
@@ -1121,4 +1148,17 @@ Deno.test("ScratchBuffer reuses one buffer up to its limit and hands out its own
   assert.equal(huge.length, 2 * 1024 * 1024);
   assert.notEqual(huge.buffer, grown.buffer, "beyond the limit: a buffer of its own");
   assert.equal(scratch.take(10).buffer, grown.buffer, "and the kept buffer stays as it was");
+});
+
+Deno.test("codec rejects a reply whose operation checksum is not 32 bits, or a bad reject reason", () => {
+  assertRejected(
+    raw([TAG_REPLY, 1, 1, 1, 1, 2 ** 32, new Uint8Array()]),
+    TO_CLIENT,
+    "reply: operationChecksum 4294967296 is not a 32-bit checksum",
+  );
+  assertRejected(
+    raw([TAG_REJECTED, 1, 1, 9, 0, 0]),
+    TO_CLIENT,
+    "rejected: unknown reason 9",
+  );
 });

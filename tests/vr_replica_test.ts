@@ -282,7 +282,7 @@ Deno.test("§4.1 primary re-sends the stored reply for a duplicate of the latest
   assert.deepEqual(cluster.committedRequests(), ["c5.s1", "c5.s2", "c6.s1"]);
 });
 
-Deno.test("§4.1 primary drops an older request", () => {
+Deno.test("§4.1 primary rejects an older request as stale, executing nothing", () => {
   const cluster = new Cluster();
   cluster.request(0, 5, 1, kvSet("x", "1"));
   cluster.request(0, 5, 2, kvSet("x", "2"));
@@ -290,9 +290,86 @@ Deno.test("§4.1 primary drops an older request", () => {
   assert.equal(cluster.resultsTo(5).length, 2);
   cluster.request(0, 5, 1, kvSet("x", "1"));
   cluster.run();
-  assert.equal(cluster.repliesTo(5).length, 2, "no answer to an older request");
+  const replies = cluster.repliesTo(5);
+  assert.equal(replies.filter((m) => m.type === "reply").length, 2, "no reply to an older one");
+  assert.deepEqual(replies.at(-1), {
+    type: "rejected",
+    clientId: 5,
+    requestNumber: 1,
+    reason: "stale",
+    floor: 2,
+    replica: 0,
+  });
   assert.equal(cluster.replica(0).opNumber, 2);
   assert.equal(cluster.kvGet(0, "x"), "2");
+});
+
+Deno.test("a request reusing an executed request's number with another operation is rejected", () => {
+  // A client restarted with the same id reused a number (the group's answer to its query
+  // undercounted): before, it got the old request's stored reply and its own never ran.
+  const cluster = new Cluster();
+  cluster.request(0, 5, 7, kvSet("x", "old"));
+  cluster.run();
+  cluster.request(0, 5, 7, kvSet("x", "new"));
+  cluster.run();
+  const last = cluster.repliesTo(5).at(-1)!;
+  assert.ok(last.type === "rejected" && last.reason === "conflict", JSON.stringify(last));
+  assert.equal(cluster.kvGet(0, "x"), "old");
+  // The same request again (a true retry) still gets its stored reply.
+  cluster.request(0, 5, 7, kvSet("x", "old"));
+  cluster.run();
+  assert.equal(cluster.repliesTo(5).at(-1)!.type, "reply");
+  // The planted bug answers the new request with the old one's stored reply; the harness's
+  // checker sees that the reply answers an operation that was never executed under it.
+  const buggy = new Cluster({ plantedBug: "reply_by_number_only" });
+  buggy.request(0, 5, 7, kvSet("x", "old"));
+  buggy.run();
+  assert.throws(
+    () => buggy.request(0, 5, 7, kvSet("x", "new")),
+    /reply to c=5 s=7 for an uncommitted request/,
+  );
+});
+
+Deno.test("a request reusing the number of one still in the log is rejected as a conflict", () => {
+  const cluster = new Cluster();
+  cluster.isolate(1);
+  cluster.isolate(2); // Nothing commits: the first request stays in the primary's log.
+  cluster.request(0, 5, 7, kvSet("x", "old"));
+  cluster.run();
+  cluster.request(0, 5, 7, kvSet("x", "new"));
+  cluster.run();
+  const last = cluster.repliesTo(5).at(-1)!;
+  assert.ok(last.type === "rejected" && last.reason === "conflict", JSON.stringify(last));
+  assert.equal(cluster.replica(0).opNumber, 1, "not appended");
+});
+
+Deno.test("an evicted client's retry of an executed request is rejected, not run again", () => {
+  const cluster = new Cluster({ limits: { clientsMax: 2 } });
+  cluster.request(0, 1, 100, kvSet("counter", "a")); // Client 1's request 100 executes...
+  cluster.run();
+  cluster.request(0, 2, 1, kvSet("k2", "v"));
+  cluster.request(0, 3, 1, kvSet("k3", "v")); // ...and the full table evicts client 1.
+  cluster.run();
+  cluster.request(0, 1, 100, kvSet("counter", "a")); // Its retry.
+  cluster.run();
+  const last = cluster.repliesTo(1).at(-1)!;
+  assert.deepEqual(last, {
+    type: "rejected",
+    clientId: 1,
+    requestNumber: 100,
+    reason: "evicted",
+    floor: 100,
+    replica: 0,
+  });
+  assert.equal(cluster.replica(0).opNumber, 3, "not appended again");
+  // Above the floor the client is served again (as a new client).
+  cluster.request(0, 1, 101, kvSet("counter", "b"));
+  cluster.run();
+  assert.equal(cluster.kvGet(0, "counter"), "b");
+  // A client the table never knew numbers its requests above the floor (Configuration).
+  cluster.clientSend(0, { type: "locate", clientId: 9 });
+  const located = cluster.repliesTo(9).at(-1)!;
+  assert.equal(located.type === "configuration" && located.requestNumberFloor, 100);
 });
 
 Deno.test("§4.1 backup answers a request with not_primary naming the view", () => {

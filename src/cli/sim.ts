@@ -160,6 +160,7 @@ export function describeStats(t: SimulationStats): string {
     `(${t.readsWithoutLog} reads answered without the log), ` +
     `${t.viewChanges} view changes, ${t.recoveries} recoveries, ${t.restartsFromDisk} restarts from disk, ` +
     `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
+    `${t.clientRestarts} client restarts, ${t.rejectedEvicted} evicted and ${t.rejectedConflict} conflicting requests rejected, ` +
     `${t.messagesSent} messages sent, ${t.messagesDropped} dropped, ${t.messagesDuplicated} duplicated, ` +
     `${t.events} events`;
 }

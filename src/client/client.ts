@@ -17,8 +17,9 @@ import {
 } from "../transport/handshake.ts";
 import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
 import { connectTo, type TlsMaterial } from "../transport/tls.ts";
+import { crc32c } from "../lib/crc32c.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
-import type { ClientMessage, ClientReplyMessage, Reply } from "../vr/message.ts";
+import type { ClientMessage, ClientReplyMessage, Rejected, Reply } from "../vr/message.ts";
 
 /** Thrown when the group cannot be reached or does not answer in time. */
 export class ClientError extends Error {
@@ -59,8 +60,10 @@ const WAITING_FRAMES_MAX = 16;
 export const CLIENT_ID_MAX = Number.MAX_SAFE_INTEGER;
 
 interface Pending {
-  readonly requestNumber: number;
-  readonly frame: Uint8Array;
+  requestNumber: number;
+  frame: Uint8Array;
+  readonly operation: Uint8Array;
+  readonly operationChecksum: number;
   readonly resolve: (reply: Reply) => void;
   readonly reject: (error: Error) => void;
   retryAt: number;
@@ -123,6 +126,11 @@ export class Client {
     return client;
   }
 
+  /** The number of this client's latest request (0 before the first). */
+  get requestNumber(): number {
+    return this.#requestNumber;
+  }
+
   /** The view this client believes current (to guess the primary). */
   get viewNumber(): number {
     return this.#viewNumber;
@@ -145,20 +153,15 @@ export class Client {
           `${LIMITS_DEFAULT.operationBytesMax} bytes (Limits.operationBytesMax)`,
       );
     }
-    this.#requestNumber++;
-    const requestNumber = this.#requestNumber;
-    const message: ClientMessage = {
-      type: "request",
-      clientId: this.clientId,
-      requestNumber,
-      operation,
-    };
-    const frame = encodeFramedMessage(message);
+    const requestNumber = this.#nextRequestNumber();
+    const frame = this.#requestFrame(requestNumber, operation);
     const now = Date.now();
     const reply = await new Promise<Reply>((resolve, reject) => {
       this.#pending = {
         requestNumber,
         frame,
+        operation,
+        operationChecksum: crc32c(operation),
         resolve,
         reject,
         retryAt: now + this.#retryMs,
@@ -197,6 +200,60 @@ export class Client {
     if (this.#ownsTransport) this.#transport.close();
   }
 
+  /**
+   * The next request-number: one above the last, and never below the clock in microseconds, so
+   * that a client restarted with the same id numbers its requests above any number its earlier
+   * run used (that one sent at most one request per microsecond), whatever the group remembers
+   * of them: reads answered without the log (§6.3) leave no trace in its client table.
+   */
+  #nextRequestNumber(): number {
+    this.#requestNumber = Math.max(this.#requestNumber + 1, Date.now() * 1000);
+    return this.#requestNumber;
+  }
+
+  #requestFrame(requestNumber: number, operation: Uint8Array): Uint8Array {
+    const message: ClientMessage = {
+      type: "request",
+      clientId: this.clientId,
+      requestNumber,
+      operation,
+    };
+    return encodeFramedMessage(message);
+  }
+
+  /** The primary refused the pending request (see `RejectReason`). */
+  #onRejected(message: Rejected): void {
+    const pending = this.#pending;
+    if (pending === undefined || message.requestNumber !== pending.requestNumber) return;
+    if (message.floor > this.#requestNumber) this.#requestNumber = message.floor;
+    const fail = (text: string) => {
+      this.#pending = undefined;
+      pending.reject(new ClientError(text));
+    };
+    const id = `client ${this.clientId}`;
+    switch (message.reason) {
+      case "conflict":
+        // Never executed under that number, nor under another: safe to send under a new one.
+        pending.requestNumber = this.#nextRequestNumber();
+        pending.frame = this.#requestFrame(pending.requestNumber, pending.operation);
+        this.#send(this.#primary(), pending.frame);
+        return;
+      case "stale":
+        return fail(
+          `${id}: the group executed request ${message.floor} of this client id, after ours ` +
+            `(${message.requestNumber}): is another client using the same id?`,
+        );
+      case "evicted":
+        return fail(
+          `${id}: the group no longer remembers this client (its client table is full) and ` +
+            `cannot tell whether request ${message.requestNumber} was executed; later requests ` +
+            `are numbered afresh`,
+        );
+      case "too_large":
+        return fail(`${id}: the operation is larger than the group accepts`);
+    }
+  }
+
   /** Add why a replica refused this client's connection, if one did, to a time-out's message. */
   #explain<E>(error: E): E | ClientError {
     const refusal = this.#transport.lastRefusal;
@@ -224,7 +281,12 @@ export class Client {
       case "reply": {
         if (message.viewNumber > this.#viewNumber) this.#viewNumber = message.viewNumber;
         const pending = this.#pending;
-        if (pending !== undefined && message.requestNumber === pending.requestNumber) {
+        // The reply must answer this very operation: under a reused number (a restarted client
+        // with the same id) an old request's reply may still be on its way.
+        if (
+          pending !== undefined && message.requestNumber === pending.requestNumber &&
+          message.operationChecksum === pending.operationChecksum
+        ) {
           this.#pending = undefined;
           pending.resolve(message);
         }
@@ -239,6 +301,9 @@ export class Client {
             this.#send(this.#primary(), pending.frame);
           }
         }
+        break;
+      case "rejected":
+        this.#onRejected(message);
         break;
       case "configuration":
       case "request_number_reply":
@@ -264,6 +329,8 @@ export class Client {
     this.#addresses = addresses;
     this.#addressKeys = addresses.map(formatAddress);
     this.#viewNumber = Math.max(this.#viewNumber, configuration.viewNumber);
+    // Above every number of a client the group evicted (ClientTable.requestNumberFloor).
+    this.#requestNumber = Math.max(this.#requestNumber, configuration.requestNumberFloor);
   }
 
   /**
@@ -284,8 +351,9 @@ export class Client {
     for (const answer of answers) {
       if (answer.type === "request_number_reply") latest = Math.max(latest, answer.requestNumber);
     }
-    // +2 per §4.5: a request may have been in flight that no answer reflects yet.
-    this.#requestNumber = latest + 1;
+    // +2 per §4.5: a request may have been in flight that no answer reflects yet. The clock
+    // (`#nextRequestNumber`) usually puts the next number far above this anyway.
+    this.#requestNumber = Math.max(this.#requestNumber, latest + 1);
   }
 
   /**
@@ -353,6 +421,8 @@ export class ClientTransport {
   readonly #identity: ClusterIdentity;
   readonly #tls: TlsMaterial | undefined;
   readonly #connections = new Map<string, Connection>();
+  /** Every open connection, those still in their handshake included: `close` closes them all. */
+  readonly #open = new Set<Connection>();
   /** Frames for replicas whose connection is being opened. */
   readonly #waiting = new Map<string, Uint8Array[]>();
   readonly #clients = new Map<number, Client>();
@@ -424,7 +494,8 @@ export class ClientTransport {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    for (const connection of this.#connections.values()) connection.close();
+    for (const connection of this.#open) connection.close();
+    this.#open.clear();
     this.#connections.clear();
     this.#waiting.clear();
   }
@@ -445,7 +516,9 @@ export class ClientTransport {
     const connection = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
     const handshake = new ConnectorHandshake(this.#identity, "client", 0);
     connection.send(handshake.hello);
+    this.#open.add(connection);
     const usable = () => {
+      if (this.#closed) return connection.close();
       // Replies may be as large as any frame.
       connection.setLimits({ frameBodyBytesMax: FRAME_BODY_BYTES_MAX });
       this.#connections.set(key, connection);
@@ -476,6 +549,7 @@ export class ClientTransport {
         this.deliver(decoded.message as ClientReplyMessage);
       },
       onClose: () => {
+        this.#open.delete(connection);
         if (this.#connections.get(key) === connection) this.#connections.delete(key);
         // Frames that waited for a handshake that failed: the retry logic sends them again.
         if (!this.#connections.has(key)) this.#waiting.delete(key);

@@ -15,6 +15,7 @@
  */
 import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
 import { bytesEqual } from "../lib/bytes.ts";
+import { crc32c } from "../lib/crc32c.ts";
 import { sameEntry } from "../vr/log.ts";
 import type { LogEntry, Reply, Request } from "../vr/message.ts";
 import type { Replica, Status } from "../vr/replica.ts";
@@ -47,8 +48,9 @@ export class Checker {
   readonly #digests: string[] = [];
   readonly #requests = new Map<string, number>();
   /**
-   * The operation of every request clients sent, by "clientId:requestNumber", and how many ops
-   * were committed when it was first sent.
+   * The operation of every request clients sent, by "clientId:requestNumber:checksum" (a
+   * restarted client may reuse a number for another operation), and how many ops were committed
+   * when it was first sent.
    */
   readonly #operations = new Map<string, { operation: Uint8Array; committedBefore: number }>();
   /** Per key (one character per byte): the ops that set (value) or deleted (null) it, in order. */
@@ -141,7 +143,7 @@ export class Checker {
 
   /** A client sent `request`: its operation is needed to check a read's reply. */
   onRequest(request: Request): void {
-    const key = `${request.clientId}:${request.requestNumber}`;
+    const key = operationKey(request.clientId, request.requestNumber, crc32c(request.operation));
     if (!this.#operations.has(key)) {
       this.#operations.set(key, {
         operation: request.operation,
@@ -155,7 +157,14 @@ export class Checker {
     if (reply.type !== "reply") return;
     const message = reply as Reply;
     const op = this.#requests.get(`${message.clientId}:${message.requestNumber}`);
-    if (op === undefined) return this.#checkRead(message);
+    // The request a reply answers is the one with its client, number and operation: a restarted
+    // client may have reused the number of a logged request for a read, or for another write.
+    if (
+      op === undefined ||
+      crc32c(this.#committed[op - 1]!.operation) !== message.operationChecksum
+    ) {
+      return this.#checkRead(message);
+    }
     if (op !== message.opNumber) {
       throw new InvariantViolation(
         `reply to c=${message.clientId} s=${message.requestNumber} names op ${message.opNumber}, committed at ${op}`,
@@ -240,8 +249,12 @@ export class Checker {
   /** A reply to a request not in the log: a read, answered at the commit-number it names. */
   #checkRead(reply: Reply): void {
     const name = `reply to c=${reply.clientId} s=${reply.requestNumber}`;
-    const sent = this.#operations.get(`${reply.clientId}:${reply.requestNumber}`);
-    if (sent === undefined) throw new InvariantViolation(`${name}: no such request`);
+    const sent = this.#operations.get(
+      operationKey(reply.clientId, reply.requestNumber, reply.operationChecksum),
+    );
+    if (sent === undefined) {
+      throw new InvariantViolation(`${name}: answers an operation no client sent under it`);
+    }
     const decoded = decodeKvOperation(sent.operation);
     if ("error" in decoded || (decoded.command !== "GET" && decoded.command !== "SIZE")) {
       throw new InvariantViolation(`${name} for an uncommitted request`);
@@ -283,6 +296,10 @@ export class Checker {
   #fail(index: number, cause: string, text: string): never {
     throw new InvariantViolation(`r${index} after ${cause}: ${text}`);
   }
+}
+
+function operationKey(clientId: number, requestNumber: number, checksum: number): string {
+  return `${clientId}:${requestNumber}:${checksum}`;
 }
 
 function keyString(key: Uint8Array): string {

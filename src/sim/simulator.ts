@@ -13,6 +13,7 @@
  * @module
  */
 import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
+import { crc32c } from "../lib/crc32c.ts";
 import { Prng } from "../lib/prng.ts";
 import { TIMING_DEFAULT } from "../vr/constants.ts";
 import type { ClientMessage, ClientReplyMessage, LogEntry, Message } from "../vr/message.ts";
@@ -95,7 +96,22 @@ export interface SwarmParameters {
    * (else to any replica), not to the one it guesses.
    */
   readonly misdirectProbability: number;
+  /** The replicas' `clientsMax`: below the client count in some seeds, so clients are evicted. */
+  readonly clientsMax: number;
+  /**
+   * When a client's request times out, the probability that the client restarts instead of
+   * re-sending: it abandons the request (its outcome unknown) and numbers its next requests as
+   * `restartNumbering` says.
+   */
+  readonly clientRestartProbability: number;
+  /** The share of operations that are SIZE (checked against the model, not for linearizability). */
+  readonly sizeProbability: number;
+  /** The share of SETs with a large value (`LARGE_VALUE_BYTES`), to reach the byte limits. */
+  readonly largeValueProbability: number;
 }
+
+/** The size of a large value (see `SwarmParameters.largeValueProbability`). */
+const LARGE_VALUE_BYTES = 3_000;
 
 export interface SimulationOptions {
   readonly seed: number;
@@ -112,6 +128,16 @@ export interface SimulationOptions {
   readonly livenessUnitsMax?: number | undefined;
   /** Client request rate mode: "swarm" draws it, "high" keeps every client busy (batching). */
   readonly load?: "swarm" | "high" | undefined;
+  /**
+   * How a restarted client numbers its requests: "clock" (the default), as the client library
+   * does (above the time in microseconds, hence above every number its earlier run used), or
+   * "query", as §4.5 suggests (one above the largest number the replicas know of it, which misses
+   * reads answered without the log and requests not yet in a log). "query" reuses numbers: the
+   * primary must tell a reused number from a retry by the operation (`RejectReason` "conflict"),
+   * and even so the same operation re-sent under a reused number takes the earlier one's reply,
+   * which is not linearizable. It is a client bug, for tests of the tester.
+   */
+  readonly restartNumbering?: "clock" | "query" | undefined;
 }
 
 export const SAFETY_UNITS_DEFAULT = 20_000;
@@ -130,6 +156,12 @@ export interface SimulationStats {
   stateTransfers: number;
   /** A primary swapped a stalled backup for a spare (see `Limits.quietPrepareBackups`). */
   spareSwaps: number;
+  /** Clients that restarted, abandoning a request. */
+  clientRestarts: number;
+  /** Requests the primary rejected, by reason (see `RejectReason`). */
+  rejectedConflict: number;
+  rejectedEvicted: number;
+  rejectedStale: number;
   crashes: number;
   messagesSent: number;
   messagesDropped: number;
@@ -196,6 +228,10 @@ export function drawParameters(
     // Drawn even when forced, so that forcing it leaves the rest of the seed unchanged.
     readsWithoutLog: unlessForced(prng.chance(0.75), options.readsWithoutLog),
     misdirectProbability: prng.pick([0, 0.1, 0.3]),
+    clientsMax: prng.pick([4096, 4096, 2, 3]),
+    clientRestartProbability: prng.pick([0, 0, 0.05, 0.2]),
+    sizeProbability: prng.pick([0, 0.1]),
+    largeValueProbability: prng.pick([0, 0, 0.05]),
   };
 }
 
@@ -269,9 +305,10 @@ class SimReplica {
 }
 
 interface ClientOperation {
-  readonly call: KvCall;
+  /** Undefined for SIZE, which is checked against the model but is not in the history. */
+  readonly call: KvCall | undefined;
   readonly key: string;
-  readonly requestNumber: number;
+  requestNumber: number;
   readonly invokeTime: number;
   readonly operation: Uint8Array;
 }
@@ -321,6 +358,10 @@ class Simulation {
     restartsFromDisk: 0,
     stateTransfers: 0,
     spareSwaps: 0,
+    clientRestarts: 0,
+    rejectedConflict: 0,
+    rejectedEvicted: 0,
+    rejectedStale: 0,
     crashes: 0,
     messagesSent: 0,
     messagesDropped: 0,
@@ -569,6 +610,7 @@ class Simulation {
       limits: {
         logPackOps: this.parameters.logPackOps,
         quietPrepareBackups: this.parameters.quietPrepareBackups,
+        clientsMax: this.parameters.clientsMax,
       },
       timing: {
         spareSwapTicks: this.parameters.spareSwapTicks,
@@ -858,6 +900,14 @@ class Simulation {
 
   #clientWake(client: SimClient): void {
     if (client.pending !== undefined) {
+      if (
+        this.phase === "safety" &&
+        this.workloadPrng.chance(this.parameters.clientRestartProbability)
+      ) {
+        this.#clientRestart(client);
+        this.#scheduleClient(client, this.workloadPrng.int(0, 50));
+        return;
+      }
       // §4.1: a request that timed out goes to every replica.
       this.#clientSend(client, true);
       this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
@@ -867,19 +917,66 @@ class Simulation {
     this.#clientIssue(client);
   }
 
+  /**
+   * The client process restarts: its pending request is abandoned (it may or may not execute:
+   * indefinite in the history) and it numbers its next requests as `restartNumbering` says.
+   */
+  #clientRestart(client: SimClient): void {
+    const pending = client.pending!;
+    this.stats.clientRestarts++;
+    this.#abandon(client, pending);
+    if (this.options.restartNumbering !== "query") {
+      client.requestNumber = Math.max(client.requestNumber, this.#clockRequestNumber());
+    } else {
+      // §4.5: one above the largest number the replicas that are up know of this client.
+      let latest = 0;
+      for (const sim of this.replicas) {
+        if (sim.replica !== undefined) {
+          latest = Math.max(latest, sim.replica.latestRequestNumber(client.clientId));
+        }
+      }
+      client.requestNumber = latest;
+    }
+  }
+
+  /** The time in "microseconds", as the client library numbers a restarted client's requests. */
+  #clockRequestNumber(): number {
+    return this.now * 1000;
+  }
+
+  /** Give up on `pending`: its outcome is unknown (indefinite in the history). */
+  #abandon(client: SimClient, pending: ClientOperation): void {
+    client.pending = undefined;
+    if (pending.call === undefined) return;
+    this.history.push({
+      clientId: client.clientId,
+      key: pending.key,
+      call: pending.call,
+      invokeTime: pending.invokeTime,
+      returnTime: undefined,
+      output: null,
+    });
+  }
+
   #clientIssue(client: SimClient): void {
     const prng = this.workloadPrng;
     const key = `k${prng.int(1, this.parameters.keyCount)}`;
     const roll = prng.int(0, 9);
     client.requestNumber++;
     client.issued++;
-    let call: KvCall;
+    let call: KvCall | undefined;
     let operation: Uint8Array;
-    if (roll < 4) {
+    if (prng.chance(this.parameters.sizeProbability)) {
+      call = undefined;
+      operation = encodeKvOperation({ command: "SIZE" });
+    } else if (roll < 4) {
       call = { kind: "get" };
       operation = encodeKvOperation({ command: "GET", key: encoder.encode(key) });
     } else if (roll < 8) {
-      const value = `c${client.clientId}.${client.requestNumber}`;
+      let value = `c${client.clientId}.${client.requestNumber}`;
+      if (prng.chance(this.parameters.largeValueProbability)) {
+        value = value.padEnd(LARGE_VALUE_BYTES, ".");
+      }
       call = { kind: "set", value };
       operation = encodeKvOperation({
         command: "SET",
@@ -917,7 +1014,7 @@ class Simulation {
       // configuration, a view it missed): a read goes to a deposed primary that still believes
       // it leads, when there is one, else to any replica. (Writes are not misdirected: one
       // appended at a deposed primary keeps its later reads waiting, which hides stale reads.)
-      const misdirect = pending.call.kind === "get" ? this.parameters.misdirectProbability : 0;
+      const misdirect = pending.call?.kind === "get" ? this.parameters.misdirectProbability : 0;
       const target = misdirect > 0 && this.workloadPrng.chance(misdirect)
         ? this.#misdirectTarget()
         : client.viewGuess % this.replicas.length;
@@ -930,10 +1027,14 @@ class Simulation {
       if (message.viewNumber > client.viewGuess) client.viewGuess = message.viewNumber;
       return;
     }
+    if (message.type === "rejected") return this.#clientRejected(client, message);
     if (message.type !== "reply") return;
     const pending = client.pending;
     if (pending === undefined || message.requestNumber !== pending.requestNumber) return;
     if (message.viewNumber > client.viewGuess) client.viewGuess = message.viewNumber;
+    // As the client library: a reply answers this very operation, not another one sent under
+    // the same number before a restart (the checker checks every reply against the model).
+    if (message.operationChecksum !== crc32c(pending.operation)) return;
     const result = decodeKvResult(message.result);
     let output: string | number | null;
     switch (result.kind) {
@@ -949,16 +1050,51 @@ class Simulation {
       case "error":
         throw new InvariantViolation(`client ${client.clientId} got an error: ${result.message}`);
     }
-    this.history.push({
-      clientId: client.clientId,
-      key: pending.key,
-      call: pending.call,
-      invokeTime: pending.invokeTime,
-      returnTime: this.now,
-      output,
-    });
+    if (pending.call !== undefined) {
+      this.history.push({
+        clientId: client.clientId,
+        key: pending.key,
+        call: pending.call,
+        invokeTime: pending.invokeTime,
+        returnTime: this.now,
+        output,
+      });
+    }
     this.stats.requestsCompleted++;
     client.pending = undefined;
+    this.#clientThink(client);
+  }
+
+  /** The primary refused the pending request (`RejectReason`), as the client library handles it. */
+  #clientRejected(client: SimClient, message: Extract<ClientReplyMessage, { type: "rejected" }>) {
+    const pending = client.pending;
+    if (pending === undefined || message.requestNumber !== pending.requestNumber) return;
+    client.requestNumber = Math.max(client.requestNumber, message.floor);
+    switch (message.reason) {
+      case "conflict":
+        // Never executed under that number: send it under a new one.
+        this.stats.rejectedConflict++;
+        client.requestNumber = Math.max(client.requestNumber + 1, this.#clockRequestNumber());
+        pending.requestNumber = client.requestNumber;
+        this.#clientSend(client, false);
+        this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
+        return;
+      case "evicted":
+      case "stale":
+        // The outcome is unknown to the client: it gives up on the request.
+        if (message.reason === "evicted") this.stats.rejectedEvicted++;
+        else this.stats.rejectedStale++;
+        this.#abandon(client, pending);
+        this.#clientThink(client);
+        return;
+      case "too_large":
+        throw new InvariantViolation(
+          `client ${client.clientId}: an operation rejected as too large`,
+        );
+    }
+  }
+
+  #clientThink(client: SimClient): void {
     const p = this.parameters;
     const idle = this.workloadPrng.chance(p.idleProbability);
     const think = Math.round(this.workloadPrng.exponential(idle ? 2_000 : p.thinkMeanUnits));

@@ -9,12 +9,14 @@
  *
  * ```text
  * request               [T, clientId, requestNumber, operation]
- * reply                 [T, viewNumber, clientId, requestNumber, opNumber, result]
+ * reply                 [T, viewNumber, clientId, requestNumber, opNumber, operationChecksum,
+ *                          result]
  * not_primary           [T, clientId, requestNumber, viewNumber, replica]
  * request_number_query  [T, clientId, nonce]
  * request_number_reply  [T, clientId, nonce, requestNumber, replica]
  * locate                [T, clientId]
- * configuration         [T, clientId, viewNumber, replica, addresses]
+ * configuration         [T, clientId, viewNumber, replica, addresses, requestNumberFloor]
+ * rejected              [T, clientId, requestNumber, reason, floor, replica]
  * prepare               [T, viewNumber, commitNumber, replica, entries]
  * prepare_ok            [T, viewNumber, opNumber, replica, readRound]
  * commit                [T, viewNumber, commitNumber, replica, readRound]
@@ -31,6 +33,7 @@
  *
  * entries    an array of [opNumber, viewNumber, clientId, requestNumber, timestamp, operation]
  * operation  msgpack bin;  result  msgpack bin;  addresses  an array of str
+ * reason     a small integer: 1 conflict, 2 stale, 3 evicted, 4 too_large
  * ```
  *
  * Integers are msgpack integers, except that integers of 2^32 and more (timestamps in
@@ -47,6 +50,7 @@ import {
   type LogEntry,
   type Message,
   type MessageType,
+  type RejectReason,
   REPLICA_MESSAGE_TYPES,
 } from "../vr/message.ts";
 import { FRAME_HEADER_BYTES, sealFrame } from "./frame.ts";
@@ -83,6 +87,7 @@ export const TAG_RECOVERY = 15;
 export const TAG_RECOVERY_RESPONSE = 16;
 export const TAG_GET_STATE = 17;
 export const TAG_NEW_STATE = 18;
+export const TAG_REJECTED = 19;
 
 /** The tag of each message type; tags are never reused, so that old peers fail loudly. */
 export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
@@ -104,7 +109,23 @@ export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
   recovery_response: TAG_RECOVERY_RESPONSE,
   get_state: TAG_GET_STATE,
   new_state: TAG_NEW_STATE,
+  rejected: TAG_REJECTED,
 };
+
+/** The wire code of each reason a request is rejected for; codes are never reused. */
+const REJECT_REASON_CODES: { readonly [reason in RejectReason]: number } = {
+  conflict: 1,
+  stale: 2,
+  evicted: 3,
+  too_large: 4,
+};
+const REJECT_REASONS: readonly (RejectReason | undefined)[] = (() => {
+  const reasons: (RejectReason | undefined)[] = [];
+  for (const [reason, code] of Object.entries(REJECT_REASON_CODES)) {
+    reasons[code] = reason as RejectReason;
+  }
+  return reasons;
+})();
 
 /** The message type of each tag, indexed by tag. */
 const TAG_TYPES: readonly (MessageType | undefined)[] = (() => {
@@ -187,6 +208,7 @@ function messageFields(message: Message): unknown[] {
         message.clientId,
         message.requestNumber,
         message.opNumber,
+        message.operationChecksum,
         message.result,
       ];
     case "not_primary":
@@ -216,6 +238,16 @@ function messageFields(message: Message): unknown[] {
         message.viewNumber,
         message.replica,
         message.addresses,
+        message.requestNumberFloor,
+      ];
+    case "rejected":
+      return [
+        TAG_REJECTED,
+        message.clientId,
+        message.requestNumber,
+        REJECT_REASON_CODES[message.reason],
+        message.floor,
+        message.replica,
       ];
     case "prepare":
       return [
@@ -350,7 +382,8 @@ function fastBodySize(message: Message): number {
         sizeBin(message.operation);
     case "reply":
       return 2 + sizeUint(message.viewNumber) + sizeUint(message.clientId) +
-        sizeUint(message.requestNumber) + sizeUint(message.opNumber) + sizeBin(message.result);
+        sizeUint(message.requestNumber) + sizeUint(message.opNumber) +
+        sizeUint(message.operationChecksum) + sizeBin(message.result);
     case "prepare": {
       let size = 2 + sizeUint(message.viewNumber) + sizeUint(message.commitNumber) +
         sizeUint(message.replica) + sizeArrayHeader(message.entries.length);
@@ -379,12 +412,13 @@ function writeFastBody(out: Uint8Array, position: number, message: Message): num
       p = writeUint(out, p, message.requestNumber);
       return writeBin(out, p, message.operation);
     case "reply":
-      out[p++] = 0x96;
+      out[p++] = 0x97;
       out[p++] = TAG_REPLY;
       p = writeUint(out, p, message.viewNumber);
       p = writeUint(out, p, message.clientId);
       p = writeUint(out, p, message.requestNumber);
       p = writeUint(out, p, message.opNumber);
+      p = writeUint(out, p, message.operationChecksum);
       return writeBin(out, p, message.result);
     case "prepare":
       out[p++] = 0x95;
@@ -438,19 +472,28 @@ function decodeFast(body: Uint8Array, context: ValidationContext): Message | und
       return { type: "request", clientId, requestNumber, operation };
     }
     case TAG_REPLY: {
-      if (count !== 6 || context.from !== "reply") return undefined;
+      if (count !== 7 || context.from !== "reply") return undefined;
       const viewNumber = r.uint();
       const clientId = r.uint();
       const requestNumber = r.uint();
       const opNumber = r.uint();
+      const operationChecksum = r.uint();
       const result = r.bin();
       if (
         viewNumber < 0 || clientId < 0 || requestNumber < 0 || opNumber < 0 ||
-        result === undefined || !r.done
+        operationChecksum < 0 || operationChecksum > 0xffffffff || result === undefined || !r.done
       ) {
         return undefined;
       }
-      return { type: "reply", viewNumber, clientId, requestNumber, opNumber, result };
+      return {
+        type: "reply",
+        viewNumber,
+        clientId,
+        requestNumber,
+        opNumber,
+        operationChecksum,
+        result,
+      };
     }
     case TAG_PREPARE: {
       if (count !== 5 || context.from !== "replica") return undefined;
@@ -693,6 +736,13 @@ function natural(value: unknown, type: MessageType, field: string, entryIndex = 
   );
 }
 
+/** A 32-bit checksum. */
+function checksum(value: unknown, type: MessageType, field: string): number {
+  const number = natural(value, type, field);
+  if (number > 0xffffffff) fail(`${type}: ${field} ${number} is not a 32-bit checksum`);
+  return number;
+}
+
 function replicaIndex(value: unknown, type: MessageType, replicaCount: number): number {
   const replica = natural(value, type, "replica");
   if (replica >= replicaCount) {
@@ -860,8 +910,9 @@ function toMessage(
         clientId: natural(f[2], type, "clientId"),
         requestNumber: natural(f[3], type, "requestNumber"),
         opNumber: natural(f[4], type, "opNumber"),
+        operationChecksum: checksum(f[5], type, "operationChecksum"),
         // A result is bounded by the frame only: the state machine decides its size.
-        result: binary(f[5], type, "result", Number.MAX_SAFE_INTEGER),
+        result: binary(f[6], type, "result", Number.MAX_SAFE_INTEGER),
       };
     case "not_primary":
       return {
@@ -894,7 +945,21 @@ function toMessage(
         viewNumber: natural(f[2], type, "viewNumber"),
         replica: replicaIndex(f[3], type, replicaCount),
         addresses: addressList(f[4], type),
+        requestNumberFloor: natural(f[5], type, "requestNumberFloor"),
       };
+    case "rejected": {
+      const code = natural(f[3], type, "reason");
+      const reason = REJECT_REASONS[code];
+      if (reason === undefined) fail(`${type}: unknown reason ${code}`);
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        requestNumber: natural(f[2], type, "requestNumber"),
+        reason,
+        floor: natural(f[4], type, "floor"),
+        replica: replicaIndex(f[5], type, replicaCount),
+      };
+    }
     case "prepare": {
       const viewNumber = natural(f[1], type, "viewNumber");
       const commitNumber = natural(f[2], type, "commitNumber");
@@ -1035,12 +1100,13 @@ function toMessage(
 /** The number of elements, tag included, of each message type's array. */
 const FIELD_COUNTS: { readonly [type in MessageType]: number } = {
   request: 4,
-  reply: 6,
+  reply: 7,
   not_primary: 5,
   request_number_query: 3,
   request_number_reply: 5,
   locate: 2,
-  configuration: 5,
+  configuration: 6,
+  rejected: 6,
   prepare: 5,
   prepare_ok: 5,
   commit: 5,

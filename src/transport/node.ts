@@ -698,6 +698,8 @@ class PeerLink {
 
   /** The last refusal logged, so that a peer refusing on every reconnect is logged once. */
   #lastRefusal: string | undefined;
+  /** A connection whose handshake is not done yet (`close` must close it too). */
+  #handshaking: Connection | undefined;
 
   constructor(
     readonly address: { readonly host: string; readonly port: number },
@@ -720,6 +722,7 @@ class PeerLink {
     this.#closed = true;
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
     this.#connection?.close();
+    this.#handshaking?.close();
   }
 
   /** Skip the rest of the backoff if the link is down. */
@@ -743,7 +746,10 @@ class PeerLink {
       const connection = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
       const handshake = new ConnectorHandshake(this.identity, "replica", this.selfIndex);
       const where = `${this.address.host}:${this.address.port}`;
+      this.#handshaking = connection;
       const usable = () => {
+        if (this.#handshaking === connection) this.#handshaking = undefined;
+        if (this.#closed) return connection.close();
         this.#connection = connection;
         this.#backoffMs = RECONNECT_MS_MIN;
         this.#lastRefusal = undefined;
@@ -773,6 +779,7 @@ class PeerLink {
           }, (error) => connection.close(`handshake failed: ${String(error)}`));
         },
         onClose: (reason) => {
+          if (this.#handshaking === connection) this.#handshaking = undefined;
           if (this.#closed) return;
           if (this.#connection === connection && reason !== this.#lastRefusal) {
             this.log("info", `lost connection to ${where}${reason ? `: ${reason}` : ""}`);

@@ -4,6 +4,21 @@
  * each client that is in the log but not yet executed, so that a re-sent in-progress request is
  * not appended twice.
  *
+ * A request is identified by its client-id and request-number and, where two could share them,
+ * by its operation: the table names the op-number of each recorded request, so that the replica
+ * can compare a re-sent request with the one in its log (a client restarted with the same id that
+ * reused a number gets told so, not another request's reply).
+ *
+ * The table holds at most `clientsMax` clients. Evicting one must not let a retry of its executed
+ * request run again, so the table keeps `requestNumberFloor`, the largest request-number of any
+ * evicted client: a client the table does not know whose request-number is at or below the floor
+ * may have been evicted, and the primary refuses its request rather than executing it again
+ * (the client learns that the outcome of that request is unknown). Clients number their requests
+ * from their clock (see `src/client/client.ts`), so a new client starts above the floor.
+ *
+ * Everything here depends only on the sequence of appended and executed entries, so every replica
+ * holds the same table at the same op-number.
+ *
  * @module
  */
 import type { LogEntry } from "./message.ts";
@@ -12,6 +27,12 @@ export interface ClientRecord {
   readonly requestNumber: number;
   readonly opNumber: number;
   readonly result: Uint8Array;
+}
+
+/** A request in the log after the commit-number. */
+export interface PendingRequest {
+  readonly requestNumber: number;
+  readonly opNumber: number;
 }
 
 /** A record updated in place on every execution: no allocation, no map reordering per op. */
@@ -24,9 +45,10 @@ interface MutableRecord {
 export class ClientTable {
   /** Executed requests, one record per client. */
   readonly #executed = new Map<number, MutableRecord>();
-  /** clientId → the largest request-number in the log after the commit-number. */
-  readonly #pending = new Map<number, number>();
+  /** clientId → the request with the largest request-number in the log after the commit-number. */
+  readonly #pending = new Map<number, PendingRequest>();
   readonly #clientsMax: number;
+  #requestNumberFloor = 0;
 
   constructor(clientsMax: number) {
     this.#clientsMax = clientsMax;
@@ -36,12 +58,17 @@ export class ClientTable {
     return this.#executed.size;
   }
 
+  /** The largest request-number of a client this table evicted; 0 when none was. */
+  get requestNumberFloor(): number {
+    return this.#requestNumberFloor;
+  }
+
   /** The client's latest executed request. Read it at once: the next execution updates it. */
   executed(clientId: number): ClientRecord | undefined {
     return this.#executed.get(clientId);
   }
 
-  pending(clientId: number): number | undefined {
+  pending(clientId: number): PendingRequest | undefined {
     return this.#pending.get(clientId);
   }
 
@@ -49,26 +76,31 @@ export class ClientTable {
   latestRequestNumber(clientId: number): number {
     return Math.max(
       this.#executed.get(clientId)?.requestNumber ?? 0,
-      this.#pending.get(clientId) ?? 0,
+      this.#pending.get(clientId)?.requestNumber ?? 0,
     );
   }
 
   /** Record that `entry` was appended to the log (not yet executed). */
   onAppend(entry: LogEntry): void {
     const pending = this.#pending.get(entry.clientId);
-    if (pending === undefined || pending < entry.requestNumber) {
-      this.#pending.set(entry.clientId, entry.requestNumber);
+    if (pending === undefined || pending.requestNumber < entry.requestNumber) {
+      this.#pending.set(entry.clientId, {
+        requestNumber: entry.requestNumber,
+        opNumber: entry.opNumber,
+      });
     }
   }
 
   /**
    * Record the execution of `entry`. When the table is full, a new client evicts the one whose
-   * latest execution is the oldest (the smallest op-number): that depends only on the sequence of
-   * executed entries, so every replica evicts the same client.
+   * latest execution is the oldest (the smallest op-number), and the floor rises to that client's
+   * latest request-number.
    */
   onExecute(entry: LogEntry, result: Uint8Array): void {
     const clientId = entry.clientId;
-    if (this.#pending.get(clientId) === entry.requestNumber) this.#pending.delete(clientId);
+    if (this.#pending.get(clientId)?.requestNumber === entry.requestNumber) {
+      this.#pending.delete(clientId);
+    }
     const previous = this.#executed.get(clientId);
     if (previous !== undefined) {
       if (previous.requestNumber > entry.requestNumber) return;
@@ -101,6 +133,9 @@ export class ClientTable {
         victim = clientId;
       }
     }
-    if (victim !== undefined) this.#executed.delete(victim);
+    if (victim === undefined) return;
+    const floor = this.#executed.get(victim)!.requestNumber;
+    if (floor > this.#requestNumberFloor) this.#requestNumberFloor = floor;
+    this.#executed.delete(victim);
   }
 }

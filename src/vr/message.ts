@@ -52,6 +52,12 @@ export interface Reply {
   readonly requestNumber: number;
   /** The op-number the request was executed at; for a read, the commit-number of the state read. */
   readonly opNumber: number;
+  /**
+   * The CRC-32C of the operation this reply answers: a client takes a reply for its request only
+   * if it answers that very operation, not another that a restarted client with the same id sent
+   * under the same number (see `RejectReason` "conflict").
+   */
+  readonly operationChecksum: number;
   readonly result: Uint8Array;
 }
 
@@ -83,6 +89,43 @@ export interface RequestNumberReply {
   readonly replica: ReplicaIndex;
 }
 
+/** Why the primary refuses a request instead of executing it or answering it. */
+export type RejectReason =
+  /**
+   * The request-number is the one of another request of this client (a different operation): a
+   * client restarted with the same id reused it. The request was not executed under that number;
+   * the client may send it again under a new one.
+   */
+  | "conflict"
+  /**
+   * The request-number is below the client's latest executed request: another client uses this
+   * client-id with higher numbers. Not executed.
+   */
+  | "stale"
+  /**
+   * The group no longer knows the client (its client table is full and evicted it) and the
+   * request-number is at or below the largest evicted one: the request may have been executed
+   * before the eviction, and is not executed again. Its outcome is unknown to the client; it
+   * numbers its next requests above `floor`.
+   */
+  | "evicted"
+  /** The operation is larger than `Limits.operationBytesMax`. Not executed. */
+  | "too_large";
+
+/** The primary's answer to a request it will neither execute nor answer (see `RejectReason`). */
+export interface Rejected {
+  readonly type: "rejected";
+  readonly clientId: number;
+  readonly requestNumber: number;
+  readonly reason: RejectReason;
+  /**
+   * A request-number the client's next requests must exceed: the latest executed request's
+   * ("stale"), the client table's floor ("evicted"), else the rejected number.
+   */
+  readonly floor: number;
+  readonly replica: ReplicaIndex;
+}
+
 /** §7.4 Anyone may ask a replica for the group's configuration and the view it knows. */
 export interface Locate {
   readonly type: "locate";
@@ -96,6 +139,11 @@ export interface Configuration {
   readonly viewNumber: number;
   readonly addresses: readonly string[];
   readonly replica: ReplicaIndex;
+  /**
+   * The client table's floor (see `Rejected`): a new client numbers its requests above it, so
+   * that none is mistaken for a retry of an evicted client's.
+   */
+  readonly requestNumberFloor: number;
 }
 
 // ---------------------------------------------------------------- normal operation (§4.1)
@@ -254,7 +302,12 @@ export interface NewState {
 export type ClientMessage = Request | RequestNumberQuery | Locate;
 
 /** Messages replicas send to clients. */
-export type ClientReplyMessage = Reply | NotPrimary | RequestNumberReply | Configuration;
+export type ClientReplyMessage =
+  | Reply
+  | NotPrimary
+  | RequestNumberReply
+  | Configuration
+  | Rejected;
 
 /** Messages replicas send to each other. */
 export type ReplicaMessage =
@@ -302,6 +355,7 @@ export const CLIENT_REPLY_TYPES: readonly ClientReplyMessage["type"][] = [
   "not_primary",
   "request_number_reply",
   "configuration",
+  "rejected",
 ];
 
 /** A short human-readable description of a message, for traces and logs. */
@@ -321,6 +375,8 @@ export function describeMessage(message: Message): string {
       return `locate c=${message.clientId}`;
     case "configuration":
       return `configuration v=${message.viewNumber}`;
+    case "rejected":
+      return `rejected c=${message.clientId} s=${message.requestNumber} ${message.reason}`;
     case "prepare": {
       const first = message.entries[0]?.opNumber ?? 0;
       const last = message.entries[message.entries.length - 1]?.opNumber ?? 0;

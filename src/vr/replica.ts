@@ -17,6 +17,7 @@
  */
 import type { StateMachine } from "../app/state_machine.ts";
 import { bytesEqual } from "../lib/bytes.ts";
+import { crc32c } from "../lib/crc32c.ts";
 import { assert } from "./assert.ts";
 import { ClientTable } from "./client_table.ts";
 import {
@@ -42,6 +43,7 @@ import {
   type PrepareOk,
   type Recovery,
   type RecoveryResponse,
+  type RejectReason,
   type ReplicaIndex,
   type ReplicaMessage,
   type Request,
@@ -98,6 +100,9 @@ export type PlantedBug =
   | "do_view_change_log_by_op_number"
   | "recovery_without_nonce_check"
   | "execute_retried_request_twice"
+  // A re-sent request recognised by client-id and request-number only, not by its operation: a
+  // restarted client that reuses a number gets another request's reply (the fix of issue 12).
+  | "reply_by_number_only"
   // §6.3 reads answered without confirming that this replica is still the primary.
   | "read_without_round"
   // The state-transfer fix of seed 788778535, removed: every NewState asks for more.
@@ -389,12 +394,14 @@ export class Replica {
           viewNumber: this.#viewNumber,
           addresses: this.addresses,
           replica: this.replicaIndex,
+          requestNumberFloor: this.#clientTable.requestNumberFloor,
         });
         break;
       case "reply":
       case "not_primary":
       case "request_number_reply":
       case "configuration":
+      case "rejected":
         this.#ignore(`${message.type}: a message for clients`);
         break;
       default:
@@ -569,12 +576,20 @@ export class Replica {
       return;
     }
     if (request.operation.length > this.limits.operationBytesMax) {
-      return this.#ignore(`request: operation of ${request.operation.length} bytes`);
+      return this.#reject(request, "too_large", request.requestNumber);
     }
-    const executed = this.#clientTable.executed(request.clientId);
+    const table = this.#clientTable;
+    const executed = table.executed(request.clientId);
     if (executed !== undefined && request.requestNumber <= executed.requestNumber) {
       if (request.requestNumber < executed.requestNumber) {
-        return this.#ignore(`request c=${request.clientId} s=${request.requestNumber}: old`);
+        // A late duplicate of an old request (its client has moved on and ignores this), or
+        // another client using this id with higher numbers.
+        return this.#reject(request, "stale", executed.requestNumber);
+      }
+      if (!this.#isLoggedAs(executed.opNumber, request)) {
+        // Another request under the same number (a client restarted with this id reused it):
+        // the stored reply is not its answer, and it was not executed.
+        return this.#reject(request, "conflict", request.requestNumber);
       }
       // §4.1: the latest request was executed: re-send its stored reply.
       this.#emitReply(request.clientId, {
@@ -583,20 +598,37 @@ export class Replica {
         clientId: request.clientId,
         requestNumber: request.requestNumber,
         opNumber: executed.opNumber,
+        // The request's own operation: the same as the logged one (checked above).
+        operationChecksum: crc32c(request.operation),
         result: executed.result,
       });
       return;
     }
-    const pending = this.#clientTable.pending(request.clientId);
+    const pending = table.pending(request.clientId);
     if (
-      pending !== undefined && request.requestNumber <= pending &&
+      pending !== undefined && request.requestNumber <= pending.requestNumber &&
       this.#plantedBug !== "execute_retried_request_twice"
     ) {
+      if (
+        request.requestNumber === pending.requestNumber &&
+        !this.#isLoggedAs(pending.opNumber, request)
+      ) {
+        return this.#reject(request, "conflict", request.requestNumber);
+      }
       return this.#ignore(`request c=${request.clientId} s=${request.requestNumber}: in progress`);
+    }
+    if (
+      executed === undefined && pending === undefined &&
+      request.requestNumber <= table.requestNumberFloor
+    ) {
+      // The table may have evicted this client after executing this very request: executing it
+      // again would break exactly-once (ClientTable).
+      return this.#reject(request, "evicted", table.requestNumberFloor);
     }
     if (this.app.query !== undefined && this.app.readOnly?.(request.operation) === true) {
       return this.#acceptRead(request);
     }
+    if (this.#pendingReads.length > 0) this.#dropReadNumbered(request);
     if (
       this.opNumber - this.#commitNumber >= this.limits.pipelineOpsMax ||
       this.#uncommittedBytes >= this.limits.pipelineBytesMax
@@ -617,6 +649,31 @@ export class Replica {
     };
     this.#appendEntry(entry);
     // The Prepare goes out in #flush, so that requests arriving in one turn share one (§6.2).
+  }
+
+  /**
+   * Whether the entry at `opNumber` is `request` (same client, number and operation), so that a
+   * re-sent request is told apart from another one that reuses its number. The planted bug
+   * `reply_by_number_only` trusts the numbers, as this replica did before.
+   */
+  #isLoggedAs(opNumber: number, request: Request): boolean {
+    if (this.#plantedBug === "reply_by_number_only") return true;
+    const entry = this.#log.entry(opNumber);
+    return entry !== undefined && entry.clientId === request.clientId &&
+      entry.requestNumber === request.requestNumber &&
+      bytesEqual(entry.operation, request.operation);
+  }
+
+  #reject(request: Request, reason: RejectReason, floor: number): void {
+    this.#debugLog(() => `reject c=${request.clientId} s=${request.requestNumber}: ${reason}`);
+    this.#emitReply(request.clientId, {
+      type: "rejected",
+      clientId: request.clientId,
+      requestNumber: request.requestNumber,
+      reason,
+      floor,
+      replica: this.replicaIndex,
+    });
   }
 
   #onRequestNumberQuery(query: RequestNumberQuery): void {
@@ -771,6 +828,7 @@ export class Replica {
           clientId: entry.clientId,
           requestNumber: entry.requestNumber,
           opNumber: entry.opNumber,
+          operationChecksum: crc32c(entry.operation),
           result,
         });
       }
@@ -1065,6 +1123,18 @@ export class Replica {
   }
 
   /**
+   * A write under the number of a read still waiting comes from a client restarted with the same
+   * id: the read's answer must not reach it as the write's.
+   */
+  #dropReadNumbered(request: Request): void {
+    const reads = this.#pendingReads;
+    const same = reads.findIndex((read) =>
+      read.clientId === request.clientId && read.requestNumber === request.requestNumber
+    );
+    if (same >= 0) reads.splice(same, 1);
+  }
+
+  /**
    * The latest read round that f backups confirmed, with the primary a majority of this view
    * after the round began; unbounded in a group of one.
    */
@@ -1111,6 +1181,7 @@ export class Replica {
         clientId: read.clientId,
         requestNumber: read.requestNumber,
         opNumber: this.#commitNumber,
+        operationChecksum: crc32c(read.operation),
         result: this.app.query!(read.operation),
       });
     }
