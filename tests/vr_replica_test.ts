@@ -878,7 +878,7 @@ Deno.test("§5.2 a duplicated NewState never adds a GetState in flight (seed 788
   // A recovering replica fetches the committed prefix two entries at a time, and every NewState
   // it receives arrives twice. Only the NewStates that bring news may ask for more: were the
   // duplicates to ask too, requests in flight would double at every part.
-  const cluster = new Cluster({ limits: { transferOpsMax: 2 } });
+  const cluster = new Cluster({ limits: { transferOpsMax: 2, pipelineOpsMax: 2 } });
   commitSome(cluster, 9);
   cluster.crash(2, { diskless: true });
   const r2 = cluster.restart(2);
@@ -1336,4 +1336,38 @@ Deno.test("§6.3 a retried read waits once; a restarted client reusing a read's 
   step(primary, request(5, 3, kvGet("y")));
   const replies = repliesOf(step(primary, echo(1, 2, 2)));
   assert.deepEqual(replies.map((r) => resultOf(r as { result: Uint8Array })), ["Y"]);
+});
+
+Deno.test("§4.2 a view whose uncommitted suffix exceeds 4 MiB installs on every backup", () => {
+  // Issue 12: the pipeline let 8 MiB stay uncommitted while StartView and NewState carried at
+  // most 4 MiB, and a replica adopting a view installs its uncommitted suffix from one message:
+  // with a suffix of more than 4 MiB no backup could install the new view, for good.
+  const cluster = new Cluster({ limits: { preparesInFlightMax: 8 } });
+  const big = (i: number) => kvSet(`big${i}`, "x".repeat(1024 * 1024 - 64));
+  // Every backup gets the Prepares, but no PrepareOk reaches the primary: nothing commits.
+  cluster.hold(ofType("prepare_ok"));
+  for (let s = 1; s <= 6; s++) {
+    cluster.request(0, 1, s, big(s));
+    cluster.run();
+  }
+  assert.equal(cluster.replica(1).opNumber, 6);
+  assert.equal(cluster.replica(2).opNumber, 6);
+  assert.equal(cluster.replica(0).commitNumber, 0, "6 MiB uncommitted");
+  cluster.crash(0);
+  cluster.release();
+  cluster.drop(ofType("prepare_ok"));
+  cluster.settleUntil(() =>
+    [1, 2].every((i) => {
+      const r = cluster.replica(i);
+      return r.status === "normal" && r.viewNumber >= 1 && r.commitNumber === 6;
+    })
+  );
+  assert.equal(cluster.kvGet(2, "big6")?.length, 1024 * 1024 - 64);
+});
+
+Deno.test("limits whose transfers cannot carry a view's uncommitted suffix are refused", () => {
+  assert.throws(
+    () => new Cluster({ limits: { transferBytesMax: 4 * 1024 * 1024 } }),
+    /transferBytesMax .* must be at least pipelineOpsMax .* and pipelineBytesMax \+ operationBytesMax/,
+  );
 });

@@ -20,9 +20,11 @@ export { crc32c };
 export const FRAME_HEADER_BYTES = 8;
 
 /**
- * The largest body accepted. It must exceed the largest message the core can produce: a pipeline
- * of 8 MiB (`LIMITS_DEFAULT.pipelineBytesMax`) plus one operation of 2 MiB plus msgpack overhead
- * fits, and a length beyond it is a desynchronised or hostile stream, refused before buffering.
+ * The largest body accepted. It must exceed the largest message the core can produce: a state
+ * transfer of 12 MiB of operations (`LIMITS_DEFAULT.transferBytesMax`, which holds any log suffix
+ * beyond a commit-number) and its entries' fields fit, and a length beyond it is a
+ * desynchronised or hostile stream, refused before buffering (the node checks the core's limits
+ * against it when it starts).
  */
 export const FRAME_BODY_BYTES_MAX = 16 * 1024 * 1024;
 

@@ -10,7 +10,7 @@ import type { StateMachine } from "../app/state_machine.ts";
 import type { ServerConfig } from "../config.ts";
 import { DataDir, DataDirError, type DataDirOptions, DiskFullError } from "../storage/data_dir.ts";
 import { TICK_MS } from "../vr/constants.ts";
-import type { Message, ReplicaMessage } from "../vr/message.ts";
+import type { Message } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
 import { type Effect, type LogLevel, Replica } from "../vr/replica.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
@@ -90,6 +90,10 @@ export const CONNECTION_LIMITS_DEFAULT: ConnectionLimits = {
   clientFramesPerTurnMax: 128,
 };
 
+/** The most bytes an entry's fields take in msgpack besides its operation (six numbers, headers). */
+const ENTRY_FIELDS_BYTES_MAX = 64;
+/** The most bytes a message's own fields take besides its entries. */
+const MESSAGE_FIELDS_BYTES_MAX = 1024;
 /** How often the node checks connection deadlines. */
 const HOUSEKEEPING_MS = 1_000;
 /** The same refusal reason is logged at most once in this long. */
@@ -245,6 +249,18 @@ export class ReplicaNode {
       log: (level, text) => options.log(level, text),
       debug: options.debug,
     });
+    // Every message the core may send must fit in a frame (a transfer's operations, and up to
+    // `ENTRY_FIELDS_BYTES_MAX` of fields per entry).
+    const largest = replica.limits.transferBytesMax +
+      replica.limits.transferOpsMax * ENTRY_FIELDS_BYTES_MAX + MESSAGE_FIELDS_BYTES_MAX;
+    if (largest > FRAME_BODY_BYTES_MAX) {
+      listener.close();
+      await opened.dataDir.close();
+      throw new Error(
+        `the core's transfer limits allow messages of ${largest} bytes, more than a frame's ` +
+          `${FRAME_BODY_BYTES_MAX} (FRAME_BODY_BYTES_MAX)`,
+      );
+    }
     const node = new ReplicaNode(options, listener, opened.dataDir, replica);
     node.#run();
     return node;
@@ -598,8 +614,9 @@ export class ReplicaNode {
           // A broadcast hands the same message object to every peer: encode it once.
           if (effect.message !== lastMessage) {
             lastMessage = effect.message;
-            lastFrame = encodeFramedMessage(effect.message as ReplicaMessage);
+            lastFrame = this.#frameOf(effect.message);
           }
+          if (lastFrame === undefined) break;
           if (effect.message.type === "prepare") {
             this.#prepares++;
             this.#preparedEntries += effect.message.entries.length;
@@ -610,7 +627,8 @@ export class ReplicaNode {
         case "reply": {
           this.#replies++;
           const connection = this.#clients.get(effect.clientId);
-          if (connection !== undefined) connection.sendFrame(encodeFramedMessage(effect.message));
+          const frame = connection === undefined ? undefined : this.#frameOf(effect.message);
+          if (frame !== undefined) connection!.sendFrame(frame);
           break;
         }
         case "persist_log":
@@ -624,6 +642,22 @@ export class ReplicaNode {
     if (this.#persistQueue.length > 0 && !this.#persisting) {
       this.#persisting = true;
       queueMicrotask(() => this.#persist());
+    }
+  }
+
+  /**
+   * The frame of a message the core produced, or undefined (and one error line) if it is larger
+   * than a frame may be: the core's limits keep its messages far below (`Limits`), so this is a
+   * bug or limits configured past the transport's; dropping the message keeps the replica up,
+   * and the protocol re-sends or times out as for a lost one.
+   */
+  #frameOf(message: Message): Uint8Array | undefined {
+    try {
+      return encodeFramedMessage(message);
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      this.#options.log("error", `cannot send ${describeMessage(message)}: ${error.message}`);
+      return undefined;
     }
   }
 

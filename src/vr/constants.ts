@@ -61,9 +61,22 @@ export interface Limits {
   readonly batchOpsMax: number;
   /** At most this many operation bytes in one Prepare. */
   readonly batchBytesMax: number;
-  /** At most this many entries in one state-transfer message (NewState, StartView, recovery). */
+  /**
+   * At most this many entries in one state-transfer message (NewState, StartView, recovery).
+   * At least `pipelineOpsMax`, so that a view's uncommitted suffix always fits in one (see
+   * `transferBytesMax`).
+   */
   readonly transferOpsMax: number;
-  /** At most this many operation bytes in one state-transfer message. */
+  /**
+   * At most this many operation bytes in one state-transfer message. At least
+   * `pipelineBytesMax + operationBytesMax`, the most a log can hold beyond its commit-number
+   * (the primary appends while it holds less than `pipelineBytesMax`; a backup's suffix is a part
+   * of its primary's, and a new primary's the chosen one's, §4.2): a replica adopting a view
+   * fetches committed entries in as many messages as it takes, but installs the view's
+   * uncommitted suffix from one, so a suffix larger than a transfer would never install. A
+   * DoViewChange carries the sender's suffix whole (it must fit in a frame: see
+   * `FRAME_BODY_BYTES_MAX`).
+   */
   readonly transferBytesMax: number;
   /** The client table keeps at most this many clients; the least recently served is evicted. */
   readonly clientsMax: number;
@@ -85,7 +98,8 @@ export const LIMITS_DEFAULT: Limits = {
   batchOpsMax: 256,
   batchBytesMax: 2 * 1024 * 1024,
   transferOpsMax: 1024,
-  transferBytesMax: 4 * 1024 * 1024,
+  // pipelineBytesMax + operationBytesMax, with room; a frame holds it (FRAME_BODY_BYTES_MAX).
+  transferBytesMax: 12 * 1024 * 1024,
   clientsMax: 4096,
   readsPendingMax: 4096,
   logPackOps: 1024,

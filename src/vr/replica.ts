@@ -286,6 +286,17 @@ export class Replica {
         () => `limit ${name} must be a positive integer, got ${value}`,
       );
     }
+    const limits = this.limits;
+    assert(
+      limits.transferOpsMax >= limits.pipelineOpsMax &&
+        limits.transferBytesMax >= limits.pipelineBytesMax + limits.operationBytesMax,
+      () =>
+        `limits transferOpsMax (${limits.transferOpsMax}) and transferBytesMax ` +
+        `(${limits.transferBytesMax}) must be at least pipelineOpsMax (${limits.pipelineOpsMax}) ` +
+        `and pipelineBytesMax + operationBytesMax (${
+          limits.pipelineBytesMax + limits.operationBytesMax
+        }): a view's uncommitted suffix that does not fit in one state transfer never installs`,
+    );
     assert(
       this.timing.spareCatchUpTicks <= this.timing.heartbeatTicks,
       () =>
