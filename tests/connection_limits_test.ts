@@ -100,7 +100,7 @@ async function serves(address: string): Promise<void> {
 }
 
 Deno.test("connections that never say hello do not lock clients out", async () => {
-  await withNode({ handshakingMax: 8 }, async (address, port) => {
+  await withNode({ handshakingMax: 8, handshakeEvictMs: 0 }, async (address, port) => {
     const idle = await open(port, 20);
     try {
       const firstClosed = closedByPeer(idle[0]!);
@@ -108,6 +108,25 @@ Deno.test("connections that never say hello do not lock clients out", async () =
       assert.ok(await firstClosed, "the oldest idle connection gave way");
     } finally {
       closeAll(idle);
+    }
+  });
+});
+
+Deno.test("a full handshake pool refuses newcomers while its connections are young", async () => {
+  // A storm of real connections completes its handshakes in far less than handshakeEvictMs:
+  // newcomers wait (they are refused and retry) rather than churn the ones in progress.
+  await withNode({ handshakingMax: 8, handshakeEvictMs: 60_000 }, async (_address, port) => {
+    const young = await open(port, 8);
+    const [late] = await open(port, 1);
+    try {
+      assert.ok(await closedByPeer(late!), "the newcomer is refused");
+      const stillOpen = await Promise.race([
+        closedByPeer(young[0]!),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 300)),
+      ]);
+      assert.equal(stillOpen, false, "the oldest young connection is kept");
+    } finally {
+      closeAll([...young, late!]);
     }
   });
 });

@@ -15,7 +15,13 @@ import { describeMessage } from "../vr/message.ts";
 import { type Effect, type LogLevel, Replica } from "../vr/replica.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import { decodeMessage, encodeFramedMessage } from "./codec.ts";
-import { Connection, IO_COUNTERS, type IoCounters, type ReadBudget } from "./connection.ts";
+import {
+  Connection,
+  IO_COUNTERS,
+  type IoCounters,
+  READ_BUFFER_BYTES_DEFAULT,
+  type ReadBudget,
+} from "./connection.ts";
 import { FRAME_BODY_BYTES_MAX } from "./frame.ts";
 import {
   AcceptorHandshake,
@@ -36,10 +42,14 @@ import { connectTo, listenOn, type TlsMaterial } from "./tls.ts";
 export interface ConnectionLimits {
   /**
    * Connections that have not completed their handshake, at most. A new one past this closes the
-   * oldest: idle connections that never say who they are cannot lock peers or clients out for
-   * longer than a handshake takes.
+   * oldest if that one has waited `handshakeEvictMs`, else it is closed itself: idle connections
+   * that never say who they are cannot lock peers or clients out for longer than that, and a
+   * storm of real ones (a thousand clients reconnecting at once) is not churned, since they
+   * complete their handshakes in far less.
    */
   readonly handshakingMax: number;
+  /** See `handshakingMax`. */
+  readonly handshakeEvictMs: number;
   /** A connection that has not completed its handshake this long after it opened is closed. */
   readonly handshakeTimeoutMs: number;
   /**
@@ -77,7 +87,8 @@ export interface ConnectionLimits {
 }
 
 export const CONNECTION_LIMITS_DEFAULT: ConnectionLimits = {
-  handshakingMax: 256,
+  handshakingMax: 1024,
+  handshakeEvictMs: 1_000,
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
   clientsMax: 4096,
   clientIdleTimeoutMs: 5 * 60_000,
@@ -94,6 +105,14 @@ export const CONNECTION_LIMITS_DEFAULT: ConnectionLimits = {
 const ENTRY_FIELDS_BYTES_MAX = 64;
 /** The most bytes a message's own fields take besides its entries. */
 const MESSAGE_FIELDS_BYTES_MAX = 1024;
+/** The read buffer of a connection in its handshake: a hello or a proof is far smaller. */
+const HANDSHAKE_READ_BUFFER_BYTES = 1024;
+/**
+ * The read buffer of a client connection: a read of requests that fills it is handed over and
+ * the next read takes the rest, so a small buffer costs system calls only to clients that send
+ * much at once, and saves memory on every idle one.
+ */
+const CLIENT_READ_BUFFER_BYTES = 16 * 1024;
 /** How often the node checks connection deadlines. */
 const HOUSEKEEPING_MS = 1_000;
 /** The same refusal reason is logged at most once in this long. */
@@ -350,7 +369,10 @@ export class ReplicaNode {
     try {
       for await (const conn of this.#listener) {
         this.#serve(
-          new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX }),
+          new Connection(conn, {
+            frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX,
+            readBufferBytes: HANDSHAKE_READ_BUFFER_BYTES,
+          }),
         );
       }
     } catch (error) {
@@ -369,7 +391,11 @@ export class ReplicaNode {
     const limits = this.#limits;
     if (this.#handshaking.size > limits.handshakingMax) {
       const oldest = this.#handshaking.values().next().value!;
-      oldest.close(`${limits.handshakingMax} connections in their handshake: the oldest closed`);
+      const waited = Date.now() - oldest.openedAtMs;
+      (waited >= limits.handshakeEvictMs ? oldest : connection).close(
+        `${limits.handshakingMax} connections in their handshake (ConnectionLimits.handshakingMax)`,
+      );
+      if (connection.closed) return;
     }
     const { config } = this.#options;
     const identity = this.#identity;
@@ -403,7 +429,10 @@ export class ReplicaNode {
         // One link per peer: a new one (the peer restarted or reconnected) replaces the old.
         this.#peerInbound[peerIndex]?.close(`replica ${peerIndex} opened a new link`);
         this.#peerInbound[peerIndex] = connection;
-        connection.setLimits({ frameBodyBytesMax: FRAME_BODY_BYTES_MAX });
+        connection.setLimits({
+          frameBodyBytesMax: FRAME_BODY_BYTES_MAX,
+          readBufferBytes: READ_BUFFER_BYTES_DEFAULT,
+        });
         // The peer is evidently up: reconnect to it now rather than after the backoff.
         this.#peers[peerIndex]?.reconnectNow();
         return true;
@@ -417,6 +446,7 @@ export class ReplicaNode {
         writeBufferBytesMax: limits.clientWriteBufferBytesMax,
         readPauseBytes: limits.clientReadPauseBytes,
         framesPerTurnMax: limits.clientFramesPerTurnMax,
+        readBufferBytes: CLIENT_READ_BUFFER_BYTES,
         readBudget: this.#clientReadBudget,
       });
       if (role === "status") {
@@ -777,7 +807,11 @@ class PeerLink {
         conn.close();
         return;
       }
-      const connection = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
+      // The peer sends nothing on this link but its handshake frames: a small read buffer.
+      const connection = new Connection(conn, {
+        frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX,
+        readBufferBytes: HANDSHAKE_READ_BUFFER_BYTES,
+      });
       const handshake = new ConnectorHandshake(this.identity, "replica", this.selfIndex);
       const where = `${this.address.host}:${this.address.port}`;
       this.#handshaking = connection;
