@@ -47,5 +47,13 @@ export {
 } from "./src/sim/linearizability.ts";
 export { Client, ClientError, type ClientOptions, ClientTransport } from "./src/client/client.ts";
 export { type KvBytes, KvClient, KvError } from "./src/client/kv_client.ts";
-export { type NodeOptions, ReplicaNode, type ReplicaStatus } from "./src/transport/node.ts";
-export { loadConfig, parseConfig, type ServerConfig } from "./src/config.ts";
+export {
+  CONNECTION_LIMITS_DEFAULT,
+  type ConnectionLimits,
+  type NodeOptions,
+  ReplicaNode,
+  type ReplicaStatus,
+} from "./src/transport/node.ts";
+export { loadConfig, loadIdentity, loadTls, parseConfig, type ServerConfig } from "./src/config.ts";
+export type { ClusterIdentity } from "./src/transport/handshake.ts";
+export type { TlsMaterial } from "./src/transport/tls.ts";
