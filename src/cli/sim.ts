@@ -44,6 +44,7 @@ interface SimFlags {
   load: "swarm" | "high";
   trace?: boolean;
   plantedBug?: PlantedBug;
+  trustDamagedLogs?: boolean;
 }
 
 export function simCommand(): Command {
@@ -69,6 +70,10 @@ export function simCommand(): Command {
       new Option("--planted-bug <bug>", "plant a known bug (to see the simulator catch it)")
         .choices(PLANTED_BUGS),
     )
+    .option(
+      "--trust-damaged-logs",
+      "with --seed: plant a simulator bug, a damaged log handed over as trusted (see the tests)",
+    )
     .addHelpText(
       "after",
       `
@@ -80,6 +85,9 @@ Examples:
     .action(async (flags: SimFlags, command: Command) => {
       if ((flags.seed === undefined) === (flags.seeds === undefined)) {
         command.error("error: give exactly one of --seed <n> or --seeds <k>", { exitCode: 2 });
+      }
+      if (flags.trustDamagedLogs === true && flags.seed === undefined) {
+        command.error("error: --trust-damaged-logs needs --seed <n>", { exitCode: 2 });
       }
       if (flags.seed !== undefined) {
         Deno.exitCode = replay(flags);
@@ -95,6 +103,7 @@ function replay(flags: SimFlags): number {
     replicas: flags.replicas,
     plantedBug: flags.plantedBug,
     load: flags.load,
+    trustDamagedLogs: flags.trustDamagedLogs,
     trace: true,
   });
   if (!result.ok || flags.trace === true) {
@@ -161,6 +170,7 @@ export function describeStats(t: SimulationStats): string {
     `${t.viewChanges} view changes, ${t.recoveries} recoveries, ${t.restartsFromDisk} restarts from disk, ` +
     `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
     `${t.clientRestarts} client restarts, ${t.rejectedEvicted} evicted and ${t.rejectedConflict} conflicting requests rejected, ` +
+    `${t.tornWrites} torn log writes, ${t.corruptedLogs} damaged logs, ${t.tornSuperblocks} torn superblock writes, ` +
     `${t.messagesSent} messages sent, ${t.messagesDropped} dropped, ${t.messagesDuplicated} duplicated, ` +
     `${t.events} events`;
 }

@@ -5,7 +5,8 @@
  * core, driven through the same interface the TCP node driver uses.
  *
  * A run has two phases. Safety: faults of every kind for a budget of time, with at most f replicas
- * crashed or recovering at once (the paper's fault model) while the network may do anything.
+ * faulty at once (the paper's fault model: crashed, recovering, or holding a disk that lost what it
+ * acknowledged) while the network may do anything.
  * Liveness: the network heals, crashed replicas restart, no new faults; every pending request must
  * complete and the replicas converge within a bounded time. Invariants are checked after every
  * event (see `Checker`).
@@ -108,6 +109,26 @@ export interface SwarmParameters {
   readonly sizeProbability: number;
   /** The share of SETs with a large value (`LARGE_VALUE_BYTES`), to reach the byte limits. */
   readonly largeValueProbability: number;
+  /**
+   * On a crash that keeps the writes in flight, the probability that the last log write among
+   * them is torn (partly written: the data directory cuts the bad last record), so that it and
+   * everything after it are lost. Never acknowledged, so no fault in the f-sense.
+   */
+  readonly tornWriteProbability: number;
+  /**
+   * On a crash that keeps the log, the probability that a record in the middle of the durable log
+   * has decayed (valid records after it): the restart gets the entries before it, a superblock
+   * marked recovering and `logTrusted: false`, as the data directory hands them over. The replica
+   * may have acknowledged what was lost: it is faulty until it has recovered (at most f at once).
+   */
+  readonly logCorruptionProbability: number;
+  /**
+   * On a crash that keeps the writes in flight, the probability that a superblock write among
+   * them is torn: the slot being written is unreadable, the previous superblock is loaded, and the
+   * writes after it are lost (the data directory drops the log writes that depend on it). Never
+   * reported durable, so the replica acted on none of it: no fault in the f-sense.
+   */
+  readonly superblockTornProbability: number;
 }
 
 /** The size of a large value (see `SwarmParameters.largeValueProbability`). */
@@ -138,6 +159,13 @@ export interface SimulationOptions {
    * which is not linearizable. It is a client bug, for tests of the tester.
    */
   readonly restartNumbering?: "clock" | "query" | undefined;
+  /**
+   * A planted simulator bug, for tests of the tester: a log damaged in the middle is handed over
+   * as a trusted log (the intact prefix, `logTrusted: true`, the superblock not marked
+   * recovering), as a data directory would that took damage for a torn tail. The replica then
+   * restarts without entries it acknowledged, and a committed op can be lost.
+   */
+  readonly trustDamagedLogs?: boolean | undefined;
 }
 
 export const SAFETY_UNITS_DEFAULT = 20_000;
@@ -167,6 +195,12 @@ export interface SimulationStats {
   messagesDropped: number;
   messagesDuplicated: number;
   partitions: number;
+  /** Crashes that tore the last log write in flight (see `SwarmParameters.tornWriteProbability`). */
+  tornWrites: number;
+  /** Crashes after which the durable log was damaged in the middle (`logCorruptionProbability`). */
+  corruptedLogs: number;
+  /** Crashes that tore a superblock write in flight (`superblockTornProbability`). */
+  tornSuperblocks: number;
 }
 
 export interface SimulationResult {
@@ -232,6 +266,11 @@ export function drawParameters(
     clientRestartProbability: prng.pick([0, 0, 0.05, 0.2]),
     sizeProbability: prng.pick([0, 0.1]),
     largeValueProbability: prng.pick([0, 0, 0.05]),
+    // Storage faults, drawn last too; each crash draws them from its own stream (`storagePrng`),
+    // so that a seed that draws 0 for all three runs exactly as it did before they existed.
+    tornWriteProbability: prng.pick([0, 0.5, 1]),
+    logCorruptionProbability: prng.pick([0, 0, 0.1, 0.3]),
+    superblockTornProbability: prng.pick([0, 0.5, 1]),
   };
 }
 
@@ -296,6 +335,12 @@ class SimReplica {
   writeDoneAt = 0;
   /** A brand-new replica starts without durable state (view 0, normal). */
   fresh = true;
+  /**
+   * Its disk lost entries it may have acknowledged (a diskless crash, a damaged log): faulty
+   * until it is normal again, which a replica that restarts untrusted reaches only through §4.3
+   * recovery. (It is down or recovering meanwhile, unless `trustDamagedLogs` lies to it.)
+   */
+  storageFault = false;
 
   constructor(readonly index: number) {}
 
@@ -344,6 +389,8 @@ class Simulation {
   readonly workloadPrng: Prng;
   readonly diskPrng: Prng;
   readonly seedPrng: Prng;
+  /** Storage faults on a crash: a stream of their own, so that the others draw as before. */
+  readonly storagePrng: Prng;
   readonly trace: string[] | undefined;
   traceHash = 0x811c9dc5;
   now = 0;
@@ -367,6 +414,9 @@ class Simulation {
     messagesDropped: 0,
     messagesDuplicated: 0,
     partitions: 0,
+    tornWrites: 0,
+    corruptedLogs: 0,
+    tornSuperblocks: 0,
   };
   readonly safetyUnits: number;
   readonly livenessUnitsMax: number;
@@ -381,6 +431,7 @@ class Simulation {
     this.workloadPrng = root.fork(3);
     this.diskPrng = root.fork(4);
     this.seedPrng = root.fork(5);
+    this.storagePrng = root.fork(7);
     this.trace = options.trace === true ? [] : undefined;
     this.safetyUnits = options.safetyUnits ?? SAFETY_UNITS_DEFAULT;
     this.livenessUnitsMax = options.livenessUnitsMax ?? LIVENESS_UNITS_MAX_DEFAULT;
@@ -647,28 +698,82 @@ class Simulation {
 
   #crash(sim: SimReplica, diskless: boolean): void {
     const replica = sim.replica!;
+    const p = this.parameters;
     this.stats.crashes++;
     // Writes still in flight: lost (power failure) or completed (the process died, the kernel
-    // still wrote them), in order.
-    const lose = this.diskPrng.chance(this.parameters.loseUnsyncedProbability);
-    if (!lose) {
-      for (const write of sim.pendingWrites) this.#applyWrite(sim, write);
+    // still wrote them), in order; or completed up to a write torn by the crash, which the data
+    // directory cuts off at the next load with everything after it. Each way the disk keeps a
+    // prefix of the writes in the order the replica emitted them, none of the rest reported
+    // durable: the replica acknowledged none of it and held back every message that depended on
+    // a superblock write among it.
+    const lose = this.diskPrng.chance(p.loseUnsyncedProbability);
+    // Drawn on every crash, used or not, so that each crash takes the same draws.
+    const storage = this.storagePrng;
+    const tearLog = storage.chance(p.tornWriteProbability);
+    const tearSuperblock = storage.chance(p.superblockTornProbability);
+    const damageLog = storage.chance(p.logCorruptionProbability);
+    const tornAt = storage.float();
+    const damageAt = storage.float();
+    const pending = sim.pendingWrites;
+    let kept = lose ? 0 : pending.length;
+    let what = diskless ? "losing its log" : "keeping its disk";
+    if (lose) what += ", losing unsynced writes";
+    if (!lose && tearLog) {
+      const last = pending.findLastIndex((write) => write.effect.type === "persist_log");
+      if (last !== -1) {
+        kept = last;
+        this.stats.tornWrites++;
+        what += `, tearing its last log write (${pending.length - last} of ${pending.length} ` +
+          "writes in flight lost)";
+      }
     }
+    if (!lose && kept === pending.length && tearSuperblock) {
+      const superblocks: number[] = [];
+      pending.forEach((write, index) => {
+        if (write.effect.type === "persist_superblock") superblocks.push(index);
+      });
+      if (superblocks.length > 0) {
+        kept = superblocks[Math.floor(tornAt * superblocks.length)]!;
+        this.stats.tornSuperblocks++;
+        const torn = pending[kept]!.effect as Extract<Effect, { type: "persist_superblock" }>;
+        what += `, tearing its superblock write of view ${torn.superblock.viewNumber} ` +
+          `(${pending.length - kept} of ${pending.length} writes in flight lost)`;
+      }
+    }
+    for (let index = 0; index < kept; index++) this.#applyWrite(sim, pending[index]!);
     sim.pendingWrites = [];
+    const disk = sim.disk;
     if (diskless) {
-      sim.disk.log = [];
-      sim.disk.commitNumber = 0;
-      sim.disk.logIntact = false;
+      disk.log = [];
+      disk.commitNumber = 0;
+      disk.logIntact = false;
+      sim.storageFault = true;
+    } else if (damageLog && disk.log.length >= 2 && this.#mayFault(sim)) {
+      // Damage: the record holding op `bad` on decays, valid records follow it (the last record
+      // bad would look torn). The load keeps the entries before it; the data directory marks the
+      // superblock recovering and reports the log untrusted (`DataDir.open`).
+      const bad = 1 + Math.floor(damageAt * (disk.log.length - 1));
+      const lost = disk.log.length - (bad - 1);
+      disk.log.length = bad - 1;
+      disk.commitNumber = Math.min(disk.commitNumber, disk.log.length);
+      if (this.options.trustDamagedLogs !== true) {
+        disk.superblock = { ...disk.superblock, recovering: true };
+        disk.logIntact = false;
+      }
+      sim.storageFault = true;
+      this.stats.corruptedLogs++;
+      what += `, its log damaged at op ${bad} (${lost} ops lost${
+        this.options.trustDamagedLogs === true ? ", PLANTED: handed over as trusted" : ""
+      })`;
     }
-    this.#traceLine(
-      `CRASH r${sim.index} ${this.#replicaState(replica)} ${
-        diskless ? "losing its log" : "keeping its disk"
-      }${lose ? ", losing unsynced writes" : ""}`,
-    );
+    this.#traceLine(`CRASH r${sim.index} ${this.#replicaState(replica)} ${what}`);
     sim.replica = undefined;
     sim.incarnation++;
     this.network.setNodeUp(sim.index, false);
     this.checker.onCrash(sim.index);
+    if (this.#faulty() > this.#f()) {
+      throw new Error(`simulator: ${this.#faulty()} replicas faulty, more than f = ${this.#f()}`);
+    }
   }
 
   #deliver(delivery: Delivery<Message>): void {
@@ -732,6 +837,11 @@ class Simulation {
     this.stats.viewChanges += this.checker.viewChanges - before;
     this.stats.spareSwaps += replica.spareSwaps - sim.spareSwapsCounted;
     sim.spareSwapsCounted = replica.spareSwaps;
+    if (sim.storageFault && replica.status === "normal") {
+      // Normal again: through §4.3 recovery, it holds the primary's log (see the checker).
+      sim.storageFault = false;
+      this.#traceLine(`r${sim.index} is normal again after losing what its disk acknowledged`);
+    }
     for (const effect of effects) {
       switch (effect.type) {
         case "send":
@@ -851,17 +961,38 @@ class Simulation {
   }
 
   /**
-   * Whether crashing `sim` keeps at most f replicas crashed or recovering. A recovering replica
-   * may crash again (it stays unavailable): its next recovery must ignore the answers to this one.
+   * Whether crashing `sim` keeps at most f replicas faulty. A recovering replica may crash again
+   * (it stays faulty): its next recovery must ignore the answers to this one.
    */
   #mayCrash(sim: SimReplica): boolean {
-    if (sim.replica!.status === "recovering") return true;
-    return this.#unavailable() < (this.parameters.replicaCount - 1) / 2;
+    return this.#mayFault(sim);
   }
 
-  /** Replicas crashed or recovering: at most f at once in the safety phase. */
-  #unavailable(): number {
-    return this.replicas.filter((sim) => !sim.up || sim.replica!.status === "recovering").length;
+  /**
+   * Whether `sim` may become faulty (crash, lose what its disk acknowledged) with at most f
+   * replicas faulty at once: it is already, or fewer than f are.
+   */
+  #mayFault(sim: SimReplica): boolean {
+    return this.#isFaulty(sim) || this.#faulty() < this.#f();
+  }
+
+  /** The number of faulty replicas the group tolerates: f, with 2f + 1 replicas. */
+  #f(): number {
+    return Math.floor((this.parameters.replicaCount - 1) / 2);
+  }
+
+  /**
+   * Crashed, recovering, or with a storage fault outstanding (its disk lost entries it may have
+   * acknowledged, and it is not normal since): at most f at once in the safety phase.
+   */
+  #isFaulty(sim: SimReplica): boolean {
+    return !sim.up || sim.replica!.status === "recovering" || sim.storageFault;
+  }
+
+  #faulty(): number {
+    let count = 0;
+    for (const sim of this.replicas) if (this.#isFaulty(sim)) count++;
+    return count;
   }
 
   /** The up replica that is primary of the latest view in which some replica is normal. */

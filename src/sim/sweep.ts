@@ -50,6 +50,9 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
     messagesDropped: 0,
     messagesDuplicated: 0,
     partitions: 0,
+    tornWrites: 0,
+    corruptedLogs: 0,
+    tornSuperblocks: 0,
   };
   const failed: SimulationResult[] = [];
   let passed = 0;
