@@ -16,7 +16,7 @@
 import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
 import { crc32c } from "../lib/crc32c.ts";
 import { Prng } from "../lib/prng.ts";
-import { TIMING_DEFAULT } from "../vr/constants.ts";
+import { LIMITS_DEFAULT, TIMING_DEFAULT } from "../vr/constants.ts";
 import type { ClientMessage, ClientReplyMessage, LogEntry, Message } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
 import { type Effect, type PlantedBug, Replica, type Superblock } from "../vr/replica.ts";
@@ -129,6 +129,21 @@ export interface SwarmParameters {
    * reported durable, so the replica acted on none of it: no fault in the f-sense.
    */
   readonly superblockTornProbability: number;
+  /**
+   * The replicas' pipeline, batch and transfer limits (`Limits`): small in some seeds, so that
+   * batches split, the pipeline fills and state transfers take several messages (a view's
+   * uncommitted suffix always fits in one: transfers are at least the pipeline plus one operation).
+   */
+  readonly limits: {
+    readonly operationBytesMax: number;
+    readonly pipelineOpsMax: number;
+    readonly pipelineBytesMax: number;
+    readonly preparesInFlightMax: number;
+    readonly batchOpsMax: number;
+    readonly batchBytesMax: number;
+    readonly transferOpsMax: number;
+    readonly transferBytesMax: number;
+  };
 }
 
 /** The size of a large value (see `SwarmParameters.largeValueProbability`). */
@@ -220,6 +235,39 @@ function unlessForced<T>(drawn: T, forced: T | undefined): T {
   return forced ?? drawn;
 }
 
+/** The size of the largest operation the simulated clients send (a SET of a large value). */
+const OPERATION_BYTES_SIM_MAX = LARGE_VALUE_BYTES + 64;
+
+/** Small limits in some seeds, the defaults in others; always ones the core accepts. */
+function drawLimits(prng: Prng): SwarmParameters["limits"] {
+  const small = prng.chance(0.5);
+  if (!small) {
+    return {
+      operationBytesMax: LIMITS_DEFAULT.operationBytesMax,
+      pipelineOpsMax: LIMITS_DEFAULT.pipelineOpsMax,
+      pipelineBytesMax: LIMITS_DEFAULT.pipelineBytesMax,
+      preparesInFlightMax: LIMITS_DEFAULT.preparesInFlightMax,
+      batchOpsMax: LIMITS_DEFAULT.batchOpsMax,
+      batchBytesMax: LIMITS_DEFAULT.batchBytesMax,
+      transferOpsMax: LIMITS_DEFAULT.transferOpsMax,
+      transferBytesMax: LIMITS_DEFAULT.transferBytesMax,
+    };
+  }
+  const operationBytesMax = OPERATION_BYTES_SIM_MAX;
+  const pipelineOpsMax = prng.pick([3, 8, 32]);
+  const pipelineBytesMax = prng.pick([4_000, 10_000, 100_000]);
+  return {
+    operationBytesMax,
+    pipelineOpsMax,
+    pipelineBytesMax,
+    preparesInFlightMax: prng.pick([1, 2, 4]),
+    batchOpsMax: prng.pick([1, 2, 4]),
+    batchBytesMax: prng.pick([operationBytesMax, 2 * operationBytesMax, 8_000]),
+    transferOpsMax: pipelineOpsMax + prng.pick([0, 1, 16]),
+    transferBytesMax: pipelineBytesMax + operationBytesMax + prng.pick([0, 100, 10_000]),
+  };
+}
+
 /** Draw the swarm parameters of a seed. */
 export function drawParameters(
   seed: number,
@@ -271,6 +319,7 @@ export function drawParameters(
     tornWriteProbability: prng.pick([0, 0.5, 1]),
     logCorruptionProbability: prng.pick([0, 0, 0.1, 0.3]),
     superblockTornProbability: prng.pick([0, 0.5, 1]),
+    limits: drawLimits(prng),
   };
 }
 
@@ -662,6 +711,7 @@ class Simulation {
         logPackOps: this.parameters.logPackOps,
         quietPrepareBackups: this.parameters.quietPrepareBackups,
         clientsMax: this.parameters.clientsMax,
+        ...this.parameters.limits,
       },
       timing: {
         spareSwapTicks: this.parameters.spareSwapTicks,
