@@ -12,9 +12,8 @@
  */
 import { parseArgs } from "node:util";
 import { KvClient } from "../src/client/kv_client.ts";
-import { loadConfig, loadIdentity, parseAddress } from "../src/config.ts";
-import { type FuzzContext, fuzzGroup } from "../tests/_fuzz.ts";
-import { primaryRow, startCluster, statusRows, waitFor } from "../tests/_process.ts";
+import { fuzzWhileWriting, replicasAlive } from "../tests/_fuzz.ts";
+import { startCluster, statusRows, waitFor } from "../tests/_process.ts";
 
 const { values } = parseArgs({
   options: {
@@ -29,34 +28,11 @@ const cluster = await startCluster(3, { sync: "none" });
 const kv = await KvClient.connect({ addresses: cluster.addresses, deadlineMs: 30_000 });
 let exitCode = 0;
 try {
-  const { identity } = await loadIdentity(await loadConfig(cluster.configPath));
-  const addresses = cluster.addresses.map((text) =>
-    parseAddress(text) as { host: string; port: number }
-  );
-  let writing = true;
-  let acknowledged = 0;
   let printed = 0;
-  const writer = (async () => {
-    for (let i = 0; writing; i++) {
-      await kv.set(`key${i % 4}`, `value${i}`);
-      acknowledged++;
-    }
-  })();
-  const context = async (): Promise<FuzzContext> => {
-    const primary = primaryRow(await statusRows(cluster.configPath));
-    return {
-      viewNumber: primary?.viewNumber ?? 0,
-      opNumber: primary?.opNumber ?? 0,
-      commitNumber: primary?.commitNumber ?? 0,
-    };
-  };
-  const report = await fuzzGroup({
-    addresses,
-    identity,
+  const report = await fuzzWhileWriting(cluster, kv, {
     frames,
     seed,
     mutateProbability: Number(values.mutate),
-    context,
     onProgress: (sent) => {
       if (sent >= printed + 100_000) {
         printed = sent - (sent % 100_000);
@@ -64,16 +40,7 @@ try {
       }
     },
   });
-  writing = false;
-  await writer;
-  const alive = cluster.pids.map((pid) => {
-    try {
-      Deno.kill(pid, "SIGCONT");
-      return !/exited with code/.test(cluster.output().stderr);
-    } catch {
-      return false;
-    }
-  });
+  const alive = replicasAlive(cluster);
   await kv.set("after", "fuzz");
   const rows = await waitFor(
     async () => {
@@ -96,7 +63,7 @@ try {
     seconds: Number(report.seconds.toFixed(1)),
     frames_per_s: Math.round(report.frames / report.seconds),
     links_closed_by_replicas: report.reconnects,
-    writes_acknowledged: acknowledged,
+    writes_acknowledged: report.acknowledged,
     replicas_alive: alive,
     view: rows[0]!.viewNumber,
     op: rows[0]!.opNumber,

@@ -505,6 +505,20 @@ export async function loadTls(
   return { caCerts, cert: await read(tls.certFile), key: await read(tls.keyFile) };
 }
 
+/** What a client needs to reach a group: its identity (cluster id, secret) and its TLS. */
+export interface GroupAccess {
+  readonly identity: ClusterIdentity;
+  readonly tls: TlsMaterial | undefined;
+}
+
+/**
+ * A client's access to the group of `config` (or, without one, from the environment only): the
+ * identity of `loadIdentity` and the TLS of `loadTls`. Throws ConfigError as they do.
+ */
+export async function loadAccess(config: ServerConfig | undefined): Promise<GroupAccess> {
+  return { identity: (await loadIdentity(config)).identity, tls: await loadTls(config) };
+}
+
 /** A new random secret, as the text of a secret file (64 hex digits: 256 bits). */
 export function generateSecret(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(32));

@@ -13,6 +13,8 @@
  * @module
  */
 import { encodeKvOperation } from "../src/app/kv.ts";
+import type { KvClient } from "../src/client/kv_client.ts";
+import { loadConfig, loadIdentity, parseAddress } from "../src/config.ts";
 import { Prng } from "../src/lib/prng.ts";
 import { encodeMessage } from "../src/transport/codec.ts";
 import { encodeFrame, FrameDecoder } from "../src/transport/frame.ts";
@@ -20,6 +22,7 @@ import { type ClusterIdentity, ConnectorHandshake } from "../src/transport/hands
 import { VIEW_NUMBER_MAX } from "../src/vr/constants.ts";
 import type { LogEntry, ReplicaMessage } from "../src/vr/message.ts";
 import { REPLICA_MESSAGE_TYPES } from "../src/vr/message.ts";
+import { type Cluster, primaryRow, statusRows } from "./_process.ts";
 
 /** What the fuzzer knows of the group, to aim its numbers near the real ones. */
 export interface FuzzContext {
@@ -373,4 +376,62 @@ export async function fuzzGroup(options: {
   }
   for (const link of links) link?.close();
   return { frames: sent, reconnects, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * Fuzzes the group of `cluster` (`fuzzGroup`, its numbers aimed at the primary's state) while
+ * `kv` writes, one write after another; returns the report and how many writes were
+ * acknowledged. Throws if a write fails.
+ */
+export async function fuzzWhileWriting(
+  cluster: Cluster,
+  kv: KvClient,
+  options: Pick<
+    Parameters<typeof fuzzGroup>[0],
+    "frames" | "seed" | "mutateProbability" | "onProgress"
+  >,
+): Promise<FuzzReport & { readonly acknowledged: number }> {
+  const { identity } = await loadIdentity(await loadConfig(cluster.configPath));
+  const addresses = cluster.addresses.map((text) =>
+    parseAddress(text) as { host: string; port: number }
+  );
+  let writing = true;
+  let acknowledged = 0;
+  const writer = (async () => {
+    for (let i = 0; writing; i++) {
+      await kv.set(`key${i % 4}`, `value${i}`);
+      acknowledged++;
+    }
+  })();
+  const context = async (): Promise<FuzzContext> => {
+    const primary = primaryRow(await statusRows(cluster.configPath));
+    return {
+      viewNumber: primary?.viewNumber ?? 0,
+      opNumber: primary?.opNumber ?? 0,
+      commitNumber: primary?.commitNumber ?? 0,
+    };
+  };
+  try {
+    const report = await fuzzGroup({ ...options, addresses, identity, context });
+    return { ...report, acknowledged };
+  } finally {
+    writing = false;
+    await writer;
+  }
+}
+
+/**
+ * Which replicas of `cluster` still run: a signal reaches them, and `cluster up` reported none
+ * exiting ("replica 0 (pid 123) exited with code 1").
+ */
+export function replicasAlive(cluster: Cluster): boolean[] {
+  const exited = /exited with code/.test(cluster.output().stderr);
+  return cluster.pids.map((pid) => {
+    try {
+      Deno.kill(pid, "SIGCONT");
+      return !exited;
+    } catch {
+      return false;
+    }
+  });
 }

@@ -6,9 +6,8 @@
  */
 import { strict as assert } from "node:assert";
 import { KvClient } from "../src/client/kv_client.ts";
-import { loadConfig, loadIdentity, parseAddress } from "../src/config.ts";
-import { type FuzzContext, fuzzGroup } from "./_fuzz.ts";
-import { primaryRow, startCluster, statusRows, waitFor } from "./_process.ts";
+import { fuzzWhileWriting, replicasAlive } from "./_fuzz.ts";
+import { startCluster, statusRows, waitFor } from "./_process.ts";
 
 const FRAMES = 20_000;
 const CONVERGE_TIMEOUT_MS = 30_000;
@@ -22,59 +21,23 @@ Deno.test({
     const cluster = await startCluster(3, { sync: "none" });
     const kv = await KvClient.connect({ addresses: cluster.addresses, deadlineMs: 20_000 });
     try {
-      const { identity } = await loadIdentity(await loadConfig(cluster.configPath));
-      const addresses = cluster.addresses.map((text) =>
-        parseAddress(text) as {
-          host: string;
-          port: number;
-        }
-      );
-      let writing = true;
-      let acknowledged = 0;
-      const writer = (async () => {
-        for (let i = 0; writing; i++) {
-          await kv.set(`key${i % 4}`, `value${i}`);
-          acknowledged++;
-        }
-      })();
-      const context = async (): Promise<FuzzContext> => {
-        const primary = primaryRow(await statusRows(cluster.configPath));
-        return {
-          viewNumber: primary?.viewNumber ?? 0,
-          opNumber: primary?.opNumber ?? 0,
-          commitNumber: primary?.commitNumber ?? 0,
-        };
-      };
-      const report = await fuzzGroup({
-        addresses,
-        identity,
+      const report = await fuzzWhileWriting(cluster, kv, {
         frames: FRAMES,
         seed,
         mutateProbability: 0.2,
-        context,
-      });
-      writing = false;
-      await writer.catch((error) => {
-        throw new Error(`seed ${seed}: a write failed during the fuzz: ${error}`);
+      }).catch((error) => {
+        throw new Error(`seed ${seed}: ${error}`);
       });
       console.log(
         `fuzz seed ${seed}: ${report.frames} frames in ${report.seconds.toFixed(1)} s, ` +
-          `${report.reconnects} links closed by the replicas, ${acknowledged} writes acknowledged`,
+          `${report.reconnects} links closed by the replicas, ${report.acknowledged} writes acknowledged`,
       );
-      // `cluster up` reports a replica that exits ("replica 0 (pid 123) exited with code 1"); a
-      // signal to every replica must find it still running.
-      for (const [index, pid] of cluster.pids.entries()) {
-        let alive = true;
-        try {
-          Deno.kill(pid, "SIGCONT");
-        } catch {
-          alive = false;
-        }
+      replicasAlive(cluster).forEach((alive, index) =>
         assert.ok(
-          alive && !/exited with code/.test(cluster.output().stderr),
+          alive,
           `seed ${seed}: replica ${index} died; the output:\n${cluster.output().stderr}`,
-        );
-      }
+        )
+      );
       // Served and converged: one view, every replica normal at one op- and commit-number.
       await kv.set("after", "fuzz");
       assert.equal(await kv.getString("after"), "fuzz");

@@ -9,9 +9,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { encodeKvOperation } from "../app/kv.ts";
 import { Histogram } from "../bench/histogram.ts";
 import { Client, ClientError, ClientTransport } from "../client/client.ts";
-import { ConfigError, loadConfig, loadIdentity, loadTls, parseAddress } from "../config.ts";
-import type { TlsMaterial } from "../transport/tls.ts";
-import type { ClusterIdentity } from "../transport/handshake.ts";
+import { ConfigError, type GroupAccess, loadAccess, loadConfig, parseAddress } from "../config.ts";
 import { vstampCommand } from "./cluster.ts";
 import { parseCount } from "./sim.ts";
 import { fetchStatus } from "../client/status.ts";
@@ -189,13 +187,12 @@ async function startCluster(
 /** Each replica's counters (CPU time, messages, persists), or undefined if it did not answer. */
 function fetchCounters(
   addresses: readonly string[],
-  identity: ClusterIdentity,
-  tls: TlsMaterial | undefined,
+  access: GroupAccess,
 ): Promise<(NodeCounters | undefined)[]> {
   return Promise.all(addresses.map(async (text) => {
     const address = parseAddress(text);
     if ("error" in address) return undefined;
-    const answer = await fetchStatus(address, undefined, { identity, tls });
+    const answer = await fetchStatus(address, undefined, access);
     return "error" in answer ? undefined : answer.counters;
   }));
 }
@@ -209,8 +206,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
       configPath = cluster.configPath;
     }
     const config = await loadConfig(configPath!);
-    const { identity } = await loadIdentity(config);
-    const tls = await loadTls(config);
+    const access = await loadAccess(config);
     const addresses = [...config.addressTexts];
     // Logical clients share connections, as an application's would; several connections keep
     // groups of clients out of step, so that one group's batch is in flight while another's is
@@ -221,7 +217,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
     );
     const transports = Array.from(
       { length: connections },
-      () => new ClientTransport({ identity, tls }),
+      () => new ClientTransport(access),
     );
     const clients = await Promise.all(
       Array.from(
@@ -229,7 +225,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
         (_, i) => Client.connect({ addresses, transport: transports[i % connections] }),
       ),
     );
-    const result = await load(clients, flags, addresses, connections, identity, tls);
+    const result = await load(clients, flags, addresses, connections, access);
     for (const client of clients) client.close();
     for (const transport of transports) transport.close();
     report(flags, config.addresses.length, result);
@@ -276,8 +272,7 @@ async function load(
   flags: BenchFlags,
   addresses: readonly string[],
   connections: number,
-  identity: ClusterIdentity,
-  tls: TlsMaterial | undefined,
+  access: GroupAccess,
 ): Promise<LoadResult> {
   const value = new Uint8Array(flags.valueSize).fill(0x78);
   const keys: Uint8Array[] = [];
@@ -335,7 +330,7 @@ async function load(
   const workers = clients.map((client) => worker(client));
   if (flags.warmup > 0) await new Promise((resolve) => setTimeout(resolve, flags.warmup * 1000));
   // The servers' counters first, then the measurement: nothing done while they are fetched counts.
-  const before = await fetchCounters(addresses, identity, tls);
+  const before = await fetchCounters(addresses, access);
   const clientCpuBefore = process.cpuUsage();
   measuring = true;
   const started = performance.now();
@@ -361,7 +356,7 @@ async function load(
   clearInterval(progress);
   if (interactive && !flags.json) Deno.stderr.writeSync(encoder.encode("\r"));
   const clientCpu = process.cpuUsage(clientCpuBefore);
-  const after = await fetchCounters(addresses, identity, tls);
+  const after = await fetchCounters(addresses, access);
   const servers = after.map((end, i) => {
     const start = before[i];
     return end === undefined || start === undefined ? undefined : subtractCounters(end, start);

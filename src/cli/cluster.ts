@@ -9,9 +9,13 @@
  * @module
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { generateSecret, loadConfig, loadIdentity, loadTls, renderConfig } from "../config.ts";
-import type { TlsMaterial } from "../transport/tls.ts";
-import type { ClusterIdentity } from "../transport/handshake.ts";
+import {
+  generateSecret,
+  type GroupAccess,
+  loadAccess,
+  loadConfig,
+  renderConfig,
+} from "../config.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
 import { parseCount } from "./sim.ts";
@@ -214,16 +218,14 @@ async function clusterUp(flags: UpFlags): Promise<number> {
       flags.configOut,
       renderConfig(addresses, { ...group, ...(tlsFiles === undefined ? {} : { tls: tlsFiles }) }),
     );
-    const written = await loadConfig(flags.configOut);
-    const { identity } = await loadIdentity(written);
-    const tls = await loadTls(written);
+    const access = await loadAccess(await loadConfig(flags.configOut));
     const encoder = new TextEncoder();
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
-    const rows = await waitUntilServing(addresses, identity, tls);
+    const rows = await waitUntilServing(addresses, access);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
-      await runSession(addresses, addresses[0]!, undefined, identity, tls);
+      await runSession(addresses, addresses[0]!, undefined, access);
       await stopAll();
       return 0;
     }
@@ -388,14 +390,10 @@ async function readPort(child: Child): Promise<number> {
   }
 }
 
-async function waitUntilServing(
-  addresses: readonly string[],
-  identity: ClusterIdentity,
-  tls: TlsMaterial | undefined,
-) {
+async function waitUntilServing(addresses: readonly string[], access: GroupAccess) {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (true) {
-    const rows = await collectStatus(addresses, { identity, tls });
+    const rows = await collectStatus(addresses, access);
     if (rows.every((row) => row.reachable && row.status === "normal")) return rows;
     if (Date.now() > deadline) {
       throw new Error(`replicas not serving after ${START_TIMEOUT_MS} ms:\n${renderTable(rows)}`);

@@ -9,9 +9,7 @@ import process from "node:process";
 import { Command } from "commander";
 import { decodeKvResult, encodeKvOperation, formatKvResult, type KvOperation } from "../app/kv.ts";
 import { Client, ClientError } from "../client/client.ts";
-import { ConfigError, loadConfig, loadIdentity, loadTls } from "../config.ts";
-import type { ClusterIdentity } from "../transport/handshake.ts";
-import type { TlsMaterial } from "../transport/tls.ts";
+import { ConfigError, type GroupAccess, loadAccess, loadConfig } from "../config.ts";
 import { helpText, parseReplLine } from "./repl_parse.ts";
 import { parseCount } from "./sim.ts";
 
@@ -56,12 +54,10 @@ Scripted: printf 'SET a 1\\nGET a\\n' | vstamp repl --config c.yaml`,
 async function runRepl(flags: ReplFlags): Promise<number> {
   let addresses: string[];
   let promptAddress: string;
-  let identity: ClusterIdentity;
-  let tls: TlsMaterial | undefined;
+  let access: GroupAccess;
   try {
     const config = flags.config === undefined ? undefined : await loadConfig(flags.config);
-    identity = (await loadIdentity(config)).identity;
-    tls = await loadTls(config);
+    access = await loadAccess(config);
     if (config !== undefined) {
       addresses = [...config.addressTexts];
       promptAddress = addresses[0]!;
@@ -77,7 +73,7 @@ async function runRepl(flags: ReplFlags): Promise<number> {
     }
     throw error;
   }
-  return await runSession(addresses, promptAddress, flags.id, identity, tls);
+  return await runSession(addresses, promptAddress, flags.id, access);
 }
 
 /** Connect to the group at `addresses` and read commands until QUIT or end of input. */
@@ -85,13 +81,12 @@ export async function runSession(
   addresses: readonly string[],
   promptAddress: string,
   clientId?: number | undefined,
-  identity?: ClusterIdentity | undefined,
-  tls?: TlsMaterial | undefined,
+  access?: GroupAccess | undefined,
 ): Promise<number> {
   const interactive = Deno.stdin.isTerminal();
   let client: Client;
   try {
-    client = await Client.connect({ addresses, clientId, identity, tls });
+    client = await Client.connect({ addresses, clientId, ...access });
   } catch (error) {
     if (error instanceof ClientError) {
       console.error(`Could not connect to ${addresses.join(", ")}: ${error.message}`);

@@ -6,9 +6,7 @@
 import { Command } from "commander";
 import { Client, ClientError } from "../client/client.ts";
 import { fetchStatus } from "../client/status.ts";
-import { ConfigError, loadConfig, loadIdentity, loadTls, parseAddress } from "../config.ts";
-import type { ClusterIdentity } from "../transport/handshake.ts";
-import type { TlsMaterial } from "../transport/tls.ts";
+import { ConfigError, type GroupAccess, loadAccess, loadConfig, parseAddress } from "../config.ts";
 import type { NodeCounters, ReplicaStatus } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
 
@@ -59,13 +57,11 @@ export function statusCommand(): Command {
 
 async function runStatus(flags: StatusFlags): Promise<number> {
   let addresses: string[];
-  let identity: ClusterIdentity;
-  let tls: TlsMaterial | undefined;
+  let access: GroupAccess;
   try {
     const config = flags.config === undefined ? undefined : await loadConfig(flags.config);
-    identity = (await loadIdentity(config)).identity;
-    tls = await loadTls(config);
-    addresses = await resolveAddresses(flags, identity);
+    access = await loadAccess(config);
+    addresses = await resolveAddresses(flags, access);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
@@ -77,7 +73,7 @@ async function runStatus(flags: StatusFlags): Promise<number> {
     }
     throw error;
   }
-  const rows = await collectStatus(addresses, { digest: flags.digest === true, identity, tls });
+  const rows = await collectStatus(addresses, { digest: flags.digest === true, ...access });
   if (flags.json) {
     for (const row of rows) console.log(JSON.stringify(row));
   } else {
@@ -86,15 +82,12 @@ async function runStatus(flags: StatusFlags): Promise<number> {
   return rows.every((row) => row.reachable) ? 0 : 1;
 }
 
-async function resolveAddresses(
-  flags: StatusFlags,
-  identity: ClusterIdentity,
-): Promise<string[]> {
+async function resolveAddresses(flags: StatusFlags, access: GroupAccess): Promise<string[]> {
   if (flags.config !== undefined) return [...(await loadConfig(flags.config)).addressTexts];
   if (flags.host !== undefined || flags.port !== undefined) {
     const host = flags.host ?? "127.0.0.1";
     const start = `${host.includes(":") ? `[${host}]` : host}:${flags.port ?? 14621}`;
-    const client = await Client.connect({ addresses: [start], deadlineMs: 3000, identity });
+    const client = await Client.connect({ addresses: [start], deadlineMs: 3000, ...access });
     client.close();
     return [...client.addresses];
   }
@@ -104,11 +97,7 @@ async function resolveAddresses(
 /** Ask every replica at once and compute each one's lag behind the primary. */
 export async function collectStatus(
   addresses: readonly string[],
-  options: {
-    readonly digest?: boolean;
-    readonly identity?: ClusterIdentity | undefined;
-    readonly tls?: TlsMaterial | undefined;
-  } = {},
+  options: { readonly digest?: boolean } & Partial<GroupAccess> = {},
 ): Promise<StatusRow[]> {
   const answers = await Promise.all(addresses.map((text) => {
     const address = parseAddress(text);
