@@ -250,9 +250,10 @@ export class FuzzLink {
     port: number,
     identity: ClusterIdentity,
     claimed: number,
+    target: number,
   ): Promise<FuzzLink> {
     const conn = await Deno.connect({ hostname: host, port });
-    const handshake = new ConnectorHandshake(identity, "replica", claimed);
+    const handshake = new ConnectorHandshake(identity, "replica", claimed, target);
     await conn.write(encodeFrame(handshake.hello));
     const decoder = new FrameDecoder();
     const buffer = new Uint8Array(1024);
@@ -352,6 +353,7 @@ export async function fuzzGroup(options: {
           address.port,
           options.identity,
           fuzzer.claimedFor(target),
+          target,
         ).catch(() => undefined);
         links[target] = link;
         if (link === undefined) continue; // Down or busy: try again next round.

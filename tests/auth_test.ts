@@ -77,7 +77,8 @@ function forgeries(primary: number, view: number, opNumber: number): ReplicaMess
 async function attack(
   address: string,
   claimed: number,
-  opening: (conn: Deno.TcpConn, frames: AsyncIterator<Uint8Array>) => Promise<void>,
+  target: number,
+  opening: (conn: Deno.TcpConn, frames: AsyncIterator<Uint8Array>, target: number) => Promise<void>,
   messages: readonly ReplicaMessage[],
 ): Promise<string> {
   const parsed = parseAddress(address);
@@ -87,7 +88,7 @@ async function attack(
   let refusal = "closed";
   const timer = setTimeout(() => conn.close(), CLOSE_TIMEOUT_MS);
   try {
-    await opening(conn, frames);
+    await opening(conn, frames, target);
     for (const message of messages) {
       const forged = claimed === message.replica ? message : { ...message, replica: claimed };
       await conn.write(encodeFrame(encodeMessage(forged))).catch(() => {});
@@ -128,9 +129,15 @@ async function* readFrames(conn: Deno.TcpConn): AsyncGenerator<Uint8Array> {
   }
 }
 
-function hello(index: number, clusterId: string, authenticate: boolean): Uint8Array {
+/** A replica hello from `index` to `target` (an attacker names the replica it attacks). */
+function hello(
+  index: number,
+  target: number,
+  clusterId: string,
+  authenticate: boolean,
+): Uint8Array {
   return encodeFrame(
-    encodeHello({ role: "replica", index, clusterId, authenticate, nonce: newNonce() }),
+    encodeHello({ role: "replica", index, target, clusterId, authenticate, nonce: newNonce() }),
   );
 }
 
@@ -155,18 +162,23 @@ Deno.test({
       const otherKey = await importSecret(encoder.encode("not-the-secret-of-this-cluster"));
       const attempts: {
         readonly name: string;
-        readonly opening: (conn: Deno.TcpConn, frames: AsyncIterator<Uint8Array>) => Promise<void>;
+        readonly opening: (
+          conn: Deno.TcpConn,
+          frames: AsyncIterator<Uint8Array>,
+          target: number,
+        ) => Promise<void>;
         readonly refusal: RegExp;
       }[] = [
         {
           name: "no secret",
-          opening: (conn) => conn.write(hello(primary.index, real.clusterId, false)).then(() => {}),
+          opening: (conn, _frames, target) =>
+            conn.write(hello(primary.index, target, real.clusterId, false)).then(() => {}),
           refusal: /a replica link must authenticate/,
         },
         {
           name: "a guessed proof",
-          opening: async (conn, frames) => {
-            await conn.write(hello(primary.index, real.clusterId, true));
+          opening: async (conn, frames, target) => {
+            await conn.write(hello(primary.index, target, real.clusterId, true));
             const challenge = await frames.next();
             assert.ok(!challenge.done, "the replica sends a challenge");
             await conn.write(encodeFrame(encodeProof(crypto.getRandomValues(new Uint8Array(32)))));
@@ -175,11 +187,12 @@ Deno.test({
         },
         {
           name: "another secret",
-          opening: async (conn, frames) => {
+          opening: async (conn, frames, target) => {
             const handshake = new ConnectorHandshake(
               { clusterId: real.clusterId, key: otherKey },
               "replica",
               primary.index,
+              target,
             );
             await conn.write(encodeFrame(handshake.hello));
             const challenge = await frames.next();
@@ -193,11 +206,12 @@ Deno.test({
         },
         {
           name: "the right secret but another cluster id",
-          opening: async (conn) => {
+          opening: async (conn, _frames, target) => {
             const handshake = new ConnectorHandshake(
               { clusterId: "another-cluster", key: real.key },
               "replica",
               primary.index,
+              target,
             );
             await conn.write(encodeFrame(handshake.hello));
           },
@@ -207,7 +221,7 @@ Deno.test({
       for (const [index, address] of cluster.addresses.entries()) {
         if (index === primary.index) continue;
         for (const attempt of attempts) {
-          const refusal = await attack(address, primary.index, attempt.opening, messages);
+          const refusal = await attack(address, primary.index, index, attempt.opening, messages);
           assert.match(refusal, attempt.refusal, `${attempt.name} to replica ${index}: ${refusal}`);
         }
       }
@@ -216,7 +230,7 @@ Deno.test({
       const parsed = parseAddress(cluster.addresses[backup]!) as { host: string; port: number };
       const conn = await Deno.connect({ hostname: parsed.host, port: parsed.port });
       try {
-        const handshake = new ConnectorHandshake(real, "replica", primary.index);
+        const handshake = new ConnectorHandshake(real, "replica", primary.index, backup);
         await conn.write(encodeFrame(handshake.hello));
         const frames = readFrames(conn)[Symbol.asyncIterator]();
         const challenge = await frames.next();

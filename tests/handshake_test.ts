@@ -44,7 +44,7 @@ async function handshake(
   options: { requireClientAuth?: boolean } = {},
 ): Promise<{ acceptor: string; connector: string }> {
   const side = acceptor(own, options);
-  const connector = new ConnectorHandshake(peer, role, role === "replica" ? 1 : 0);
+  const connector = new ConnectorHandshake(peer, role, role === "replica" ? 1 : 0, 0);
   const outcome = side.onHello(connector.hello);
   if ("refuse" in outcome) return { acceptor: `refused: ${outcome.refuse}`, connector: "-" };
   if (outcome.challenge === undefined) return { acceptor: "accepted", connector: "ready" };
@@ -85,6 +85,7 @@ Deno.test("handshake with a wrong secret fails on both sides", async () => {
   const hello = encodeHello({
     role: "replica",
     index: 1,
+    target: 0,
     clusterId: "orders",
     authenticate: true,
     nonce: newNonce(),
@@ -103,7 +104,7 @@ Deno.test("handshake: a proof is bound to its connection's nonces and role", asy
   const peer = await identity("orders", "0123456789abcdef0123");
   // A proof recorded on one connection does not open another (fresh acceptor nonce).
   const first = acceptor(own);
-  const connector = new ConnectorHandshake(peer, "replica", 1);
+  const connector = new ConnectorHandshake(peer, "replica", 1, 0);
   const outcome = first.onHello(connector.hello);
   assert.ok(!("refuse" in outcome) && outcome.challenge !== undefined);
   const answer = await connector.onFrame(await outcome.challenge);
@@ -115,7 +116,7 @@ Deno.test("handshake: a proof is bound to its connection's nonces and role", asy
   assert.match((await second.onProof(answer.send))!, /authentication failed/);
   // The acceptor's proof cannot be reflected as the connector's (the labels differ).
   const third = acceptor(own);
-  const reflector = new ConnectorHandshake(peer, "replica", 2);
+  const reflector = new ConnectorHandshake(peer, "replica", 2, 0);
   const reflected = third.onHello(reflector.hello);
   assert.ok(!("refuse" in reflected) && reflected.challenge !== undefined);
   const challenge = decodeHandshakeFrame(await reflected.challenge);
@@ -169,9 +170,30 @@ Deno.test("decodeHello names what is wrong with a bad hello", () => {
   const truncated = good.subarray(0, good.length - 1);
   assert.match((decodeHello(truncated) as { error: string }).error, /hello: \d+ bytes, expected/);
   const badFlags = good.slice();
-  badFlags[8] = 0x80;
+  badFlags[10] = 0x80;
   assert.match((decodeHello(badFlags) as { error: string }).error, /unknown flags/);
   const badId = good.slice();
-  badId[10] = 0x20; // A space in the cluster id.
+  badId[12] = 0x20; // A space in the cluster id.
   assert.match((decodeHello(badId) as { error: string }).error, /printable ASCII/);
+});
+
+Deno.test("handshake: a replica link made for one replica cannot be relayed to another", async () => {
+  // A process on replica 1's address (its port, while it is down) receives replica 0's link and
+  // passes its hello, the challenge and the proof between replica 0 and replica 2.
+  const secret = await identity("orders", "0123456789abcdef0123");
+  const honest = new ConnectorHandshake(secret, "replica", 0, 1); // Replica 0 dials replica 1.
+  const replica2 = new AcceptorHandshake({
+    identity: secret,
+    requireClientAuth: false,
+    replicaCount: 3,
+    selfIndex: 2,
+  });
+  const outcome = replica2.onHello(honest.hello);
+  assert.ok("refuse" in outcome);
+  assert.match(outcome.refuse, /the link was made for replica 1, this is replica 2/);
+  // A replica hello that names no target is refused too; a client's may name none.
+  const anyTarget = replica2.onHello(new ConnectorHandshake(secret, "replica", 0).hello);
+  assert.ok("refuse" in anyTarget);
+  const client = replica2.onHello(new ConnectorHandshake(await identity(""), "client", 0).hello);
+  assert.ok(!("refuse" in client));
 });

@@ -330,7 +330,10 @@ Deno.test("a request reusing an executed request's number with another operation
   );
 });
 
-Deno.test("a request reusing the number of one still in the log is rejected as a conflict", () => {
+Deno.test("a request reusing the number of one still in the log waits, then is a conflict", () => {
+  // While the first request is uncommitted it may yet be lost in a view change, and a copy of
+  // the second still on its way would then execute under that number: renumbering it now could
+  // execute it twice. So it waits; once the first executes, the second is told "conflict".
   const cluster = new Cluster();
   cluster.isolate(1);
   cluster.isolate(2); // Nothing commits: the first request stays in the primary's log.
@@ -338,9 +341,30 @@ Deno.test("a request reusing the number of one still in the log is rejected as a
   cluster.run();
   cluster.request(0, 5, 7, kvSet("x", "new"));
   cluster.run();
+  assert.deepEqual(cluster.repliesTo(5), [], "no answer while the first is in progress");
+  assert.equal(cluster.replica(0).opNumber, 1, "not appended");
+  cluster.heal();
+  cluster.settleUntil(() => cluster.replica(0).commitNumber === 1);
+  cluster.request(0, 5, 7, kvSet("x", "new"));
+  cluster.run();
   const last = cluster.repliesTo(5).at(-1)!;
   assert.ok(last.type === "rejected" && last.reason === "conflict", JSON.stringify(last));
-  assert.equal(cluster.replica(0).opNumber, 1, "not appended");
+  assert.equal(cluster.kvGet(0, "x"), "old");
+});
+
+Deno.test("a request-number more than a day ahead of the primary's clock is rejected", () => {
+  // One client sending 2^53 - 1 once made its id unusable and, evicted, raised the floor past
+  // every new client's numbers.
+  const cluster = new Cluster();
+  cluster.request(0, 5, Number.MAX_SAFE_INTEGER, kvSet("x", "1"));
+  cluster.run();
+  const last = cluster.repliesTo(5).at(-1)!;
+  assert.ok(last.type === "rejected" && last.reason === "ahead", JSON.stringify(last));
+  assert.equal(cluster.replica(0).opNumber, 0);
+  // A number within a day of the clock is fine.
+  cluster.request(0, 5, 1_000, kvSet("x", "1"));
+  cluster.run();
+  assert.equal(cluster.kvGet(0, "x"), "1");
 });
 
 Deno.test("an evicted client's retry of an executed request is rejected, not run again", () => {

@@ -225,7 +225,10 @@ export class Client {
   #onRejected(message: Rejected): void {
     const pending = this.#pending;
     if (pending === undefined || message.requestNumber !== pending.requestNumber) return;
-    if (message.floor > this.#requestNumber) this.#requestNumber = message.floor;
+    // A floor to number above (conflict, stale, evicted); "ahead" names a ceiling instead.
+    if (message.reason !== "ahead" && message.floor > this.#requestNumber) {
+      this.#requestNumber = message.floor;
+    }
     const fail = (text: string) => {
       this.#pending = undefined;
       pending.reject(new ClientError(text));
@@ -251,6 +254,11 @@ export class Client {
         );
       case "too_large":
         return fail(`${id}: the operation is larger than the group accepts`);
+      case "ahead":
+        return fail(
+          `${id}: request-number ${message.requestNumber} is more than a day ahead of the ` +
+            `primary's clock (is this machine's clock right?)`,
+        );
     }
   }
 
@@ -513,7 +521,12 @@ export class ClientTransport {
       conn.close();
       return;
     }
-    const connection = new Connection(conn, { frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX });
+    // A client never stops reading its replies: were it to pause at its queue of requests while
+    // the replica pauses at its queue of replies, each would wait for the other.
+    const connection = new Connection(conn, {
+      frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX,
+      readPauseBytes: Infinity,
+    });
     const handshake = new ConnectorHandshake(this.#identity, "client", 0);
     connection.send(handshake.hello);
     this.#open.add(connection);

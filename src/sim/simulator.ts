@@ -1250,7 +1250,9 @@ class Simulation {
   #clientRejected(client: SimClient, message: Extract<ClientReplyMessage, { type: "rejected" }>) {
     const pending = client.pending;
     if (pending === undefined || message.requestNumber !== pending.requestNumber) return;
-    client.requestNumber = Math.max(client.requestNumber, message.floor);
+    if (message.reason !== "ahead") {
+      client.requestNumber = Math.max(client.requestNumber, message.floor);
+    }
     switch (message.reason) {
       case "conflict":
         // Never executed under that number: send it under a new one.
@@ -1269,8 +1271,9 @@ class Simulation {
         this.#clientThink(client);
         return;
       case "too_large":
+      case "ahead":
         throw new InvariantViolation(
-          `client ${client.clientId}: an operation rejected as too large`,
+          `client ${client.clientId}: request ${message.requestNumber} rejected: ${message.reason}`,
         );
     }
   }

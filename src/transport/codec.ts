@@ -33,7 +33,7 @@
  *
  * entries    an array of [opNumber, viewNumber, clientId, requestNumber, timestamp, operation]
  * operation  msgpack bin;  result  msgpack bin;  addresses  an array of str
- * reason     a small integer: 1 conflict, 2 stale, 3 evicted, 4 too_large
+ * reason     a small integer: 1 conflict, 2 stale, 3 evicted, 4 too_large, 5 ahead
  * ```
  *
  * Integers are msgpack integers, except that integers of 2^32 and more (timestamps in
@@ -118,6 +118,7 @@ const REJECT_REASON_CODES: { readonly [reason in RejectReason]: number } = {
   stale: 2,
   evicted: 3,
   too_large: 4,
+  ahead: 5,
 };
 const REJECT_REASONS: readonly (RejectReason | undefined)[] = (() => {
   const reasons: (RejectReason | undefined)[] = [];

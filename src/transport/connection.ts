@@ -88,6 +88,12 @@ export interface ConnectionOptions {
   readonly framesPerTurnMax?: number | undefined;
   /** The read buffer's size (`READ_BUFFER_BYTES_DEFAULT` by default). */
   readonly readBufferBytes?: number | undefined;
+  /**
+   * The largest write gathered into the connection's reusable buffer (1 MiB by default); larger
+   * ones use a buffer of their own. The reusable buffer stays as large as the largest gathered
+   * write, so connections that are many (clients) keep it small.
+   */
+  readonly gatherBytesMax?: number | undefined;
 }
 
 export interface ConnectionHandlers {
@@ -125,7 +131,7 @@ export class Connection {
   #flushScheduled = false;
   #writing = false;
   /** Queued frames are gathered here for the one write in flight. */
-  readonly #gather = new ScratchBuffer(GATHER_BUFFER_BYTES_MAX);
+  #gather: ScratchBuffer;
   #closed = false;
   /** Set by `sendAndClose`: the reason to close with once the queue is written. */
   #closeAfterFlush: string | undefined;
@@ -140,6 +146,7 @@ export class Connection {
     this.#readBudget = options.readBudget;
     this.#framesPerTurnMax = options.framesPerTurnMax ?? Infinity;
     this.#readBufferBytes = options.readBufferBytes ?? READ_BUFFER_BYTES_DEFAULT;
+    this.#gather = new ScratchBuffer(options.gatherBytesMax ?? GATHER_BUFFER_BYTES_MAX);
     const address = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${address.hostname}:${address.port}`;
     noDelay(conn);
@@ -173,6 +180,9 @@ export class Connection {
     if (options.readPauseBytes !== undefined) this.#readPauseBytes = options.readPauseBytes;
     if (options.framesPerTurnMax !== undefined) this.#framesPerTurnMax = options.framesPerTurnMax;
     if (options.readBufferBytes !== undefined) this.#readBufferBytes = options.readBufferBytes;
+    if (options.gatherBytesMax !== undefined) {
+      this.#gather = new ScratchBuffer(options.gatherBytesMax);
+    }
     if (options.readBudget !== undefined && options.readBudget !== this.#readBudget) {
       this.#accountBuffered(0);
       this.#readBudget = options.readBudget;

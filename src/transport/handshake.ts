@@ -7,13 +7,18 @@
  * only after the link proved, both ways, that each end holds the secret of the same cluster id:
  *
  * ```text
- * connector → acceptor  hello      "vstp", version, role, index, flags, cluster id, nonce C
- * acceptor  → connector challenge  "vsth", 1, nonce A, HMAC(secret, "acceptor", id, role, index, C, A)
- * connector → acceptor  proof      "vsth", 3, HMAC(secret, "connector", id, role, index, A, C)
+ * connector → acceptor  hello      "vstp", version, role, index, target, flags, cluster id, nonce C
+ * acceptor  → connector challenge  "vsth", 1, nonce A, HMAC(secret, "acceptor", id, role, index,
+ *                                   target, C, A)
+ * connector → acceptor  proof      "vsth", 3, HMAC(secret, "connector", id, role, index, target,
+ *                                   A, C)
  * ```
  *
  * Each proof covers both nonces, so neither side can replay an answer it saw on another
- * connection, and the roles' labels differ, so a proof cannot be reflected back to its maker. The
+ * connection, and the roles' labels differ, so a proof cannot be reflected back to its maker.
+ * The hello names the replica the connector meant to reach (`target`), and both proofs cover it:
+ * a process that takes a replica's address (a stopped replica's port) cannot relay an honest
+ * replica's handshake to a third replica, which refuses a link made for another. The
  * HMAC is WebCrypto's HMAC-SHA-256. An acceptor that refuses a connection says why in a `refused`
  * frame (`"vsth", 2, reason`) before it closes, so that the other end can log the reason.
  *
@@ -54,13 +59,15 @@ const REASON_BYTES_MAX = 400;
 const HELLO_MAGIC = [0x76, 0x73, 0x74, 0x70]; // "vstp"
 const HANDSHAKE_MAGIC = [0x76, 0x73, 0x74, 0x68]; // "vsth"
 const ROLE_CODES: Record<Role, number> = { client: 0, replica: 1, status: 2 };
+/** The hello's `target` when the connector does not know which replica it reaches (a client). */
+export const TARGET_ANY = 0xffff;
 /** Set in the hello's flags when the connector holds a secret and will answer a challenge. */
 const FLAG_AUTHENTICATE = 1;
 const KIND_CHALLENGE = 1;
 const KIND_REFUSED = 2;
 const KIND_PROOF = 3;
-/** Magic, version, role, index (u16), flags, cluster id length. */
-const HELLO_FIXED_BYTES = 10;
+/** Magic, version, role, index (u16), target (u16), flags, cluster id length. */
+const HELLO_FIXED_BYTES = 12;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -73,6 +80,11 @@ export interface Hello {
    * digest, 0 not to. For a client: 0.
    */
   readonly index: number;
+  /**
+   * The replica the connector meant to reach: its index for a replica link, `TARGET_ANY` (the
+   * default) for a client that does not know it.
+   */
+  readonly target?: number | undefined;
   /** The cluster the connector belongs to; a client that does not know it sends "". */
   readonly clusterId: string;
   /** Whether the connector holds the cluster secret and will answer a challenge. */
@@ -133,8 +145,11 @@ export function encodeHello(hello: Hello): Uint8Array {
   out[5] = ROLE_CODES[hello.role];
   out[6] = (hello.index >> 8) & 0xff;
   out[7] = hello.index & 0xff;
-  out[8] = hello.authenticate ? FLAG_AUTHENTICATE : 0;
-  out[9] = id.length;
+  const target = hello.target ?? TARGET_ANY;
+  out[8] = (target >> 8) & 0xff;
+  out[9] = target & 0xff;
+  out[10] = hello.authenticate ? FLAG_AUTHENTICATE : 0;
+  out[11] = id.length;
   out.set(id, HELLO_FIXED_BYTES);
   out.set(hello.nonce, HELLO_FIXED_BYTES + id.length);
   return out;
@@ -154,9 +169,9 @@ export function decodeHello(body: Uint8Array): Hello | { readonly error: string 
   if (body.length < HELLO_FIXED_BYTES) return { error: "hello: truncated" };
   const role = (Object.keys(ROLE_CODES) as Role[]).find((r) => ROLE_CODES[r] === body[5]);
   if (role === undefined) return { error: `hello: unknown role ${body[5]}` };
-  const flags = body[8]!;
+  const flags = body[10]!;
   if ((flags & ~FLAG_AUTHENTICATE) !== 0) return { error: `hello: unknown flags ${flags}` };
-  const idLength = body[9]!;
+  const idLength = body[11]!;
   if (idLength > CLUSTER_ID_BYTES_MAX) {
     return { error: `hello: cluster id of ${idLength} bytes exceeds ${CLUSTER_ID_BYTES_MAX}` };
   }
@@ -174,6 +189,7 @@ export function decodeHello(body: Uint8Array): Hello | { readonly error: string 
   return {
     role,
     index: (body[6]! << 8) | body[7]!,
+    target: (body[8]! << 8) | body[9]!,
     clusterId,
     authenticate: (flags & FLAG_AUTHENTICATE) !== 0,
     nonce: body.slice(HELLO_FIXED_BYTES + idLength),
@@ -255,18 +271,21 @@ export async function computeProof(
   key: CryptoKey,
   label: "acceptor" | "connector",
   clusterId: string,
-  hello: Pick<Hello, "role" | "index">,
+  hello: Pick<Hello, "role" | "index" | "target">,
   peerNonce: Uint8Array,
   ownNonce: Uint8Array,
 ): Promise<Uint8Array> {
   const text = encoder.encode(`vstamp ${label} v${HELLO_VERSION}\0${clusterId}\0`);
-  const data = new Uint8Array(text.length + 3 + peerNonce.length + ownNonce.length);
+  const target = hello.target ?? TARGET_ANY;
+  const data = new Uint8Array(text.length + 5 + peerNonce.length + ownNonce.length);
   data.set(text, 0);
   data[text.length] = ROLE_CODES[hello.role];
   data[text.length + 1] = (hello.index >> 8) & 0xff;
   data[text.length + 2] = hello.index & 0xff;
-  data.set(peerNonce, text.length + 3);
-  data.set(ownNonce, text.length + 3 + peerNonce.length);
+  data[text.length + 3] = (target >> 8) & 0xff;
+  data[text.length + 4] = target & 0xff;
+  data.set(peerNonce, text.length + 5);
+  data.set(ownNonce, text.length + 5 + peerNonce.length);
   return new Uint8Array(await crypto.subtle.sign("HMAC", key, data));
 }
 
@@ -288,11 +307,13 @@ export class ConnectorHandshake {
   readonly #hello: Hello;
   #ready: boolean;
 
-  constructor(identity: ClusterIdentity, role: Role, index: number) {
+  /** `target`: the replica this connection means to reach, if known (a replica link). */
+  constructor(identity: ClusterIdentity, role: Role, index: number, target = TARGET_ANY) {
     this.#identity = identity;
     this.#hello = {
       role,
       index,
+      target,
       clusterId: identity.clusterId,
       authenticate: identity.key !== undefined,
       nonce: newNonce(),
@@ -389,6 +410,14 @@ export class AcceptorHandshake {
       if (hello.index >= replicaCount || hello.index === selfIndex) {
         return { refuse: `hello from replica ${hello.index}: not a peer of replica ${selfIndex}` };
       }
+    }
+    const target = hello.target ?? TARGET_ANY;
+    if (target !== selfIndex && (hello.role === "replica" || target !== TARGET_ANY)) {
+      return {
+        hello,
+        refuse: `the link was made for replica ${target}, this is replica ${selfIndex} ` +
+          "(a wrong address in a configuration, or a relay)",
+      };
     }
     const anyId = hello.clusterId === "" && hello.role !== "replica";
     if (hello.clusterId !== identity.clusterId && !anyId) {

@@ -113,6 +113,16 @@ const HANDSHAKE_READ_BUFFER_BYTES = 1024;
  * much at once, and saves memory on every idle one.
  */
 const CLIENT_READ_BUFFER_BYTES = 16 * 1024;
+/** A client connection's reusable write buffer holds at most this much (`gatherBytesMax`). */
+const CLIENT_GATHER_BYTES_MAX = 64 * 1024;
+/**
+ * Reply routes (client-id → connection) at most: every message names a client-id, so a
+ * connection could otherwise grow the map without bound. The least recently used route goes;
+ * its client's next message makes it again.
+ */
+const CLIENT_ROUTES_MAX = 65_536;
+/** Frames a connection may send while its proof is being checked; more is a protocol error. */
+const EARLY_FRAMES_MAX = 1_024;
 /** How often the node checks connection deadlines. */
 const HOUSEKEEPING_MS = 1_000;
 /** The same refusal reason is logged at most once in this long. */
@@ -197,7 +207,10 @@ export class ReplicaNode {
   readonly #listener: Deno.Listener;
   readonly #dataDir: DataDir;
   readonly #peers: PeerLink[] = [];
+  /** Reply routes, least recently used first (see `CLIENT_ROUTES_MAX`). */
   readonly #clients = new Map<number, Connection>();
+  /** Per connection: the client-ids routed to it, so that closing it drops only those. */
+  readonly #routesOf = new Map<Connection, Set<number>>();
   readonly #inbound = new Set<Connection>();
   /** Connections still in their handshake, oldest first. */
   readonly #handshaking = new Set<Connection>();
@@ -267,6 +280,7 @@ export class ReplicaNode {
       durable: opened.state,
       log: (level, text) => options.log(level, text),
       debug: options.debug,
+      clockMs: Date.now(),
     });
     // Every message the core may send must fit in a frame (a transfer's operations, and up to
     // `ENTRY_FIELDS_BYTES_MAX` of fields per entry).
@@ -344,6 +358,7 @@ export class ReplicaNode {
         new PeerLink(
           config.addresses[peer]!,
           index,
+          peer,
           peer !== index,
           this.#identity,
           this.#options.tls,
@@ -447,6 +462,7 @@ export class ReplicaNode {
         readPauseBytes: limits.clientReadPauseBytes,
         framesPerTurnMax: limits.clientFramesPerTurnMax,
         readBufferBytes: CLIENT_READ_BUFFER_BYTES,
+        gatherBytesMax: CLIENT_GATHER_BYTES_MAX,
         readBudget: this.#clientReadBudget,
       });
       if (role === "status") {
@@ -471,9 +487,7 @@ export class ReplicaNode {
         );
         return;
       }
-      if (role === "client" && "clientId" in message) {
-        this.#clients.set(message.clientId, connection);
-      }
+      if (role === "client" && "clientId" in message) this.#route(message.clientId, connection);
       if (this.#options.debug) {
         this.#options.log("debug", `<- ${role} ${peerIndex}: ${describeMessage(message)}`);
       }
@@ -485,6 +499,9 @@ export class ReplicaNode {
           case "ready":
             return onMessageFrame(body);
           case "verifying":
+            if (early.length >= EARLY_FRAMES_MAX) {
+              return connection.close(`more than ${EARLY_FRAMES_MAX} frames before its proof`);
+            }
             early.push(body);
             return;
           case "challenged": {
@@ -544,16 +561,38 @@ export class ReplicaNode {
         if (role === "replica" && this.#peerInbound[peerIndex] === connection) {
           this.#peerInbound[peerIndex] = undefined;
         }
-        if (role === "client") {
-          for (const [clientId, conn] of this.#clients) {
-            if (conn === connection) this.#clients.delete(clientId);
-          }
+        for (const clientId of this.#routesOf.get(connection) ?? []) {
+          if (this.#clients.get(clientId) === connection) this.#clients.delete(clientId);
         }
+        this.#routesOf.delete(connection);
         if (reason !== undefined && !this.#closed) {
           this.#options.log("info", `closed connection from ${connection.remote}: ${reason}`);
         }
       },
     });
+  }
+
+  /** Replies to `clientId` go to `connection` from now on (the latest route is the one used). */
+  #route(clientId: number, connection: Connection): void {
+    const routes = this.#clients;
+    const previous = routes.get(clientId);
+    if (previous === connection) {
+      // Most recently used: move it to the end, cheaply enough for every message.
+      routes.delete(clientId);
+      routes.set(clientId, connection);
+      return;
+    }
+    if (previous !== undefined) this.#routesOf.get(previous)?.delete(clientId);
+    routes.delete(clientId);
+    routes.set(clientId, connection);
+    let ids = this.#routesOf.get(connection);
+    if (ids === undefined) this.#routesOf.set(connection, ids = new Set());
+    ids.add(clientId);
+    if (routes.size > CLIENT_ROUTES_MAX) {
+      const [oldest, owner] = routes.entries().next().value!;
+      routes.delete(oldest);
+      this.#routesOf.get(owner)?.delete(oldest);
+    }
   }
 
   /**
@@ -615,11 +654,19 @@ export class ReplicaNode {
 
   /** One `warn` line per refusal, but the same reason at most once per interval. */
   #logRefusal(line: string, reason: string): void {
+    // By the kind of reason: quoted values and numbers (a cluster id, an index, a version) are
+    // the peer's to choose, and would otherwise make every refusal a new one.
+    const kind = reason.replace(/"[^"]*"/g, '""').replace(/\d+/g, "#");
     const now = Date.now();
-    const last = this.#refusalsLoggedAt.get(reason);
+    const last = this.#refusalsLoggedAt.get(kind);
     if (last !== undefined && now - last < REFUSAL_LOG_INTERVAL_MS) return;
-    if (this.#refusalsLoggedAt.size > 1000) this.#refusalsLoggedAt.clear();
-    this.#refusalsLoggedAt.set(reason, now);
+    if (this.#refusalsLoggedAt.size >= 64) {
+      for (const [key, at] of this.#refusalsLoggedAt) {
+        if (now - at >= REFUSAL_LOG_INTERVAL_MS) this.#refusalsLoggedAt.delete(key);
+      }
+      if (this.#refusalsLoggedAt.size >= 64) return;
+    }
+    this.#refusalsLoggedAt.set(kind, now);
     this.#options.log("warn", line);
   }
 
@@ -768,6 +815,7 @@ class PeerLink {
   constructor(
     readonly address: { readonly host: string; readonly port: number },
     readonly selfIndex: number,
+    readonly peerIndex: number,
     readonly enabled: boolean,
     readonly identity: ClusterIdentity,
     readonly tls: TlsMaterial | undefined,
@@ -812,7 +860,12 @@ class PeerLink {
         frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX,
         readBufferBytes: HANDSHAKE_READ_BUFFER_BYTES,
       });
-      const handshake = new ConnectorHandshake(this.identity, "replica", this.selfIndex);
+      const handshake = new ConnectorHandshake(
+        this.identity,
+        "replica",
+        this.selfIndex,
+        this.peerIndex,
+      );
       const where = `${this.address.host}:${this.address.port}`;
       this.#handshaking = connection;
       const usable = () => {

@@ -34,6 +34,15 @@ export const VIEW_NUMBER_STEP_MAX = 2 ** 20;
  */
 export const OP_NUMBER_MAX = 2 ** 52;
 
+/**
+ * How far ahead of the primary's clock, in microseconds (or of the client table's floor, if that
+ * is later), a request-number may be: a day. Clients number their requests from their clock in
+ * microseconds (`src/client/client.ts`), so an honest client is this far ahead only with a clock
+ * a day fast. Without a bound one client could send 2^53 − 1: its own id would have no number
+ * left, and once it was evicted the floor would pass every new client's numbers.
+ */
+export const REQUEST_NUMBER_AHEAD_MAX = 24 * 3600 * 1_000_000;
+
 /** Limits that bound memory and message sizes. */
 export interface Limits {
   /** The largest operation a client may submit, in bytes. */

@@ -110,7 +110,13 @@ export type RejectReason =
    */
   | "evicted"
   /** The operation is larger than `Limits.operationBytesMax`. Not executed. */
-  | "too_large";
+  | "too_large"
+  /**
+   * The request-number is more than `REQUEST_NUMBER_AHEAD_MAX` beyond the primary's clock in
+   * microseconds (or the floor): the client's clock is far ahead, or it is not numbering from its
+   * clock. Not executed; `floor` is the largest number the primary would accept.
+   */
+  | "ahead";
 
 /** The primary's answer to a request it will neither execute nor answer (see `RejectReason`). */
 export interface Rejected {

@@ -24,6 +24,7 @@ import {
   type Limits,
   LIMITS_DEFAULT,
   OP_NUMBER_MAX,
+  REQUEST_NUMBER_AHEAD_MAX,
   type Timing,
   TIMING_DEFAULT,
   VIEW_NUMBER_MAX,
@@ -129,6 +130,12 @@ export interface ReplicaOptions {
   readonly log?: ((level: LogLevel, text: string) => void) | undefined;
   /** Whether `debug` lines are built at all (they cost time on the hot path). */
   readonly debug?: boolean | undefined;
+  /**
+   * The driver's clock when the replica starts, in milliseconds (later ones come with `tick`):
+   * the primary bounds request-numbers by it (`REQUEST_NUMBER_AHEAD_MAX`) from the first
+   * request on. 0 by default.
+   */
+  readonly clockMs?: number | undefined;
 }
 
 /** A durable write of the log still in flight: when done, the durable log matches up to `toOp`. */
@@ -260,6 +267,8 @@ export class Replica {
   /** Set while the replica adopts the log of a view from that view's primary (§5.2 corrected). */
   #syncTarget: SyncTarget | undefined;
   #ticksSinceRequestStartView = 0;
+  /** `#ticks` when a message last moved this replica by a far step (see `#withinStep`). */
+  #farStepAtTick = -Infinity;
   #requestStartViewSentFor = -1;
 
   constructor(options: ReplicaOptions) {
@@ -306,6 +315,7 @@ export class Replica {
         `its catch-up is on the way`,
     );
     this.#clientTable = new ClientTable(this.limits.clientsMax);
+    this.#clockMs = options.clockMs ?? 0;
     this.#random = new SplitMix32(options.seed);
     this.#plantedBug = options.plantedBug;
     this.#logSink = options.log;
@@ -620,13 +630,19 @@ export class Replica {
       pending !== undefined && request.requestNumber <= pending.requestNumber &&
       this.#plantedBug !== "execute_retried_request_twice"
     ) {
-      if (
-        request.requestNumber === pending.requestNumber &&
-        !this.#isLoggedAs(pending.opNumber, request)
-      ) {
-        return this.#reject(request, "conflict", request.requestNumber);
-      }
+      // Not a conflict even if the operation differs: the logged request may yet be lost in a
+      // view change, and a copy of this one still on its way would then execute under this
+      // number; renumbered, it would execute twice. Once the logged one executes, a re-sent
+      // request is told `conflict` (above).
       return this.#ignore(`request c=${request.clientId} s=${request.requestNumber}: in progress`);
+    }
+    const ahead = Math.max(this.#clockMs * 1000, table.requestNumberFloor) +
+      REQUEST_NUMBER_AHEAD_MAX;
+    if (request.requestNumber > ahead) {
+      // Clients number from their clock in microseconds. A number far beyond the primary's clock
+      // would, once its client is evicted, raise the floor past every new client's numbers, and
+      // near 2^53 it would leave the client no number to continue with.
+      return this.#reject(request, "ahead", ahead);
     }
     if (
       executed === undefined && pending === undefined &&
@@ -1461,15 +1477,25 @@ export class Replica {
    */
   #withinStep(viewNumber: number, what: string): boolean {
     if (viewNumber - this.#viewNumber <= VIEW_NUMBER_STEP_MAX) return true;
+    // At most one such step per view-change timeout: a peer sending far views cannot spend the
+    // view space (VIEW_NUMBER_MAX) faster than 2^20 views per timeout (about four years in all),
+    // and a replica that raced ahead still pulls the group along, a step at a time.
+    if (
+      this.#status === "recovering" ||
+      this.#ticks - this.#farStepAtTick < this.timing.viewChangeTimeoutTicks
+    ) {
+      this.#ignore(`${what} names view ${viewNumber}, far ahead: not now`);
+      return false;
+    }
     const step = this.#viewNumber + VIEW_NUMBER_STEP_MAX;
-    const recovering = this.#status === "recovering";
+    this.#farStepAtTick = this.#ticks;
     this.#log_(
       "warn",
       `${what} names view ${viewNumber}, more than VIEW_NUMBER_STEP_MAX ` +
-        `(${VIEW_NUMBER_STEP_MAX}) views after ours (${this.#viewNumber}): ` +
-        (recovering ? "ignored while recovering" : `changing to view ${step} only`),
+        `(${VIEW_NUMBER_STEP_MAX}) views after ours (${this.#viewNumber}): changing to view ` +
+        `${step} only`,
     );
-    if (!recovering) this.#startViewChange(step);
+    this.#startViewChange(step);
     return false;
   }
 
@@ -1823,7 +1849,8 @@ export class Replica {
       return this.#ignore("recovery_response: isPrimary from a backup of its view");
     }
     // The latest view among the responses is the one to recover into: it must be reachable.
-    if (!this.#withinStep(message.viewNumber, `recovery_response from ${message.replica}`)) return;
+    // No step bound here: a recovering replica adopts the view the f + 1 answers to its own nonce
+    // agree on, however far ahead (it may have been away while the group moved on).
     this.#recoveryResponses.set(message.replica, message);
     if (this.#recoveryResponses.size < this.f + 1) return;
     let latest = -1;
