@@ -5,7 +5,8 @@
  * Wire format (plain msgpack, no extension types):
  * - an operation is the array `[command, ...arguments]`, the command a string and every key or
  *   value a msgpack bin;
- * - a result is nil, a bin, an integer, or the map `{ error: string }`.
+ * - a result is nil, a bin, an integer, or the map `{ error: string }`;
+ * - a snapshot is a sequence of chunks, each an array of `[key, value]` bins (see "snapshots").
  *
  * @module
  */
@@ -14,12 +15,20 @@ import { Packr, Unpackr } from "msgpackr";
 import {
   binHeaderAt,
   MsgpackReader,
+  sizeArrayHeader,
   sizeBin,
   sizeBinHeader,
+  writeArrayHeader,
   writeBin,
   writeBinHeader,
 } from "../lib/msgpack_fast.ts";
-import type { ApplyContext, StateMachine } from "./state_machine.ts";
+import {
+  type ApplyContext,
+  checkChunkBytesTarget,
+  type SnapshotReader,
+  type SnapshotWriter,
+  type StateMachine,
+} from "./state_machine.ts";
 
 /** The largest key, in bytes. */
 export const KEY_SIZE_MAX = 64 * 1024;
@@ -517,6 +526,10 @@ export function formatKvResult(result: KvResult): string {
  * bijection.
  */
 function bytesToString(bytes: Uint8Array): string {
+  // Keys and most values take one call, on `bytes` itself: a subarray would cost an allocation.
+  if (bytes.byteLength <= CHAR_CODE_CHUNK_SIZE) {
+    return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  }
   let out = "";
   for (let start = 0; start < bytes.byteLength; start += CHAR_CODE_CHUNK_SIZE) {
     // `apply` with a typed array, not spread syntax: spreading goes through the iterator
@@ -527,13 +540,6 @@ function bytesToString(bytes: Uint8Array): string {
     );
   }
   return out;
-}
-
-/** The inverse of `bytesToString`. */
-function stringToBytes(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length);
-  for (let index = 0; index < text.length; index++) bytes[index] = text.charCodeAt(index);
-  return bytes;
 }
 
 const MURMUR_SEED = 0x9747b28c;
@@ -602,26 +608,38 @@ function murmur3(seed: number, bytes: ByteSource): number {
 }
 
 /**
+ * The key's hash. It seeds lane B of the digest (see `DigestLanes`) and places the key: in the
+ * store's shards, and in the order of a snapshot.
+ */
+function keyHash(name: string): number {
+  return murmur3(MURMUR_SEED, name);
+}
+
+/** The seed of lane A of the digest for the key's value: the key, with its length mixed first. */
+function laneAKeyHash(name: string): number {
+  return murmur3(fmix32(MURMUR_SEED_A ^ name.length), name);
+}
+
+/**
  * A digest as the store keeps it: the sum modulo 2^32, per lane, of two independent 32-bit hashes
- * of every (key, value) pair. The key's length is hashed first (FNV) or fixed by murmur3's own
- * length mixing before it seeds the value's hash, so that the split between key and value is
- * part of the input: ("ab", "c") and ("a", "bc") differ.
+ * of every (key, value) pair. Each lane hashes the key and then the value, seeded with the key's
+ * hash; the key's length goes into lane A's seed, and murmur3 mixes in the length of each input,
+ * so that the split between key and value is part of the input: ("ab", "c") and ("a", "bc")
+ * differ.
  */
 class DigestLanes {
   a = 0;
   b = 0;
 
   /**
-   * Add (`sign` 1) or remove (`sign` -1) one pair. Both lanes are murmur3, which mixes a word of
-   * four bytes at a time, with different seeds; the key's length goes into lane A's seed. (Every
-   * SET hashes two pairs, the old and the new, on every replica: FNV's byte at a time cost twice
-   * as much.)
+   * Add (`sign` 1) or remove (`sign` -1) one pair, given its key's two hashes (`laneAKeyHash`,
+   * `keyHash`): a SET that overwrites a key hashes the key once for both the old pair and the
+   * new. Both lanes are murmur3, which mixes a word of four bytes at a time. (Every SET hashes two
+   * pairs on every replica: FNV's byte at a time cost twice as much.)
    */
-  add(sign: 1 | -1, key: ByteSource, value: ByteSource): void {
-    const a = murmur3(murmur3(fmix32(MURMUR_SEED_A ^ key.length), key), value);
-    const b = murmur3(murmur3(MURMUR_SEED, key), value);
-    this.a = (this.a + sign * a) >>> 0;
-    this.b = (this.b + sign * b) >>> 0;
+  add(sign: 1 | -1, laneAKey: number, laneBKey: number, value: ByteSource): void {
+    this.a = (this.a + sign * murmur3(laneAKey, value)) >>> 0;
+    this.b = (this.b + sign * murmur3(laneBKey, value)) >>> 0;
   }
 
   text(size: number): string {
@@ -633,21 +651,7 @@ function hex8(word: number): string {
   return word.toString(16).padStart(8, "0");
 }
 
-// ---------------------------------------------------------------- the store
-
-/**
- * The key-value state machine. The digest is a multiset hash: the sum modulo 2^32, per lane, of
- * the hashes of all (key, value) pairs, kept up to date on every change so that `digest()` costs
- * O(1) and depends only on the set of pairs, not on the order of the operations that built it.
- */
-export interface KvStoreOptions {
-  /**
-   * Keep the digest up to date on every change (O(1) `digest()`, as the simulator needs after
-   * every step) instead of computing it when asked (cheaper per operation, O(keys) per digest).
-   * Both give the same digest. Default true.
-   */
-  readonly incrementalDigest?: boolean | undefined;
-}
+// ---------------------------------------------------------------- stored values and shards
 
 /**
  * Values up to this size are kept as strings of one character per byte, like keys: V8 keeps those
@@ -662,15 +666,15 @@ const STRING_VALUE_BYTES_MAX = 1024;
  */
 const RESULT_VIEW_BUFFER_BYTES_MAX = 16 * 1024;
 
+/**
+ * A value as the store keeps it: a string like the key when short, else bytes. Either is never
+ * modified once stored (a SET stores a new one), so snapshots share them with the live state.
+ */
 type StoredValue = string | Uint8Array;
 
-/** The stored form of `value`, which the store owns (a copy or a string). */
-function toStoredValue(value: Uint8Array): StoredValue {
-  return value.byteLength <= STRING_VALUE_BYTES_MAX ? bytesToString(value) : value;
-}
-
-function bytesOf(stored: StoredValue): Uint8Array {
-  return typeof stored === "string" ? stringToBytes(stored) : stored;
+/** The stored form of `value`, a view into bytes the caller may reuse: a string, or a copy. */
+function ownedStoredValue(value: Uint8Array): StoredValue {
+  return value.byteLength <= STRING_VALUE_BYTES_MAX ? bytesToString(value) : value.slice();
 }
 
 /** The result of a GET that found `stored`: its bytes as a msgpack bin. */
@@ -703,12 +707,413 @@ function setResult(operation: Uint8Array, value: Uint8Array): Uint8Array {
   return result;
 }
 
+/**
+ * The store splits its keys into this many maps (shards) by the top bits of the key's hash, so
+ * that a snapshot can begin at once and then take the keys in a fixed order a shard at a time.
+ * A single Map iterates in insertion order, which differs between replicas, and sorting all the
+ * keys of a snapshot at once would stop the replica for long: 0.5–0.7 s for a million keys,
+ * measured, where one shard of a million-key store holds about 250 keys and sorts in a fraction
+ * of a millisecond. The count is fixed, so the store never stops to re-shard; it suits states of
+ * up to some tens of millions of keys (thousands of keys per shard). An empty shard costs one
+ * array slot: the maps are made when first needed. The hash is not seeded (replicas must agree on
+ * the order), so keys can be crafted to share a shard; that only makes the shard slow to sort.
+ */
+const SHARD_BITS = 12;
+const SHARD_COUNT = 1 << SHARD_BITS;
+
+function shardOf(hash: number): number {
+  return hash >>> (32 - SHARD_BITS);
+}
+
+/** Key (one character per byte) → stored value, in `SHARD_COUNT` maps chosen by `keyHash`. */
+class ShardedMap {
+  readonly shards: (Map<string, StoredValue> | undefined)[] = new Array(SHARD_COUNT);
+  size = 0;
+
+  get(hash: number, name: string): StoredValue | undefined {
+    return this.shards[shardOf(hash)]?.get(name);
+  }
+
+  set(hash: number, name: string, stored: StoredValue): void {
+    const index = shardOf(hash);
+    let shard = this.shards[index];
+    if (shard === undefined) {
+      shard = new Map();
+      this.shards[index] = shard;
+    }
+    const before = shard.size;
+    shard.set(name, stored);
+    this.size += shard.size - before;
+  }
+
+  delete(hash: number, name: string): void {
+    if (this.shards[shardOf(hash)]?.delete(name)) this.size--;
+  }
+
+  *entries(): IterableIterator<[string, StoredValue]> {
+    for (const shard of this.shards) if (shard !== undefined) yield* shard;
+  }
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/*
+ * A snapshot chunk is a msgpack array of [key, value] pairs, both bins: the one-buffer snapshot
+ * is the whole snapshot as one chunk. The pairs of a snapshot go in order of key hash, then of
+ * key bytes (two keys may share a 32-bit hash): an order every replica computes alike, and one
+ * the shards give a piece at a time. A chunk means the same wherever it stands in a snapshot (it
+ * holds no offsets or counts of the whole), so the chunks two snapshots share can be compared by
+ * hash and need not travel twice.
+ *
+ * Where a chunk ends is decided by content, not by offset (content-defined chunking, as in LBFS
+ * or restic). Past its minimum, a quarter of the target, a chunk ends after a pair when a hash of
+ * the pair's key, as a fraction of 2^32, is below (bytes of the pair) / (¾ of the target). Every
+ * byte then ends a chunk with the same small probability, so chunks average about the target
+ * whatever the sizes of the values, and whether a pair ends a chunk depends on that pair alone
+ * (and on the chunk having reached its minimum), not on where the chunk began. So a key added,
+ * removed or changed rewrites its own chunk and at most moves a boundary or two beside it: the
+ * chunks fall back into step at the next boundary, and every chunk after that is as before (with
+ * offsets, an insertion would shift every chunk after it). A chunk that would pass four times the
+ * target ends before the pair that would take it past (a chunk runs that long without a boundary
+ * with probability about e^-5); the chunks after such a cut, too, fall back into step at the next
+ * boundary.
+ */
+
+/** A chunk reaches this fraction of the target before it may end at a boundary. */
+const CHUNK_BYTES_MIN_FRACTION = 0.25;
+/** A chunk of two pairs or more never exceeds this multiple of the target. */
+const CHUNK_BYTES_MAX_FACTOR = 4;
+/**
+ * The order sorts pairs by the key hash itself; the boundary test reads a second hash of it, so
+ * that whether a pair ends a chunk does not follow from its place in the order.
+ */
+const BOUNDARY_SALT = 0x5bd1e995;
+const TWO_TO_32 = 2 ** 32;
+/** The most a msgpack array header takes. */
+const ARRAY_HEADER_BYTES_MAX = 5;
+/** The most one pair takes in a chunk: a fixarray of two bins of the largest key and value. */
+const SNAPSHOT_PAIR_BYTES_MAX = 1 + sizeBinHeader(KEY_SIZE_MAX) + KEY_SIZE_MAX +
+  sizeBinHeader(VALUE_SIZE_MAX) + VALUE_SIZE_MAX;
+
+/**
+ * The largest chunk a `KvStore` snapshot reader with `chunkBytesTarget` produces: four times the
+ * target, or one pair of the largest key and value if that is more (about 1.06 MiB).
+ */
+export function kvSnapshotChunkBytesMax(chunkBytesTarget: number): number {
+  return ARRAY_HEADER_BYTES_MAX +
+    Math.max(CHUNK_BYTES_MAX_FACTOR * chunkBytesTarget, SNAPSHOT_PAIR_BYTES_MAX);
+}
+
+/** One pair on its way into a chunk. */
+interface SnapshotEntry {
+  readonly hash: number;
+  readonly name: string;
+  readonly value: StoredValue;
+}
+
+/** Snapshot order: key hash, then key bytes (one character per byte compares as bytes). */
+function compareEntries(x: SnapshotEntry, y: SnapshotEntry): number {
+  return x.hash - y.hash || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);
+}
+
+/** The bytes a pair takes in a chunk. */
+function entryBytes(entry: SnapshotEntry): number {
+  const keyLength = entry.name.length;
+  const valueLength = entry.value.length;
+  return 1 + sizeBinHeader(keyLength) + keyLength + sizeBinHeader(valueLength) + valueLength;
+}
+
+/** Whether a chunk past its minimum ends after the pair `hash` names, which takes `bytes`. */
+function isBoundary(hash: number, bytes: number, cutBytes: number): boolean {
+  return fmix32(hash ^ BOUNDARY_SALT) < (bytes / cutBytes) * TWO_TO_32;
+}
+
+function writeChars(out: Uint8Array, position: number, text: string): number {
+  for (let index = 0; index < text.length; index++) out[position + index] = text.charCodeAt(index);
+  return position + text.length;
+}
+
+/** The chunk of `entries`, whose pairs take `bodyBytes` (the sum of their `entryBytes`). */
+function encodeChunk(entries: readonly SnapshotEntry[], bodyBytes: number): Uint8Array {
+  const out = new Uint8Array(sizeArrayHeader(entries.length) + bodyBytes);
+  let position = writeArrayHeader(out, 0, entries.length);
+  for (const { name, value } of entries) {
+    out[position++] = 0x92;
+    position = writeChars(out, writeBinHeader(out, position, name.length), name);
+    position = writeBinHeader(out, position, value.length);
+    if (typeof value === "string") {
+      position = writeChars(out, position, value);
+    } else {
+      out.set(value, position);
+      position += value.length;
+    }
+  }
+  return out;
+}
+
+type Pair = readonly [key: Uint8Array, value: Uint8Array];
+
+/**
+ * The pairs of a chunk as `encodeChunk` writes it, decoded without msgpackr; undefined for
+ * anything else, which `decodeChunk` then gives to the general decoder. Keys and values are views
+ * into `bytes`.
+ */
+function decodeChunkFast(bytes: Uint8Array): Pair[] | undefined {
+  const reader = new MsgpackReader(bytes);
+  const count = reader.arrayHeader();
+  // A pair takes at least five bytes: a bound on a count read from untrusted bytes.
+  if (count < 0 || count * 5 > bytes.byteLength) return undefined;
+  const pairs: Pair[] = [];
+  for (let index = 0; index < count; index++) {
+    if (bytes[reader.position] !== 0x92) return undefined;
+    reader.position++;
+    const key = reader.bin();
+    if (key === undefined || key.byteLength > KEY_SIZE_MAX) return undefined;
+    const value = reader.bin();
+    if (value === undefined || value.byteLength > VALUE_SIZE_MAX) return undefined;
+    pairs.push([key, value]);
+  }
+  return reader.done ? pairs : undefined;
+}
+
+/**
+ * The pairs of a chunk from untrusted bytes, as views into them. Throws an Error naming the
+ * problem (`what` names the chunk) if they are not a msgpack array of [key, value] bins within
+ * the limits on keys and values. Their order is the caller's to check.
+ */
+function decodeChunk(bytes: Uint8Array, what: string): Pair[] {
+  const fast = decodeChunkFast(bytes);
+  if (fast !== undefined) return fast;
+  const decoded = decodeStrict(bytes, what);
+  if (!decoded.ok) throw new Error(decoded.error);
+  const items = decoded.value;
+  if (!Array.isArray(items)) {
+    throw new Error(`${what} must be an array of [key, value] pairs, got ${describeType(items)}`);
+  }
+  return (items as unknown[]).map((pair, index) => {
+    if (!Array.isArray(pair) || pair.length !== 2) {
+      throw new Error(`${what}: entry ${index} must be a [key, value] pair`);
+    }
+    const key = binaryArgument("key", pair[0], KEY_SIZE_MAX);
+    if (typeof key === "string") throw new Error(`${what}: entry ${index}: ${key}`);
+    const value = binaryArgument("value", pair[1], VALUE_SIZE_MAX);
+    if (typeof value === "string") throw new Error(`${what}: entry ${index}: ${value}`);
+    return [key, value] as const;
+  });
+}
+
+/**
+ * A snapshot being read (`KvStore.beginSnapshot`). It takes the shards in order, a shard at a
+ * time, from the pairs the store had when the reader began: before the store changes a key of a
+ * shard the reader has not taken yet, it hands the reader the key's value (`preserve`), and the
+ * reader puts those values over the live shard's when it takes the shard. What the reader holds
+ * is thus the old values of the keys changed ahead of it, and the one shard it is taking.
+ */
+class KvSnapshotReader implements SnapshotReader {
+  /** The store's pairs when the reader began (a restore of the store leaves them unchanged). */
+  readonly #pairs: ShardedMap;
+  readonly #onFinished: (reader: KvSnapshotReader) => void;
+  readonly #bytesMin: number;
+  readonly #bytesMax: number;
+  /** Bytes per boundary past the minimum, on average (see `isBoundary`). */
+  readonly #cutBytes: number;
+  /**
+   * For each shard not taken yet, the keys changed since the reader began: their value then, or
+   * null for a key that did not exist.
+   */
+  readonly #saved: (Map<string, StoredValue | null> | undefined)[] = new Array(SHARD_COUNT);
+  /** Shards below this have been taken. */
+  #nextShard = 0;
+  /** The pairs of the shard being taken, in snapshot order, and the next one to go out. */
+  #pending: SnapshotEntry[] = [];
+  #pendingIndex = 0;
+  #state: "open" | "done" | "closed" = "open";
+
+  constructor(
+    pairs: ShardedMap,
+    chunkBytesTarget: number,
+    onFinished: (reader: KvSnapshotReader) => void,
+  ) {
+    this.#pairs = pairs;
+    this.#onFinished = onFinished;
+    this.#bytesMin = CHUNK_BYTES_MIN_FRACTION * chunkBytesTarget;
+    this.#bytesMax = CHUNK_BYTES_MAX_FACTOR * chunkBytesTarget;
+    this.#cutBytes = (1 - CHUNK_BYTES_MIN_FRACTION) * chunkBytesTarget;
+  }
+
+  /** Called by the store before it changes key `name`, whose value is `previous` (if any). */
+  preserve(hash: number, name: string, previous: StoredValue | undefined): void {
+    const index = shardOf(hash);
+    if (index < this.#nextShard) return;
+    let saved = this.#saved[index];
+    if (saved === undefined) {
+      saved = new Map();
+      this.#saved[index] = saved;
+    }
+    // Only the first change counts: the value at the reader's beginning.
+    if (!saved.has(name)) saved.set(name, previous ?? null);
+  }
+
+  next(): Uint8Array | undefined {
+    if (this.#state === "closed") throw new Error("snapshot reader is closed");
+    if (this.#state === "done") return undefined;
+    const entries: SnapshotEntry[] = [];
+    let bytes = 0;
+    for (let entry = this.#peek(); entry !== undefined; entry = this.#peek()) {
+      const size = entryBytes(entry);
+      if (entries.length > 0 && bytes + size > this.#bytesMax) break;
+      entries.push(entry);
+      bytes += size;
+      this.#pendingIndex++;
+      if (bytes >= this.#bytesMin && isBoundary(entry.hash, size, this.#cutBytes)) break;
+    }
+    // Stop recording changes as soon as nothing is left to read.
+    if (this.#peek() === undefined) this.#finish("done");
+    return entries.length === 0 ? undefined : encodeChunk(entries, bytes);
+  }
+
+  close(): void {
+    if (this.#state !== "closed") this.#finish("closed");
+  }
+
+  /** The next pair to go out, taking shards until one has pairs; undefined at the end. */
+  #peek(): SnapshotEntry | undefined {
+    while (this.#pendingIndex === this.#pending.length) {
+      if (this.#nextShard === SHARD_COUNT || this.#state !== "open") return undefined;
+      this.#take(this.#nextShard++);
+    }
+    return this.#pending[this.#pendingIndex];
+  }
+
+  /** Make shard `index`, as it was when the reader began, the pairs to go out next. */
+  #take(index: number): void {
+    const live = this.#pairs.shards[index];
+    const saved = this.#saved[index];
+    this.#saved[index] = undefined;
+    const entries: SnapshotEntry[] = [];
+    for (const [name, value] of live ?? []) {
+      if (saved === undefined || !saved.has(name)) {
+        entries.push({ hash: keyHash(name), name, value });
+      }
+    }
+    for (const [name, value] of saved ?? []) {
+      if (value !== null) entries.push({ hash: keyHash(name), name, value });
+    }
+    this.#pending = entries.sort(compareEntries);
+    this.#pendingIndex = 0;
+  }
+
+  #finish(state: "done" | "closed"): void {
+    const wasOpen = this.#state === "open";
+    this.#state = state;
+    this.#saved.fill(undefined);
+    if (state === "closed") this.#pending = [];
+    if (wasOpen) this.#onFinished(this);
+  }
+}
+
+/**
+ * A snapshot being installed (`KvStore.beginRestore`): the pairs go into a store of their own,
+ * which replaces the live one's pairs and digest at `finish`.
+ */
+class KvSnapshotWriter implements SnapshotWriter {
+  readonly #install: (pairs: ShardedMap, lanes: DigestLanes) => void;
+  #pairs = new ShardedMap();
+  #lanes = new DigestLanes();
+  /** The last pair taken, in snapshot order: every later pair must come after it. */
+  #lastHash = -1;
+  #lastName = "";
+  #chunks = 0;
+  #state: "open" | "finished" | "aborted" = "open";
+
+  constructor(install: (pairs: ShardedMap, lanes: DigestLanes) => void) {
+    this.#install = install;
+  }
+
+  chunk(bytes: Uint8Array): void {
+    this.#checkOpen();
+    const what = `snapshot chunk ${this.#chunks}`;
+    const pairs = decodeChunk(bytes, what);
+    // Check every pair before taking any, so that a rejected chunk leaves nothing behind.
+    const entries: SnapshotEntry[] = [];
+    let lastHash = this.#lastHash;
+    let lastName = this.#lastName;
+    for (const [index, [key, value]] of pairs.entries()) {
+      const name = bytesToString(key);
+      const hash = keyHash(name);
+      // Strictly increasing makes the snapshot of a state unique and rules out a repeated key.
+      if (!(hash > lastHash || (hash === lastHash && name > lastName))) {
+        throw new Error(
+          `${what}: entry ${index} does not follow the entry before it in snapshot order ` +
+            "(key hash, then key bytes): a chunk out of order, or a key repeated",
+        );
+      }
+      lastHash = hash;
+      lastName = name;
+      // The value is a view into `bytes`, which the caller may reuse.
+      entries.push({ hash, name, value: ownedStoredValue(value) });
+    }
+    for (const { hash, name, value } of entries) {
+      this.#pairs.set(hash, name, value);
+      this.#lanes.add(1, laneAKeyHash(name), hash, value);
+    }
+    this.#lastHash = lastHash;
+    this.#lastName = lastName;
+    this.#chunks++;
+  }
+
+  finish(expectedDigest?: string): void {
+    this.#checkOpen();
+    if (expectedDigest !== undefined) {
+      const digest = this.#lanes.text(this.#pairs.size);
+      if (digest !== expectedDigest) {
+        throw new Error(`snapshot has digest ${digest}, expected ${expectedDigest}`);
+      }
+    }
+    this.#state = "finished";
+    this.#install(this.#pairs, this.#lanes);
+  }
+
+  abort(): void {
+    if (this.#state !== "open") return;
+    this.#state = "aborted";
+    this.#pairs = new ShardedMap();
+  }
+
+  #checkOpen(): void {
+    if (this.#state !== "open") throw new Error(`snapshot writer is ${this.#state}`);
+  }
+}
+
+// ---------------------------------------------------------------- the store
+
+export interface KvStoreOptions {
+  /**
+   * Keep the digest up to date on every change (O(1) `digest()`, as the simulator needs after
+   * every step) instead of computing it when asked (cheaper per operation, O(keys) per digest).
+   * Both give the same digest. Default true.
+   */
+  readonly incrementalDigest?: boolean | undefined;
+}
+
+/**
+ * The key-value state machine. The digest is a multiset hash: the sum modulo 2^32, per lane, of
+ * the hashes of all (key, value) pairs, kept up to date on every change so that `digest()` costs
+ * O(1) and depends only on the set of pairs, not on the order of the operations that built it.
+ *
+ * Snapshots come in chunks (see "snapshots" above and the contract in `state_machine.ts`). Any
+ * number of readers may be open at once; each costs, until it is read to the end or closed, the
+ * old value of every key changed in the part it has not read yet, and a little time on every
+ * change. A restore while readers are open leaves them reading the state they began with (which
+ * then stays in memory until they finish).
+ */
 export class KvStore implements StateMachine {
-  /** Key (one character per byte) → value: a string like the key when short, else bytes. */
-  #entries = new Map<string, StoredValue>();
-  /** The digest of `#entries`, kept up to date when `#incremental`. */
+  #pairs = new ShardedMap();
+  /** The digest of `#pairs`, kept up to date when `#incremental`. */
   #lanes = new DigestLanes();
   readonly #incremental: boolean;
+  /** The open snapshot readers of `#pairs`, told of every change before it happens. */
+  #readers: KvSnapshotReader[] = [];
 
   constructor(options: KvStoreOptions = {}) {
     this.#incremental = options.incrementalDigest ?? true;
@@ -716,7 +1121,7 @@ export class KvStore implements StateMachine {
 
   /** The number of keys. */
   get size(): number {
-    return this.#entries.size;
+    return this.#pairs.size;
   }
 
   apply(operation: Uint8Array, _context: ApplyContext): Uint8Array {
@@ -752,9 +1157,10 @@ export class KvStore implements StateMachine {
 
   #read(operation: Extract<KvOperation, { command: "GET" | "SIZE" }>): Uint8Array {
     if (operation.command === "SIZE") {
-      return encodeKvResult({ kind: "integer", value: this.#entries.size });
+      return encodeKvResult({ kind: "integer", value: this.#pairs.size });
     }
-    const value = this.#entries.get(bytesToString(operation.key));
+    const name = bytesToString(operation.key);
+    const value = this.#pairs.get(keyHash(name), name);
     return value === undefined ? encodeKvResult({ kind: "nil" }) : storedResult(value);
   }
 
@@ -776,75 +1182,87 @@ export class KvStore implements StateMachine {
   /** Store `stored`, the stored form of the bytes `value`, under `key`. */
   #set(key: Uint8Array, stored: StoredValue, value: Uint8Array): void {
     const name = bytesToString(key);
+    const hash = keyHash(name);
+    const previous = this.#pairs.get(hash, name);
+    this.#beforeChange(hash, name, previous);
     if (this.#incremental) {
-      const previous = this.#entries.get(name);
-      if (previous !== undefined) this.#lanes.add(-1, name, previous);
-      this.#lanes.add(1, name, value);
+      const laneAKey = laneAKeyHash(name);
+      if (previous !== undefined) this.#lanes.add(-1, laneAKey, hash, previous);
+      this.#lanes.add(1, laneAKey, hash, value);
     }
-    this.#entries.set(name, stored);
+    this.#pairs.set(hash, name, stored);
   }
 
   #delete(key: Uint8Array): boolean {
     const name = bytesToString(key);
-    const previous = this.#entries.get(name);
+    const hash = keyHash(name);
+    const previous = this.#pairs.get(hash, name);
     if (previous === undefined) return false;
-    this.#entries.delete(name);
-    if (this.#incremental) this.#lanes.add(-1, name, previous);
+    this.#beforeChange(hash, name, previous);
+    this.#pairs.delete(hash, name);
+    if (this.#incremental) this.#lanes.add(-1, laneAKeyHash(name), hash, previous);
     return true;
+  }
+
+  /** Lets every open snapshot reader keep the value a key had when it began. */
+  #beforeChange(hash: number, name: string, previous: StoredValue | undefined): void {
+    for (const reader of this.#readers) reader.preserve(hash, name, previous);
   }
 
   /** 24 hex digits: the two hash lanes, then the number of keys. */
   digest(): string {
     if (!this.#incremental) {
       const lanes = new DigestLanes();
-      for (const [name, value] of this.#entries) lanes.add(1, name, value);
-      return lanes.text(this.#entries.size);
+      for (const [name, value] of this.#pairs.entries()) {
+        lanes.add(1, laneAKeyHash(name), keyHash(name), value);
+      }
+      return lanes.text(this.#pairs.size);
     }
-    return this.#lanes.text(this.#entries.size);
-  }
-
-  /** The msgpack array of [key, value] pairs sorted by key bytes: equal states, equal bytes. */
-  snapshot(): Uint8Array {
-    // Each character stands for one byte, so comparing strings compares key bytes.
-    const names = [...this.#entries.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-    const pairs = names.map((name) => [stringToBytes(name), bytesOf(this.#entries.get(name)!)]);
-    return packPlain(pairs);
+    return this.#lanes.text(this.#pairs.size);
   }
 
   /**
-   * Replaces the state by a snapshot's. Throws an Error naming the problem if the bytes are not a
-   * snapshot, leaving the state unchanged.
+   * Begins a snapshot of the state as it is now (O(1): nothing is copied until it changes), read
+   * in chunks of about `chunkBytesTarget` bytes, at most `kvSnapshotChunkBytesMax` of it.
+   */
+  beginSnapshot(chunkBytesTarget: number): SnapshotReader {
+    checkChunkBytesTarget(chunkBytesTarget);
+    const reader = new KvSnapshotReader(this.#pairs, chunkBytesTarget, (finished) => {
+      this.#readers = this.#readers.filter((open) => open !== finished);
+    });
+    this.#readers.push(reader);
+    return reader;
+  }
+
+  /** Begins installing a snapshot; the state changes only at the writer's `finish`. */
+  beginRestore(): SnapshotWriter {
+    return new KvSnapshotWriter((pairs, lanes) => {
+      this.#pairs = pairs;
+      this.#lanes = lanes;
+      // The old pairs no longer change: open readers go on reading them, untold.
+      this.#readers = [];
+    });
+  }
+
+  /** The snapshot in one chunk: a msgpack array of [key, value] pairs in snapshot order. */
+  snapshot(): Uint8Array {
+    const reader = this.beginSnapshot(Infinity);
+    const chunk = reader.next();
+    reader.close();
+    return chunk ?? encodeChunk([], 0);
+  }
+
+  /**
+   * Replaces the state by a snapshot's (one chunk or, equally, a whole snapshot in one). Throws an
+   * Error naming the problem if the bytes are not a snapshot, leaving the state unchanged.
    */
   restore(snapshot: Uint8Array): void {
-    const decoded = decodeStrict(snapshot, "snapshot");
-    if (!decoded.ok) throw new Error(decoded.error);
-    const pairs = decoded.value;
-    if (!Array.isArray(pairs)) {
-      throw new Error(
-        `snapshot must be an array of [key, value] pairs, got ${describeType(pairs)}`,
-      );
+    const writer = this.beginRestore();
+    try {
+      writer.chunk(snapshot);
+      writer.finish();
+    } finally {
+      writer.abort();
     }
-    const restored = new KvStore();
-    let previousName: string | undefined;
-    for (const [index, pair] of (pairs as unknown[]).entries()) {
-      if (!Array.isArray(pair) || pair.length !== 2) {
-        throw new Error(`snapshot entry ${index} must be a [key, value] pair`);
-      }
-      const key = binaryArgument("key", pair[0], KEY_SIZE_MAX);
-      if (typeof key === "string") throw new Error(`snapshot entry ${index}: ${key}`);
-      const value = binaryArgument("value", pair[1], VALUE_SIZE_MAX);
-      if (typeof value === "string") throw new Error(`snapshot entry ${index}: ${value}`);
-      const name = bytesToString(key);
-      // Strictly increasing keys make the snapshot of a state unique and rule out duplicates.
-      if (previousName !== undefined && !(previousName < name)) {
-        throw new Error(`snapshot entry ${index} is not in strictly increasing key order`);
-      }
-      previousName = name;
-      // The decoded value is a view into the snapshot bytes, which the caller may reuse.
-      const copy = value.slice();
-      restored.#set(key, toStoredValue(copy), copy);
-    }
-    this.#entries = restored.#entries;
-    this.#lanes = restored.#lanes;
   }
 }
