@@ -1,9 +1,12 @@
 import { strict as assert } from "node:assert";
 import fc from "fast-check";
+import { Packr } from "msgpackr";
+import { CRC32C_START, crc32cFinish, crc32cUpdate } from "../src/lib/crc32c.ts";
 import {
   DataDir,
   DataDirError,
   type DataDirOptions,
+  DiskFullError,
   LOG_PREALLOCATE_AHEAD_BYTES,
 } from "../src/storage/data_dir.ts";
 import { AssertionError } from "../src/vr/assert.ts";
@@ -73,6 +76,22 @@ async function reopen(path: string, options: DataDirOptions = {}): Promise<Durab
 
 async function fileSize(path: string): Promise<number> {
   return (await Deno.stat(path)).size;
+}
+
+/** The log segments in the directory, in order. */
+async function logSegments(path: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(path)) {
+    if (/^log\.\d{6,}$/.test(entry.name)) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+/** The bytes of all the log's segments. */
+async function logSize(path: string): Promise<number> {
+  let total = 0;
+  for (const name of await logSegments(path)) total += await fileSize(`${path}/${name}`);
+  return total;
 }
 
 Deno.test("DataDir open of a new directory yields no state", async () => {
@@ -183,17 +202,19 @@ Deno.test("DataDir torn tail of garbage is cut off", async () => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.close();
-    const size = await fileSize(`${path}/log`);
+    const size = await fileSize(`${path}/log.000001`);
     const garbage = new Uint8Array(1000).map((_, index) => (index * 7919) & 0xff);
-    await Deno.writeFile(`${path}/log`, garbage, { append: true });
+    await Deno.writeFile(`${path}/log.000001`, garbage, { append: true });
     const repairs: string[] = [];
     const state = await reopen(path, { onRepair: (message) => repairs.push(message) });
     assert.deepEqual(state.log, entries(1, 3, 0));
-    assert.equal(await fileSize(`${path}/log`), size);
+    assert.equal(await fileSize(`${path}/log.000001`), size);
     assert.equal(repairs.length, 1);
     assert.match(
       repairs[0]!,
-      new RegExp(`log: record at byte ${size} .*torn.*cut the 1000 bytes from byte ${size}`),
+      new RegExp(
+        `log\\.000001: record at byte ${size} .*torn.*cut the 1000 bytes from byte ${size}`,
+      ),
     );
   });
 });
@@ -203,23 +224,23 @@ Deno.test("DataDir torn last record is cut off and the log goes on", async () =>
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
-    const size = await fileSize(`${path}/log`);
+    const size = await fileSize(`${path}/log.000001`);
     await dataDir.persist([logWrite(3, 3, entries(3, 8, 1), 4)]);
     await dataDir.close();
-    const fullSize = await fileSize(`${path}/log`);
+    const fullSize = await fileSize(`${path}/log.000001`);
     for (const cut of [size + 5, size + RECORD_HEADER_BYTES + 3, fullSize - 1]) {
-      const file = await Deno.open(`${path}/log`, { write: true });
+      const file = await Deno.open(`${path}/log.000001`, { write: true });
       await file.truncate(cut);
       file.close();
       const state = await reopen(path);
       assert.deepEqual(state.log, entries(1, 5, 0));
       assert.equal(state.commitNumber, 3);
-      assert.equal(await fileSize(`${path}/log`), size);
+      assert.equal(await fileSize(`${path}/log.000001`), size);
       // Put the last record back for the next cut.
       const again = await openDir(path);
       await again.dataDir.persist([logWrite(3, 3, entries(3, 8, 1), 4)]);
       await again.dataDir.close();
-      assert.equal(await fileSize(`${path}/log`), fullSize);
+      assert.equal(await fileSize(`${path}/log.000001`), fullSize);
     }
     const state = await reopen(path);
     assert.deepEqual(state.log, [...entries(1, 2, 0), ...entries(3, 8, 1)]);
@@ -230,15 +251,15 @@ Deno.test("DataDir damage before valid records loads the prefix, untrusted, nami
   await withDir(async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
-    const offset = await fileSize(`${path}/log`);
+    const offset = await fileSize(`${path}/log.000001`);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
     await dataDir.persist([logWrite(3, 6, entries(6, 7, 0), 3)]);
     await dataDir.close();
-    const bytes = await Deno.readFile(`${path}/log`);
+    const bytes = await Deno.readFile(`${path}/log.000001`);
     const damaged = (change: (copy: Uint8Array) => void) => {
       const copy = new Uint8Array(bytes);
       change(copy);
-      return Deno.writeFile(`${path}/log`, copy);
+      return Deno.writeFile(`${path}/log.000001`, copy);
     };
     const expected: DurableState = {
       superblock: { ...SUPERBLOCK_DEFAULT, recovering: true },
@@ -262,12 +283,12 @@ Deno.test("DataDir damage before valid records loads the prefix, untrusted, nami
       assert.equal(repairs.length, 1);
       assert.ok(
         repairs[0]!.startsWith(
-          `${path}/log: record at byte ${offset} ${reason}, yet a valid record follows at byte `,
+          `${path}/log.000001: record at byte ${offset} ${reason}, yet a valid record follows at byte `,
         ),
         repairs[0],
       );
       assert.match(repairs[0]!, /damage, not a torn write/);
-      assert.equal(await fileSize(`${path}/log`), offset, "cut at the bad record");
+      assert.equal(await fileSize(`${path}/log.000001`), offset, "cut at the bad record");
       // Put the superblock back as it was for the next kind of damage.
       await Deno.writeFile(`${path}/superblock.b`, new Uint8Array());
     }
@@ -321,11 +342,11 @@ Deno.test("DataDir without a valid superblock or a log is an error", async () =>
             "the view this replica promised is unknown, and starting afresh in view 0 could let " +
             "it vote in a view it promised away",
     );
-    await Deno.remove(`${path}/log`);
-    await assert.rejects(openDir(path), /replica-0\/log: cannot open/);
-    await Deno.writeFile(`${path}/log`, new Uint8Array(5));
+    await Deno.remove(`${path}/log.000001`);
+    await assert.rejects(openDir(path), /replica-0\/log\.000001: cannot open/);
+    await Deno.writeFile(`${path}/log.000001`, new Uint8Array(5));
     await Deno.remove(`${path}/superblock.a`);
-    await assert.rejects(openDir(path), /superblock.a: missing, yet .*log holds \d+ bytes/);
+    await assert.rejects(openDir(path), /superblock.a: missing, yet .*log\.000001 holds \d+ bytes/);
   });
 });
 
@@ -447,18 +468,18 @@ Deno.test("DataDir rewrite drops the dead part of a bloated log", async () => {
       await dataDir.persist([logWrite(view + 1, 1, entries(1, 10, view), 0)]);
     }
     await dataDir.close();
-    const bloated = await fileSize(`${path}/log`);
+    const bloated = await logSize(path);
     const expected = await reopen(path);
-    assert.equal(await fileSize(`${path}/log`), bloated, "below the default minimum");
+    assert.equal(await logSize(path), bloated, "below the default minimum");
     const repairs: string[] = [];
     const state = await reopen(path, {
       logRewriteBytesMin: 1024,
       onRepair: (message) => repairs.push(message),
     });
     assert.deepEqual(state, expected);
-    assert.ok(await fileSize(`${path}/log`) * 10 < bloated);
+    assert.ok(await logSize(path) * 10 < bloated);
     assert.equal(repairs.length, 1);
-    assert.match(repairs[0]!, /log: rewrote \d+ bytes as \d+ bytes of live entries/);
+    assert.match(repairs[0]!, /log\.000002: rewrote \d+ bytes as \d+ bytes of live entries/);
     // The rewritten log loads and grows like any other.
     const again = await openDir(path, { logRewriteBytesMin: 1024 });
     await again.dataDir.persist([logWrite(100, 11, [entry(11, 49)], 10)]);
@@ -586,7 +607,7 @@ async function reopenPreallocated(path: string) {
 Deno.test("DataDir preallocates zeros ahead of the records and reloads without repairs", async () => {
   await withDir(async (path) => {
     const { dataDir } = await DataDir.open(path);
-    assert.ok(await fileSize(`${path}/log`) >= LOG_PREALLOCATE_AHEAD_BYTES);
+    assert.ok(await fileSize(`${path}/log.000001`) >= LOG_PREALLOCATE_AHEAD_BYTES);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.persist([logWrite(2, 4, entries(4, 9, 0), 5)]);
     await dataDir.close();
@@ -616,7 +637,7 @@ Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
     await dataDir.close();
     // Find where the second record starts (the records are followed by zeros), then zero the
     // second half of that record: a write torn by a crash.
-    const bytes = await Deno.readFile(`${path}/log`);
+    const bytes = await Deno.readFile(`${path}/log.000001`);
     const starts: number[] = [];
     for (let i = 0; i + 4 <= bytes.length; i++) {
       if (
@@ -629,11 +650,11 @@ Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
     const second = starts[1]!;
     const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
     bytes.fill(0, Math.floor((second + end) / 2), end);
-    await Deno.writeFile(`${path}/log`, bytes);
+    await Deno.writeFile(`${path}/log.000001`, bytes);
     const { state, repairs } = await reopenPreallocated(path);
     assert.deepEqual(state.log, entries(1, 3, 0));
     assert.equal(repairs.length, 1);
-    assert.match(repairs[0]!, new RegExp(`log: record at byte ${second} .*: torn, `));
+    assert.match(repairs[0]!, new RegExp(`log\\.000001: record at byte ${second} .*: torn, `));
   });
 });
 
@@ -642,12 +663,402 @@ Deno.test("DataDir garbage after the records is damage, not preallocated space",
     const { dataDir } = await DataDir.open(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.close();
-    const bytes = await Deno.readFile(`${path}/log`);
+    const bytes = await Deno.readFile(`${path}/log.000001`);
     const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
     bytes[end + 100] = 0x7f; // A stray byte in the zeros.
-    await Deno.writeFile(`${path}/log`, bytes);
+    await Deno.writeFile(`${path}/log.000001`, bytes);
     const { state, repairs } = await reopenPreallocated(path);
     assert.deepEqual(state.log, entries(1, 3, 0));
     assert.equal(repairs.length, 1, "the stray byte is reported as a torn tail and cut off");
   });
+});
+
+// ---------------------------------------------------------------- log segments
+
+/** Writes a tiny checkpoint of `opNumber`, which lets `truncateBefore` delete entries up to it. */
+async function checkpoint(dataDir: DataDir, opNumber: number): Promise<void> {
+  await dataDir.writeCheckpoint({ opNumber, viewNumber: 0 }, [new Uint8Array([1, 2, 3])]);
+}
+
+Deno.test("DataDir log segments roll over at the limit and reload in order", async () => {
+  await withDir(async (path) => {
+    const limit = 1000;
+    const { dataDir } = await openDir(path, { logSegmentBytes: limit });
+    const model: LogEntry[] = [];
+    let largest = 0;
+    for (let batch = 0; batch < 60; batch++) {
+      // Now and then a batch replaces the last few entries, as a view change does.
+      const from = batch % 7 === 6 ? model.length - 2 : model.length + 1;
+      const written = entries(from, from + 2, batch);
+      const before = await logSize(path);
+      await dataDir.persist([logWrite(batch + 1, from, written, Math.max(0, from - 1))]);
+      largest = Math.max(largest, (await logSize(path)) - before);
+      model.length = from - 1;
+      model.push(...written);
+    }
+    const segments = await logSegments(path);
+    assert.deepEqual(dataDir.logSegmentFiles, segments);
+    assert.ok(segments.length >= 5, `${segments.length} segments`);
+    assert.deepEqual(
+      segments,
+      segments.map((_, index) => `log.${String(index + 1).padStart(6, "0")}`),
+    );
+    // A segment takes records until they reach the limit: at most one record past it.
+    for (const name of segments.slice(0, -1)) {
+      const size = await fileSize(`${path}/${name}`);
+      assert.ok(size >= limit && size < limit + largest, `${name}: ${size} bytes`);
+    }
+    await dataDir.close();
+    const repairs: string[] = [];
+    const state = await reopen(path, { onRepair: (line) => repairs.push(line) });
+    assert.deepEqual(state.log, model);
+    assert.deepEqual(repairs, []);
+  });
+});
+
+Deno.test("DataDir segments with preallocation: a full segment is cut to its records before the next starts", async () => {
+  await withDir(async (path) => {
+    const options = {
+      logSegmentBytes: 3 * 1024 * 1024,
+      logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
+    };
+    const { dataDir } = await DataDir.open(path, options);
+    const model: LogEntry[] = [];
+    for (let op = 1; op <= 40; op++) {
+      const written = [entry(op, 0, 200_000)];
+      await dataDir.persist([logWrite(op, op, written, op - 1)]);
+      model.push(...written);
+    }
+    await dataDir.close();
+    const segments = await logSegments(path);
+    assert.ok(segments.length >= 3);
+    for (const name of segments.slice(0, -1)) {
+      const bytes = await Deno.readFile(`${path}/${name}`);
+      assert.notEqual(bytes.at(-1), 0, `${name} ends with its last record, not with zeros`);
+    }
+    // The last segment has its zeros ahead, up to the segment's size and no further.
+    const last = await fileSize(`${path}/${segments.at(-1)}`);
+    assert.ok(last <= options.logSegmentBytes + 200_100, `${last}`);
+    const repairs: string[] = [];
+    const state = await reopen(path, { ...options, onRepair: (line) => repairs.push(line) });
+    assert.deepEqual(state.log, model);
+    assert.deepEqual(repairs, []);
+  });
+});
+
+Deno.test("DataDir truncateBefore deletes only whole segments below the op-number, and a reopen loads the rest", async () => {
+  await withDir(async (path) => {
+    const options = { logSegmentBytes: 600 };
+    const { dataDir } = await openDir(path, options);
+    /** The highest op-number written to each segment. */
+    const highest = new Map<string, number>();
+    for (let batch = 0; batch < 20; batch++) {
+      const from = batch * 5 + 1;
+      await dataDir.persist([logWrite(batch + 1, from, entries(from, from + 4, 0), from - 1)]);
+      highest.set(dataDir.logSegmentFiles.at(-1)!, from + 4);
+    }
+    const segments = [...highest.keys()];
+    assert.ok(segments.length >= 4);
+    await checkpoint(dataDir, 60);
+    const truncation = await dataDir.truncateBefore(43);
+    const expected = segments.slice(0, segments.findIndex((name) => highest.get(name)! >= 43));
+    assert.ok(expected.length >= 1);
+    assert.deepEqual(truncation.deleted, expected);
+    assert.deepEqual(await logSegments(path), segments.slice(expected.length));
+    // The first segment kept holds entries below 43 too: segments go whole or not at all.
+    const start = highest.get(expected.at(-1)!)! + 1;
+    assert.ok(start < 43);
+    assert.equal(truncation.logStartOpNumber, start);
+    assert.equal(dataDir.logStartOpNumber, start);
+    // Going on after the truncation, then again up to the checkpoint.
+    await dataDir.persist([logWrite(21, 101, entries(101, 103, 1), 100)]);
+    await dataDir.close();
+
+    // A caller that replays the log from op 1 is refused such a log.
+    await assert.rejects(
+      openDir(path, options),
+      (error: unknown) =>
+        error instanceof DataDirError &&
+        error.message.startsWith(
+          `${path}/${segments[expected.length]}: the log starts at op ${start}, truncated after ` +
+            "a checkpoint, and the caller did not pass allowTruncatedLog",
+        ),
+    );
+    const again = await openDir(path, { ...options, allowTruncatedLog: true });
+    assert.ok(again.state !== undefined);
+    assert.equal(again.dataDir.logStartOpNumber, start);
+    assert.deepEqual(again.state.log, [...entries(start, 100, 0), ...entries(101, 103, 1)]);
+    assert.equal(again.state.commitNumber, 100);
+    assert.equal((await again.dataDir.loadCheckpoint())?.opNumber, 60);
+    const rest = await again.dataDir.truncateBefore(61);
+    assert.ok(rest.deleted.length >= 1);
+    assert.ok(rest.logStartOpNumber <= 61);
+    await again.dataDir.persist([logWrite(22, 104, [entry(104, 1)], 101)]);
+    await again.dataDir.close();
+    const state = await reopen(path, { ...options, allowTruncatedLog: true });
+    assert.deepEqual(state.log, [
+      ...entries(rest.logStartOpNumber, 100, 0),
+      ...entries(101, 104, 1),
+    ]);
+  });
+});
+
+Deno.test("DataDir truncateBefore counts entries a later segment replaced, and the log starts at the replacing run", async () => {
+  await withDir(async (path) => {
+    const options = { logSegmentBytes: 300, allowTruncatedLog: true };
+    const { dataDir } = await openDir(path, options);
+    await dataDir.persist([logWrite(1, 1, entries(1, 10, 0), 4)]);
+    // A view change replaces ops 5..10: the record goes to the next segment.
+    await dataDir.persist([logWrite(2, 5, entries(5, 12, 1), 6)]);
+    assert.deepEqual(dataDir.logSegmentFiles, ["log.000001", "log.000002"]);
+    await checkpoint(dataDir, 12);
+    // Segment 1 wrote up to op 10, so it cannot go for op 10, and goes for op 11.
+    assert.deepEqual((await dataDir.truncateBefore(10)).deleted, []);
+    assert.deepEqual(await dataDir.truncateBefore(11), {
+      deleted: ["log.000001"],
+      logStartOpNumber: 5,
+    });
+    await dataDir.close();
+    const state = await reopen(path, options);
+    assert.deepEqual(state.log, entries(5, 12, 1));
+    assert.equal(state.commitNumber, 6);
+  });
+});
+
+Deno.test("DataDir truncateBefore keeps the last segment that holds a record, so a reopen knows the op-number", async () => {
+  await withDir(async (path) => {
+    let full = false;
+    const options: DataDirOptions = {
+      logSegmentBytes: 100,
+      allowTruncatedLog: true,
+      injectFault: (io) => {
+        if (full && io.kind === "write" && io.path.endsWith("/log.000002")) {
+          throw Object.assign(new Error("No space left on device (os error 28)"), {
+            code: "ENOSPC",
+          });
+        }
+      },
+    };
+    const { dataDir } = await openDir(path, options);
+    await dataDir.persist([logWrite(1, 1, entries(1, 5, 0), 5)]);
+    // The next batch starts segment 2 and finds the disk full: segment 2 exists and is empty.
+    full = true;
+    await assert.rejects(dataDir.persist([logWrite(2, 6, [entry(6, 0)], 5)]), DiskFullError);
+    assert.deepEqual(await logSegments(path), ["log.000001", "log.000002"]);
+    await checkpoint(dataDir, 5);
+    assert.deepEqual((await dataDir.truncateBefore(6)).deleted, []);
+    await dataDir.close();
+    const again = await openDir(path, options);
+    assert.deepEqual(again.state?.log, entries(1, 5, 0));
+    // The log's end is still known: the next batch goes on from it.
+    full = false;
+    await again.dataDir.persist([logWrite(2, 6, [entry(6, 0)], 5)]);
+    await again.dataDir.close();
+    assert.deepEqual((await reopen(path, options)).log, entries(1, 6, 0));
+  });
+});
+
+/** A record of the single-file format: its checksum covers the offset and length, no segment. */
+function legacyRecord(
+  offset: number,
+  fromOpNumber: number,
+  written: readonly LogEntry[],
+  commitNumber: number,
+): Uint8Array {
+  const body = new Packr({ useRecords: false }).pack([1, [[
+    0,
+    fromOpNumber,
+    commitNumber,
+    written.map((
+      e,
+    ) => [e.opNumber, e.viewNumber, e.clientId, e.requestNumber, e.timestamp, e.operation]),
+  ]]]);
+  const prefix = new Uint8Array(12);
+  const prefixView = new DataView(prefix.buffer);
+  prefixView.setUint32(0, offset, true);
+  prefixView.setUint32(8, body.length, true);
+  const record = new Uint8Array(RECORD_HEADER_BYTES + body.length);
+  const view = new DataView(record.buffer);
+  view.setUint32(0, 0x524c5356, true);
+  view.setUint32(4, body.length, true);
+  view.setUint32(8, crc32cFinish(crc32cUpdate(crc32cUpdate(CRC32C_START, prefix), body)), true);
+  record.set(body, RECORD_HEADER_BYTES);
+  return record;
+}
+
+Deno.test("DataDir of the single-file format opens as segment 0 and goes on in segments", async () => {
+  await withDir(async (path) => {
+    // A directory as the single-file version left it: its superblocks, and one `log` of records
+    // followed by the zeros it wrote in advance.
+    const superblock: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
+    const created = await openDir(path);
+    await created.dataDir.persist([superblockWrite(1, superblock)]);
+    await created.dataDir.close();
+    await Deno.remove(`${path}/log.000001`);
+    const first = legacyRecord(0, 1, entries(1, 5, 2), 3);
+    const second = legacyRecord(first.length, 4, entries(4, 8, 2), 6);
+    const legacy = new Uint8Array(first.length + second.length + 4096);
+    legacy.set(first);
+    legacy.set(second, first.length);
+    await Deno.writeFile(`${path}/log`, legacy);
+
+    const options = { logSegmentBytes: 200, allowTruncatedLog: true };
+    const repairs: string[] = [];
+    const opened = await openDir(path, { ...options, onRepair: (line) => repairs.push(line) });
+    assert.deepEqual(opened.state, {
+      superblock,
+      log: [...entries(1, 3, 2), ...entries(4, 8, 2)],
+      commitNumber: 6,
+      logTrusted: true,
+    });
+    assert.deepEqual(repairs, [
+      `${path}/log: the single-file log of an older version: renamed to log.000000, the first ` +
+      "segment of the log, its records unchanged",
+    ]);
+    assert.deepEqual(await logSegments(path), ["log.000000"]);
+    assert.equal(await Deno.stat(`${path}/log`).catch(() => undefined), undefined);
+    // Segment 0 is past the limit: the next batch starts segment 1, after cutting segment 0's
+    // zeros (which would read as damage in a segment that another follows).
+    await opened.dataDir.persist([logWrite(1, 9, entries(9, 10, 2), 8)]);
+    assert.deepEqual(await logSegments(path), ["log.000000", "log.000001"]);
+    assert.equal(await fileSize(`${path}/log.000000`), first.length + second.length);
+    await opened.dataDir.close();
+    const again = await openDir(path, { ...options, onRepair: (line) => repairs.push(line) });
+    assert.deepEqual(again.state?.log, entries(1, 10, 2));
+    assert.equal(repairs.length, 1, "migrated once, and nothing amiss since");
+    // Segment 0 goes like any other once a checkpoint covers it.
+    await checkpoint(again.dataDir, 8);
+    assert.deepEqual((await again.dataDir.truncateBefore(9)).deleted, ["log.000000"]);
+    await again.dataDir.close();
+    assert.deepEqual((await reopen(path, options)).log, entries(9, 10, 2));
+  });
+});
+
+/** As `batchPlan`, but log writes mostly append, so that the log grows past many segments. */
+const appendingBatchPlan = fc.record({
+  effects: fc.array(
+    fc.oneof(
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          kind: fc.constant("log" as const),
+          // Fractions from integers: `fc.double` draws mostly tiny numbers.
+          position: fc.oneof(
+            { weight: 4, arbitrary: fc.constant(1) },
+            { weight: 1, arbitrary: fc.integer({ min: 0, max: 1000 }).map((n) => n / 1000) },
+          ),
+          count: fc.nat({ max: 6 }),
+          size: fc.nat({ max: 300 }),
+        }),
+      },
+      {
+        weight: 1,
+        arbitrary: fc.record({
+          kind: fc.constant("superblock" as const),
+          viewStep: fc.nat({ max: 2 }),
+          recovering: fc.boolean(),
+        }),
+      },
+    ),
+    { maxLength: 5 },
+  ),
+  reopenAfter: fc.boolean(),
+});
+
+Deno.test("DataDir with small segments and truncations matches an in-memory model of the log", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(
+        fc.record({
+          batch: appendingBatchPlan,
+          truncate: fc.option(fc.integer({ min: 0, max: 1000 }).map((n) => n / 1000), {
+            nil: undefined,
+          }),
+        }),
+        { minLength: 1, maxLength: 20 },
+      ),
+      fc.integer({ min: 64, max: 512 }),
+      async (steps, segmentBytes) => {
+        await withDir(async (path) => {
+          const options: DataDirOptions = {
+            sync: "none",
+            logSegmentBytes: segmentBytes,
+            allowTruncatedLog: true,
+          };
+          const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
+          let id = 0;
+          let open = await openDir(path, options);
+          // One checkpoint far ahead lets every truncation through: this tests the log only.
+          await checkpoint(open.dataDir, 1_000_000);
+          /** The highest op-number truncated before, 1 if none. */
+          let truncatedTo = 1;
+          const expectState = (dataDir: DataDir, state: DurableState | undefined) => {
+            const start = dataDir.logStartOpNumber;
+            assert.ok(
+              start <= Math.max(1, truncatedTo),
+              `starts at ${start}, not beyond ${truncatedTo}`,
+            );
+            assert.deepEqual(state, {
+              superblock: model.superblock,
+              log: model.log.slice(start - 1),
+              commitNumber: model.commitNumber,
+              logTrusted: true,
+            });
+          };
+          for (const { batch, truncate } of steps) {
+            const effects: Effect[] = [];
+            for (const plan of batch.effects) {
+              id++;
+              if (plan.kind === "superblock") {
+                const viewNumber = model.superblock.viewNumber + plan.viewStep;
+                const superblock = {
+                  viewNumber,
+                  lastNormalView: plan.viewStep === 0
+                    ? model.superblock.lastNormalView
+                    : viewNumber,
+                  recovering: plan.recovering,
+                };
+                effects.push(superblockWrite(id, superblock));
+                model.superblock = superblock;
+                continue;
+              }
+              // Never from below what the truncations left: the core rewrites no committed entry.
+              const low = Math.min(open.dataDir.logStartOpNumber, model.log.length + 1);
+              const from = low +
+                Math.min(
+                  model.log.length + 1 - low,
+                  Math.floor(plan.position * (model.log.length + 2 - low)),
+                );
+              const written: LogEntry[] = [];
+              for (let index = 0; index < plan.count; index++) {
+                written.push(entry(from + index, model.superblock.viewNumber, plan.size + index));
+              }
+              model.log.length = from - 1;
+              model.log.push(...written);
+              const commitNumber = Math.floor(plan.position * (model.log.length + 2));
+              effects.push(logWrite(id, from, written, commitNumber));
+              model.commitNumber = Math.min(commitNumber, model.log.length);
+            }
+            await open.dataDir.persist(effects);
+            if (truncate !== undefined) {
+              const opNumber = 1 + Math.floor(truncate * (model.log.length + 1));
+              await open.dataDir.truncateBefore(opNumber);
+              truncatedTo = Math.max(truncatedTo, opNumber);
+            }
+            if (batch.reopenAfter) {
+              await open.dataDir.close();
+              open = await openDir(path, options);
+              expectState(open.dataDir, open.state);
+              await open.dataDir.loadCheckpoint();
+            }
+          }
+          await open.dataDir.close();
+          const last = await openDir(path, options);
+          await last.dataDir.close();
+          expectState(last.dataDir, last.state ?? undefined);
+        });
+      },
+    ),
+    { numRuns: PROPERTY_RUNS },
+  );
 });

@@ -96,9 +96,14 @@ function ioError(): Error {
   return Object.assign(new Error("Input/output error (os error 5)"), { code: "EIO" });
 }
 
+/** Whether `path` is a log segment's file. */
+function isLogSegment(path: string): boolean {
+  return /\/log\.\d{6,}$/.test(path);
+}
+
 /** Whether a write is of a log record (records start with the magic "VSLR"; zeros do not). */
 function isRecordWrite(io: DiskIo): boolean {
-  return io.kind === "write" && io.path.endsWith("/log") && io.bytes[0] === 0x56;
+  return io.kind === "write" && isLogSegment(io.path) && io.bytes[0] === 0x56;
 }
 
 /** Waits for `condition`, checking every few milliseconds, failing after `WAIT_MS_MAX`. */
@@ -143,13 +148,13 @@ Deno.test("DataDir torn last record is cut and the repair names its offset and t
   await withDir(async (path) => {
     const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
-    const offset = await fileSize(`${path}/log`);
+    const offset = await fileSize(`${path}/log.000001`);
     await dataDir.persist([logWrite(2, 4, entries(4, 6, 0), 3)]);
     await dataDir.close();
-    const full = await fileSize(`${path}/log`);
+    const full = await fileSize(`${path}/log.000001`);
     // A crash in the middle of the last record's write: its end never reached the disk.
     const cut = full - 7;
-    await Deno.truncate(`${path}/log`, cut);
+    await Deno.truncate(`${path}/log.000001`, cut);
     const { state, repairs } = await reopen(path);
     assert.deepEqual(state, {
       superblock: SUPERBLOCK_DEFAULT,
@@ -158,13 +163,13 @@ Deno.test("DataDir torn last record is cut and the repair names its offset and t
       logTrusted: true,
     });
     assert.deepEqual(repairs, [
-      `${path}/log: record at byte ${offset} is cut short (${
+      `${path}/log.000001: record at byte ${offset} is cut short (${
         cut - offset - RECORD_HEADER_BYTES
       } of ${full - offset - RECORD_HEADER_BYTES} bytes) and nothing valid follows it: torn, ` +
       "the last write before a crash, never synced and so never acknowledged; " +
       `cut the ${cut - offset} bytes from byte ${offset} to the end of the file`,
     ]);
-    assert.equal(await fileSize(`${path}/log`), offset);
+    assert.equal(await fileSize(`${path}/log.000001`), offset);
   });
 });
 
@@ -175,20 +180,20 @@ Deno.test("DataDir torn last record is cut and the repair names its offset and t
 async function damagedLog(path: string): Promise<number> {
   const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
   await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
-  const offset = await fileSize(`${path}/log`);
+  const offset = await fileSize(`${path}/log.000001`);
   await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
   await dataDir.persist([logWrite(3, 6, entries(6, 7, 0), 5)]);
   await dataDir.close();
-  const bytes = await Deno.readFile(`${path}/log`);
+  const bytes = await Deno.readFile(`${path}/log.000001`);
   bytes[offset + RECORD_HEADER_BYTES + 4]! ^= 0x01;
-  await Deno.writeFile(`${path}/log`, bytes);
+  await Deno.writeFile(`${path}/log.000001`, bytes);
   return offset;
 }
 
 Deno.test("DataDir corrupt record with valid ones after it yields the prefix, untrusted, and says so", async () => {
   await withDir(async (path) => {
     const offset = await damagedLog(path);
-    const size = await fileSize(`${path}/log`);
+    const size = await fileSize(`${path}/log.000001`);
     const { state, repairs } = await reopen(path);
     assert.deepEqual(state, {
       superblock: { ...SUPERBLOCK_DEFAULT, recovering: true },
@@ -200,7 +205,7 @@ Deno.test("DataDir corrupt record with valid ones after it yields the prefix, un
     assert.match(
       repairs[0]!,
       new RegExp(
-        `^${path}/log: record at byte ${offset} has a bad checksum, yet a valid record follows ` +
+        `^${path}/log.000001: record at byte ${offset} has a bad checksum, yet a valid record follows ` +
           `at byte \\d+: damage, not a torn write, so entries this replica acknowledged may be ` +
           `lost; kept the 3 entries before it, cut the ${size - offset} bytes from byte ` +
           `${offset} on, and marked the replica as recovering`,
@@ -216,11 +221,11 @@ Deno.test("DataDir corrupt record with valid ones after it yields the prefix, un
 Deno.test("DataDir crash between marking recovery and cutting the damage finds the damage again", async () => {
   await withDir(async (path) => {
     await damagedLog(path);
-    const damaged = await Deno.readFile(`${path}/log`);
+    const damaged = await Deno.readFile(`${path}/log.000001`);
     const first = await reopen(path);
     assert.equal(first.state.logTrusted, false);
     // As if the cut never reached the disk: the superblock write did, the truncation did not.
-    await Deno.writeFile(`${path}/log`, damaged);
+    await Deno.writeFile(`${path}/log.000001`, damaged);
     const slots = await Promise.all(
       ["a", "b"].map((slot) => Deno.readFile(`${path}/superblock.${slot}`)),
     );
@@ -380,7 +385,7 @@ Deno.test("DataDir with both superblock slots unreadable refuses to open, naming
     );
     // Without superblock.a, superblock.b still shows the replica is not new.
     await Deno.remove(`${path}/superblock.a`);
-    await Deno.truncate(`${path}/log`, 0);
+    await Deno.truncate(`${path}/log.000001`, 0);
     await assert.rejects(
       DataDir.open(path, { logPreallocateBytes: 0 }),
       (error: unknown) =>
@@ -405,7 +410,7 @@ interface FaultPoint {
 const FAULT_POINTS: readonly FaultPoint[] = [
   { name: "the log record's write", hits: isRecordWrite },
   { name: "the log record's write, half done", hits: isRecordWrite, partial: true },
-  { name: "the log's fdatasync", hits: (io) => io.kind === "sync" && io.path.endsWith("/log") },
+  { name: "the log's fdatasync", hits: (io) => io.kind === "sync" && isLogSegment(io.path) },
   {
     name: "the superblock's write",
     hits: (io) => io.kind === "write" && io.path.endsWith("/superblock.b"),
@@ -476,7 +481,7 @@ for (const point of FAULT_POINTS) {
         assert.deepEqual(state, prefixStates([...BATCH_1, ...BATCH_2, ...BATCH_3]).at(-1));
         assert.deepEqual(repairs, [], "the retry overwrote what the failed attempts left");
         // One record per durable batch, however many attempts failed.
-        const bytes = await Deno.readFile(`${path}/log`);
+        const bytes = await Deno.readFile(`${path}/log.000001`);
         let records = 0;
         for (let i = 0; i + 4 <= bytes.length; i++) {
           if (bytes[i] === 0x56 && bytes[i + 1] === 0x53 && bytes[i + 2] === 0x4c) records++;
@@ -524,13 +529,13 @@ Deno.test("DataDir failed write other than a full disk is a DataDirError naming 
       },
     });
     await dataDir.persist(BATCH_1);
-    const offset = await fileSize(`${path}/log`);
+    const offset = await fileSize(`${path}/log.000001`);
     broken = true;
     await assert.rejects(
       dataDir.persist(BATCH_2),
       (error: unknown) =>
         error instanceof DataDirError && !(error instanceof DiskFullError) && !isDiskFull(error) &&
-        /^.*\/log: writing the \d+-byte record at byte (\d+): Input\/output error/.test(
+        /^.*\/log\.000001: writing the \d+-byte record at byte (\d+): Input\/output error/.test(
           error.message,
         ) && error.message.includes(`at byte ${offset}:`),
     );
@@ -566,6 +571,219 @@ Deno.test({
       file.close();
     }
   },
+});
+
+// ---------------------------------------------------------------- log segments
+
+/** Segments of a small size, so that a few batches fill several. */
+const SMALL_SEGMENTS: DataDirOptions = { logPreallocateBytes: 0, logSegmentBytes: 400 };
+
+/** The log segments in the directory, in order. */
+async function logSegments(path: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(path)) {
+    if (/^log\.\d{6,}$/.test(entry.name)) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+/** Batches of three entries from op 1 on, one record each, until `segments` segments exist. */
+async function fillSegments(
+  path: string,
+  segments: number,
+  options: DataDirOptions = SMALL_SEGMENTS,
+): Promise<{ log: LogEntry[]; firstOf: Map<string, number> }> {
+  const { dataDir } = await DataDir.open(path, options);
+  const log: LogEntry[] = [];
+  /** The first op-number each segment's first record writes. */
+  const firstOf = new Map<string, number>();
+  for (let id = 1; dataDir.logSegmentFiles.length < segments || firstOf.size < segments; id++) {
+    const written = entries(log.length + 1, log.length + 3, 0);
+    await dataDir.persist([logWrite(id, log.length + 1, written, log.length)]);
+    const segment = dataDir.logSegmentFiles.at(-1)!;
+    if (!firstOf.has(segment)) firstOf.set(segment, log.length + 1);
+    log.push(...written);
+  }
+  await dataDir.close();
+  return { log, firstOf };
+}
+
+Deno.test("DataDir damage in a segment that others follow: the prefix, untrusted, the later segments deleted", async () => {
+  await withDir(async (path) => {
+    const { firstOf } = await fillSegments(path, 4);
+    assert.deepEqual(await logSegments(path), [...firstOf.keys()]);
+    // Damage the last record of segment 2: nothing valid follows it in its file, yet it is no
+    // torn write, since segments 3 and 4 were created after it was synced.
+    const name = `${path}/log.000002`;
+    const bytes = await Deno.readFile(name);
+    const starts: number[] = [];
+    for (let offset = 0; offset < bytes.length;) {
+      starts.push(offset);
+      offset += RECORD_HEADER_BYTES + new DataView(bytes.buffer).getUint32(offset + 4, true);
+    }
+    const offset = starts.at(-1)!;
+    bytes[offset + RECORD_HEADER_BYTES + 2]! ^= 0x20;
+    await Deno.writeFile(name, bytes);
+    const { state, repairs } = await reopen(path, SMALL_SEGMENTS);
+    assert.deepEqual(state, {
+      superblock: { ...SUPERBLOCK_DEFAULT, recovering: true },
+      log: entries(1, firstOf.get("log.000002")! - 1 + (starts.length - 1) * 3, 0),
+      commitNumber: firstOf.get("log.000002")! - 1 + (starts.length - 1) * 3 - 3,
+      logTrusted: false,
+    });
+    assert.deepEqual(repairs, [
+      `${name}: record at byte ${offset} has a bad checksum, yet the segments log.000003, ` +
+      "log.000004 follow: damage, not a torn write, so entries this replica acknowledged may be " +
+      `lost; kept the ${state.log.length} entries before it, cut the ${
+        bytes.length - offset
+      } bytes from byte ${offset} on, deleted log.000003, log.000004, and marked the replica as ` +
+      "recovering: it takes part in no quorum until it has the log of the group's primary (§4.3)",
+    ]);
+    assert.deepEqual(await logSegments(path), ["log.000001", "log.000002"]);
+    // Clean from now on, and the log goes on in segment 2.
+    const again = await reopen(path, SMALL_SEGMENTS);
+    assert.deepEqual(again.repairs, []);
+    assert.deepEqual(again.state.log, state.log);
+  });
+});
+
+Deno.test("DataDir segment's records under another segment's name do not check out: damage", async () => {
+  await withDir(async (path) => {
+    const { log, firstOf } = await fillSegments(path, 4);
+    // A misdirected file: segment 3 holds segment 2's bytes. Record checksums cover the segment
+    // number, so none of them checks out there.
+    await Deno.copyFile(`${path}/log.000002`, `${path}/log.000003`);
+    const { state, repairs } = await reopen(path, SMALL_SEGMENTS);
+    assert.equal(state.logTrusted, false);
+    assert.deepEqual(state.log, log.slice(0, firstOf.get("log.000003")! - 1));
+    assert.equal(repairs.length, 1);
+    assert.ok(
+      repairs[0]!.startsWith(
+        `${path}/log.000003: record at byte 0 has a bad checksum, yet the segment log.000004 ` +
+          "follows: damage",
+      ),
+      repairs[0],
+    );
+  });
+});
+
+Deno.test("DataDir torn last record of the last segment is cut, the earlier segments untouched", async () => {
+  await withDir(async (path) => {
+    const { log, firstOf } = await fillSegments(path, 3);
+    const last = `${path}/log.000003`;
+    const size = await fileSize(last);
+    await Deno.truncate(last, size - 5);
+    const { state, repairs } = await reopen(path, SMALL_SEGMENTS);
+    assert.equal(state.logTrusted, true);
+    assert.deepEqual(state.log, log.slice(0, -3));
+    assert.equal(repairs.length, 1);
+    assert.match(repairs[0]!, new RegExp(`^${last}: record at byte \\d+ is cut short .*: torn, `));
+    assert.deepEqual(await logSegments(path), [...firstOf.keys()]);
+  });
+});
+
+Deno.test("DataDir with a segment missing in the middle refuses to open, naming it", async () => {
+  await withDir(async (path) => {
+    await fillSegments(path, 3);
+    await Deno.remove(`${path}/log.000002`);
+    await assert.rejects(
+      DataDir.open(path, SMALL_SEGMENTS),
+      (error: unknown) =>
+        error instanceof DataDirError &&
+        error.message ===
+          `${path}/log.000002: missing, yet log.000001 and log.000003 exist: part of the log is lost`,
+    );
+  });
+});
+
+Deno.test("DataDir crash midway through truncateBefore leaves a log that loads", async () => {
+  await withDir(async (path) => {
+    const { log, firstOf } = await fillSegments(path, 4);
+    // truncateBefore deletes from the first segment on: a crash after the first deletion.
+    await Deno.remove(`${path}/log.000001`);
+    const options = { ...SMALL_SEGMENTS, allowTruncatedLog: true };
+    const { state, repairs } = await reopen(path, options);
+    const start = firstOf.get("log.000002")!;
+    assert.deepEqual(state.log, log.slice(start - 1));
+    assert.deepEqual(repairs, []);
+  });
+});
+
+/** Where starting a new segment fails. */
+const SEGMENT_FAULT_POINTS: readonly FaultPoint[] = [
+  {
+    name: "the full segment's fsync",
+    hits: (io) => io.kind === "sync" && io.path.endsWith("/log.000001"),
+  },
+  {
+    name: "the directory's fsync",
+    hits: (io) => io.kind === "sync" && io.path.endsWith("/replica-0"),
+  },
+  {
+    name: "the new segment's first record",
+    hits: (io) => isRecordWrite(io) && io.path.endsWith("/log.000002"),
+  },
+];
+
+for (const point of SEGMENT_FAULT_POINTS) {
+  Deno.test(`DataDir batch that finds the disk full at ${point.name} when it starts a segment persists when retried`, async () => {
+    await withDir(async (path) => {
+      const full = { on: false, failures: 0 };
+      const options: DataDirOptions = {
+        ...SMALL_SEGMENTS,
+        // The first batch fills the first segment: the second starts the next one.
+        logSegmentBytes: 50,
+        injectFault: diskFullAt(point, full),
+      };
+      const { dataDir } = await DataDir.open(path, options);
+      await dataDir.persist(BATCH_1);
+      full.on = true;
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        await assert.rejects(dataDir.persist(BATCH_2), DiskFullError);
+      }
+      assert.equal(full.failures, 2);
+      full.on = false;
+      assert.equal(await dataDir.persist(BATCH_2), 4);
+      assert.equal(await dataDir.persist(BATCH_3), 5);
+      // One record per segment: each batch fills the segment it starts.
+      assert.deepEqual(dataDir.logSegmentFiles, ["log.000001", "log.000002", "log.000003"]);
+      await dataDir.close();
+      const { state, repairs } = await reopen(path, SMALL_SEGMENTS);
+      assert.deepEqual(state, prefixStates([...BATCH_1, ...BATCH_2, ...BATCH_3]).at(-1));
+      assert.deepEqual(repairs, []);
+    });
+  });
+}
+
+Deno.test("DataDir leftovers of a failed write past a full segment's records are cut when the next segment starts", async () => {
+  await withDir(async (path) => {
+    const full = { on: false, failures: 0 };
+    const point: FaultPoint = { name: "a record, half done", hits: isRecordWrite, partial: true };
+    const options: DataDirOptions = {
+      ...SMALL_SEGMENTS,
+      // Two batches fill it: 66 bytes, then 89 (three entries of 27 bytes, and the headers).
+      logSegmentBytes: 150,
+      injectFault: diskFullAt(point, full),
+    };
+    const { dataDir } = await DataDir.open(path, options);
+    await dataDir.persist([logWrite(1, 1, entries(1, 2, 0), 0)]);
+    // A large batch fails halfway through its record's write: its first half stays in the file.
+    full.on = true;
+    await assert.rejects(dataDir.persist([logWrite(2, 3, entries(3, 12, 0), 2)]), DiskFullError);
+    full.on = false;
+    // The caller persists a smaller batch instead, which fills the segment; the half record's
+    // tail stays after it.
+    await dataDir.persist([logWrite(2, 3, entries(3, 5, 0), 2)]);
+    const size = await fileSize(`${path}/log.000001`);
+    await dataDir.persist([logWrite(3, 6, entries(6, 6, 0), 5)]);
+    assert.deepEqual(dataDir.logSegmentFiles, ["log.000001", "log.000002"]);
+    await dataDir.close();
+    assert.ok(size >= 150, `the segment was full: ${size} bytes`);
+    const { state, repairs } = await reopen(path, SMALL_SEGMENTS);
+    assert.deepEqual(repairs, [], "no damage in the full segment");
+    assert.equal(state.logTrusted, true);
+    assert.deepEqual(state.log, entries(1, 6, 0));
+  });
 });
 
 // ---------------------------------------------------------------- a live node
@@ -642,7 +860,7 @@ Deno.test("ReplicaNode with a full disk acknowledges no write until space return
         assert.equal(await kv.getString("during"), "2");
         // One line each way, however many attempts failed in between.
         assert.deepEqual(lines.filter((line) => line.includes("disk")), [
-          `warn disk full writing ${dataDir}/log: not acknowledging writes until space returns`,
+          `warn disk full writing ${dataDir}/log.000001: not acknowledging writes until space returns`,
           "info disk has space again",
         ]);
       } finally {
@@ -669,7 +887,7 @@ Deno.test("ReplicaNode stops with one error line when a write fails for another 
       assert.equal(errors.length, 1);
       assert.match(
         errors[0]!,
-        /^error cannot persist to .*: .*\/log: writing the \d+-byte record at byte \d+: Input\/output error \(os error 5\); stopping$/,
+        /^error cannot persist to .*: .*\/log\.000001: writing the \d+-byte record at byte \d+: Input\/output error \(os error 5\); stopping$/,
       );
       // The node closed: it no longer listens.
       await assert.rejects(

@@ -9,27 +9,47 @@
  * - `superblock.a`, `superblock.b`: two fixed slots of `SUPERBLOCK_BYTES`, written in place in
  *   turn (even sequence-numbers in `a`, odd in `b`). A write torn by a crash spoils only the slot
  *   being written; the load takes the valid slot with the higher sequence-number.
- * - `log`: an append-only file of records, one per batch (see `encodeRecord`).
+ * - `log.000001`, `log.000002`, ...: the log, as segment files of records, one record per batch
+ *   (see `encodeRecord`), numbered without gaps. Records go to the last segment; once its records
+ *   reach `LOG_SEGMENT_BYTES`, the next record starts the next segment. A segment is never
+ *   written again once the next one exists, and `truncateBefore` deletes segments whole, from the
+ *   first, once a checkpoint covers every entry they hold. A directory of the older single-file
+ *   format (one `log`) is migrated by one rename at open: `log` becomes `log.000000`, whose record
+ *   checksums are the old ones (segment 0 is the only segment whose checksums do not cover the
+ *   segment's number), and the log goes on in `log.000001`.
+ * - `checkpoint.<op-number, 16 digits>`: checkpoints, the newest two kept, and
+ *   `checkpoint.<op-number>.tmp` while one is written (see `src/storage/checkpoint.ts`).
  *
  * A batch costs one write and one fdatasync of the log, then, if it holds superblock writes, one
  * write and one fdatasync of a superblock slot. Log writes that the batch orders after a superblock
  * write go into the same log write, tagged with the superblock sequence-number they depend on; a
  * load drops them when that superblock never became durable. Every crash therefore leaves a
- * prefix of the effects, in the order the replica emitted them.
+ * prefix of the effects, in the order the replica emitted them. A batch that starts a segment
+ * first cuts the full one to where its records end and syncs it, then creates the next one and
+ * syncs the directory: once a later segment exists, every segment before it is whole and durable.
  *
  * Faults, and what a load or a persist does about them (each repair is reported to `onRepair`):
- * - a bad last record (nothing valid after it) is a write torn by a crash: it was never synced,
- *   so never acknowledged, and it is cut off;
- * - a bad record with a valid one after it is damage: entries this replica acknowledged may be
- *   gone. The directory is marked as recovering (a superblock write, durable before anything is
- *   cut), the log is cut at the bad record, and the load reports `logTrusted: false`, so that the
- *   replica runs §4.3 recovery and counts in no quorum until it has the primary's log;
+ * - a bad last record of the last segment (nothing valid after it) is a write torn by a crash: it
+ *   was never synced, so never acknowledged, and it is cut off;
+ * - a bad record with a valid one after it, or anywhere in a segment that another one follows, is
+ *   damage: entries this replica acknowledged may be gone. The directory is marked as recovering
+ *   (a superblock write, durable before anything is cut), the log is cut at the bad record (the
+ *   later segments deleted), and the load reports `logTrusted: false`, so that the replica runs
+ *   §4.3 recovery and counts in no quorum until it has the primary's log;
  * - one unreadable superblock slot: the other one is used (a crash tears only the slot being
  *   written, and the next superblock write goes to that slot again). Both unreadable: `open`
  *   refuses, since the view this replica promised is unknown;
  * - a full disk (`DiskFullError`): the batch is not durable and the bookkeeping is as before it,
  *   so the caller may persist the same batch again once there is room. Any other failed write is a
- *   `DataDirError` the caller should treat as fatal.
+ *   `DataDirError` the caller should treat as fatal;
+ * - a checkpoint write cut short by a crash (a temporary file), or a checkpoint that does not
+ *   check out: reported, deleted and ignored, so that the previous checkpoint is used.
+ *
+ * Log truncation and the replica core. `Replica` (`DurableState.log`, `src/vr/log.ts`) assumes the
+ * log starts at op 1. After `truncateBefore` the loaded log starts at a later op-number
+ * (`logStartOpNumber`), so `open` refuses such a directory unless the caller passes
+ * `allowTruncatedLog`: a core that restores from a checkpoint must take the log's first
+ * op-number along with the entries, and only such a core may pass it.
  *
  * @module
  */
@@ -48,8 +68,33 @@ import {
 import type { LogEntry } from "../vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
 import { assert, AssertionError } from "../vr/assert.ts";
+// A cycle: checkpoint.ts throws this module's errors. Each module uses the other's exports only
+// inside functions, never while it is being evaluated, so either may be imported first.
+import {
+  beginCheckpoint,
+  type CheckpointHeader,
+  type CheckpointInfo,
+  type CheckpointWriter,
+  type LoadedCheckpoint,
+  loadNewestCheckpoint,
+  removeUnfinishedCheckpoints,
+} from "./checkpoint.ts";
 
-/** A log file smaller than this is never rewritten, however much of it is dead. */
+export type {
+  CheckpointChunk,
+  CheckpointHeader,
+  CheckpointInfo,
+  CheckpointWriter,
+  LoadedCheckpoint,
+} from "./checkpoint.ts";
+
+/**
+ * A log segment takes records until they reach this size; the next record starts a new segment.
+ * Segments are what `truncateBefore` deletes, so this is also the granularity at which the log's
+ * disk space is given back: at 112 bytes per 64-byte SET, about 600,000 operations.
+ */
+export const LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
+/** A log smaller than this (all its segments) is never rewritten, however much of it is dead. */
 export const LOG_REWRITE_BYTES_MIN = 64 * 1024 * 1024;
 /** The log is rewritten at open when it is more than this many times the size of its live part. */
 const LOG_REWRITE_RATIO = 2;
@@ -81,8 +126,8 @@ const RECORD_BODY_BYTES_MAX = 1024 * 1024 * 1024;
 const RECORD_KIND_BATCH = 1;
 /** The number of fields of an encoded log entry. */
 const ENTRY_FIELD_COUNT = 6;
-/** The number of fields of an encoded segment. */
-const SEGMENT_FIELD_COUNT = 4;
+/** The number of fields of an encoded run (consecutive log writes of a batch, see `Run`). */
+const RUN_FIELD_COUNT = 4;
 /** How much of the log a load reads per system call. */
 const READ_CHUNK_BYTES = 1024 * 1024;
 
@@ -95,7 +140,16 @@ const SUPERBLOCK_BYTES = 40;
 const SUPERBLOCK_CHECKED_BYTES = 36;
 
 const LOCK_FILE = "LOCK";
-const LOG_FILE = "log";
+/** The one log file of the older single-file format, migrated at open (see the module). */
+const LEGACY_LOG_FILE = "log";
+/** The segment number `log` gets: its record checksums cover no segment number. */
+const LEGACY_SEGMENT_NUMBER = 0;
+/** The first segment of a new directory. */
+const FIRST_SEGMENT_NUMBER = 1;
+const LOG_SEGMENT_PREFIX = "log.";
+/** Segment numbers are written with at least this many digits, so that names sort in order. */
+const LOG_SEGMENT_DIGITS = 6;
+const LOG_SEGMENT_PATTERN = /^log\.(\d+)$/;
 const LOG_TMP_FILE = "log.tmp";
 const SUPERBLOCK_SLOT_FILES = ["superblock.a", "superblock.b"] as const;
 const SUPERBLOCK_TMP_FILE = "superblock.tmp";
@@ -149,12 +203,22 @@ export interface DataDirOptions {
    * which survives a killed process but not a power failure; for benchmarks.
    */
   readonly sync?: "fsync" | "none" | undefined;
+  /** The size at which a log segment is full; `LOG_SEGMENT_BYTES` by default. */
+  readonly logSegmentBytes?: number | undefined;
+  /**
+   * Whether `open` may load a log that starts after op 1, which `truncateBefore` leaves behind:
+   * false by default, since `Replica` replays `DurableState.log` as the log from op 1. A caller
+   * that restores a checkpoint first and takes the log's first op-number (`logStartOpNumber`)
+   * passes true.
+   */
+  readonly allowTruncatedLog?: boolean | undefined;
   /** The size below which the log is never rewritten; `LOG_REWRITE_BYTES_MIN` by default. */
   readonly logRewriteBytesMin?: number | undefined;
   /**
    * Told, one line each naming the file and the byte offset, about everything a load found amiss
    * and what it did: a torn tail cut off, damage in the middle of the log, an unreadable
-   * superblock slot, writes dropped after a lost superblock write, the log rewritten.
+   * superblock slot, writes dropped after a lost superblock write, the log rewritten, the
+   * single-file log migrated, a checkpoint write cut short, a checkpoint that does not check out.
    */
   readonly onRepair?: ((message: string) => void) | undefined;
   /**
@@ -164,8 +228,9 @@ export interface DataDirOptions {
   readonly logPreallocateBytes?: number | undefined;
   /**
    * For tests: called before each write and fdatasync of the log and the superblock slots after
-   * the load (persists and the zeros written in advance). An error it throws is taken as that
-   * system call's error, so that a test can fill the disk (throw an error whose `code` is
+   * the load (persists and the zeros written in advance; a new segment's sync of the full one and
+   * of the directory), and of a checkpoint's temporary file and of the directory when a
+   * checkpoint is put in place. An error it throws is taken as that system call's error, so that a test can fill the disk (throw an error whose `code` is
    * "ENOSPC") or break it without depending on the machine. Nothing has been written when it
    * throws; to model a short write, it may write a prefix of `bytes` itself first.
    */
@@ -175,20 +240,42 @@ export interface DataDirOptions {
 // ---------------------------------------------------------------- checksum
 
 /**
- * A record's checksum covers its file offset and length as well as its body: a record found at
- * the wrong place (a misdirected write, or a record an operation carries inside its bytes) does
- * not check out.
+ * A record's checksum covers its segment's number, its file offset and its length as well as its
+ * body: a record found at the wrong place (a misdirected write, a segment's bytes in another
+ * segment's file, or a record an operation carries inside its bytes) does not check out. The
+ * segment number is left out for segment 0, the migrated single-file log, whose records were
+ * written before there were segments.
  */
-function recordChecksum(offset: number, body: Uint8Array): number {
+function recordChecksum(segment: number, offset: number, body: Uint8Array): number {
+  let state = CRC32C_START;
+  if (segment !== LEGACY_SEGMENT_NUMBER) {
+    writeUint32Le(SEGMENT_PREFIX, 0, segment % 2 ** 32);
+    writeUint32Le(SEGMENT_PREFIX, 4, Math.floor(segment / 2 ** 32));
+    state = crc32cUpdate(state, SEGMENT_PREFIX);
+  }
   const prefix = CHECKSUM_PREFIX;
   writeUint32Le(prefix, 0, offset % 2 ** 32);
   writeUint32Le(prefix, 4, Math.floor(offset / 2 ** 32));
   writeUint32Le(prefix, 8, body.length);
-  return crc32cFinish(crc32cUpdate(crc32cUpdate(CRC32C_START, prefix), body));
+  return crc32cFinish(crc32cUpdate(crc32cUpdate(state, prefix), body));
 }
 
 /** Scratch for `recordChecksum` (used synchronously): a fresh buffer per call costs ~1 µs. */
 const CHECKSUM_PREFIX = new Uint8Array(12);
+const SEGMENT_PREFIX = new Uint8Array(8);
+
+/** The file name of log segment `number`. */
+export function logSegmentFileName(number: number): string {
+  return `${LOG_SEGMENT_PREFIX}${String(number).padStart(LOG_SEGMENT_DIGITS, "0")}`;
+}
+
+/** The segment number a file name stands for, if it is a segment's name as written. */
+function parseLogSegmentFileName(name: string): number | undefined {
+  const match = LOG_SEGMENT_PATTERN.exec(name);
+  if (match === null) return undefined;
+  const number = Number(match[1]);
+  return Number.isSafeInteger(number) && logSegmentFileName(number) === name ? number : undefined;
+}
 
 function writeUint32Le(bytes: Uint8Array, at: number, value: number): void {
   bytes[at] = value & 0xff;
@@ -214,11 +301,12 @@ const unpackr = new Unpackr({
 });
 
 /**
- * What one effect or several consecutive ones do to the log: keep the entries before
+ * A run: what one effect or several consecutive ones do to the log: keep the entries before
  * `fromOpNumber`, then append `entries`. `superblockSequence` is the sequence-number of the
- * superblock write that must be durable for the segment to count.
+ * superblock write that must be durable for the run to count. (Runs were called segments before
+ * the log had segment files; the bytes are the same.)
  */
-interface Segment {
+interface Run {
   readonly superblockSequence: number;
   readonly fromOpNumber: number;
   readonly commitNumber: number;
@@ -227,22 +315,27 @@ interface Segment {
 
 /**
  * A record: u32 magic, u32 body length, u32 checksum (see `recordChecksum`), then the body, the
- * msgpack of `[RECORD_KIND_BATCH, [segment, ...]]` where a segment is
+ * msgpack of `[RECORD_KIND_BATCH, [run, ...]]` where a run is
  * `[superblockSequence, fromOpNumber, commitNumber, [entry, ...]]` and an entry is
  * `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`.
  *
  * Returns a view of a buffer that the next call reuses: write the record before encoding another.
  */
-function encodeRecord(offset: number, segments: readonly Segment[], fileName: string): Uint8Array {
+function encodeRecord(
+  segmentNumber: number,
+  offset: number,
+  runs: readonly Run[],
+  fileName: string,
+): Uint8Array {
   // Written by hand (src/lib/msgpack_fast.ts) in the layout the load decodes with msgpackr: a
   // record is written on every persist, and msgpackr would first need the nested arrays built.
   let bodyBytes = sizeArrayHeader(2) + sizeUint(RECORD_KIND_BATCH) +
-    sizeArrayHeader(segments.length);
-  for (const segment of segments) {
-    bodyBytes += sizeArrayHeader(SEGMENT_FIELD_COUNT) + sizeUint(segment.superblockSequence) +
-      sizeUint(segment.fromOpNumber) + sizeUint(segment.commitNumber) +
-      sizeArrayHeader(segment.entries.length);
-    for (const entry of segment.entries) bodyBytes += sizeEntry(entry);
+    sizeArrayHeader(runs.length);
+  for (const run of runs) {
+    bodyBytes += sizeArrayHeader(RUN_FIELD_COUNT) + sizeUint(run.superblockSequence) +
+      sizeUint(run.fromOpNumber) + sizeUint(run.commitNumber) +
+      sizeArrayHeader(run.entries.length);
+    for (const entry of run.entries) bodyBytes += sizeEntry(entry);
   }
   // NaN if a number is not a non-negative safe integer: the core never makes one.
   assert(bodyBytes >= 0, () => `${fileName}: a record holds a number it cannot encode`);
@@ -254,14 +347,14 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
   const record = recordScratch.take(RECORD_HEADER_BYTES + bodyBytes);
   let p = writeArrayHeader(record, RECORD_HEADER_BYTES, 2);
   p = writeUint(record, p, RECORD_KIND_BATCH);
-  p = writeArrayHeader(record, p, segments.length);
-  for (const segment of segments) {
-    p = writeArrayHeader(record, p, SEGMENT_FIELD_COUNT);
-    p = writeUint(record, p, segment.superblockSequence);
-    p = writeUint(record, p, segment.fromOpNumber);
-    p = writeUint(record, p, segment.commitNumber);
-    p = writeArrayHeader(record, p, segment.entries.length);
-    for (const entry of segment.entries) p = writeEntry(record, p, entry);
+  p = writeArrayHeader(record, p, runs.length);
+  for (const run of runs) {
+    p = writeArrayHeader(record, p, RUN_FIELD_COUNT);
+    p = writeUint(record, p, run.superblockSequence);
+    p = writeUint(record, p, run.fromOpNumber);
+    p = writeUint(record, p, run.commitNumber);
+    p = writeArrayHeader(record, p, run.entries.length);
+    for (const entry of run.entries) p = writeEntry(record, p, entry);
   }
   assert(
     p === record.length,
@@ -269,7 +362,11 @@ function encodeRecord(offset: number, segments: readonly Segment[], fileName: st
   );
   writeUint32Le(record, 0, RECORD_MAGIC);
   writeUint32Le(record, 4, bodyBytes);
-  writeUint32Le(record, 8, recordChecksum(offset, record.subarray(RECORD_HEADER_BYTES)));
+  writeUint32Le(
+    record,
+    8,
+    recordChecksum(segmentNumber, offset, record.subarray(RECORD_HEADER_BYTES)),
+  );
   return record;
 }
 
@@ -316,23 +413,23 @@ function decodeEntry(value: unknown, opNumber: number): LogEntry {
   };
 }
 
-function decodeSegment(value: unknown): Segment {
-  if (!Array.isArray(value) || value.length !== SEGMENT_FIELD_COUNT) {
-    invalid(`holds a segment that is not an array of ${SEGMENT_FIELD_COUNT}`);
+function decodeRun(value: unknown): Run {
+  if (!Array.isArray(value) || value.length !== RUN_FIELD_COUNT) {
+    invalid(`holds a run that is not an array of ${RUN_FIELD_COUNT}`);
   }
   const [sequence, from, commit, entries] = value as unknown[];
-  const fromOpNumber = decodeCount(from, "a segment's first op-number");
-  if (fromOpNumber < 1) invalid("holds a segment that starts at op 0");
-  if (!Array.isArray(entries)) invalid("holds a segment whose entries are not an array");
+  const fromOpNumber = decodeCount(from, "a run's first op-number");
+  if (fromOpNumber < 1) invalid("holds a run that starts at op 0");
+  if (!Array.isArray(entries)) invalid("holds a run whose entries are not an array");
   return {
-    superblockSequence: decodeCount(sequence, "a segment's superblock sequence-number"),
+    superblockSequence: decodeCount(sequence, "a run's superblock sequence-number"),
     fromOpNumber,
-    commitNumber: decodeCount(commit, "a segment's commit-number"),
+    commitNumber: decodeCount(commit, "a run's commit-number"),
     entries: (entries as unknown[]).map((entry, index) => decodeEntry(entry, fromOpNumber + index)),
   };
 }
 
-function decodeRecordBody(body: Uint8Array): Segment[] {
+function decodeRecordBody(body: Uint8Array): Run[] {
   let value: unknown;
   try {
     value = unpackr.unpack(body);
@@ -342,9 +439,9 @@ function decodeRecordBody(body: Uint8Array): Segment[] {
   if (!Array.isArray(value) || value.length !== 2 || value[0] !== RECORD_KIND_BATCH) {
     invalid("is not a batch record");
   }
-  const segments: unknown = value[1];
-  if (!Array.isArray(segments) || segments.length === 0) invalid("holds no segments");
-  return (segments as unknown[]).map(decodeSegment);
+  const runs: unknown = value[1];
+  if (!Array.isArray(runs) || runs.length === 0) invalid("holds no runs");
+  return (runs as unknown[]).map(decodeRun);
 }
 
 function encodeSuperblock(sequence: number, superblock: Superblock): Uint8Array {
@@ -457,8 +554,13 @@ class WindowReader {
   }
 }
 
-/** Whether a whole record that checks out starts at `offset`. */
-async function isRecordAt(file: Deno.FsFile, size: number, offset: number): Promise<boolean> {
+/** Whether a whole record that checks out starts at `offset` of segment `segment`. */
+async function isRecordAt(
+  segment: number,
+  file: Deno.FsFile,
+  size: number,
+  offset: number,
+): Promise<boolean> {
   if (offset + RECORD_HEADER_BYTES > size) return false;
   const header = await readAt(file, offset, RECORD_HEADER_BYTES);
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
@@ -466,7 +568,7 @@ async function isRecordAt(file: Deno.FsFile, size: number, offset: number): Prom
   if (view.getUint32(0, true) !== RECORD_MAGIC || length > RECORD_BODY_BYTES_MAX) return false;
   if (offset + RECORD_HEADER_BYTES + length > size) return false;
   const body = await readAt(file, offset + RECORD_HEADER_BYTES, length);
-  return recordChecksum(offset, body) === view.getUint32(8, true);
+  return recordChecksum(segment, offset, body) === view.getUint32(8, true);
 }
 
 /**
@@ -475,6 +577,7 @@ async function isRecordAt(file: Deno.FsFile, size: number, offset: number): Prom
  * means the bad record is damage, not a torn write.
  */
 async function findRecordAfter(
+  segment: number,
   file: Deno.FsFile,
   size: number,
   offset: number,
@@ -488,7 +591,7 @@ async function findRecordAfter(
       if (
         chunk[index] === magic[0] && chunk[index + 1] === magic[1] &&
         chunk[index + 2] === magic[2] && chunk[index + 3] === magic[3] &&
-        await isRecordAt(file, size, position + index)
+        await isRecordAt(segment, file, size, position + index)
       ) {
         return position + index;
       }
@@ -539,6 +642,13 @@ async function syncDirectory(path: string): Promise<void> {
   }
 }
 
+/** The names in directory `path`. */
+async function listDirectory(path: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(path)) names.push(entry.name);
+  return names;
+}
+
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.lstat(path);
@@ -572,8 +682,8 @@ function describe(error: unknown): string {
 
 // ---------------------------------------------------------------- merging a batch
 
-/** Consecutive log effects folded into one segment. */
-class SegmentBuilder {
+/** Consecutive log effects folded into one run. */
+class RunBuilder {
   fromOpNumber: number;
   entries: LogEntry[];
   commitNumber: number;
@@ -584,7 +694,7 @@ class SegmentBuilder {
     this.commitNumber = commitNumber;
   }
 
-  /** Apply a later effect; its `fromOpNumber` is at most one past this segment's end. */
+  /** Apply a later effect; its `fromOpNumber` is at most one past this run's end. */
   add(fromOpNumber: number, entries: readonly LogEntry[], commitNumber: number): void {
     if (fromOpNumber <= this.fromOpNumber) {
       this.fromOpNumber = fromOpNumber;
@@ -599,57 +709,123 @@ class SegmentBuilder {
 
 // ---------------------------------------------------------------- the data directory
 
+/** A log segment's bookkeeping. */
+interface LogSegment {
+  readonly number: number;
+  /** Where its records end (for the last segment, `DataDir.#logBytes` is the live value). */
+  bytes: number;
+  /** How many records it holds. */
+  records: number;
+  /**
+   * The highest op-number any of its records ever wrote, 0 if none: every entry of this segment
+   * that a load could still use lies at or below it (later records may have replaced some).
+   */
+  maxOpNumber: number;
+  /** The lowest `fromOpNumber` of its runs, Infinity if none. */
+  minFromOpNumber: number;
+}
+
+function emptySegment(number: number): LogSegment {
+  return { number, bytes: 0, records: 0, maxOpNumber: 0, minFromOpNumber: Infinity };
+}
+
+/** Adds a record of `runs` to the bookkeeping of the segment that holds it. */
+function countRecord(segment: LogSegment, runs: readonly Run[]): void {
+  segment.records++;
+  for (const run of runs) {
+    segment.maxOpNumber = Math.max(segment.maxOpNumber, run.fromOpNumber + run.entries.length - 1);
+    segment.minFromOpNumber = Math.min(segment.minFromOpNumber, run.fromOpNumber);
+  }
+}
+
+/**
+ * The op-number of the first entry a load of these segments yields: the lowest `fromOpNumber` of
+ * their runs (a run from below the log's start replaces the whole log), or `opNumber + 1` when
+ * they hold none.
+ */
+function logStartOf(segments: readonly LogSegment[], opNumber: number): number {
+  let start = Infinity;
+  for (const segment of segments) start = Math.min(start, segment.minFromOpNumber);
+  return start === Infinity ? opNumber + 1 : start;
+}
+
 interface LoadedLog {
+  /** The entries from op `start` on. */
   readonly log: LogEntry[];
+  /** The op-number of `log[0]`: 1 unless segments were deleted by `truncateBefore`. */
+  readonly start: number;
   readonly commitNumber: number;
-  /** Where the records end, once repaired: the next record goes here. */
+  /** The segments, in order; the last one is `file`. */
+  readonly segments: LogSegment[];
+  /** The last segment, open for reading and writing. */
+  readonly file: Deno.FsFile;
+  /** Where the last segment's records end, once repaired: the next record goes here. */
   readonly size: number;
-  /** The size of the file: `size` plus the preallocated zeros after the records. */
+  /** The size of the last segment's file: `size` plus the preallocated zeros after the records. */
   readonly allocated: number;
   /** False when the log was damaged (see `#loadLog`): it may lack entries this replica acknowledged. */
   readonly trusted: boolean;
+}
+
+/** What `truncateBefore` did. */
+export interface LogTruncation {
+  /** The segment files deleted, in order. */
+  readonly deleted: readonly string[];
+  /** The op-number of the first entry a load now yields (`DataDir.logStartOpNumber`). */
+  readonly logStartOpNumber: number;
 }
 
 export class DataDir {
   readonly #path: string;
   readonly #sync: boolean;
   readonly #lock: Deno.FsFile;
+  /** The last log segment, where records go. */
   #log: Deno.FsFile;
+  /** Every log segment, in order; the last one is `#log`. */
+  #segments: LogSegment[];
   readonly #slots: readonly [Deno.FsFile, Deno.FsFile];
   /** The op-number of the last entry in the durable log. */
   #opNumber: number;
-  /** Where the log's records end, where the next record goes. */
+  /** Where the last segment's records end, where the next record goes. */
   #logBytes: number;
-  /** The size of the log file: records, then zeros written in advance (see the constant). */
+  /** The size of the last segment's file: records, then zeros written in advance. */
   #logAllocated: number;
   /** How far ahead of the records zeros are written (`DataDirOptions.logPreallocateBytes`). */
   #preallocateBytes = LOG_PREALLOCATE_AHEAD_BYTES;
+  /** The size at which a segment is full (`DataDirOptions.logSegmentBytes`). */
+  #segmentBytes = LOG_SEGMENT_BYTES;
   /** The sequence-number of the durable superblock. */
   #superblockSequence: number;
   #inFlight: Promise<number> | undefined;
+  #truncating: Promise<LogTruncation> | undefined;
+  /** The checkpoint being written, if any (one at a time). */
+  #checkpointWriter: Promise<CheckpointWriter> | undefined;
+  /** The op-number of the newest checkpoint known valid: written here, or loaded. */
+  #checkpointOpNumber: number | undefined;
   /** `DataDirOptions.injectFault`. */
   #injectFault: ((io: DiskIo) => void) | undefined;
+  /** `DataDirOptions.onRepair`. */
+  #onRepair: ((message: string) => void) | undefined;
   #closed = false;
 
   private constructor(
     path: string,
     sync: boolean,
     lock: Deno.FsFile,
-    log: Deno.FsFile,
     slots: readonly [Deno.FsFile, Deno.FsFile],
+    loaded: LoadedLog,
     opNumber: number,
-    logBytes: number,
-    logAllocated: number,
     superblockSequence: number,
   ) {
     this.#path = path;
     this.#sync = sync;
     this.#lock = lock;
-    this.#log = log;
+    this.#log = loaded.file;
+    this.#segments = loaded.segments;
     this.#slots = slots;
     this.#opNumber = opNumber;
-    this.#logBytes = logBytes;
-    this.#logAllocated = logAllocated;
+    this.#logBytes = loaded.size;
+    this.#logAllocated = loaded.allocated;
     this.#superblockSequence = superblockSequence;
   }
 
@@ -658,17 +834,43 @@ export class DataDir {
   }
 
   /**
-   * Writes one chunk of zeros at `allocated`, the end of the log file, if the room after the
-   * records (which end at `logBytes`) is below the preallocation; returns where the file ends
-   * then. Not synced here: the caller's next fdatasync makes the zeros durable together with the
-   * record that follows. A full disk is no error here: the zeros only spare later fdatasyncs a
-   * metadata flush, and the next record may still fit in the room written before. Changes no
-   * bookkeeping: the caller records the result once its batch is durable.
+   * The op-number of the first entry the durable log holds, the first a load yields
+   * (`DurableState.log[0]`): 1 until `truncateBefore` deleted segments. A load's `log[i]` is op
+   * `logStartOpNumber + i`, and the log ends at op `logStartOpNumber - 1 + log.length`.
+   */
+  get logStartOpNumber(): number {
+    return logStartOf(this.#segments, this.#opNumber);
+  }
+
+  /** The log's segment files, in order (the last is the one records go to). */
+  get logSegmentFiles(): readonly string[] {
+    return this.#segments.map((segment) => logSegmentFileName(segment.number));
+  }
+
+  #segmentPath(number: number): string {
+    return `${this.#path}/${logSegmentFileName(number)}`;
+  }
+
+  /** The segment records go to. */
+  get #current(): LogSegment {
+    return this.#segments.at(-1)!;
+  }
+
+  /**
+   * Writes one chunk of zeros at `allocated`, the end of the last segment's file, if the room after
+   * the records (which end at `logBytes`) is below the preallocation and the chunk stays within the
+   * segment's size; returns where the file ends then. Not synced here: the caller's next fdatasync
+   * makes the zeros durable together with the record that follows. A full disk is no error here:
+   * the zeros only spare later fdatasyncs a metadata flush, and the next record may still fit in
+   * the room written before. Changes no bookkeeping: the caller records the result once its batch
+   * is durable.
    */
   #preallocateStep(logBytes: number, allocated: number): number {
     if (allocated - logBytes >= this.#preallocateBytes) return allocated;
+    // Zeros past the segment's size would only be cut off when the next segment starts.
+    if (allocated + ZERO_CHUNK.length > this.#segmentBytes) return allocated;
     try {
-      this.#write(this.#log, `${this.#path}/${LOG_FILE}`, allocated, ZERO_CHUNK);
+      this.#write(this.#log, this.#segmentPath(this.#current.number), allocated, ZERO_CHUNK);
     } catch (error) {
       if (isDiskFull(error)) return allocated;
       throw error;
@@ -690,18 +892,63 @@ export class DataDir {
   }
 
   /**
+   * Starts the next segment: cuts the last one to where its records end (zeros written ahead, or
+   * what a failed write left past them, would read as damage once another segment follows) and
+   * syncs it, then creates the next one and syncs the directory, so that a record in it counts
+   * only once its file is durable. The bookkeeping moves to the new segment only once all of that
+   * succeeded; after a failure, the next attempt starts the same segment again.
+   */
+  async #startSegment(): Promise<void> {
+    const full = this.#current;
+    const fullPath = this.#segmentPath(full.number);
+    await this.#log.truncate(this.#logBytes);
+    this.#logAllocated = this.#logBytes;
+    if (this.#sync) {
+      this.#injectFault?.({ kind: "sync", path: fullPath });
+      await this.#log.sync();
+    }
+    const segment = emptySegment(full.number + 1);
+    const file = await Deno.open(this.#segmentPath(segment.number), {
+      read: true,
+      write: true,
+      create: true,
+      truncate: true,
+    });
+    try {
+      if (this.#sync) {
+        this.#injectFault?.({ kind: "sync", path: this.#path });
+        await syncDirectory(this.#path);
+      }
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    full.bytes = this.#logBytes;
+    this.#log.close();
+    this.#log = file;
+    this.#segments.push(segment);
+    this.#logBytes = 0;
+    this.#logAllocated = 0;
+  }
+
+  /**
    * Opens the directory at `path`, creating it if missing, and loads what it holds: `undefined`
    * for a new directory (a new replica), otherwise the durable state. Repairs a log torn by a
    * crash; for a log damaged in the middle, loads the intact prefix with `logTrusted: false` (see
    * the module's comment). Throws DataDirError when the directory cannot be used safely (no
-   * readable superblock, records that check out but make no sense) or when another process has
-   * it open.
+   * readable superblock, records that check out but make no sense, a log truncated by
+   * `truncateBefore` without `allowTruncatedLog`) or when another process has it open.
    */
   static async open(
     path: string,
     options: DataDirOptions = {},
   ): Promise<{ dataDir: DataDir; state: DurableState | undefined }> {
     const sync = (options.sync ?? "fsync") === "fsync";
+    const segmentBytes = options.logSegmentBytes ?? LOG_SEGMENT_BYTES;
+    assert(
+      Number.isSafeInteger(segmentBytes) && segmentBytes >= 1,
+      () => `logSegmentBytes must be a positive integer, got ${segmentBytes}`,
+    );
     const created = !(await exists(path));
     await Deno.mkdir(path, { recursive: true });
     const lock = await Deno.open(`${path}/${LOCK_FILE}`, {
@@ -717,14 +964,10 @@ export class DataDir {
       // Leftovers of a crash during a rename; the renamed-to files are intact.
       await removeIfPresent(`${path}/${SUPERBLOCK_TMP_FILE}`);
       await removeIfPresent(`${path}/${LOG_TMP_FILE}`);
+      await DataDir.#migrateSingleFileLog(path, sync, options.onRepair);
       const fresh = await DataDir.#initialiseIfNew(path, sync, created);
       // Never created here: a log missing beside a superblock is lost data, not a new log.
-      const log = await Deno.open(`${path}/${LOG_FILE}`, { read: true, write: true }).catch(
-        (error: unknown) => {
-          throw new DataDirError(`${path}/${LOG_FILE}: cannot open (${describe(error)})`);
-        },
-      );
-      opened.push(log);
+      const segmentNumbers = await DataDir.#listSegments(path);
       const slotA = await Deno.open(`${path}/${SUPERBLOCK_SLOT_FILES[0]}`, {
         read: true,
         write: true,
@@ -758,26 +1001,27 @@ export class DataDir {
       };
       const loaded = await DataDir.#loadLog(
         path,
-        log,
+        segmentNumbers,
         current.sequence,
         sync,
         options.onRepair,
         markRecovering,
       ).catch((error: unknown) => {
         if (error instanceof DataDirError || error instanceof AssertionError) throw error;
-        throw new DataDirError(`${path}/${LOG_FILE}: cannot load (${describe(error)})`);
+        throw new DataDirError(`${path}: cannot load the log (${describe(error)})`);
       });
-      const dataDir = new DataDir(
-        path,
-        sync,
-        lock,
-        log,
-        slots,
-        loaded.log.length,
-        loaded.size,
-        loaded.allocated,
-        current.sequence,
-      );
+      opened.push(loaded.file);
+      const opNumber = loaded.start - 1 + loaded.log.length;
+      if (loaded.start > 1 && options.allowTruncatedLog !== true) {
+        throw new DataDirError(
+          `${path}/${logSegmentFileName(loaded.segments[0]!.number)}: the log starts at op ` +
+            `${loaded.start}, truncated after a checkpoint, and the caller did not pass ` +
+            "allowTruncatedLog: a replica that replays the log from op 1 cannot use it",
+        );
+      }
+      await removeUnfinishedCheckpoints(path, sync, options.onRepair);
+      const dataDir = new DataDir(path, sync, lock, slots, loaded, opNumber, current.sequence);
+      dataDir.#segmentBytes = segmentBytes;
       await dataDir.#rewriteIfBloated(
         loaded,
         options.logRewriteBytesMin ?? LOG_REWRITE_BYTES_MIN,
@@ -790,6 +1034,7 @@ export class DataDir {
       );
       dataDir.#preallocateBytes = preallocate;
       dataDir.#injectFault = options.injectFault;
+      dataDir.#onRepair = options.onRepair;
       // Room for the first records, made durable now rather than on the first persist. On a full
       // disk there is less room or none, which costs speed only: `open` still succeeds, and the
       // replica finds out about the disk when a persist fails.
@@ -807,7 +1052,7 @@ export class DataDir {
       const state: DurableState | undefined = fresh ? undefined : {
         superblock: current.superblock,
         log: loaded.log,
-        commitNumber: Math.min(loaded.commitNumber, loaded.log.length),
+        commitNumber: Math.min(loaded.commitNumber, opNumber),
         logTrusted: loaded.trusted,
       };
       return { dataDir, state };
@@ -819,12 +1064,72 @@ export class DataDir {
   }
 
   /**
+   * Migrates a directory of the single-file format: its `log` becomes segment 0 by one rename
+   * (atomic: a crash leaves `log` or `log.000000`, never both and never neither), synced before
+   * anything is appended after it. The records stay as they are; their checksums are those of
+   * segment 0. The new segments then go in `log.000001` and on. An older version that opens the
+   * directory afterwards refuses it (it finds no `log`), rather than starting a new log.
+   */
+  static async #migrateSingleFileLog(
+    path: string,
+    sync: boolean,
+    onRepair: ((message: string) => void) | undefined,
+  ): Promise<void> {
+    const legacy = `${path}/${LEGACY_LOG_FILE}`;
+    if (!(await exists(legacy))) return;
+    const segments = await DataDir.#listSegments(path, false);
+    if (segments.length > 0) {
+      throw new DataDirError(
+        `${legacy}: a single-file log beside the log segments ${
+          segments.map(logSegmentFileName).join(", ")
+        }: which one holds the log is unknown`,
+      );
+    }
+    const renamed = logSegmentFileName(LEGACY_SEGMENT_NUMBER);
+    await Deno.rename(legacy, `${path}/${renamed}`);
+    if (sync) await syncDirectory(path);
+    onRepair?.(
+      `${legacy}: the single-file log of an older version: renamed to ${renamed}, the first ` +
+        "segment of the log, its records unchanged",
+    );
+  }
+
+  /**
+   * The numbers of the log's segments, in order. They must run without a gap (segments are
+   * deleted from the first on, one at a time): a missing one is lost data. With `required`, a
+   * directory without any is an error too.
+   */
+  static async #listSegments(path: string, required = true): Promise<number[]> {
+    const numbers: number[] = [];
+    for (const name of await listDirectory(path)) {
+      const number = parseLogSegmentFileName(name);
+      if (number !== undefined) numbers.push(number);
+    }
+    numbers.sort((a, b) => a - b);
+    for (let index = 1; index < numbers.length; index++) {
+      if (numbers[index] !== numbers[index - 1]! + 1) {
+        throw new DataDirError(
+          `${path}/${logSegmentFileName(numbers[index - 1]! + 1)}: missing, yet ${
+            logSegmentFileName(numbers[index - 1]!)
+          } and ${logSegmentFileName(numbers[index]!)} exist: part of the log is lost`,
+        );
+      }
+    }
+    if (required && numbers.length === 0) {
+      throw new DataDirError(
+        `${path}/${logSegmentFileName(FIRST_SEGMENT_NUMBER)}: cannot open (no log segment ` +
+          "beside the superblock: the log is lost)",
+      );
+    }
+    return numbers;
+  }
+
+  /**
    * Writes the first superblock unless the directory has one, and tells whether the directory
    * is new. `superblock.a` is created only here, through a rename of a synced file, so it exists
    * and is valid in every directory that `open` ever returned.
    */
   static async #initialiseIfNew(path: string, sync: boolean, created: boolean): Promise<boolean> {
-    const logPath = `${path}/${LOG_FILE}`;
     if (await exists(`${path}/${SUPERBLOCK_SLOT_FILES[0]}`)) return false;
     // `superblock.b` is created after `superblock.a`, and written from the second superblock write
     // on: a replica whose `b` holds a superblock promised views. Starting it afresh in view 0
@@ -836,14 +1141,21 @@ export class DataDir {
         `${path}/${SUPERBLOCK_SLOT_FILES[0]}: missing, yet ${slotBPath} holds ${slotBBytes} bytes`,
       );
     }
-    const logBytes = (await exists(logPath)) ? (await Deno.stat(logPath)).size : 0;
-    if (logBytes > 0) {
-      throw new DataDirError(
-        `${path}/${SUPERBLOCK_SLOT_FILES[0]}: missing, yet ${logPath} holds ${logBytes} bytes`,
-      );
+    const segments = await DataDir.#listSegments(path, false);
+    for (const number of segments) {
+      const segmentPath = `${path}/${logSegmentFileName(number)}`;
+      const bytes = (await Deno.stat(segmentPath)).size;
+      if (bytes > 0) {
+        throw new DataDirError(
+          `${path}/${SUPERBLOCK_SLOT_FILES[0]}: missing, yet ${segmentPath} holds ${bytes} bytes`,
+        );
+      }
     }
     // The log's directory entry is durable before the superblock's: one implies the other.
-    (await Deno.open(logPath, { write: true, create: true })).close();
+    if (segments.length === 0) {
+      const first = `${path}/${logSegmentFileName(FIRST_SEGMENT_NUMBER)}`;
+      (await Deno.open(first, { write: true, create: true })).close();
+    }
     if (sync) await syncDirectory(path);
     const tmpPath = `${path}/${SUPERBLOCK_TMP_FILE}`;
     const tmp = await Deno.open(tmpPath, { write: true, create: true, truncate: true });
@@ -911,156 +1223,253 @@ export class DataDir {
   }
 
   /**
-   * Replays the log. The tail may be torn by a crash during the last batch's write, or hold
-   * segments whose superblock never became durable: both are cut off, which leaves the effects
-   * before the crash, none of which was acknowledged. A bad record with a valid one after it is
-   * damage, not a crash (a crash tears only the last batch, the only record nothing valid can
-   * follow): the records from it on are cut off as well, after `markRecovering` made the replica's
-   * recovery durable, and the log is reported untrusted, since the replica may have acknowledged
-   * what was lost. Records that check out but make no sense are a bug or tampering: an error.
+   * Replays the log, segment by segment. The tail of the last segment may be torn by a crash
+   * during the last batch's write, or hold runs whose superblock never became durable: both are
+   * cut off, which leaves the effects before the crash, none of which was acknowledged. A bad
+   * record with a valid one after it, or in a segment that another follows (a segment is whole and
+   * synced before the next one is created), is damage, not a crash (a crash tears only the last
+   * batch, the only record nothing valid can follow): the records from it on are cut off as well,
+   * and the later segments deleted, after `markRecovering` made the replica's recovery durable,
+   * and the log is reported untrusted, since the replica may have acknowledged what was lost.
+   * Records that check out but make no sense are a bug or tampering: an error.
    */
   static async #loadLog(
     path: string,
-    file: Deno.FsFile,
+    numbers: readonly number[],
     superblockSequence: number,
     sync: boolean,
     onRepair: ((message: string) => void) | undefined,
     markRecovering: () => Promise<void>,
   ): Promise<LoadedLog> {
-    const fileName = `${path}/${LOG_FILE}`;
-    const size = (await file.stat()).size;
-    const reader = new WindowReader(file, size);
     const log: LogEntry[] = [];
+    /** The op-number of `log[0]`, once a run has said where the log starts. */
+    let start: number | undefined;
     let commitNumber = 0;
-    let offset = 0;
-    let badReason: string | undefined;
-    /** Segments of the last record to write back after cutting it off, when some must go. */
-    let kept: Segment[] | undefined;
-    while (offset < size) {
-      if (size - offset < RECORD_HEADER_BYTES) {
-        if (await isZeroFrom(file, offset, size)) {
-          return { log, commitNumber, size: offset, allocated: size, trusted: true };
+    const segments: LogSegment[] = [];
+    const apply = (runs: readonly Run[], fileName: string, offset: number): void => {
+      for (const run of runs) {
+        if (start === undefined || run.fromOpNumber < start) {
+          // The first run, or one from below what the segments still hold (`truncateBefore`
+          // deleted the entries before it): the log starts here.
+          start = run.fromOpNumber;
+          log.length = 0;
+        } else {
+          if (run.fromOpNumber > start + log.length) {
+            throw new DataDirError(
+              `${fileName}: record at byte ${offset} writes from op ${run.fromOpNumber}, but the log ends at op ${
+                start - 1 + log.length
+              }`,
+            );
+          }
+          log.length = run.fromOpNumber - start;
         }
-        badReason = `is cut short (${size - offset} bytes)`;
-        break;
+        for (const entry of run.entries) log.push(entry);
+        commitNumber = run.commitNumber;
       }
-      const header = await reader.read(offset, RECORD_HEADER_BYTES);
-      const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-      const length = view.getUint32(4, true);
-      if (view.getUint32(0, true) !== RECORD_MAGIC) {
-        if (view.getUint32(0, true) === 0 && await isZeroFrom(file, offset, size)) {
-          // The zeros written in advance: the records end here.
-          return { log, commitNumber, size: offset, allocated: size, trusted: true };
-        }
-        badReason = "lacks the record magic";
-        break;
-      }
-      if (length > RECORD_BODY_BYTES_MAX) {
-        badReason = `claims ${length} bytes, over the limit of ${RECORD_BODY_BYTES_MAX}`;
-        break;
-      }
-      if (offset + RECORD_HEADER_BYTES + length > size) {
-        badReason = `is cut short (${size - offset - RECORD_HEADER_BYTES} of ${length} bytes)`;
-        break;
-      }
-      const body = await reader.read(offset + RECORD_HEADER_BYTES, length);
-      if (recordChecksum(offset, body) !== view.getUint32(8, true)) {
-        badReason = "has a bad checksum";
-        break;
-      }
-      let segments: Segment[];
-      try {
-        segments = decodeRecordBody(body);
-      } catch (error) {
-        if (!(error instanceof InvalidRecord)) throw error;
-        throw new DataDirError(`${fileName}: record at byte ${offset} ${error.message}`);
-      }
-      const end = offset + RECORD_HEADER_BYTES + length;
-      // Segments tagged with the next superblock write come last; they count only if it is durable.
-      const firstLost = segments.findIndex((segment) =>
-        segment.superblockSequence > superblockSequence
+    };
+    for (const [position, number] of numbers.entries()) {
+      const last = position === numbers.length - 1;
+      const fileName = `${path}/${logSegmentFileName(number)}`;
+      const file = await Deno.open(fileName, { read: true, write: true }).catch(
+        (error: unknown) => {
+          throw new DataDirError(`${fileName}: cannot open (${describe(error)})`);
+        },
       );
-      if (firstLost !== -1) {
-        const lost = segments.slice(firstLost);
-        if (lost.some((segment) => segment.superblockSequence !== superblockSequence + 1)) {
-          throw new DataDirError(
-            `${fileName}: record at byte ${offset} depends on superblock writes out of order`,
-          );
+      let keepOpen = false;
+      try {
+        const segment = emptySegment(number);
+        segments.push(segment);
+        const size = (await file.stat()).size;
+        const reader = new WindowReader(file, size);
+        let offset = 0;
+        /** Where the zeros written in advance start, in the last segment. */
+        let zerosFrom: number | undefined;
+        let badReason: string | undefined;
+        /** Runs of the last record to write back after cutting it off, when some must go. */
+        let kept: Run[] | undefined;
+        while (offset < size) {
+          if (size - offset < RECORD_HEADER_BYTES) {
+            if (last && await isZeroFrom(file, offset, size)) {
+              zerosFrom = offset;
+              break;
+            }
+            badReason = `is cut short (${size - offset} bytes)`;
+            break;
+          }
+          const header = await reader.read(offset, RECORD_HEADER_BYTES);
+          const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+          const length = view.getUint32(4, true);
+          if (view.getUint32(0, true) !== RECORD_MAGIC) {
+            // Zeros written in advance end the records, in the last segment only: the others
+            // were cut to their records before the next one was created.
+            if (last && view.getUint32(0, true) === 0 && await isZeroFrom(file, offset, size)) {
+              zerosFrom = offset;
+              break;
+            }
+            badReason = "lacks the record magic";
+            break;
+          }
+          if (length > RECORD_BODY_BYTES_MAX) {
+            badReason = `claims ${length} bytes, over the limit of ${RECORD_BODY_BYTES_MAX}`;
+            break;
+          }
+          if (offset + RECORD_HEADER_BYTES + length > size) {
+            badReason = `is cut short (${size - offset - RECORD_HEADER_BYTES} of ${length} bytes)`;
+            break;
+          }
+          const body = await reader.read(offset + RECORD_HEADER_BYTES, length);
+          if (recordChecksum(number, offset, body) !== view.getUint32(8, true)) {
+            badReason = "has a bad checksum";
+            break;
+          }
+          let runs: Run[];
+          try {
+            runs = decodeRecordBody(body);
+          } catch (error) {
+            if (!(error instanceof InvalidRecord)) throw error;
+            throw new DataDirError(`${fileName}: record at byte ${offset} ${error.message}`);
+          }
+          const end = offset + RECORD_HEADER_BYTES + length;
+          // Runs tagged with the next superblock write come last; they count only if it is durable.
+          const firstLost = runs.findIndex((run) => run.superblockSequence > superblockSequence);
+          if (firstLost !== -1) {
+            const lost = runs.slice(firstLost);
+            if (lost.some((run) => run.superblockSequence !== superblockSequence + 1)) {
+              throw new DataDirError(
+                `${fileName}: record at byte ${offset} depends on superblock writes out of order`,
+              );
+            }
+            // The last record: nothing follows it but the zeros written in advance, if any.
+            if (!last || (end !== size && !(await isZeroFrom(file, end, size)))) {
+              throw new DataDirError(
+                `${fileName}: record at byte ${offset} depends on a superblock write that is not durable, but is not the last of the log`,
+              );
+            }
+            kept = runs.slice(0, firstLost);
+          }
+          const counted = kept ?? runs;
+          apply(counted, fileName, offset);
+          if (counted.length > 0) countRecord(segment, counted);
+          if (kept !== undefined) break;
+          offset = end;
         }
-        // The last record: nothing follows it but the zeros written in advance, if any.
-        if (end !== size && !(await isZeroFrom(file, end, size))) {
-          throw new DataDirError(
-            `${fileName}: record at byte ${offset} depends on a superblock write that is not durable, but is not the last of the log`,
-          );
+        if (badReason === undefined && kept === undefined) {
+          segment.bytes = zerosFrom ?? size;
+          if (!last) continue;
+          keepOpen = true;
+          return {
+            log,
+            start: start ?? 1,
+            commitNumber,
+            segments,
+            file,
+            size: segment.bytes,
+            allocated: size,
+            trusted: true,
+          };
         }
-        kept = segments.slice(0, firstLost);
-      }
-      for (const segment of kept ?? segments) {
-        if (segment.fromOpNumber > log.length + 1) {
-          throw new DataDirError(
-            `${fileName}: record at byte ${offset} writes from op ${segment.fromOpNumber}, but the log ends at op ${log.length}`,
-          );
+        let trusted = true;
+        let repair: string;
+        if (badReason !== undefined) {
+          const next = last ? await findRecordAfter(number, file, size, offset) : undefined;
+          const later = numbers.slice(position + 1).map(logSegmentFileName);
+          if (last && next === undefined) {
+            repair = `${fileName}: record at byte ${offset} ${badReason} and nothing valid ` +
+              "follows it: torn, the last write before a crash, never synced and so never " +
+              `acknowledged; cut the ${
+                size - offset
+              } bytes from byte ${offset} to the end of the file`;
+          } else {
+            trusted = false;
+            await markRecovering();
+            // The later segments go first, from the last: a crash midway leaves segments without
+            // a gap, and the damage to find again.
+            for (const name of later.toReversed()) await Deno.remove(`${path}/${name}`);
+            if (later.length > 0 && sync) await syncDirectory(path);
+            const follows = next !== undefined
+              ? `a valid record follows at byte ${next}`
+              : `${later.length === 1 ? "the segment" : "the segments"} ${later.join(", ")} ` +
+                `follow${later.length === 1 ? "s" : ""}`;
+            repair = `${fileName}: record at byte ${offset} ${badReason}, yet ${follows}: ` +
+              "damage, not a torn write, so entries this replica acknowledged may be lost; kept " +
+              `the ${log.length} entries before it, cut the ${size - offset} bytes from byte ` +
+              `${offset} on, ${later.length > 0 ? `deleted ${later.join(", ")}, ` : ""}and ` +
+              "marked the replica as recovering: it takes part in no quorum until it has the " +
+              "log of the group's primary (§4.3)";
+          }
+        } else {
+          repair = `${fileName}: dropped the writes of the record at byte ${offset} that ` +
+            "followed a superblock write lost in a crash (never acknowledged)";
         }
-        log.length = segment.fromOpNumber - 1;
-        for (const entry of segment.entries) log.push(entry);
-        commitNumber = segment.commitNumber;
+        await file.truncate(offset);
+        let repairedSize = offset;
+        if (kept !== undefined && kept.length > 0) {
+          const record = encodeRecord(number, offset, kept, fileName);
+          writeAll(file, offset, record);
+          repairedSize += record.length;
+        }
+        if (sync) await file.sync();
+        onRepair?.(repair);
+        segment.bytes = repairedSize;
+        keepOpen = true;
+        return {
+          log,
+          start: start ?? 1,
+          commitNumber,
+          segments,
+          file,
+          size: repairedSize,
+          allocated: repairedSize,
+          trusted,
+        };
+      } catch (error) {
+        if (error instanceof DataDirError || error instanceof AssertionError) throw error;
+        throw new DataDirError(`${fileName}: cannot load (${describe(error)})`, { cause: error });
+      } finally {
+        if (!keepOpen) closeQuietly(file);
       }
-      if (kept !== undefined) break;
-      offset = end;
     }
-    let trusted = true;
-    let repair: string;
-    if (badReason !== undefined) {
-      const next = await findRecordAfter(file, size, offset);
-      if (next === undefined) {
-        repair = `${fileName}: record at byte ${offset} ${badReason} and nothing valid follows ` +
-          "it: torn, the last write before a crash, never synced and so never acknowledged; " +
-          `cut the ${size - offset} bytes from byte ${offset} to the end of the file`;
-      } else {
-        trusted = false;
-        await markRecovering();
-        repair = `${fileName}: record at byte ${offset} ${badReason}, yet a valid record ` +
-          `follows at byte ${next}: damage, not a torn write, so entries this replica ` +
-          `acknowledged may be lost; kept the ${log.length} entries before it, cut the ` +
-          `${size - offset} bytes from byte ${offset} on, and marked the replica as recovering: ` +
-          "it takes part in no quorum until it has the log of the group's primary (§4.3)";
-      }
-    } else if (kept !== undefined) {
-      repair = `${fileName}: dropped the writes of the record at byte ${offset} that followed ` +
-        "a superblock write lost in a crash (never acknowledged)";
-    } else {
-      return { log, commitNumber, size, allocated: size, trusted };
-    }
-    await file.truncate(offset);
-    let repairedSize = offset;
-    if (kept !== undefined && kept.length > 0) {
-      const record = encodeRecord(offset, kept, fileName);
-      writeAll(file, offset, record);
-      repairedSize += record.length;
-    }
-    if (sync) await file.sync();
-    onRepair?.(repair);
-    return { log, commitNumber, size: repairedSize, allocated: repairedSize, trusted };
+    // `#listSegments` found at least one.
+    throw new AssertionError(`${path}: no log segment to load`);
   }
 
-  /** Rewrites the log with only its live entries when truncations left it mostly dead. */
+  /**
+   * Rewrites the log with only its live entries when truncations left it mostly dead: the live
+   * entries go into a new segment, written as a temporary file and synced, which is renamed into
+   * place after the last segment; then the older segments are deleted. Its first record writes
+   * from the log's first op-number, so that a load that still finds the older ones (a crash
+   * before they were deleted) replays them and then replaces them all.
+   */
   async #rewriteIfBloated(
     loaded: LoadedLog,
     bytesMin: number,
     onRepair: ((message: string) => void) | undefined,
   ): Promise<void> {
-    if (loaded.size <= bytesMin) return;
+    let total = 0;
+    for (const segment of this.#segments) total += segment.bytes;
+    if (total <= bytesMin) return;
     let liveBytes = 0;
     for (const entry of loaded.log) {
       liveBytes += entry.operation.length + ENTRY_OVERHEAD_BYTES_ESTIMATE;
     }
-    if (loaded.size <= LOG_REWRITE_RATIO * liveBytes) return;
+    if (total <= LOG_REWRITE_RATIO * liveBytes) return;
+    const segment = emptySegment(this.#current.number + 1);
     const tmpPath = `${this.#path}/${LOG_TMP_FILE}`;
-    const fileName = `${this.#path}/${LOG_FILE}`;
+    const fileName = this.#segmentPath(segment.number);
     const tmp = await Deno.open(tmpPath, { read: true, write: true, create: true, truncate: true });
     let size = 0;
     try {
-      const commitNumber = Math.min(loaded.commitNumber, loaded.log.length);
+      const commitNumber = Math.min(loaded.commitNumber, this.#opNumber);
+      const writeRun = (run: Run): void => {
+        const record = encodeRecord(segment.number, size, [run], fileName);
+        writeAll(tmp, size, record);
+        size += record.length;
+        countRecord(segment, [run]);
+      };
+      // An empty log that starts after op 1 still needs a record to say where it starts.
+      if (loaded.log.length === 0 && loaded.start > 1) {
+        writeRun({ superblockSequence: 0, fromOpNumber: loaded.start, commitNumber, entries: [] });
+      }
       let start = 0;
       while (start < loaded.log.length) {
         let end = start;
@@ -1069,29 +1478,38 @@ export class DataDir {
           bytes += loaded.log[end]!.operation.length;
           end++;
         }
-        const segment: Segment = {
+        writeRun({
           superblockSequence: 0,
-          fromOpNumber: start + 1,
+          fromOpNumber: loaded.start + start,
           commitNumber,
           entries: loaded.log.slice(start, end),
-        };
-        const record = encodeRecord(size, [segment], fileName);
-        writeAll(tmp, size, record);
-        size += record.length;
+        });
         start = end;
       }
       if (this.#sync) await tmp.sync();
+      // The last segment is about to have one after it: it must end where its records end.
+      await this.#log.truncate(this.#logBytes);
+      if (this.#sync) await this.#log.sync();
     } catch (error) {
       tmp.close();
       throw error;
     }
-    // The new file takes the old one's place at once: a crash leaves one or the other whole.
+    // The new segment takes its place at once: a crash leaves it whole or absent.
     this.#log.close();
     await Deno.rename(tmpPath, fileName);
     if (this.#sync) await syncDirectory(this.#path);
     tmp.close();
     this.#log = await Deno.open(fileName, { read: true, write: true });
-    onRepair?.(`${fileName}: rewrote ${loaded.size} bytes as ${size} bytes of live entries`);
+    const replaced = this.#segments;
+    segment.bytes = size;
+    this.#segments = [segment];
+    for (const old of replaced) await Deno.remove(this.#segmentPath(old.number));
+    if (this.#sync) await syncDirectory(this.#path);
+    onRepair?.(
+      `${fileName}: rewrote ${total} bytes as ${size} bytes of live entries, in place of ${
+        replaced.map((old) => logSegmentFileName(old.number)).join(", ")
+      }`,
+    );
     this.#logBytes = size;
     this.#logAllocated = size;
   }
@@ -1099,9 +1517,10 @@ export class DataDir {
   /**
    * Makes the persist effects of one batch durable, in order, ignoring the other effects. Costs
    * one write and fdatasync of the log and, if the batch writes the superblock, one write and
-   * fdatasync of a superblock slot. Resolves with the largest persist id of the batch (0 if none).
-   * The caller waits for each call to resolve before the next: a call while another is in
-   * flight, or after `close`, throws AssertionError at once.
+   * fdatasync of a superblock slot; a batch that finds the last segment full first starts the next
+   * one (a truncation and fsync of the full one, and an fsync of the directory). Resolves with the
+   * largest persist id of the batch (0 if none). The caller waits for each call to resolve before
+   * the next: a call while another is in flight, or after `close`, throws AssertionError at once.
    *
    * A batch whose write or fdatasync fails rejects with `DiskFullError` (no room) or
    * `DataDirError` (any other failure), both naming the file and the offset. Either way none of it
@@ -1110,7 +1529,8 @@ export class DataDir {
    * the zeros ahead count only once the batch succeeds. So the same batch may be persisted again
    * (after a full disk, once there is room): what the failed attempt wrote is overwritten by the
    * same bytes, or, after a crash, cut off by the next load as a torn tail (or kept, if it was
-   * written whole: a prefix of the effects either way).
+   * written whole: a prefix of the effects either way). (A new segment started before the failure
+   * stays: it holds nothing yet, and the record goes to its start on the next attempt.)
    */
   persist(effects: readonly Effect[]): Promise<number> {
     assert(!this.#closed, () => `${this.#path}: persist after close`);
@@ -1125,8 +1545,8 @@ export class DataDir {
   async #persist(effects: readonly Effect[]): Promise<number> {
     let maxId = 0;
     // Log effects before the first superblock write, and after it.
-    let before: SegmentBuilder | undefined;
-    let after: SegmentBuilder | undefined;
+    let before: RunBuilder | undefined;
+    let after: RunBuilder | undefined;
     let superblock: Superblock | undefined;
     let opNumber = this.#opNumber;
     for (const effect of effects) {
@@ -1154,27 +1574,34 @@ export class DataDir {
         if (builder !== undefined) {
           builder.add(fromOpNumber, entries, commitNumber);
         } else if (superblock === undefined) {
-          before = new SegmentBuilder(fromOpNumber, entries, commitNumber);
+          before = new RunBuilder(fromOpNumber, entries, commitNumber);
         } else {
-          after = new SegmentBuilder(fromOpNumber, entries, commitNumber);
+          after = new RunBuilder(fromOpNumber, entries, commitNumber);
         }
         opNumber = fromOpNumber - 1 + entries.length;
       }
     }
     const nextSequence = this.#superblockSequence + 1;
-    const segments: Segment[] = [];
+    const runs: Run[] = [];
     if (before !== undefined) {
-      segments.push({ ...before, superblockSequence: this.#superblockSequence });
+      runs.push({ ...before, superblockSequence: this.#superblockSequence });
     }
-    if (after !== undefined) segments.push({ ...after, superblockSequence: nextSequence });
+    if (after !== undefined) runs.push({ ...after, superblockSequence: nextSequence });
     // The bookkeeping changes only once the whole batch is durable (see `persist`).
     let logBytes = this.#logBytes;
     let logAllocated = this.#logAllocated;
-    let file = `${this.#path}/${LOG_FILE}`;
+    let file = this.#segmentPath(this.#current.number);
     let step = "";
     try {
-      if (segments.length > 0) {
-        const record = encodeRecord(logBytes, segments, file);
+      if (runs.length > 0) {
+        if (logBytes >= this.#segmentBytes) {
+          step = `starting the next log segment, ${logSegmentFileName(this.#current.number + 1)}`;
+          await this.#startSegment();
+          logBytes = this.#logBytes;
+          logAllocated = this.#logAllocated;
+          file = this.#segmentPath(this.#current.number);
+        }
+        const record = encodeRecord(this.#current.number, logBytes, runs, file);
         // One chunk of zeros per persist at most, ahead of need, so that no persist pays for
         // many (a record longer than the room left goes partly past the zeros, which is only a
         // plain append). The fdatasync below makes the zeros durable with the record.
@@ -1205,16 +1632,164 @@ export class DataDir {
     }
     this.#logBytes = logBytes;
     this.#logAllocated = logAllocated;
-    if (segments.length > 0) this.#opNumber = opNumber;
+    if (runs.length > 0) {
+      this.#opNumber = opNumber;
+      countRecord(this.#current, runs);
+      this.#current.bytes = logBytes;
+    }
     if (superblock !== undefined) this.#superblockSequence = nextSequence;
     return maxId;
   }
 
-  /** Waits for a persist in flight, then closes the files and releases the lock. */
+  /**
+   * Deletes the log segments, from the first on, all of whose entries lie below `opNumber`: a
+   * segment is deleted whole or not at all, so the log a load yields may still start below
+   * `opNumber` (`logStartOpNumber` tells where; never above `opNumber` while the log reaches it).
+   * Never deletes the last segment, nor the last one that holds a record, so that a load still
+   * learns the log's op-number when every entry is gone. `opNumber - 1` must be covered by a
+   * checkpoint that this directory wrote (`beginCheckpoint`) or loaded (`loadCheckpoint`); the
+   * caller decides how much of the log to keep beyond it (keeping the log back to the older of
+   * the two checkpoints kept lets a replica whose newest checkpoint is damaged still restart
+   * from the older one).
+   *
+   * Once segments are deleted, `open` yields a log that starts after op 1, which `Replica` cannot
+   * replay: `open` refuses it without `allowTruncatedLog` (see the module).
+   *
+   * Safe while a persist is in flight (only a persist writes the last segment); one truncation
+   * at a time. A failure to delete is a `DataDirError`; the segments not deleted are simply loaded
+   * again by the next open, and deleted by a later truncation.
+   */
+  truncateBefore(opNumber: number): Promise<LogTruncation> {
+    assert(!this.#closed, () => `${this.#path}: truncateBefore after close`);
+    assert(
+      this.#truncating === undefined,
+      () => `${this.#path}: truncateBefore while another is in flight`,
+    );
+    assert(
+      Number.isSafeInteger(opNumber) && opNumber >= 1,
+      () => `${this.#path}: truncateBefore(${opNumber}): not a positive op-number`,
+    );
+    const covered = this.#checkpointOpNumber;
+    assert(
+      covered !== undefined && opNumber <= covered + 1,
+      () =>
+        `${this.#path}: truncateBefore(${opNumber}) needs a checkpoint of op ${
+          opNumber - 1
+        } or later, and the newest this directory knows is ${
+          covered === undefined ? "none" : `of op ${covered}`
+        }`,
+    );
+    const promise = this.#truncateBefore(opNumber).finally(() => {
+      this.#truncating = undefined;
+    });
+    this.#truncating = promise;
+    return promise;
+  }
+
+  async #truncateBefore(opNumber: number): Promise<LogTruncation> {
+    const lastWithRecords = this.#segments.findLastIndex((segment) => segment.records > 0);
+    const bound = Math.min(this.#segments.length - 1, lastWithRecords);
+    let count = 0;
+    while (count < bound && this.#segments[count]!.maxOpNumber < opNumber) count++;
+    // Out of the bookkeeping at once, before the first await: a persist meanwhile only appends.
+    const doomed = this.#segments.splice(0, count);
+    const deleted: string[] = [];
+    try {
+      // From the first on: a crash midway leaves the later segments, without a gap.
+      for (const segment of doomed) {
+        const name = logSegmentFileName(segment.number);
+        await Deno.remove(`${this.#path}/${name}`);
+        deleted.push(name);
+      }
+      if (doomed.length > 0 && this.#sync) await syncDirectory(this.#path);
+    } catch (error) {
+      throw new DataDirError(
+        `${this.#path}: deleting log segments before op ${opNumber} (deleted ${
+          deleted.length > 0 ? deleted.join(", ") : "none"
+        }): ${describe(error)}`,
+        { cause: error },
+      );
+    }
+    return { deleted, logStartOpNumber: this.logStartOpNumber };
+  }
+
+  /**
+   * Starts writing a checkpoint of the state at `header.opNumber`: the returned writer takes the
+   * state machine's snapshot chunk by chunk (`write`), then puts the checkpoint in place
+   * atomically (`finish`), or discards it (`abort`). See `src/storage/checkpoint.ts` for the
+   * format and the guarantees. One checkpoint is written at a time; persists and truncations go
+   * on meanwhile. `close` aborts a checkpoint not yet finished.
+   */
+  beginCheckpoint(header: CheckpointHeader): Promise<CheckpointWriter> {
+    assert(!this.#closed, () => `${this.#path}: beginCheckpoint after close`);
+    assert(
+      this.#checkpointWriter === undefined,
+      () => `${this.#path}: beginCheckpoint while another checkpoint is being written`,
+    );
+    const promise = beginCheckpoint(this.#path, header, {
+      sync: this.#sync,
+      injectFault: this.#injectFault,
+      onEnd: (info) => {
+        this.#checkpointWriter = undefined;
+        if (info !== undefined) {
+          this.#checkpointOpNumber = Math.max(this.#checkpointOpNumber ?? 0, info.opNumber);
+        }
+      },
+    });
+    this.#checkpointWriter = promise;
+    promise.catch(() => {
+      if (this.#checkpointWriter === promise) this.#checkpointWriter = undefined;
+    });
+    return promise;
+  }
+
+  /**
+   * Writes a whole checkpoint from `chunks` (the state machine's snapshot, in order), awaiting
+   * each chunk's write before it takes the next, and returns what was written. On any failure the
+   * checkpoint is discarded (the previous ones stay) and the error rethrown.
+   */
+  async writeCheckpoint(
+    header: CheckpointHeader,
+    chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<CheckpointInfo> {
+    const writer = await this.beginCheckpoint(header);
+    try {
+      for await (const chunk of chunks) await writer.write(chunk);
+      return await writer.finish();
+    } catch (error) {
+      await writer.abort();
+      throw error;
+    }
+  }
+
+  /**
+   * The newest checkpoint that checks out, every byte of it read and verified, or undefined if
+   * there is none. Checkpoints that do not check out are reported to `onRepair` (file and byte
+   * offset), deleted and passed over, so that the previous one is used. Its op-number then
+   * counts for `truncateBefore`. The log after it starts at `checkpoint.opNumber + 1` only if the
+   * log reaches back that far (`logStartOpNumber <= opNumber + 1`); otherwise the replica lacks
+   * the entries in between and must get them, or a newer checkpoint, from another replica.
+   */
+  async loadCheckpoint(): Promise<LoadedCheckpoint | undefined> {
+    assert(!this.#closed, () => `${this.#path}: loadCheckpoint after close`);
+    const loaded = await loadNewestCheckpoint(this.#path, this.#sync, this.#onRepair);
+    if (loaded !== undefined) {
+      this.#checkpointOpNumber = Math.max(this.#checkpointOpNumber ?? 0, loaded.opNumber);
+    }
+    return loaded;
+  }
+
+  /**
+   * Waits for a persist and a truncation in flight, aborts a checkpoint not yet finished, then
+   * closes the files and releases the lock.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.#inFlight?.catch(() => {});
+    await this.#truncating?.catch(() => {});
+    const writer = await this.#checkpointWriter?.catch(() => undefined);
+    await writer?.abort().catch(() => {});
     this.#log.close();
     for (const slot of this.#slots) slot.close();
     this.#lock.close();
