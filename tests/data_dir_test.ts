@@ -658,6 +658,26 @@ Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
   });
 });
 
+Deno.test("DataDir counts a whole last record with a bad checksum as damage, not a torn write", async () => {
+  // A record that was synced, acknowledged and then decayed is whole; cutting it as a torn write
+  // and trusting the log could lose a committed op (review of issue 12).
+  await withDir(async (path) => {
+    const { dataDir } = await DataDir.open(path);
+    await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
+    await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
+    await dataDir.close();
+    const bytes = await Deno.readFile(`${path}/log.000001`);
+    const end = bytes.findLastIndex((byte) => byte !== 0) + 1;
+    bytes[end - 5] = bytes[end - 5]! ^ 0x01; // One bit of the last record decays.
+    await Deno.writeFile(`${path}/log.000001`, bytes);
+    const { state, repairs } = await reopenPreallocated(path);
+    assert.equal(state.logTrusted, false, "the replica recovers from its peers");
+    assert.equal(state.superblock.recovering, true);
+    assert.equal(repairs.length, 1);
+    assert.match(repairs[0]!, /has a bad checksum, yet it is whole .*damage, not a torn write/);
+  });
+});
+
 Deno.test("DataDir garbage after the records is damage, not preallocated space", async () => {
   await withDir(async (path) => {
     const { dataDir } = await DataDir.open(path);

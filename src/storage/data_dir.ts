@@ -621,6 +621,21 @@ async function tryLockPatiently(lock: Deno.FsFile): Promise<boolean> {
   }
 }
 
+/**
+ * How many zero bytes end a record that a crash tore in the zeros written in advance. A record
+ * ends with the last bytes of an operation, which are zeros this long only by rare chance.
+ */
+const TORN_ZEROS_BYTES_MIN = 16;
+
+/** Whether `body` ends in `TORN_ZEROS_BYTES_MIN` zero bytes: a write that did not reach its end. */
+function endsInZeros(body: Uint8Array): boolean {
+  if (body.length < TORN_ZEROS_BYTES_MIN) return false;
+  for (let i = body.length - TORN_ZEROS_BYTES_MIN; i < body.length; i++) {
+    if (body[i] !== 0) return false;
+  }
+  return true;
+}
+
 /** Whether every byte of `file` from `offset` to `size` is zero (space written in advance). */
 async function isZeroFrom(file: Deno.FsFile, offset: number, size: number): Promise<boolean> {
   let position = offset;
@@ -1285,6 +1300,8 @@ export class DataDir {
         /** Where the zeros written in advance start, in the last segment. */
         let zerosFrom: number | undefined;
         let badReason: string | undefined;
+        /** Whether the bad record is all there (a bad checksum), not cut short. */
+        let whole = false;
         /** Runs of the last record to write back after cutting it off, when some must go. */
         let kept: Run[] | undefined;
         while (offset < size) {
@@ -1320,6 +1337,12 @@ export class DataDir {
           const body = await reader.read(offset + RECORD_HEADER_BYTES, length);
           if (recordChecksum(number, offset, body) !== view.getUint32(8, true)) {
             badReason = "has a bad checksum";
+            // Whole but wrong. A write torn by a crash into the zeros written in advance ends in
+            // those zeros, where it did not reach; a record that was synced (and acknowledged)
+            // and then decayed does not, as a rule. Only the second can lose acknowledged
+            // entries: unless it ends in zeros, count it as damage (recovery costs time;
+            // trusting decay could lose a committed op).
+            whole = !endsInZeros(body);
             break;
           }
           let runs: Run[];
@@ -1373,7 +1396,7 @@ export class DataDir {
         if (badReason !== undefined) {
           const next = last ? await findRecordAfter(number, file, size, offset) : undefined;
           const later = numbers.slice(position + 1).map(logSegmentFileName);
-          if (last && next === undefined) {
+          if (last && next === undefined && !whole) {
             repair = `${fileName}: record at byte ${offset} ${badReason} and nothing valid ` +
               "follows it: torn, the last write before a crash, never synced and so never " +
               `acknowledged; cut the ${
@@ -1388,8 +1411,10 @@ export class DataDir {
             if (later.length > 0 && sync) await syncDirectory(path);
             const follows = next !== undefined
               ? `a valid record follows at byte ${next}`
-              : `${later.length === 1 ? "the segment" : "the segments"} ${later.join(", ")} ` +
-                `follow${later.length === 1 ? "s" : ""}`;
+              : later.length > 0
+              ? `${later.length === 1 ? "the segment" : "the segments"} ${later.join(", ")} ` +
+                `follow${later.length === 1 ? "s" : ""}`
+              : "it is whole (a record synced and decayed looks so)";
             repair = `${fileName}: record at byte ${offset} ${badReason}, yet ${follows}: ` +
               "damage, not a torn write, so entries this replica acknowledged may be lost; kept " +
               `the ${log.length} entries before it, cut the ${size - offset} bytes from byte ` +
