@@ -554,6 +554,9 @@ export class ClientTransport {
           }, (error) => connection.close(`handshake failed: ${String(error)}`));
           return;
         }
+        // Nothing but the handshake until it is done: with a secret, a reply before the
+        // replica proved it holds it could come from anyone on the path.
+        if (!handshake.ready) return connection.close("a message before the handshake");
         const decoded = decodeMessage(body, { from: "reply", replicaCount });
         if (!decoded.ok) {
           connection.close(`bad reply: ${decoded.error}`);
