@@ -15,7 +15,12 @@ import fc from "fast-check";
 import { KvStore } from "../src/app/kv.ts";
 import { bytesEqual } from "../src/lib/bytes.ts";
 import { OP_NUMBER_MAX, VIEW_NUMBER_MAX, VIEW_NUMBER_STEP_MAX } from "../src/vr/constants.ts";
-import type { LogEntry, Message, ReplicaMessage } from "../src/vr/message.ts";
+import {
+  type LogEntry,
+  type Message,
+  REPLICA_MESSAGE_TYPES,
+  type ReplicaMessage,
+} from "../src/vr/message.ts";
 import { type DurableState, type Effect, Replica, type Superblock } from "../src/vr/replica.ts";
 import { Cluster, kvGet, kvSet } from "./_harness.ts";
 
@@ -790,20 +795,6 @@ const numberSpec: fc.Arbitrary<NumberSpec> = fc.oneof(
     }),
   },
 );
-
-const REPLICA_MESSAGE_TYPES = [
-  "prepare",
-  "prepare_ok",
-  "commit",
-  "start_view_change",
-  "do_view_change",
-  "start_view",
-  "request_start_view",
-  "recovery",
-  "recovery_response",
-  "get_state",
-  "new_state",
-] as const;
 
 /** A forged replica message, built against the state of its target when it is injected. */
 interface MessageSpec {

@@ -40,6 +40,7 @@ import { crc32c, CRC32C_START, crc32cFinish, crc32cUpdate } from "../lib/crc32c.
 import { assert, AssertionError } from "../vr/assert.ts";
 // A cycle: data_dir.ts imports this module. Its errors are used only inside functions here.
 import { DataDirError, DiskFullError, type DiskIo, isDiskFull } from "./data_dir.ts";
+import { describe, readAt, removeIfPresent, syncDirectory } from "./_files.ts";
 
 /** How many checkpoints a directory keeps: the one just written and the newest before it. */
 export const CHECKPOINTS_KEPT = 2;
@@ -704,43 +705,9 @@ async function listDirectory(path: string): Promise<string[]> {
   return names;
 }
 
-/** Reads `length` bytes at `offset`, fewer only at the end of the file. */
-async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
-  await file.seek(offset, Deno.SeekMode.Start);
-  const bytes = new Uint8Array(length);
-  let filled = 0;
-  while (filled < length) {
-    const count = await file.read(bytes.subarray(filled));
-    if (count === null) break;
-    filled += count;
-  }
-  return filled === length ? bytes : bytes.subarray(0, filled);
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const directory = await Deno.open(path, { read: true });
-  try {
-    await directory.sync();
-  } finally {
-    directory.close();
-  }
-}
-
-async function removeIfPresent(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-}
-
 function ioError(file: string, step: string, error: unknown): DataDirError {
   const message = `${file}: ${step}: ${describe(error)}`;
   return isDiskFull(error)
     ? new DiskFullError(file, message, { cause: error })
     : new DataDirError(message, { cause: error });
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -68,6 +68,7 @@ import {
 import type { LogEntry } from "../vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
 import { assert, AssertionError } from "../vr/assert.ts";
+import { describe, readAt as readAtShared, removeIfPresent, syncDirectory } from "./_files.ts";
 // A cycle: checkpoint.ts throws this module's errors. Each module uses the other's exports only
 // inside functions, never while it is being evaluated, so either may be imported first.
 import {
@@ -513,18 +514,10 @@ function writeAll(file: Deno.FsFile, offset: number, bytes: Uint8Array): void {
 /** Where each file's position is known to be (after our own writes); reads forget it. */
 const filePositions = new WeakMap<Deno.FsFile, number>();
 
-/** Reads `length` bytes at `offset`, fewer only at the end of the file. */
-async function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
-  filePositions.delete(file);
-  await file.seek(offset, Deno.SeekMode.Start);
-  const bytes = new Uint8Array(length);
-  let filled = 0;
-  while (filled < length) {
-    const count = await file.read(bytes.subarray(filled));
-    if (count === null) break;
-    filled += count;
-  }
-  return filled === length ? bytes : bytes.subarray(0, filled);
+/** Reads `length` bytes at `offset`, fewer only at the end of the file (`_files.ts`). */
+function readAt(file: Deno.FsFile, offset: number, length: number): Promise<Uint8Array> {
+  filePositions.delete(file); // The read moves the file's position.
+  return readAtShared(file, offset, length);
 }
 
 /** Sequential reads through a window of `READ_CHUNK_BYTES`, to spare a system call per record. */
@@ -648,15 +641,6 @@ async function isZeroFrom(file: Deno.FsFile, offset: number, size: number): Prom
   return true;
 }
 
-async function syncDirectory(path: string): Promise<void> {
-  const directory = await Deno.open(path, { read: true });
-  try {
-    await directory.sync();
-  } finally {
-    directory.close();
-  }
-}
-
 /** The names in directory `path`. */
 async function listDirectory(path: string): Promise<string[]> {
   const names: string[] = [];
@@ -674,14 +658,6 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function removeIfPresent(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-}
-
 /** Closes `file` on an error path, where it may already be closed. */
 function closeQuietly(file: Deno.FsFile): void {
   try {
@@ -689,10 +665,6 @@ function closeQuietly(file: Deno.FsFile): void {
   } catch {
     // Already closed: nothing to release.
   }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 // ---------------------------------------------------------------- merging a batch
