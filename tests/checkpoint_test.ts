@@ -4,30 +4,19 @@
  * over, the newest two kept, and the link to log truncation.
  */
 import { strict as assert } from "node:assert";
+import { openDir, withDir } from "./_storage.ts";
 import { crc32c } from "../src/lib/crc32c.ts";
 import {
   type CheckpointHeader,
   DataDir,
   DataDirError,
-  type DataDirOptions,
   DiskFullError,
   type DiskIo,
 } from "../src/storage/data_dir.ts";
 import { checkpointFileName } from "../src/storage/checkpoint.ts";
 import { AssertionError } from "../src/vr/assert.ts";
 
-async function withDir(body: (path: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "vstamp_checkpoint_test_" });
-  try {
-    await body(`${root}/replica-0`);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
-
-function openDir(path: string, options: DataDirOptions = {}) {
-  return DataDir.open(path, { logPreallocateBytes: 0, ...options });
-}
+const PREFIX = "vstamp_checkpoint_test_";
 
 /** Chunk `index` of a test snapshot: `size` bytes that depend on the index and a seed. */
 function chunk(index: number, size: number, seed = 0): Uint8Array {
@@ -74,7 +63,7 @@ async function writeSmall(dataDir: DataDir, opNumber: number, seed = opNumber) {
 }
 
 Deno.test("checkpoint write then load round-trips many chunks, the metadata and the checksums", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     assert.equal(await dataDir.loadCheckpoint(), undefined, "none yet");
     // Sizes from empty to 64 KiB, in an irregular pattern.
@@ -116,7 +105,7 @@ Deno.test("checkpoint write then load round-trips many chunks, the metadata and 
 });
 
 Deno.test("checkpoint writer: write, finish, abort, and misuse", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     const writer = await dataDir.beginCheckpoint(header(10));
     // Misuse throws at once, as `persist` does.
@@ -158,7 +147,7 @@ Deno.test("checkpoint writer: write, finish, abort, and misuse", async () => {
 });
 
 Deno.test("checkpoint: only the newest two are kept", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     for (const op of [5, 9, 14, 20]) await writeSmall(dataDir, op);
     assert.deepEqual(await checkpointNames(path), [checkpointFileName(14), checkpointFileName(20)]);
@@ -172,7 +161,7 @@ Deno.test("checkpoint: only the newest two are kept", async () => {
 });
 
 Deno.test("checkpoint cut short by a crash: the temporary file is reported, deleted and the previous one used", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await writeSmall(dataDir, 100);
     // A crash in the middle of the next checkpoint: the temporary file as it was at that moment.
@@ -244,7 +233,7 @@ Deno.test("checkpoint damaged after it was written: reported with its offset, de
     },
   ];
   for (const { name, damage, reason } of damages) {
-    await withDir(async (path) => {
+    await withDir(PREFIX, async (path) => {
       const { dataDir } = await openDir(path);
       await writeSmall(dataDir, 7);
       const newest = await dataDir.writeCheckpoint(
@@ -269,7 +258,7 @@ Deno.test("checkpoint damaged after it was written: reported with its offset, de
 });
 
 Deno.test("checkpoint: the only checkpoint damaged yields none", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     const only = await writeSmall(dataDir, 3);
     const bytes = await Deno.readFile(only.path);
@@ -286,7 +275,7 @@ Deno.test("checkpoint: the only checkpoint damaged yields none", async () => {
 });
 
 Deno.test("checkpoint chunks are checked again as they are read", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.writeCheckpoint(header(5), snapshot([1000, 1000, 1000]));
     const loaded = await dataDir.loadCheckpoint();
@@ -310,7 +299,7 @@ Deno.test("checkpoint chunks are checked again as they are read", async () => {
 });
 
 Deno.test("checkpoint write that finds the disk full is discarded and the previous one stands", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     let full = false;
     const injectFault = (io: DiskIo) => {
       if (full && io.kind === "write" && io.path.endsWith(".tmp") && io.offset > 1000) {
@@ -338,7 +327,7 @@ Deno.test("checkpoint write that finds the disk full is discarded and the previo
 });
 
 Deno.test("truncateBefore needs a checkpoint that covers what it deletes", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     assert.throws(() => dataDir.truncateBefore(1), AssertionError, "no checkpoint yet");
     await writeSmall(dataDir, 50);

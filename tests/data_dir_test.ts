@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { logWrite, openDir, superblockWrite, withDir } from "./_storage.ts";
 import fc from "fast-check";
 import { Packr } from "msgpackr";
 import { CRC32C_START, crc32cFinish, crc32cUpdate } from "../src/lib/crc32c.ts";
@@ -12,6 +13,8 @@ import {
 import { AssertionError } from "../src/vr/assert.ts";
 import type { LogEntry } from "../src/vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../src/vr/replica.ts";
+
+const PREFIX = "vstamp_data_dir_test_";
 
 const PROPERTY_RUNS = 60;
 /** Record header: magic, length, checksum. */
@@ -35,36 +38,6 @@ function entries(from: number, to: number, viewNumber: number): LogEntry[] {
   const result: LogEntry[] = [];
   for (let op = from; op <= to; op++) result.push(entry(op, viewNumber));
   return result;
-}
-
-function logWrite(
-  id: number,
-  fromOpNumber: number,
-  written: readonly LogEntry[],
-  commitNumber: number,
-): Effect {
-  return { type: "persist_log", id, fromOpNumber, entries: written, commitNumber };
-}
-
-function superblockWrite(id: number, superblock: Superblock): Effect {
-  return { type: "persist_superblock", id, superblock };
-}
-
-async function withDir(body: (path: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "vstamp_data_dir_test_" });
-  try {
-    await body(`${root}/replica-0`);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
-
-/**
- * Opens without preallocation: most tests here read the log file's layout, which is simplest
- * when the file ends where the records end. Preallocation has tests of its own.
- */
-function openDir(path: string, options: DataDirOptions = {}) {
-  return DataDir.open(path, { logPreallocateBytes: 0, ...options });
 }
 
 async function reopen(path: string, options: DataDirOptions = {}): Promise<DurableState> {
@@ -95,7 +68,7 @@ async function logSize(path: string): Promise<number> {
 }
 
 Deno.test("DataDir open of a new directory yields no state", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir, state } = await openDir(path);
     assert.equal(state, undefined);
     assert.equal(dataDir.path, path);
@@ -111,7 +84,7 @@ Deno.test("DataDir open of a new directory yields no state", async () => {
 });
 
 Deno.test("DataDir persist then reopen yields the same durable state", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     const superblock: Superblock = { viewNumber: 7, lastNormalView: 5, recovering: true };
     const written = [entry(1, 5, 0), entry(2, 5, 100), entry(3, 7, 70_000)];
@@ -127,7 +100,7 @@ Deno.test("DataDir persist then reopen yields the same durable state", async () 
 });
 
 Deno.test("DataDir persist returns the largest persist id of the batch", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     assert.equal(await dataDir.persist([]), 0);
     const reply: Effect = {
@@ -158,7 +131,7 @@ Deno.test("DataDir persist returns the largest persist id of the batch", async (
 });
 
 Deno.test("DataDir truncations in the middle of the log reopen correctly", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 10, 0), 3)]);
     // Within one batch: replace from op 6, then drop from op 8, then append again.
@@ -184,7 +157,7 @@ Deno.test("DataDir truncations in the middle of the log reopen correctly", async
 });
 
 Deno.test("DataDir many batches reopen in order", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const batches = 500;
     const { dataDir } = await openDir(path);
     for (let op = 1; op <= batches; op++) {
@@ -198,7 +171,7 @@ Deno.test("DataDir many batches reopen in order", async () => {
 });
 
 Deno.test("DataDir torn tail of garbage is cut off", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.close();
@@ -220,7 +193,7 @@ Deno.test("DataDir torn tail of garbage is cut off", async () => {
 });
 
 Deno.test("DataDir torn last record is cut off and the log goes on", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
@@ -248,7 +221,7 @@ Deno.test("DataDir torn last record is cut off and the log goes on", async () =>
 });
 
 Deno.test("DataDir damage before valid records loads the prefix, untrusted, naming the offset", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     const offset = await fileSize(`${path}/log.000001`);
@@ -296,7 +269,7 @@ Deno.test("DataDir damage before valid records loads the prefix, untrusted, nami
 });
 
 Deno.test("DataDir torn superblock write keeps the previous superblock", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const first: Superblock = { viewNumber: 1, lastNormalView: 0, recovering: false };
     const second: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
     const { dataDir } = await openDir(path);
@@ -328,7 +301,7 @@ Deno.test("DataDir torn superblock write keeps the previous superblock", async (
 });
 
 Deno.test("DataDir without a valid superblock or a log is an error", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 1, 0), 0)]);
     await dataDir.close();
@@ -357,7 +330,7 @@ for (
   ]] as const
 ) {
   Deno.test(`DataDir log writes after a lost superblock write are dropped${mode}`, async () => {
-    await withDir(async (path) => {
+    await withDir(PREFIX, async (path) => {
       const { dataDir } = await openDir(path, { logPreallocateBytes: preallocate });
       await dataDir.persist([logWrite(1, 1, entries(1, 2, 0), 1)]);
       const slotB = await Deno.readFile(`${path}/superblock.b`);
@@ -414,7 +387,7 @@ for (
 }
 
 Deno.test("DataDir second open of an open directory fails", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await assert.rejects(
       openDir(path),
@@ -428,7 +401,7 @@ Deno.test("DataDir second open of an open directory fails", async () => {
 });
 
 Deno.test("DataDir persist refuses misuse", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     await assert.rejects(dataDir.persist([logWrite(1, 2, [entry(2, 0)], 0)]), AssertionError);
     await assert.rejects(dataDir.persist([logWrite(1, 1, [entry(2, 0)], 0)]), AssertionError);
@@ -442,7 +415,7 @@ Deno.test("DataDir persist refuses misuse", async () => {
 });
 
 Deno.test("DataDir with sync none persists", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir, state } = await openDir(path, { sync: "none" });
     assert.equal(state, undefined);
     const superblock: Superblock = { viewNumber: 3, lastNormalView: 3, recovering: false };
@@ -461,7 +434,7 @@ Deno.test("DataDir with sync none persists", async () => {
 });
 
 Deno.test("DataDir rewrite drops the dead part of a bloated log", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
     // Every batch replaces the same ten entries: all but the last batch are dead.
     for (let view = 0; view < 50; view++) {
@@ -530,7 +503,7 @@ for (const [mode, preallocate] of [["", 0], [" (preallocated log)", 64 * 1024]] 
   Deno.test(`DataDir matches an in-memory model of the log${mode}`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(batchPlan, { minLength: 1, maxLength: 12 }), async (batches) => {
-        await withDir(async (path) => {
+        await withDir(PREFIX, async (path) => {
           // The model follows the simulator's disk: see `#applyWrite` in src/sim/simulator.ts.
           const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
           let id = 0;
@@ -605,7 +578,7 @@ async function reopenPreallocated(path: string) {
 }
 
 Deno.test("DataDir preallocates zeros ahead of the records and reloads without repairs", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path);
     assert.ok(await fileSize(`${path}/log.000001`) >= LOG_PREALLOCATE_AHEAD_BYTES);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
@@ -630,7 +603,7 @@ Deno.test("DataDir preallocates zeros ahead of the records and reloads without r
 });
 
 Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
@@ -661,7 +634,7 @@ Deno.test("DataDir cuts off a record torn in preallocated space", async () => {
 Deno.test("DataDir counts a whole last record with a bad checksum as damage, not a torn write", async () => {
   // A record that was synced, acknowledged and then decayed is whole; cutting it as a torn write
   // and trusting the log could lose a committed op (review of issue 12).
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.persist([logWrite(2, 4, entries(4, 5, 0), 3)]);
@@ -679,7 +652,7 @@ Deno.test("DataDir counts a whole last record with a bad checksum as damage, not
 });
 
 Deno.test("DataDir garbage after the records is damage, not preallocated space", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     await dataDir.close();
@@ -701,7 +674,7 @@ async function checkpoint(dataDir: DataDir, opNumber: number): Promise<void> {
 }
 
 Deno.test("DataDir log segments roll over at the limit and reload in order", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const limit = 1000;
     const { dataDir } = await openDir(path, { logSegmentBytes: limit });
     const model: LogEntry[] = [];
@@ -737,7 +710,7 @@ Deno.test("DataDir log segments roll over at the limit and reload in order", asy
 });
 
 Deno.test("DataDir segments with preallocation: a full segment is cut to its records before the next starts", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const options = {
       logSegmentBytes: 3 * 1024 * 1024,
       logPreallocateBytes: LOG_PREALLOCATE_AHEAD_BYTES,
@@ -767,7 +740,7 @@ Deno.test("DataDir segments with preallocation: a full segment is cut to its rec
 });
 
 Deno.test("DataDir truncateBefore deletes only whole segments below the op-number, and a reopen loads the rest", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const options = { logSegmentBytes: 600 };
     const { dataDir } = await openDir(path, options);
     /** The highest op-number written to each segment. */
@@ -824,7 +797,7 @@ Deno.test("DataDir truncateBefore deletes only whole segments below the op-numbe
 });
 
 Deno.test("DataDir truncateBefore counts entries a later segment replaced, and the log starts at the replacing run", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const options = { logSegmentBytes: 300, allowTruncatedLog: true };
     const { dataDir } = await openDir(path, options);
     await dataDir.persist([logWrite(1, 1, entries(1, 10, 0), 4)]);
@@ -846,7 +819,7 @@ Deno.test("DataDir truncateBefore counts entries a later segment replaced, and t
 });
 
 Deno.test("DataDir truncateBefore keeps the last segment that holds a record, so a reopen knows the op-number", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     let full = false;
     const options: DataDirOptions = {
       logSegmentBytes: 100,
@@ -907,7 +880,7 @@ function legacyRecord(
 }
 
 Deno.test("DataDir of the single-file format opens as segment 0 and goes on in segments", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     // A directory as the single-file version left it: its superblocks, and one `log` of records
     // followed by the zeros it wrote in advance.
     const superblock: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
@@ -999,7 +972,7 @@ Deno.test("DataDir with small segments and truncations matches an in-memory mode
       ),
       fc.integer({ min: 64, max: 512 }),
       async (steps, segmentBytes) => {
-        await withDir(async (path) => {
+        await withDir(PREFIX, async (path) => {
           const options: DataDirOptions = {
             sync: "none",
             logSegmentBytes: segmentBytes,

@@ -5,6 +5,7 @@
  * into the write path through `DataDirOptions.injectFault`, so nothing depends on the machine.
  */
 import { strict as assert } from "node:assert";
+import { logWrite, superblockWrite, withDir } from "./_storage.ts";
 import { KvStore } from "../src/app/kv.ts";
 import { KvClient } from "../src/client/kv_client.ts";
 import { fetchStatus } from "../src/client/status.ts";
@@ -22,6 +23,8 @@ import { ReplicaNode } from "../src/transport/node.ts";
 import type { LogEntry, Message } from "../src/vr/message.ts";
 import { type DurableState, type Effect, Replica, type Superblock } from "../src/vr/replica.ts";
 import { kvSet } from "./_harness.ts";
+
+const PREFIX = "vstamp_storage_faults_test_";
 
 /** Record header: magic, length, checksum. */
 const RECORD_HEADER_BYTES = 12;
@@ -46,28 +49,6 @@ function entries(from: number, to: number, viewNumber: number): LogEntry[] {
   const result: LogEntry[] = [];
   for (let op = from; op <= to; op++) result.push(entry(op, viewNumber));
   return result;
-}
-
-function logWrite(
-  id: number,
-  fromOpNumber: number,
-  written: readonly LogEntry[],
-  commitNumber: number,
-): Effect {
-  return { type: "persist_log", id, fromOpNumber, entries: written, commitNumber };
-}
-
-function superblockWrite(id: number, superblock: Superblock): Effect {
-  return { type: "persist_superblock", id, superblock };
-}
-
-async function withDir(body: (path: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "vstamp_storage_faults_test_" });
-  try {
-    await body(`${root}/replica-0`);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
 }
 
 /** Opens and closes again: what a restart would load, and the repairs the load reported. */
@@ -145,7 +126,7 @@ function prefixStates(effects: readonly Effect[]): DurableState[] {
 // ---------------------------------------------------------------- a torn or damaged log
 
 Deno.test("DataDir torn last record is cut and the repair names its offset and the bytes cut", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
     await dataDir.persist([logWrite(1, 1, entries(1, 3, 0), 1)]);
     const offset = await fileSize(`${path}/log.000001`);
@@ -191,7 +172,7 @@ async function damagedLog(path: string): Promise<number> {
 }
 
 Deno.test("DataDir corrupt record with valid ones after it yields the prefix, untrusted, and says so", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const offset = await damagedLog(path);
     const size = await fileSize(`${path}/log.000001`);
     const { state, repairs } = await reopen(path);
@@ -219,7 +200,7 @@ Deno.test("DataDir corrupt record with valid ones after it yields the prefix, un
 });
 
 Deno.test("DataDir crash between marking recovery and cutting the damage finds the damage again", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     await damagedLog(path);
     const damaged = await Deno.readFile(`${path}/log.000001`);
     const first = await reopen(path);
@@ -272,7 +253,7 @@ function backupFrom(durable: DurableState): Replica {
 }
 
 Deno.test("replica with a damaged log counts in no quorum until it recovered the primary's log", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     await damagedLog(path);
     const opened = await DataDir.open(path, { logPreallocateBytes: 0 });
     assert.ok(opened.state !== undefined && !opened.state.logTrusted);
@@ -347,7 +328,7 @@ Deno.test("replica with a damaged log counts in no quorum until it recovered the
 // ---------------------------------------------------------------- superblock slots
 
 Deno.test("DataDir one unreadable superblock slot: the other is used, and the load says so", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
     const first: Superblock = { viewNumber: 3, lastNormalView: 3, recovering: false };
     await dataDir.persist([superblockWrite(1, first)]); // Sequence-number 1: superblock.b.
@@ -367,7 +348,7 @@ Deno.test("DataDir one unreadable superblock slot: the other is used, and the lo
 });
 
 Deno.test("DataDir with both superblock slots unreadable refuses to open, naming both files", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
     await dataDir.persist([superblockWrite(1, { ...SUPERBLOCK_DEFAULT, viewNumber: 2 })]);
     await dataDir.close();
@@ -454,7 +435,7 @@ for (const point of FAULT_POINTS) {
   for (const preallocate of [0, LOG_PREALLOCATE_AHEAD_BYTES]) {
     const mode = preallocate === 0 ? "" : " (preallocated log)";
     Deno.test(`DataDir batch that finds the disk full at ${point.name} persists when retried${mode}`, async () => {
-      await withDir(async (path) => {
+      await withDir(PREFIX, async (path) => {
         const full = { on: false, failures: 0 };
         const options: DataDirOptions = {
           logPreallocateBytes: preallocate,
@@ -492,7 +473,7 @@ for (const point of FAULT_POINTS) {
   }
 
   Deno.test(`DataDir crash after the disk filled at ${point.name} leaves a prefix of the effects`, async () => {
-    await withDir(async (path) => {
+    await withDir(PREFIX, async (path) => {
       const full = { on: false, failures: 0 };
       const { dataDir } = await DataDir.open(path, {
         logPreallocateBytes: 0,
@@ -520,7 +501,7 @@ for (const point of FAULT_POINTS) {
 }
 
 Deno.test("DataDir failed write other than a full disk is a DataDirError naming the file and offset", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     let broken = false;
     const { dataDir } = await DataDir.open(path, {
       logPreallocateBytes: 0,
@@ -609,7 +590,7 @@ async function fillSegments(
 }
 
 Deno.test("DataDir damage in a segment that others follow: the prefix, untrusted, the later segments deleted", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { firstOf } = await fillSegments(path, 4);
     assert.deepEqual(await logSegments(path), [...firstOf.keys()]);
     // Damage the last record of segment 2: nothing valid follows it in its file, yet it is no
@@ -648,7 +629,7 @@ Deno.test("DataDir damage in a segment that others follow: the prefix, untrusted
 });
 
 Deno.test("DataDir segment's records under another segment's name do not check out: damage", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { log, firstOf } = await fillSegments(path, 4);
     // A misdirected file: segment 3 holds segment 2's bytes. Record checksums cover the segment
     // number, so none of them checks out there.
@@ -668,7 +649,7 @@ Deno.test("DataDir segment's records under another segment's name do not check o
 });
 
 Deno.test("DataDir torn last record of the last segment is cut, the earlier segments untouched", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { log, firstOf } = await fillSegments(path, 3);
     const last = `${path}/log.000003`;
     const size = await fileSize(last);
@@ -683,7 +664,7 @@ Deno.test("DataDir torn last record of the last segment is cut, the earlier segm
 });
 
 Deno.test("DataDir with a segment missing in the middle refuses to open, naming it", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     await fillSegments(path, 3);
     await Deno.remove(`${path}/log.000002`);
     await assert.rejects(
@@ -697,7 +678,7 @@ Deno.test("DataDir with a segment missing in the middle refuses to open, naming 
 });
 
 Deno.test("DataDir crash midway through truncateBefore leaves a log that loads", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const { log, firstOf } = await fillSegments(path, 4);
     // truncateBefore deletes from the first segment on: a crash after the first deletion.
     await Deno.remove(`${path}/log.000001`);
@@ -727,7 +708,7 @@ const SEGMENT_FAULT_POINTS: readonly FaultPoint[] = [
 
 for (const point of SEGMENT_FAULT_POINTS) {
   Deno.test(`DataDir batch that finds the disk full at ${point.name} when it starts a segment persists when retried`, async () => {
-    await withDir(async (path) => {
+    await withDir(PREFIX, async (path) => {
       const full = { on: false, failures: 0 };
       const options: DataDirOptions = {
         ...SMALL_SEGMENTS,
@@ -756,7 +737,7 @@ for (const point of SEGMENT_FAULT_POINTS) {
 }
 
 Deno.test("DataDir leftovers of a failed write past a full segment's records are cut when the next segment starts", async () => {
-  await withDir(async (path) => {
+  await withDir(PREFIX, async (path) => {
     const full = { on: false, failures: 0 };
     const point: FaultPoint = { name: "a record, half done", hits: isRecordWrite, partial: true };
     const options: DataDirOptions = {
