@@ -153,7 +153,9 @@ async function runServer(flags: ServerFlags): Promise<number> {
       sync: flags.sync,
       identity: identity.identity,
       tls,
-      app: new KvStore(),
+      // The status digest is computed from a snapshot when asked (ReplicaNode), so the store
+      // need not keep one up to date on every SET (about 0.7 us per replica per SET).
+      app: new KvStore({ incrementalDigest: false }),
       listener,
       log,
       debug: flags.logLevel === "debug",

@@ -10,6 +10,9 @@ import { ConfigError, type GroupAccess, loadAccess, loadConfig, parseAddress } f
 import type { NodeCounters, ReplicaStatus } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
 
+/** How long a replica may take to answer a status query with its digest. */
+const DIGEST_STATUS_TIMEOUT_MS = 60_000;
+
 interface StatusFlags {
   config?: string;
   host?: string;
@@ -102,7 +105,12 @@ export async function collectStatus(
   const answers = await Promise.all(addresses.map((text) => {
     const address = parseAddress(text);
     if ("error" in address) return Promise.resolve({ error: address.error });
-    return fetchStatus(address, undefined, options);
+    // A digest reads the whole state, chunk by chunk between the replica's other work.
+    return fetchStatus(
+      address,
+      options.digest === true ? DIGEST_STATUS_TIMEOUT_MS : undefined,
+      options,
+    );
   }));
   let primary: ReplicaStatus | undefined;
   for (const answer of answers) {

@@ -6,7 +6,7 @@
  * @module
  */
 import process from "node:process";
-import type { StateMachine } from "../app/state_machine.ts";
+import { beginSnapshotOf, type StateMachine } from "../app/state_machine.ts";
 import type { ServerConfig } from "../config.ts";
 import { DataDir, DataDirError, type DataDirOptions, DiskFullError } from "../storage/data_dir.ts";
 import { TICK_MS } from "../vr/constants.ts";
@@ -123,6 +123,8 @@ const CLIENT_GATHER_BYTES_MAX = 64 * 1024;
 const CLIENT_ROUTES_MAX = 65_536;
 /** Frames a connection may send while its proof is being checked; more is a protocol error. */
 const EARLY_FRAMES_MAX = 1_024;
+/** The chunks a status digest reads the state in: a few milliseconds of work each. */
+const DIGEST_CHUNK_BYTES = 256 * 1024;
 /** How often the node checks connection deadlines. */
 const HOUSEKEEPING_MS = 1_000;
 /** The same refusal reason is logged at most once in this long. */
@@ -181,8 +183,9 @@ export interface ReplicaStatus {
   /** Counters since the process started: how well messages and disk writes are batched. */
   readonly counters: NodeCounters;
   /**
-   * The state machine's digest after executing every op up to `commitNumber`; only when asked
-   * for, since it costs the replica a pass over its state.
+   * A digest of the state machine's state after executing every op up to `commitNumber` (the
+   * chunks of its snapshot, hashed); only when asked for, since it costs the replica a pass over
+   * its state, made between its other work.
    */
   readonly digest?: string | undefined;
 }
@@ -223,6 +226,8 @@ export class ReplicaNode {
   /** When each refusal reason was last logged. */
   readonly #refusalsLoggedAt = new Map<string, number>();
   #housekeeping: ReturnType<typeof setInterval> | undefined;
+  /** The digest being computed for status queries, if any (`#statusWithDigest`). */
+  #digestJob: Promise<ReplicaStatus> | undefined;
   readonly #identity: ClusterIdentity;
   #persistQueue: Effect[] = [];
   #persisting = false;
@@ -303,7 +308,41 @@ export class ReplicaNode {
     return this.#options.config.addressTexts[this.#options.index]!;
   }
 
-  status(options: { readonly digest?: boolean } = {}): ReplicaStatus {
+  /**
+   * The status with the state's digest, computed off the hot path: a consistent snapshot of the
+   * state machine is begun now (`beginSnapshotOf`: the state keeps changing meanwhile) and read
+   * chunk by chunk across turns of the event loop, each chunk hashed with SHA-256 and the hashes
+   * hashed again. Replicas in equal states make equal chunks, hence equal digests; the status
+   * names the commit-number the snapshot was begun at. One computation at a time: queries that
+   * arrive meanwhile share it. (Computed at once, the digest of 800,000 keys blocked a replica
+   * for about 2.7 s, long enough for its group to change views.)
+   */
+  #statusWithDigest(): Promise<ReplicaStatus> {
+    this.#digestJob ??= (async () => {
+      const status = this.status();
+      const reader = beginSnapshotOf(this.replica.app, DIGEST_CHUNK_BYTES);
+      try {
+        const hashes: Uint8Array[] = [];
+        for (let chunk = reader.next(); chunk !== undefined; chunk = reader.next()) {
+          // Each await lets the replica serve between chunks.
+          hashes.push(new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(chunk))));
+        }
+        const all = new Uint8Array(hashes.length * 32);
+        hashes.forEach((hash, index) => all.set(hash, index * 32));
+        const root = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+        const digest = Array.from(root.subarray(0, 12), (b) => b.toString(16).padStart(2, "0"))
+          .join("");
+        return { ...status, digest };
+      } finally {
+        reader.close();
+        this.#digestJob = undefined;
+      }
+    })();
+    return this.#digestJob;
+  }
+
+  /** The status without the digest (see `#statusWithDigest` for that). */
+  status(): ReplicaStatus {
     const r = this.replica;
     return {
       index: r.replicaIndex,
@@ -318,7 +357,6 @@ export class ReplicaNode {
       uptimeSeconds: Math.round((Date.now() - this.#started) / 1000),
       pid: Deno.pid,
       counters: this.counters(),
-      ...(options.digest === true ? { digest: r.app.digest() } : {}),
     };
   }
 
@@ -467,8 +505,16 @@ export class ReplicaNode {
       });
       if (role === "status") {
         // A status hello's index asks for the digest (1) or not (0).
-        const status = this.status({ digest: peerIndex === 1 });
-        connection.send(new TextEncoder().encode(JSON.stringify(status)));
+        const answer = (status: ReplicaStatus) => {
+          if (!connection.closed) connection.send(new TextEncoder().encode(JSON.stringify(status)));
+        };
+        if (peerIndex === 1) {
+          this.#statusWithDigest().then(answer, (error) => {
+            connection.close(`cannot compute the digest: ${String(error)}`);
+          });
+        } else {
+          answer(this.status());
+        }
       }
       return true;
     };
