@@ -4,44 +4,27 @@
  * a handful of connections reach them.
  */
 import { strict as assert } from "node:assert";
-import { KvStore } from "../src/app/kv.ts";
 import { ClientError } from "../src/client/client.ts";
 import { KvClient } from "../src/client/kv_client.ts";
-import { parseConfig, renderConfig } from "../src/config.ts";
 import { encodeFrame } from "../src/transport/frame.ts";
 import { encodeHello, newNonce } from "../src/transport/handshake.ts";
-import { type ConnectionLimits, ReplicaNode } from "../src/transport/node.ts";
+import type { ConnectionLimits } from "../src/transport/node.ts";
+import { withNode } from "./_node.ts";
 import { encodeMessage } from "../src/transport/codec.ts";
 import { encodeKvOperation } from "../src/app/kv.ts";
 import { waitFor } from "./_process.ts";
 
 const DEADLINE_MS = 10_000;
 
-async function withNode(
+/** A one-replica group with `limits` (`tests/_node.ts`); `logged` holds its log lines. */
+function withLimits(
   limits: Partial<ConnectionLimits>,
   body: (address: string, port: number, logged: string[]) => Promise<void>,
 ): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  const address = `127.0.0.1:${port}`;
-  const dataDir = await Deno.makeTempDir({ prefix: "vstamp_limits_test_" });
-  const logged: string[] = [];
-  const node = await ReplicaNode.start({
-    config: parseConfig(renderConfig([address]), "test.yaml"),
-    index: 0,
-    dataDir,
-    sync: "none",
-    app: new KvStore(),
-    listener,
-    log: (_level, text) => logged.push(text),
-    connectionLimits: limits,
-  });
-  try {
-    await body(address, port, logged);
-  } finally {
-    await node.close();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+  return withNode(
+    { connectionLimits: limits },
+    ({ address, port, lines }) => body(address, port, lines),
+  );
 }
 
 /** Whether the replica closed `conn` (a read returns end of file or an error). */
@@ -100,7 +83,7 @@ async function serves(address: string): Promise<void> {
 }
 
 Deno.test("connections that never say hello do not lock clients out", async () => {
-  await withNode({ handshakingMax: 8, handshakeEvictMs: 0 }, async (address, port) => {
+  await withLimits({ handshakingMax: 8, handshakeEvictMs: 0 }, async (address, port) => {
     const idle = await open(port, 20);
     try {
       const firstClosed = closedByPeer(idle[0]!);
@@ -115,7 +98,7 @@ Deno.test("connections that never say hello do not lock clients out", async () =
 Deno.test("a full handshake pool refuses newcomers while its connections are young", async () => {
   // A storm of real connections completes its handshakes in far less than handshakeEvictMs:
   // newcomers wait (they are refused and retry) rather than churn the ones in progress.
-  await withNode({ handshakingMax: 8, handshakeEvictMs: 60_000 }, async (_address, port) => {
+  await withLimits({ handshakingMax: 8, handshakeEvictMs: 60_000 }, async (_address, port) => {
     const young = await open(port, 8);
     const [late] = await open(port, 1);
     try {
@@ -132,7 +115,7 @@ Deno.test("a full handshake pool refuses newcomers while its connections are you
 });
 
 Deno.test("a connection that does not finish its handshake in time is closed", async () => {
-  await withNode({ handshakeTimeoutMs: 200 }, async (_address, port, logged) => {
+  await withLimits({ handshakeTimeoutMs: 200 }, async (_address, port, logged) => {
     const [silent] = await open(port, 1);
     // Half a hello: a frame header and two bytes of its body.
     const [partial] = await open(port, 1, clientHello().subarray(0, 10));
@@ -151,7 +134,7 @@ Deno.test("a connection that does not finish its handshake in time is closed", a
 });
 
 Deno.test("with every client connection taken, a newcomer replaces an idle one or is refused", async () => {
-  await withNode({ clientsMax: 4, clientIdleEvictMs: 0 }, async (address, port) => {
+  await withLimits({ clientsMax: 4, clientIdleEvictMs: 0 }, async (address, port) => {
     const idle = await open(port, 4, clientHello());
     try {
       await serves(address);
@@ -160,7 +143,7 @@ Deno.test("with every client connection taken, a newcomer replaces an idle one o
       closeAll(idle);
     }
   });
-  await withNode({ clientsMax: 4, clientIdleEvictMs: 60_000 }, async (address, port) => {
+  await withLimits({ clientsMax: 4, clientIdleEvictMs: 60_000 }, async (address, port) => {
     const busy = await open(port, 4, clientHello());
     try {
       await waitFor(
@@ -184,7 +167,7 @@ Deno.test("with every client connection taken, a newcomer replaces an idle one o
 });
 
 Deno.test("an idle client connection is closed after the idle timeout", async () => {
-  await withNode({ clientIdleTimeoutMs: 300 }, async (address, port) => {
+  await withLimits({ clientIdleTimeoutMs: 300 }, async (address, port) => {
     const [idle] = await open(port, 1, clientHello());
     try {
       assert.ok(await closedByPeer(idle!));
@@ -197,7 +180,7 @@ Deno.test("an idle client connection is closed after the idle timeout", async ()
 
 Deno.test("partial frames past the read budget close the connections holding most", async () => {
   const budget = 1024 * 1024;
-  await withNode({ clientReadBudgetBytes: budget }, async (address, port) => {
+  await withLimits({ clientReadBudgetBytes: budget }, async (address, port) => {
     // Each connection starts a frame of 900 KiB and sends 600 KiB of it: together past the budget.
     const header = new Uint8Array(8);
     new DataView(header.buffer).setUint32(0, 900 * 1024);
@@ -224,7 +207,7 @@ Deno.test("partial frames past the read budget close the connections holding mos
 });
 
 Deno.test("a client that does not read its replies is closed once its writes stall", async () => {
-  await withNode(
+  await withLimits(
     { clientReadPauseBytes: 64 * 1024, clientWriteStallMs: 400 },
     async (address, port, logged) => {
       const kv = await KvClient.connect({ addresses: [address], deadlineMs: DEADLINE_MS });

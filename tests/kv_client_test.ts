@@ -1,30 +1,12 @@
 import { strict as assert } from "node:assert";
-import { KEY_SIZE_MAX, KvStore, VALUE_SIZE_MAX } from "../src/app/kv.ts";
+import { KEY_SIZE_MAX, VALUE_SIZE_MAX } from "../src/app/kv.ts";
 import { ClientError } from "../src/client/client.ts";
 import { KvClient, KvError } from "../src/client/kv_client.ts";
-import { parseConfig, renderConfig } from "../src/config.ts";
-import { ReplicaNode } from "../src/transport/node.ts";
+import { withNode } from "./_node.ts";
 
-/** A one-replica group in this process, on a port the kernel picked, with a fresh data dir. */
-async function withGroup(body: (address: string) => Promise<void>): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const address = `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
-  const dataDir = await Deno.makeTempDir({ prefix: "vstamp_kv_client_test_" });
-  const node = await ReplicaNode.start({
-    config: parseConfig(renderConfig([address]), "test.yaml"),
-    index: 0,
-    dataDir,
-    sync: "none",
-    app: new KvStore(),
-    listener,
-    log: () => {},
-  });
-  try {
-    await body(address);
-  } finally {
-    await node.close();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+/** A one-replica group in this process (`tests/_node.ts`). */
+function withGroup(body: (address: string) => Promise<void>): Promise<void> {
+  return withNode({}, ({ address }) => body(address));
 }
 
 Deno.test("KvClient set, get, del and size against a live replica", async () => {

@@ -5,11 +5,11 @@
  * into the write path through `DataDirOptions.injectFault`, so nothing depends on the machine.
  */
 import { strict as assert } from "node:assert";
+import { type LiveNode, withNode } from "./_node.ts";
 import { logWrite, superblockWrite, withDir } from "./_storage.ts";
 import { KvStore } from "../src/app/kv.ts";
 import { KvClient } from "../src/client/kv_client.ts";
 import { fetchStatus } from "../src/client/status.ts";
-import { parseConfig, renderConfig } from "../src/config.ts";
 import {
   DataDir,
   DataDirError,
@@ -19,7 +19,6 @@ import {
   isDiskFull,
   LOG_PREALLOCATE_AHEAD_BYTES,
 } from "../src/storage/data_dir.ts";
-import { ReplicaNode } from "../src/transport/node.ts";
 import type { LogEntry, Message } from "../src/vr/message.ts";
 import { type DurableState, type Effect, Replica, type Superblock } from "../src/vr/replica.ts";
 import { kvSet } from "./_harness.ts";
@@ -769,53 +768,22 @@ Deno.test("DataDir leftovers of a failed write past a full segment's records are
 
 // ---------------------------------------------------------------- a live node
 
-interface LiveNode {
-  readonly node: ReplicaNode;
-  readonly address: string;
-  readonly dataDir: string;
-  readonly clusterId: string;
-  /** The lines the node logged, as "level text", debug lines left out. */
-  readonly lines: string[];
-  /** Resolves with what the node's `onFatal` was told. */
-  readonly fatal: Promise<unknown>;
-}
-
-/** A one-replica group in this process with a fresh data directory and the given fault hook. */
-async function withNode(
+/**
+ * A one-replica group in this process with the given fault hook (`tests/_node.ts`); `fatal`
+ * resolves with what the node's `onFatal` was told.
+ */
+function withFaultyNode(
   injectFault: (io: DiskIo) => void,
-  body: (live: LiveNode) => Promise<void>,
+  body: (live: LiveNode & { readonly fatal: Promise<unknown> }) => Promise<void>,
 ): Promise<void> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const address = `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
-  const dataDir = await Deno.makeTempDir({ prefix: "vstamp_storage_faults_node_" });
-  const lines: string[] = [];
   let onFatal: (error: unknown) => void = () => {};
   const fatal = new Promise<unknown>((resolve) => onFatal = resolve);
-  const config = parseConfig(renderConfig([address]), "test.yaml");
-  const node = await ReplicaNode.start({
-    config,
-    index: 0,
-    dataDir,
-    sync: "none",
-    app: new KvStore(),
-    listener,
-    log: (level, text) => {
-      if (level !== "debug") lines.push(`${level} ${text}`);
-    },
-    onFatal,
-    injectFault,
-  });
-  try {
-    await body({ node, address, dataDir, clusterId: config.clusterId, lines, fatal });
-  } finally {
-    await node.close();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+  return withNode({ injectFault, onFatal }, (live) => body({ ...live, fatal }));
 }
 
 Deno.test("ReplicaNode with a full disk acknowledges no write until space returns, then goes on", async () => {
   const full = { on: false, failures: 0 };
-  await withNode(
+  await withFaultyNode(
     diskFullAt(FAULT_POINTS[0]!, full),
     async ({ node, address, dataDir, clusterId, lines }) => {
       const kv = await KvClient.connect({ addresses: [address], deadlineMs: 30_000 });
@@ -856,7 +824,7 @@ Deno.test("ReplicaNode stops with one error line when a write fails for another 
   const fault = (io: DiskIo) => {
     if (broken && isRecordWrite(io)) throw ioError();
   };
-  await withNode(fault, async ({ node, address, lines, fatal }) => {
+  await withFaultyNode(fault, async ({ node, address, lines, fatal }) => {
     const kv = await KvClient.connect({ addresses: [address], deadlineMs: 2_000 });
     try {
       await kv.set("before", "1");
