@@ -10,6 +10,35 @@ import { loadConfig, loadTls } from "../src/config.ts";
 import { startCluster, statusRows } from "./_process.ts";
 import { fetchStatus } from "../src/client/status.ts";
 import { parseAddress } from "../src/config.ts";
+import { connectTo } from "../src/transport/tls.ts";
+
+/** A self-signed CA certificate (PEM) made with openssl in `dir`. */
+async function makeCa(dir: string): Promise<string> {
+  const output = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      "other-ca.key",
+      "-out",
+      "other-ca.pem",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=another CA",
+    ],
+    cwd: dir,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  return await Deno.readTextFile(`${dir}/other-ca.pem`);
+}
 
 Deno.test({
   name: "a group under TLS serves clients that verify its CA, and no others",
@@ -39,15 +68,23 @@ Deno.test({
         KvClient.connect({ addresses: cluster.addresses, deadlineMs: 1_500 }),
         ClientError,
       );
-      // A CA of its own does not verify the group's certificate.
-      const selfSigned = tls.caCerts[0]!.replace(/[A-Za-z0-9+/]{8}(?=\n)/, "AAAAAAAA");
+      // Another CA (a real one, made here) does not verify the group's certificate: the
+      // connection fails at the certificate, not for want of a parsable CA.
+      const otherCa = await makeCa(cluster.dir);
+      await assert.rejects(
+        connectTo(address.host, address.port, { caCerts: [otherCa] }),
+        /certificate|issuer/i,
+      );
       await assert.rejects(
         KvClient.connect({
           addresses: cluster.addresses,
-          tls: { caCerts: [selfSigned] },
+          tls: { caCerts: [otherCa] },
           deadlineMs: 1_500,
         }),
+        ClientError,
       );
+      // The group's own CA does, on the same path.
+      (await connectTo(address.host, address.port, tls)).close();
       const rows = await statusRows(cluster.addresses, { tls });
       assert.ok(rows.every((row) => row.reachable && row.status === "normal"));
     } finally {
