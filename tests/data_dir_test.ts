@@ -494,6 +494,57 @@ const effectPlan: fc.Arbitrary<EffectPlan> = fc.oneof(
   },
 );
 
+/** What the durable state should be after the effects persisted so far (the simulator's disk). */
+interface DiskModel {
+  log: LogEntry[];
+  commitNumber: number;
+  superblock: Superblock;
+}
+
+/**
+ * The effects `plans` stand for, numbered from `firstId`, applied to `model` as the simulator's
+ * disk applies them (see `#applyWrite` in src/sim/simulator.ts). Log writes start at `low` or
+ * later (after truncations, the core rewrites no entry below the log's start).
+ */
+function planEffects(
+  plans: readonly EffectPlan[],
+  model: DiskModel,
+  firstId: number,
+  low = 1,
+): Effect[] {
+  const effects: Effect[] = [];
+  let id = firstId;
+  for (const plan of plans) {
+    if (plan.kind === "superblock") {
+      const viewNumber = model.superblock.viewNumber + plan.viewStep;
+      const superblock = {
+        viewNumber,
+        lastNormalView: plan.viewStep === 0 ? model.superblock.lastNormalView : viewNumber,
+        recovering: plan.recovering,
+      };
+      effects.push(superblockWrite(id++, superblock));
+      model.superblock = superblock;
+      continue;
+    }
+    const from = low +
+      Math.min(
+        model.log.length + 1 - low,
+        Math.floor(plan.position * (model.log.length + 2 - low)),
+      );
+    const written: LogEntry[] = [];
+    for (let index = 0; index < plan.count; index++) {
+      written.push(entry(from + index, model.superblock.viewNumber, plan.size + index));
+    }
+    model.log.length = from - 1;
+    model.log.push(...written);
+    // Now and then beyond the log, which the load clamps as the simulator's disk does.
+    const commitNumber = Math.floor(plan.position * (model.log.length + 2));
+    effects.push(logWrite(id++, from, written, commitNumber));
+    model.commitNumber = Math.min(commitNumber, model.log.length);
+  }
+  return effects;
+}
+
 const batchPlan = fc.record({
   effects: fc.array(effectPlan, { maxLength: 5 }),
   reopenAfter: fc.boolean(),
@@ -505,39 +556,12 @@ for (const [mode, preallocate] of [["", 0], [" (preallocated log)", 64 * 1024]] 
       fc.asyncProperty(fc.array(batchPlan, { minLength: 1, maxLength: 12 }), async (batches) => {
         await withDir(PREFIX, async (path) => {
           // The model follows the simulator's disk: see `#applyWrite` in src/sim/simulator.ts.
-          const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
+          const model: DiskModel = { log: [], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
           let id = 0;
           let open = await openDir(path, { sync: "none", logPreallocateBytes: preallocate });
           for (const batch of batches) {
-            const effects: Effect[] = [];
-            for (const plan of batch.effects) {
-              id++;
-              if (plan.kind === "superblock") {
-                const viewNumber = model.superblock.viewNumber + plan.viewStep;
-                const superblock = {
-                  viewNumber,
-                  lastNormalView: plan.viewStep === 0
-                    ? model.superblock.lastNormalView
-                    : viewNumber,
-                  recovering: plan.recovering,
-                };
-                effects.push(superblockWrite(id, superblock));
-                model.superblock = superblock;
-                continue;
-              }
-              const from = 1 +
-                Math.min(model.log.length, Math.floor(plan.position * (model.log.length + 1)));
-              const written: LogEntry[] = [];
-              for (let index = 0; index < plan.count; index++) {
-                written.push(entry(from + index, model.superblock.viewNumber, plan.size + index));
-              }
-              model.log.length = from - 1;
-              model.log.push(...written);
-              // Now and then beyond the log, which the load clamps as the simulator's disk does.
-              const commitNumber = Math.floor(plan.position * (model.log.length + 2));
-              effects.push(logWrite(id, from, written, commitNumber));
-              model.commitNumber = Math.min(commitNumber, model.log.length);
-            }
+            const effects = planEffects(batch.effects, model, id + 1);
+            id += effects.length;
             const persisted = await open.dataDir.persist(effects);
             assert.equal(persisted, effects.length === 0 ? 0 : id);
             if (batch.reopenAfter) {
@@ -978,7 +1002,7 @@ Deno.test("DataDir with small segments and truncations matches an in-memory mode
             logSegmentBytes: segmentBytes,
             allowTruncatedLog: true,
           };
-          const model = { log: [] as LogEntry[], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
+          const model: DiskModel = { log: [], commitNumber: 0, superblock: SUPERBLOCK_DEFAULT };
           let id = 0;
           let open = await openDir(path, options);
           // One checkpoint far ahead lets every truncation through: this tests the log only.
@@ -999,39 +1023,10 @@ Deno.test("DataDir with small segments and truncations matches an in-memory mode
             });
           };
           for (const { batch, truncate } of steps) {
-            const effects: Effect[] = [];
-            for (const plan of batch.effects) {
-              id++;
-              if (plan.kind === "superblock") {
-                const viewNumber = model.superblock.viewNumber + plan.viewStep;
-                const superblock = {
-                  viewNumber,
-                  lastNormalView: plan.viewStep === 0
-                    ? model.superblock.lastNormalView
-                    : viewNumber,
-                  recovering: plan.recovering,
-                };
-                effects.push(superblockWrite(id, superblock));
-                model.superblock = superblock;
-                continue;
-              }
-              // Never from below what the truncations left: the core rewrites no committed entry.
-              const low = Math.min(open.dataDir.logStartOpNumber, model.log.length + 1);
-              const from = low +
-                Math.min(
-                  model.log.length + 1 - low,
-                  Math.floor(plan.position * (model.log.length + 2 - low)),
-                );
-              const written: LogEntry[] = [];
-              for (let index = 0; index < plan.count; index++) {
-                written.push(entry(from + index, model.superblock.viewNumber, plan.size + index));
-              }
-              model.log.length = from - 1;
-              model.log.push(...written);
-              const commitNumber = Math.floor(plan.position * (model.log.length + 2));
-              effects.push(logWrite(id, from, written, commitNumber));
-              model.commitNumber = Math.min(commitNumber, model.log.length);
-            }
+            // Never from below what the truncations left: the core rewrites no committed entry.
+            const low = Math.min(open.dataDir.logStartOpNumber, model.log.length + 1);
+            const effects = planEffects(batch.effects, model, id + 1, low);
+            id += effects.length;
             await open.dataDir.persist(effects);
             if (truncate !== undefined) {
               const opNumber = 1 + Math.floor(truncate * (model.log.length + 1));
