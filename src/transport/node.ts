@@ -117,8 +117,8 @@ const CLIENT_READ_BUFFER_BYTES = 16 * 1024;
 const CLIENT_GATHER_BYTES_MAX = 64 * 1024;
 /**
  * Reply routes (client-id → connection) at most: every message names a client-id, so a
- * connection could otherwise grow the map without bound. The least recently used route goes;
- * its client's next message makes it again.
+ * connection could otherwise grow the map without bound. The oldest route goes; its client's
+ * next message makes it again.
  */
 const CLIENT_ROUTES_MAX = 65_536;
 /** Frames a connection may send while its proof is being checked; more is a protocol error. */
@@ -210,7 +210,7 @@ export class ReplicaNode {
   readonly #listener: Deno.Listener;
   readonly #dataDir: DataDir;
   readonly #peers: PeerLink[] = [];
-  /** Reply routes, least recently used first (see `CLIENT_ROUTES_MAX`). */
+  /** Reply routes, oldest first (see `CLIENT_ROUTES_MAX`). */
   readonly #clients = new Map<number, Connection>();
   /** Per connection: the client-ids routed to it, so that closing it drops only those. */
   readonly #routesOf = new Map<Connection, Set<number>>();
@@ -622,12 +622,10 @@ export class ReplicaNode {
   #route(clientId: number, connection: Connection): void {
     const routes = this.#clients;
     const previous = routes.get(clientId);
-    if (previous === connection) {
-      // Most recently used: move it to the end, cheaply enough for every message.
-      routes.delete(clientId);
-      routes.set(clientId, connection);
-      return;
-    }
+    // Unchanged routes stay where they are: the oldest goes first when the map is full, and a
+    // client that is still active makes its route again with its next request, before the reply
+    // that needs it. (Moving it on every message would cost every request two map operations.)
+    if (previous === connection) return;
     if (previous !== undefined) this.#routesOf.get(previous)?.delete(clientId);
     routes.delete(clientId);
     routes.set(clientId, connection);
