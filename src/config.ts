@@ -10,7 +10,12 @@
  * cluster_id: "shop-orders"          # optional; names the group ("vstamp" by default)
  * secret_file: "vstamp.secret"       # optional; relative to this file
  * require_client_auth: false         # optional; clients must hold the secret too
+ * checkpoint_interval_ops: 100000    # optional; a checkpoint every this many ops (§5.1)
+ * log_retain_ops: 100000             # optional; log entries kept before the newest checkpoint
  * ```
+ *
+ * The checkpoint keys must be the same for every replica: replicas then checkpoint at the same
+ * op-numbers, and a replica fetching a checkpoint may take each chunk from any of them.
  *
  * With a secret, replica links authenticate both ways (`src/transport/handshake.ts`), so a process
  * without the secret, or a replica of another cluster, cannot act as a replica. The secret is
@@ -61,6 +66,10 @@ const REQUIRE_CLIENT_AUTH_KEY = "require_client_auth";
 const TLS_CERT_FILE_KEY = "tls_cert_file";
 const TLS_KEY_FILE_KEY = "tls_key_file";
 const TLS_CA_FILE_KEY = "tls_ca_file";
+const CHECKPOINT_INTERVAL_OPS_KEY = "checkpoint_interval_ops";
+const LOG_RETAIN_OPS_KEY = "log_retain_ops";
+/** The checkpoint keys' largest values: a checkpoint at least every 2^30 ops. */
+export const CHECKPOINT_OPS_MAX = 2 ** 30;
 const KEYS = [
   REPLICAS_ADDRESSES_KEY,
   CLUSTER_ID_KEY,
@@ -69,6 +78,8 @@ const KEYS = [
   TLS_CERT_FILE_KEY,
   TLS_KEY_FILE_KEY,
   TLS_CA_FILE_KEY,
+  CHECKPOINT_INTERVAL_OPS_KEY,
+  LOG_RETAIN_OPS_KEY,
 ];
 /** A PEM file of certificates or a key is a few kilobytes; anything bigger is the wrong file. */
 export const PEM_FILE_BYTES_MAX = 1024 * 1024;
@@ -120,6 +131,10 @@ export interface ServerConfig {
     readonly keyFile?: string | undefined;
     readonly caFile: string;
   } | undefined;
+  /** §5.1 `Limits.checkpointOpsInterval`, if the file sets it. */
+  readonly checkpointIntervalOps?: number | undefined;
+  /** §5.1 `Limits.logRetainOps`, if the file sets it. */
+  readonly logRetainOps?: number | undefined;
 }
 
 /**
@@ -374,7 +389,26 @@ export function parseConfig(text: string, path: string): ServerConfig {
   if (certFile !== undefined && caFile === undefined) {
     throw fail(`${TLS_CERT_FILE_KEY} needs ${TLS_CA_FILE_KEY}, the CA clients verify it against`);
   }
+  const opsCount = (key: string): number | undefined => {
+    const value: unknown = root.get(key);
+    if (value === undefined) return undefined;
+    if (
+      !Number.isSafeInteger(value) || (value as number) < 1 ||
+      (value as number) > CHECKPOINT_OPS_MAX
+    ) {
+      throw fail(
+        `${key} must be a whole number from 1 to ${CHECKPOINT_OPS_MAX}, got ${
+          describeValue(value)
+        }`,
+      );
+    }
+    return value as number;
+  };
+  const checkpointIntervalOps = opsCount(CHECKPOINT_INTERVAL_OPS_KEY);
+  const logRetainOps = opsCount(LOG_RETAIN_OPS_KEY);
   return {
+    ...(checkpointIntervalOps === undefined ? {} : { checkpointIntervalOps }),
+    ...(logRetainOps === undefined ? {} : { logRetainOps }),
     path,
     addresses,
     addressTexts,
@@ -594,6 +628,8 @@ export function renderConfig(
     readonly clusterId?: string;
     readonly secretFile?: string;
     readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string };
+    readonly checkpointIntervalOps?: number | undefined;
+    readonly logRetainOps?: number | undefined;
   } = {},
 ): string {
   const lines = [
@@ -612,6 +648,12 @@ export function renderConfig(
     lines.push(`${TLS_CERT_FILE_KEY}: ${JSON.stringify(options.tls.certFile)}`);
     lines.push(`${TLS_KEY_FILE_KEY}: ${JSON.stringify(options.tls.keyFile)}`);
     lines.push(`${TLS_CA_FILE_KEY}: ${JSON.stringify(options.tls.caFile)}`);
+  }
+  if (options.checkpointIntervalOps !== undefined) {
+    lines.push(`${CHECKPOINT_INTERVAL_OPS_KEY}: ${options.checkpointIntervalOps}`);
+  }
+  if (options.logRetainOps !== undefined) {
+    lines.push(`${LOG_RETAIN_OPS_KEY}: ${options.logRetainOps}`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -16,11 +16,16 @@ import { encodeKvOperation } from "../src/app/kv.ts";
 import type { KvClient } from "../src/client/kv_client.ts";
 import { loadConfig, loadIdentity, parseAddress } from "../src/config.ts";
 import { Prng } from "../src/lib/prng.ts";
-import { encodeMessage } from "../src/transport/codec.ts";
-import { encodeFrame, FrameDecoder } from "../src/transport/frame.ts";
+import { CHUNK_INDEX_LIMIT, encodeMessage } from "../src/transport/codec.ts";
+import { encodeFrame, FRAME_BODY_BYTES_MAX, FrameDecoder } from "../src/transport/frame.ts";
 import { type ClusterIdentity, ConnectorHandshake } from "../src/transport/handshake.ts";
-import { VIEW_NUMBER_MAX } from "../src/vr/constants.ts";
-import type { LogEntry, ReplicaMessage } from "../src/vr/message.ts";
+import {
+  CHECKPOINT_METADATA_BYTES,
+  CHUNK_HASH_BYTES,
+  encodeCheckpointMetadata,
+} from "../src/vr/checkpoint.ts";
+import { CHECKPOINT_CHUNKS_PER_REQUEST_MAX, VIEW_NUMBER_MAX } from "../src/vr/constants.ts";
+import type { CheckpointChunkInfo, LogEntry, ReplicaMessage } from "../src/vr/message.ts";
 import { REPLICA_MESSAGE_TYPES } from "../src/vr/message.ts";
 import { type Cluster, primaryRow, statusRows } from "./_process.ts";
 
@@ -98,6 +103,46 @@ export class FrameFuzzer {
       });
     }
     return entries;
+  }
+
+  #bytes(length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    for (let i = 0; i < length; i++) out[i] = this.#prng.int(0, 255);
+    return out;
+  }
+
+  /** A checkpoint chunk's index: small, or an edge below 2^32. */
+  #chunkIndex(context: FuzzContext): number {
+    const p = this.#prng;
+    return p.chance(0.7) ? p.int(0, 4) : this.#number(context) % CHUNK_INDEX_LIMIT;
+  }
+
+  /** A checkpoint's metadata: well-formed around `opNumber` mostly, else random bytes. */
+  #metadata(context: FuzzContext, opNumber: number, chunkCount: number): Uint8Array {
+    const p = this.#prng;
+    if (p.chance(0.2)) return this.#bytes(CHECKPOINT_METADATA_BYTES);
+    return encodeCheckpointMetadata({
+      opNumber: p.chance(0.8) ? opNumber : this.#number(context),
+      entryViewNumber: this.#number(context),
+      entryTimestamp: p.int(0, 1000),
+      requestNumberFloor: p.pick([0, this.#number(context)]),
+      tableChunkCount: p.int(0, chunkCount),
+    });
+  }
+
+  /** A few chunks of a made-up checkpoint: random hashes, small or edge lengths. */
+  #chunks(context: FuzzContext): CheckpointChunkInfo[] {
+    const p = this.#prng;
+    const chunks: CheckpointChunkInfo[] = [];
+    for (let i = p.int(1, 3); i > 0; i--) {
+      chunks.push({
+        hash: this.#bytes(CHUNK_HASH_BYTES),
+        length: p.chance(0.7)
+          ? p.int(0, 64)
+          : Math.min(this.#number(context), FRAME_BODY_BYTES_MAX),
+      });
+    }
+    return chunks;
   }
 
   /** One replica message of a random type, as replica `claimed` might send it. */
@@ -187,6 +232,32 @@ export class FrameFuzzer {
           replica,
         };
       }
+      case "checkpoint_manifest": {
+        const opNumber = n();
+        const chunks = this.#chunks(context);
+        return {
+          type,
+          viewNumber,
+          opNumber,
+          metadata: this.#metadata(context, opNumber, chunks.length),
+          chunks,
+          replica,
+        };
+      }
+      case "get_checkpoint_chunks": {
+        const indexes = new Set<number>();
+        const count = p.int(1, Math.min(4, CHECKPOINT_CHUNKS_PER_REQUEST_MAX));
+        for (let i = 0; i < count; i++) indexes.add(this.#chunkIndex(context));
+        return { type, opNumber: n(), indexes: [...indexes], replica };
+      }
+      case "checkpoint_chunk":
+        return {
+          type,
+          opNumber: n(),
+          index: this.#chunkIndex(context),
+          bytes: this.#bytes(p.int(0, 64)),
+          replica,
+        };
     }
   }
 

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { sha256 } from "../src/lib/sha256.ts";
 import {
   decodeKvResult,
   encodeKvOperation,
@@ -20,6 +21,7 @@ import {
 } from "../src/app/kv.ts";
 import type { StateMachine } from "../src/app/state_machine.ts";
 import { Checker } from "../src/sim/checker.ts";
+import { MemoryDisk, type PersistEffect, readCheckpoint } from "../src/sim/memory_disk.ts";
 import type { Limits, Timing } from "../src/vr/constants.ts";
 import {
   type ClientMessage,
@@ -28,19 +30,13 @@ import {
   type LogEntry,
   type ReplicaMessage,
 } from "../src/vr/message.ts";
-import { type Effect, type PlantedBug, Replica, type Superblock } from "../src/vr/replica.ts";
+import { type PlantedBug, Replica } from "../src/vr/replica.ts";
 
 /** Milliseconds of the harness clock per tick (the node driver's TICK_MS). */
 export const HARNESS_TICK_MS = 10;
 
-/** What survives a crash of one replica, as in the simulator's SimDisk. */
-export interface Disk {
-  superblock: Superblock;
-  log: LogEntry[];
-  commitNumber: number;
-  /** False once the log was lost (diskless crash) until a recovering superblock is durable. */
-  logIntact: boolean;
-}
+/** What survives a crash of one replica: the simulator's disk. */
+export type Disk = MemoryDisk;
 
 /** A replica-to-replica message on its way. */
 export interface Envelope {
@@ -51,8 +47,6 @@ export interface Envelope {
 }
 
 export type MessageFilter = (envelope: Envelope) => boolean;
-
-type PersistEffect = Extract<Effect, { type: "persist_log" | "persist_superblock" }>;
 
 export interface HarnessOptions {
   /** The number of replicas (odd); 3 unless told. */
@@ -110,14 +104,9 @@ export class Cluster {
     const addresses: string[] = [];
     for (let i = 0; i < this.n; i++) addresses.push(`test:${i}`);
     this.addresses = addresses;
-    this.checker = new Checker(this.n);
+    this.checker = new Checker(this.n, options.limits?.clientsMax);
     for (let i = 0; i < this.n; i++) {
-      this.disks.push({
-        superblock: { viewNumber: 0, lastNormalView: 0, recovering: false },
-        log: [],
-        commitNumber: 0,
-        logIntact: true,
-      });
+      this.disks.push(new MemoryDisk());
       this.#incarnations.push(0);
       this.#pendingPersists.push([]);
       this.#persistHeld.push(false);
@@ -343,11 +332,7 @@ export class Cluster {
     }
     this.#pendingPersists[i] = [];
     const disk = this.disks[i]!;
-    if (options.diskless === true) {
-      disk.log = [];
-      disk.commitNumber = 0;
-      disk.logIntact = false;
-    }
+    if (options.diskless === true) disk.loseLog();
     this.#log(
       `CRASH r${i} ${state(replica)} ${
         options.diskless === true ? "losing its log" : "keeping its disk"
@@ -404,17 +389,14 @@ export class Cluster {
   #start(i: number, fresh: boolean): void {
     this.#incarnations[i]!++;
     const disk = this.disks[i]!;
-    const durable = fresh ? undefined : {
-      superblock: disk.superblock,
-      log: disk.log.slice(),
-      commitNumber: disk.commitNumber,
-      logTrusted: disk.logIntact,
-    };
+    const app = this.#options.app?.(i) ?? new KvStore();
+    const durable = fresh ? undefined : disk.load(app);
     this.#pendingPersists[i] = [];
     const replica = new Replica({
+      chunkHash: sha256,
       replicaIndex: i,
       addresses: this.addresses,
-      app: this.#options.app?.(i) ?? new KvStore(),
+      app,
       seed: 1_000 * (i + 1) + this.#incarnations[i]!,
       durable,
       plantedBug: this.#options.plantedBug,
@@ -482,6 +464,30 @@ export class Cluster {
           this.#log(`r${i} -> client ${effect.clientId}: ${describeMessage(effect.message)}`);
           break;
         }
+        case "checkpoint": {
+          // Written at once: the harness's disk is always ready.
+          const written = readCheckpoint(effect);
+          this.disks[i]!.storeCheckpoint(written.checkpoint, written.chunks);
+          replica.onCheckpointed(written.checkpoint);
+          break;
+        }
+        case "truncate_log":
+          this.disks[i]!.truncateBefore(effect.beforeOpNumber);
+          break;
+        case "send_checkpoint_chunks": {
+          const chunks = this.disks[i]!.chunksOf(effect.opNumber, effect.indexes) ?? [];
+          chunks.forEach((bytes, position) =>
+            this.#enqueue(i, effect.to, {
+              type: "checkpoint_chunk",
+              opNumber: effect.opNumber,
+              index: effect.indexes[position]!,
+              bytes,
+              replica: i,
+            })
+          );
+          break;
+        }
+        case "install_checkpoint":
         case "persist_log":
         case "persist_superblock":
           this.#pendingPersists[i]!.push(effect);
@@ -505,18 +511,7 @@ export class Cluster {
   }
 
   #applyWrite(i: number, effect: PersistEffect): void {
-    const disk = this.disks[i]!;
-    if (effect.type === "persist_superblock") {
-      disk.superblock = effect.superblock;
-      if (effect.superblock.recovering) disk.logIntact = true;
-      return;
-    }
-    disk.log.length = Math.min(disk.log.length, effect.fromOpNumber - 1);
-    if (disk.log.length !== effect.fromOpNumber - 1) {
-      throw new Error(`r${i} wrote log from op ${effect.fromOpNumber} with a hole`);
-    }
-    for (const entry of effect.entries) disk.log.push(entry);
-    disk.commitNumber = Math.min(effect.commitNumber, disk.log.length);
+    this.disks[i]!.apply(effect);
   }
 
   #log(text: string): void {

@@ -40,6 +40,7 @@ export async function waitFor<T>(
   condition: () => T | Promise<T>,
   timeoutMs: number,
   describe: string | (() => string),
+  pollMs = POLL_MS,
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -56,7 +57,7 @@ export async function waitFor<T>(
       const seen = last instanceof Error ? last.message : JSON.stringify(last);
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${seen})`);
     }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
 }
 
@@ -233,7 +234,7 @@ export function parseClusterTable(text: string, n: number): number[] {
  */
 export async function startCluster(
   n: number,
-  options: { sync?: "fsync" | "none"; tls?: boolean } = {},
+  options: { sync?: "fsync" | "none"; tls?: boolean; args?: readonly string[] } = {},
 ): Promise<Cluster> {
   const dir = await Deno.makeTempDir({ prefix: "vstamp-test-" });
   const configPath = `${dir}/cluster.yaml`;
@@ -241,6 +242,7 @@ export async function startCluster(
   const args = ["cluster", "up", "-n", String(n), "--config-out", configPath];
   args.push("--data-dir", dataDir, "--sync", options.sync ?? "fsync");
   if (options.tls === true) args.push("--tls");
+  args.push(...options.args ?? []);
   const spawned = spawnVstamp(args, dir);
   let pids: number[] = [];
   const killed = new Set<number>();

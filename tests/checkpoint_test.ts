@@ -4,7 +4,7 @@
  * over, the newest two kept, and the link to log truncation.
  */
 import { strict as assert } from "node:assert";
-import { openDir, withDir } from "./_storage.ts";
+import { logWrite, openDir, withDir } from "./_storage.ts";
 import { crc32c } from "../src/lib/crc32c.ts";
 import {
   type CheckpointHeader,
@@ -15,6 +15,8 @@ import {
 } from "../src/storage/data_dir.ts";
 import { checkpointFileName } from "../src/storage/checkpoint.ts";
 import { AssertionError } from "../src/vr/assert.ts";
+import { sha256 } from "../src/lib/sha256.ts";
+import type { Effect } from "../src/vr/replica.ts";
 
 const PREFIX = "vstamp_checkpoint_test_";
 
@@ -43,7 +45,7 @@ async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array[]>
   return result;
 }
 
-async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
+async function webCryptoSha256(bytes: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
 }
 
@@ -93,7 +95,7 @@ Deno.test("checkpoint write then load round-trips many chunks, the metadata and 
       assert.deepEqual(bytes, expected);
       // The checksums and hashes cover the chunk's bytes only, so any replica can compare them.
       assert.equal(loaded.chunks[index]!.checksum, crc32c(expected));
-      assert.deepEqual(loaded.chunks[index]!.hash, await sha256(expected));
+      assert.deepEqual(loaded.chunks[index]!.hash, await webCryptoSha256(expected));
       assert.equal(loaded.chunks[index]!.length, sizes[index]);
     }
     // From a chunk on, and one chunk alone.
@@ -339,6 +341,130 @@ Deno.test("truncateBefore needs a checkpoint that covers what it deletes", async
     assert.throws(() => again.dataDir.truncateBefore(2), AssertionError);
     assert.equal((await again.dataDir.loadCheckpoint())?.opNumber, 50);
     await again.dataDir.truncateBefore(51);
+    await again.dataDir.close();
+  });
+});
+
+// ---------------------------------------------------------------- serving chunks, installs
+
+/** An "install_checkpoint" effect of a checkpoint of `opNumber` with chunks of `sizes`. */
+function installWrite(id: number, opNumber: number, sizes: readonly number[], seed = 0): Effect {
+  const chunks = sizes.map((size, index) => chunk(index, size, seed));
+  return {
+    type: "install_checkpoint",
+    id,
+    checkpoint: {
+      opNumber,
+      viewNumber: 1,
+      metadata: new TextEncoder().encode(`fetched ${opNumber}`),
+      chunks: chunks.map((bytes) => ({ hash: sha256(bytes), length: bytes.length })),
+    },
+    chunks,
+  };
+}
+
+Deno.test("openCheckpoint serves the chunks of the checkpoints kept, and forgets those deleted", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path);
+    assert.equal(await dataDir.openCheckpoint(10), undefined, "none yet");
+    await writeSmall(dataDir, 10);
+    await writeSmall(dataDir, 20);
+    const ten = await dataDir.openCheckpoint(10);
+    const twenty = await dataDir.openCheckpoint(20);
+    assert.ok(ten !== undefined && twenty !== undefined);
+    assert.equal(await dataDir.openCheckpoint(20), twenty, "one file held per checkpoint");
+    assert.equal(await dataDir.openCheckpoint(15), undefined);
+    assert.equal(twenty.opNumber, 20);
+    assert.equal(twenty.path, `${path}/${checkpointFileName(20)}`);
+    // Reads at once, in any order, each get their own chunk.
+    const expected = await collect(snapshot([100, 0, 2000], 20));
+    assert.deepEqual(
+      await Promise.all([2, 0, 1, 2].map((index) => twenty.readChunk(index))),
+      [2, 0, 1, 2].map((index) => expected[index]),
+    );
+    assert.deepEqual(await collect(twenty.read(1)), expected.slice(1));
+    await assert.rejects(twenty.readChunk(3), AssertionError);
+    // A third checkpoint deletes the first: it is no longer served, and its file is closed.
+    await writeSmall(dataDir, 30);
+    assert.equal(await dataDir.openCheckpoint(10), undefined);
+    await assert.rejects(ten.readChunk(0), DataDirError);
+    assert.equal(await dataDir.openCheckpoint(20), twenty);
+    // A chunk damaged since is refused as it is read; the others still serve.
+    const thirty = await dataDir.openCheckpoint(30);
+    assert.ok(thirty !== undefined);
+    const bytes = await Deno.readFile(thirty.path);
+    bytes[thirty.chunks[2]!.offset + 16 + 7]! ^= 0x01;
+    await Deno.writeFile(thirty.path, bytes);
+    await assert.rejects(
+      thirty.readChunk(2),
+      (error: unknown) =>
+        error instanceof DataDirError &&
+        error.message ===
+          `${thirty.path}: chunk 2 at byte ${thirty.chunks[2]!.offset} has a bad checksum: the ` +
+            "checkpoint changed after the load verified it",
+    );
+    assert.deepEqual(await thirty.readChunk(0), chunk(0, 100, 30));
+    await dataDir.close();
+
+    // After a restart, the checkpoint loaded is served; the damaged one is gone.
+    const again = await openDir(path);
+    assert.equal(await again.dataDir.openCheckpoint(20), undefined, "not loaded yet");
+    assert.equal((await again.dataDir.loadCheckpoint())?.opNumber, 20);
+    assert.equal(await again.dataDir.openCheckpoint(30), undefined);
+    assert.deepEqual(await (await again.dataDir.openCheckpoint(20))?.readChunk(2), expected[2]);
+    // Deleted by another hand before it was opened: gone.
+    await writeSmall(again.dataDir, 40);
+    await Deno.remove(`${path}/${checkpointFileName(40)}`);
+    assert.equal(await again.dataDir.openCheckpoint(40), undefined);
+    await again.dataDir.close();
+  });
+});
+
+Deno.test("an installed checkpoint is served, counts for truncateBefore, and waits for a write of the same op-number", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, { allowTruncatedLog: true });
+    await dataDir.persist([logWrite(1, 1, [], 0)]);
+    // The replica's own checkpoint of op 50 is being written when it installs one of op 50.
+    const own = await dataDir.beginCheckpoint(header(50));
+    await own.write(chunk(0, 10));
+    const install = installWrite(2, 50, [500, 600], 7);
+    let installed = false;
+    const persisted = dataDir.persist([install]).then((id) => {
+      installed = true;
+      return id;
+    });
+    await own.write(chunk(1, 10));
+    await own.finish();
+    assert.equal(await persisted, 2);
+    assert.ok(installed);
+    // The install came last: its checkpoint is the one in place.
+    const served = await dataDir.openCheckpoint(50);
+    assert.ok(served !== undefined && install.type === "install_checkpoint");
+    assert.deepEqual(await collect(served.read()), install.chunks);
+    assert.equal(dataDir.checkpointOpNumber, 50);
+    assert.deepEqual(await dataDir.truncateBefore(51), { deleted: [], logStartOpNumber: 51 });
+    await dataDir.close();
+  });
+});
+
+Deno.test("a staged checkpoint whose install the log never recorded is deleted at open, and reported", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path);
+    await dataDir.persist([logWrite(1, 1, [], 0)]);
+    const older = await writeSmall(dataDir, 5);
+    const fetched = await writeSmall(dataDir, 9);
+    await dataDir.close();
+    // As a crash after the staging and before the rebase record leaves it.
+    const staged = `${path}/${checkpointFileName(9)}.install`;
+    await Deno.rename(fetched.path, staged);
+    const repairs: string[] = [];
+    const again = await openDir(path, { onRepair: (line) => repairs.push(line) });
+    assert.deepEqual(repairs, [
+      `${staged}: a checkpoint fetched from a peer, staged, whose install the log never ` +
+      "recorded (a crash came first): deleted it; the log and the checkpoints before it stand",
+    ]);
+    assert.deepEqual(await checkpointNames(path), [checkpointFileName(5)]);
+    assert.equal((await again.dataDir.loadCheckpoint())?.checksum, older.checksum);
     await again.dataDir.close();
   });
 });

@@ -189,19 +189,19 @@ Deno.test("parseConfig rejects an unknown top-level key", () => {
   assertConfigError(
     'replica_addresses:\n  - "127.0.0.1:14621"\n',
     'Cannot read config "c.yaml": unknown key "replica_addresses" ' +
-      "(the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)",
+      "(the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file, checkpoint_interval_ops, log_retain_ops)",
   );
   assertConfigError(
     `${configText(['"127.0.0.1:14621"'])}timeout: 5\n`,
-    'Cannot read config "c.yaml": unknown key "timeout" (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)',
+    'Cannot read config "c.yaml": unknown key "timeout" (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file, checkpoint_interval_ops, log_retain_ops)',
   );
   assertConfigError(
     "? [a]\n: 1\n",
-    'Cannot read config "c.yaml": unknown key a list (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)',
+    'Cannot read config "c.yaml": unknown key a list (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file, checkpoint_interval_ops, log_retain_ops)',
   );
   assertConfigError(
     "7: x\n",
-    'Cannot read config "c.yaml": unknown key 7 (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file)',
+    'Cannot read config "c.yaml": unknown key 7 (the keys are replicas_addresses, cluster_id, secret_file, require_client_auth, tls_cert_file, tls_key_file, tls_ca_file, checkpoint_interval_ops, log_retain_ops)',
   );
 });
 
@@ -501,4 +501,33 @@ Deno.test("loadIdentity reads the secret file and refuses a short or missing one
       /Cannot read secret file ".*absent": file not found/,
     );
   });
+});
+
+Deno.test("parseConfig reads the checkpoint keys and renderConfig writes them", () => {
+  const text = renderConfig(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], {
+    checkpointIntervalOps: 5000,
+    logRetainOps: 200,
+  });
+  const config = parseConfig(text, PATH);
+  assert.equal(config.checkpointIntervalOps, 5000);
+  assert.equal(config.logRetainOps, 200);
+  const plain = parseConfig(configText(['"127.0.0.1:1"']), PATH);
+  assert.equal(plain.checkpointIntervalOps, undefined);
+  assert.equal(plain.logRetainOps, undefined);
+});
+
+Deno.test("parseConfig rejects checkpoint keys that are not whole numbers in range", () => {
+  const base = configText(['"127.0.0.1:1"']);
+  for (const [value, shown] of [["0", "0"], ["-3", "-3"], ["1.5", "1.5"], ['"many"', '"many"']]) {
+    assertConfigError(
+      `${base}checkpoint_interval_ops: ${value}\n`,
+      `Cannot read config "c.yaml": checkpoint_interval_ops must be a whole number from 1 to ` +
+        `1073741824, got ${shown}`,
+    );
+  }
+  assertConfigError(
+    `${base}log_retain_ops: 1073741825\n`,
+    `Cannot read config "c.yaml": log_retain_ops must be a whole number from 1 to 1073741824, ` +
+      "got 1073741825",
+  );
 });

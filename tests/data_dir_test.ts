@@ -8,8 +8,11 @@ import {
   DataDirError,
   type DataDirOptions,
   DiskFullError,
+  type DiskIo,
   LOG_PREALLOCATE_AHEAD_BYTES,
 } from "../src/storage/data_dir.ts";
+import { checkpointFileName } from "../src/storage/checkpoint.ts";
+import { sha256 } from "../src/lib/sha256.ts";
 import { AssertionError } from "../src/vr/assert.ts";
 import type { LogEntry } from "../src/vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../src/vr/replica.ts";
@@ -1017,6 +1020,8 @@ Deno.test("DataDir with small segments and truncations matches an in-memory mode
             );
             assert.deepEqual(state, {
               superblock: model.superblock,
+              // Reported only for a log that starts after op 1 (`DurableState`: 1 if absent).
+              ...(start > 1 ? { logStartOpNumber: start } : {}),
               log: model.log.slice(start - 1),
               commitNumber: model.commitNumber,
               logTrusted: true,
@@ -1049,4 +1054,329 @@ Deno.test("DataDir with small segments and truncations matches an in-memory mode
     ),
     { numRuns: PROPERTY_RUNS },
   );
+});
+
+// ---------------------------------------------------------------- installing a checkpoint
+
+/** Chunk `index` of a test checkpoint of `opNumber`. */
+function installChunk(opNumber: number, index: number, size = 300): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (opNumber * 13 + index * 131 + i * 7) & 0xff;
+  return bytes;
+}
+
+/** An "install_checkpoint" effect for a checkpoint of `opNumber` fetched from a peer. */
+function installWrite(id: number, opNumber: number, chunkCount = 3): Effect {
+  const chunks = Array.from({ length: chunkCount }, (_, index) => installChunk(opNumber, index));
+  return {
+    type: "install_checkpoint",
+    id,
+    checkpoint: {
+      opNumber,
+      viewNumber: 2,
+      metadata: new TextEncoder().encode(`the client table at ${opNumber}`),
+      chunks: chunks.map((bytes) => ({ hash: sha256(bytes), length: bytes.length })),
+    },
+    chunks,
+  };
+}
+
+/** The checkpoint files in the directory, staged and temporary ones too. */
+async function checkpointFiles(path: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(path)) {
+    if (entry.name.startsWith("checkpoint.")) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+/** Fills segments of 400 bytes with ops 1..`to` in view 0, committed up to `to`. */
+async function fillLog(dataDir: DataDir, to: number): Promise<void> {
+  for (let from = 1; from <= to; from += 5) {
+    const last = Math.min(to, from + 4);
+    await dataDir.persist([logWrite(from, from, entries(from, last, 0), last)]);
+  }
+}
+
+const INSTALL_OPTIONS: DataDirOptions = { logSegmentBytes: 400, allowTruncatedLog: true };
+
+Deno.test("DataDir install of a checkpoint beyond the log rebases it: a reopen loads the checkpoint and the log after it", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, INSTALL_OPTIONS);
+    await fillLog(dataDir, 50);
+    const before = dataDir.logSegmentFiles;
+    assert.ok(before.length >= 3, `${before.length} segments`);
+    const install = installWrite(100, 500);
+    const after = entries(501, 503, 3);
+    assert.equal(await dataDir.persist([install, logWrite(101, 501, after, 501)]), 101);
+    // The rebase record went to a segment of its own, and the ones it replaced are gone.
+    assert.deepEqual(await logSegments(path), [
+      `log.${String(Number(before.at(-1)!.slice(4)) + 1).padStart(6, "0")}`,
+    ]);
+    assert.deepEqual(await checkpointFiles(path), [checkpointFileName(500)]);
+    assert.equal(dataDir.logStartOpNumber, 501);
+    assert.equal(dataDir.checkpointOpNumber, 500);
+    // The log goes on from there as from any other start.
+    await dataDir.persist([logWrite(102, 504, [entry(504, 3)], 503)]);
+    await dataDir.close();
+
+    const repairs: string[] = [];
+    const again = await openDir(path, {
+      ...INSTALL_OPTIONS,
+      onRepair: (line) => repairs.push(line),
+    });
+    assert.deepEqual(again.state, {
+      superblock: SUPERBLOCK_DEFAULT,
+      logStartOpNumber: 501,
+      log: [...after, entry(504, 3)],
+      commitNumber: 503,
+      logTrusted: true,
+    });
+    assert.deepEqual(repairs, []);
+    const loaded = await again.dataDir.loadCheckpoint();
+    assert.ok(loaded !== undefined && install.type === "install_checkpoint");
+    assert.equal(loaded.opNumber, 500);
+    assert.equal(loaded.viewNumber, 2);
+    assert.deepEqual(loaded.metadata, install.checkpoint.metadata);
+    const read: Uint8Array[] = [];
+    for await (const chunk of loaded.read()) read.push(chunk);
+    assert.deepEqual(read, install.chunks);
+    assert.deepEqual(
+      loaded.chunks.map(({ hash, length }) => ({ hash, length })),
+      install.checkpoint.chunks,
+    );
+    // Without `allowTruncatedLog` such a log is refused, as after `truncateBefore`.
+    await again.dataDir.close();
+    await assert.rejects(openDir(path, { logSegmentBytes: 400 }), DataDirError);
+  });
+});
+
+Deno.test("DataDir install with nothing after it: the log ends at the checkpoint, and goes on after it", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, INSTALL_OPTIONS);
+    // A new replica's first batch: the rebase record goes to the first segment, still empty.
+    assert.equal(await dataDir.persist([installWrite(1, 40)]), 1);
+    assert.deepEqual(await logSegments(path), ["log.000001"]);
+    assert.equal(dataDir.logStartOpNumber, 41);
+    await dataDir.close();
+    let again = await openDir(path, INSTALL_OPTIONS);
+    assert.deepEqual(again.state, {
+      superblock: SUPERBLOCK_DEFAULT,
+      logStartOpNumber: 41,
+      log: [],
+      commitNumber: 40,
+      logTrusted: true,
+    });
+    assert.equal((await again.dataDir.loadCheckpoint())?.opNumber, 40);
+    // The next write starts at the checkpoint's op-number + 1: no gap.
+    await again.dataDir.persist([logWrite(2, 41, entries(41, 42, 1), 41)]);
+    // A later install replaces the log again, though it reaches past that checkpoint: the log
+    // on disk holds one history, the new checkpoint's.
+    await again.dataDir.persist([installWrite(3, 41), logWrite(4, 42, [entry(42, 5)], 42)]);
+    await again.dataDir.close();
+    again = await openDir(path, INSTALL_OPTIONS);
+    assert.equal(again.state?.logStartOpNumber, 42);
+    assert.deepEqual(again.state?.log, [entry(42, 5)]);
+    assert.equal((await again.dataDir.loadCheckpoint())?.opNumber, 41);
+    assert.deepEqual(await checkpointFiles(path), [checkpointFileName(40), checkpointFileName(41)]);
+    await again.dataDir.close();
+  });
+});
+
+Deno.test("DataDir install: the effects before it are written first, and a superblock write after it follows the rebase", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, INSTALL_OPTIONS);
+    await fillLog(dataDir, 12);
+    const view1: Superblock = { viewNumber: 1, lastNormalView: 0, recovering: false };
+    const view2: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
+    assert.equal(
+      await dataDir.persist([
+        logWrite(20, 13, entries(13, 14, 0), 12),
+        superblockWrite(21, view1),
+        installWrite(22, 60),
+        superblockWrite(23, view2),
+        logWrite(24, 61, entries(61, 62, 2), 60),
+      ]),
+      24,
+    );
+    await dataDir.close();
+    const state = await reopen(path, INSTALL_OPTIONS);
+    assert.deepEqual(state, {
+      superblock: view2,
+      logStartOpNumber: 61,
+      log: entries(61, 62, 2),
+      commitNumber: 60,
+      logTrusted: true,
+    });
+  });
+});
+
+Deno.test("DataDir install refuses chunks that do not match the hashes, and stages nothing", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, INSTALL_OPTIONS);
+    await fillLog(dataDir, 5);
+    const install = installWrite(10, 50);
+    assert.ok(install.type === "install_checkpoint");
+    const wrong: Effect = {
+      ...install,
+      chunks: [install.chunks[0]!, installChunk(51, 1), install.chunks[2]!],
+    };
+    await assert.rejects(dataDir.persist([wrong]), AssertionError);
+    assert.deepEqual(await checkpointFiles(path), []);
+    await dataDir.close();
+    assert.deepEqual((await reopen(path, INSTALL_OPTIONS)).log, entries(1, 5, 0));
+  });
+});
+
+/** Copies the files of directory `from` into a new directory `to` (synchronously: in a hook). */
+function copyDirectorySync(from: string, to: string): void {
+  Deno.mkdirSync(to);
+  for (const entry of Deno.readDirSync(from)) {
+    if (entry.isFile) Deno.copyFileSync(`${from}/${entry.name}`, `${to}/${entry.name}`);
+  }
+}
+
+Deno.test("DataDir crash at any point of an install loads the state before it, after its first part, or after it all", async () => {
+  await withDir(PREFIX, async (path) => {
+    const view1: Superblock = { viewNumber: 1, lastNormalView: 1, recovering: false };
+    /** Every crash point: the directory as it is before each write or sync of the batch. */
+    const crashes: string[] = [];
+    let recording = false;
+    const injectFault = (io: DiskIo) => {
+      if (!recording) return;
+      const copy = `${path}-crash-${String(crashes.length).padStart(3, "0")}`;
+      copyDirectorySync(path, copy);
+      crashes.push(copy);
+      if (io.kind === "write" && io.bytes.length > 1) {
+        // And the same write torn: half of it reached the disk.
+        const torn = `${path}-crash-${String(crashes.length).padStart(3, "0")}`;
+        copyDirectorySync(path, torn);
+        const name = io.path.slice(io.path.lastIndexOf("/") + 1);
+        const file = Deno.openSync(`${torn}/${name}`, { write: true, create: true });
+        file.seekSync(io.offset, Deno.SeekMode.Start);
+        file.writeSync(io.bytes.subarray(0, Math.floor(io.bytes.length / 2)));
+        file.close();
+        crashes.push(torn);
+      }
+    };
+    const { dataDir } = await openDir(path, { ...INSTALL_OPTIONS, injectFault });
+    await fillLog(dataDir, 25);
+    recording = true;
+    await dataDir.persist([
+      superblockWrite(30, view1),
+      installWrite(31, 80, 4),
+      logWrite(32, 81, entries(81, 83, 1), 81),
+    ]);
+    recording = false;
+    await dataDir.close();
+    // And after the batch: the rebase record durable, the segments it replaced not yet deleted
+    // (some or none), the staged checkpoint not yet in place.
+    const replaced = crashes.at(0)!;
+    for (const kept of [0, 1]) {
+      const copy = `${path}-crash-late-${kept}`;
+      copyDirectorySync(path, copy);
+      const old = (await logSegments(replaced)).slice(kept);
+      for (const name of old) await Deno.copyFile(`${replaced}/${name}`, `${copy}/${name}`);
+      await Deno.rename(
+        `${copy}/${checkpointFileName(80)}`,
+        `${copy}/${checkpointFileName(80)}.install`,
+      );
+      crashes.push(copy);
+    }
+    crashes.push(path);
+
+    const states = [
+      { superblock: SUPERBLOCK_DEFAULT, log: entries(1, 25, 0), checkpoint: undefined },
+      { superblock: view1, log: entries(1, 25, 0), checkpoint: undefined },
+      { superblock: view1, log: entries(81, 83, 1), checkpoint: 80 },
+    ];
+    let reached = 0;
+    const seen = new Set<number>();
+    for (const crash of crashes) {
+      const repairs: string[] = [];
+      const { dataDir: opened, state } = await openDir(crash, {
+        ...INSTALL_OPTIONS,
+        onRepair: (line) => repairs.push(line),
+      });
+      const checkpoint = (await opened.loadCheckpoint())?.opNumber;
+      await opened.close();
+      assert.ok(state !== undefined);
+      const found = {
+        superblock: state.superblock,
+        log: state.log,
+        checkpoint,
+      };
+      const index = states.findIndex((expected) => {
+        try {
+          assert.deepEqual(found, expected);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      assert.ok(
+        index !== -1,
+        `${crash}: view ${state.superblock.viewNumber}, ops ${
+          state.log.map((e) => e.opNumber)
+        }, checkpoint ${checkpoint}; repairs: ${repairs.join(" | ")}`,
+      );
+      // A later crash never loads an earlier state.
+      assert.ok(index >= reached, `${crash}: state ${index} after state ${reached}`);
+      reached = index;
+      seen.add(index);
+      assert.equal(state.logStartOpNumber, index === 2 ? 81 : undefined, crash);
+      assert.equal(state.logTrusted, true, crash);
+      // Nothing half-done is left for the next load: no staged or temporary checkpoint.
+      assert.deepEqual(
+        (await checkpointFiles(crash)).filter((name) => !/^checkpoint\.\d{16}$/.test(name)),
+        [],
+        crash,
+      );
+      if (crash !== path) await Deno.remove(crash, { recursive: true });
+    }
+    assert.deepEqual([...seen], [0, 1, 2], "every state was reached by some crash");
+  });
+});
+
+Deno.test("DataDir install that finds the disk full resumes when the same batch is persisted again", async () => {
+  for (const where of ["the checkpoint", "the rebase record"] as const) {
+    await withDir(PREFIX, async (path) => {
+      let full = false;
+      let superblockWrites = 0;
+      let checkpointStarts = 0;
+      const injectFault = (io: DiskIo) => {
+        if (io.kind === "write" && io.path.includes("/superblock.")) superblockWrites++;
+        if (io.kind === "write" && io.path.endsWith(".tmp") && io.offset === 0) checkpointStarts++;
+        const hit = where === "the checkpoint"
+          ? io.kind === "write" && io.path.endsWith(".tmp") && io.offset > 0
+          : io.kind === "write" && /\/log\.\d+$/.test(io.path) && io.bytes[0] === 0x56;
+        if (full && hit) {
+          throw Object.assign(new Error("No space left on device (os error 28)"), {
+            code: "ENOSPC",
+          });
+        }
+      };
+      const { dataDir } = await openDir(path, { ...INSTALL_OPTIONS, injectFault });
+      await fillLog(dataDir, 10);
+      const batch = [
+        superblockWrite(20, { viewNumber: 1, lastNormalView: 1, recovering: false }),
+        installWrite(21, 30),
+        logWrite(22, 31, entries(31, 31, 1), 31),
+      ];
+      full = true;
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await assert.rejects(dataDir.persist(batch), DiskFullError, where);
+      }
+      full = false;
+      assert.equal(await dataDir.persist(batch), 22);
+      // The part before the install was written once; the checkpoint once it could be.
+      assert.equal(superblockWrites, 1, where);
+      assert.equal(checkpointStarts, where === "the checkpoint" ? 3 : 1, where);
+      await dataDir.close();
+      const state = await reopen(path, INSTALL_OPTIONS);
+      assert.deepEqual(state.log, entries(31, 31, 1), where);
+      assert.equal(state.superblock.viewNumber, 1, where);
+      assert.deepEqual(await checkpointFiles(path), [checkpointFileName(30)], where);
+    });
+  }
 });

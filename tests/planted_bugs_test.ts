@@ -44,6 +44,29 @@ Deno.test("planted bug recovery without the nonce check is caught within 300 see
   assert.match(found.failure, /recovered in view \d+ without op \d+/);
 });
 
+Deno.test("planted bug checkpoint without the client table is caught within 50 seeds", () => {
+  // §5.1: a replica restored from such a checkpoint forgets who it served; a retried request
+  // would execute again. Caught as soon as its table differs from the model's.
+  const found = firstFailure("checkpoint_without_client_table", 50);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /client table at op \d+ differs|exactly once/);
+  assert.ok(runSimulation({ seed: found.seed }).ok, "the correct core passes that seed");
+});
+
+Deno.test("planted bug truncating above the checkpoint is caught within 50 seeds", () => {
+  const found = firstFailure("truncate_above_checkpoint", 50);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /beyond its checkpoint|without a checkpoint/);
+  assert.ok(runSimulation({ seed: found.seed }).ok, "the correct core passes that seed");
+});
+
+Deno.test("planted bug installing an incomplete checkpoint is caught within 50 seeds", () => {
+  const found = firstFailure("install_incomplete_checkpoint", 50);
+  assert.ok(found, "no seed failed");
+  assert.match(found.failure, /state digest at op \d+ differs|linearizab|differs from the model/);
+  assert.ok(runSimulation({ seed: found.seed }).ok, "the correct core passes that seed");
+});
+
 Deno.test("correct core passes the seeds that catch the planted bugs", () => {
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) {
     const result = runSimulation({ seed });
@@ -60,6 +83,8 @@ Deno.test("planted bug GetState on every NewState is caught as a message storm",
     load: "high",
     plantedBug: "get_state_on_every_new_state",
     readsWithoutLog: false,
+    // And without checkpoints: a replica that far behind now fetches one instead.
+    defaultCheckpoints: true,
   });
   assert.equal(result.ok, false);
   assert.match(result.failure ?? "", /message storm: \d+ events pending/);

@@ -4,6 +4,7 @@
  * in a live one-replica node. Faults are made by editing the files between opens, or injected
  * into the write path through `DataDirOptions.injectFault`, so nothing depends on the machine.
  */
+import { sha256 } from "../src/lib/sha256.ts";
 import { strict as assert } from "node:assert";
 import { type LiveNode, withNode } from "./_node.ts";
 import { logWrite, superblockWrite, withDir } from "./_storage.ts";
@@ -243,6 +244,7 @@ function sent(effects: readonly Effect[]): string[] {
 /** Backup 1 of a group of three, from `durable`. */
 function backupFrom(durable: DurableState): Replica {
   return new Replica({
+    chunkHash: sha256,
     replicaIndex: 1,
     addresses: ["test:0", "test:1", "test:2"],
     app: new KvStore(),

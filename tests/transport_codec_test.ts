@@ -1,19 +1,24 @@
 import { strict as assert } from "node:assert";
+import { sha256 } from "../src/lib/sha256.ts";
 import { ScratchBuffer } from "../src/lib/msgpack_fast.ts";
 import fc from "fast-check";
 import { Packr } from "msgpackr";
 import {
   ADDRESS_LENGTH_MAX,
   ADDRESSES_MAX,
+  CHUNK_INDEX_LIMIT,
   decodeMessage,
   decodeMessageGeneral,
   encodeFramedMessage,
   encodeMessage,
   ENTRIES_MAX,
   MESSAGE_TAGS,
+  TAG_CHECKPOINT_CHUNK,
+  TAG_CHECKPOINT_MANIFEST,
   TAG_COMMIT,
   TAG_CONFIGURATION,
   TAG_DO_VIEW_CHANGE,
+  TAG_GET_CHECKPOINT_CHUNKS,
   TAG_LOCATE,
   TAG_NEW_STATE,
   TAG_PREPARE,
@@ -33,7 +38,12 @@ import {
   FrameDecoder,
   writeFrame,
 } from "../src/transport/frame.ts";
-import { LIMITS_DEFAULT } from "../src/vr/constants.ts";
+import {
+  CHECKPOINT_METADATA_BYTES,
+  CHUNK_HASH_BYTES,
+  encodeCheckpointMetadata,
+} from "../src/vr/checkpoint.ts";
+import { CHECKPOINT_CHUNKS_PER_REQUEST_MAX, LIMITS_DEFAULT } from "../src/vr/constants.ts";
 import {
   CLIENT_MESSAGE_TYPES,
   CLIENT_REPLY_TYPES,
@@ -75,6 +85,23 @@ function entry(opNumber: number, viewNumber = 1, operationText = `op${opNumber}`
     timestamp: TIMESTAMP + opNumber,
   };
 }
+
+/** A checkpoint's metadata, opaque to the codec: any `CHECKPOINT_METADATA_BYTES` bytes. */
+const METADATA = encodeCheckpointMetadata({
+  opNumber: 100,
+  entryViewNumber: 5,
+  entryTimestamp: TIMESTAMP,
+  requestNumberFloor: 0,
+  tableChunkCount: 1,
+});
+/** Two chunks of a checkpoint, as the manifest names them and a chunk carries them. */
+const CHUNK_BYTES = [text("the client table"), new Uint8Array(70_000).fill(9)] as const;
+const CHUNK_INFOS = CHUNK_BYTES.map((chunk) => ({
+  hash: sha256(chunk),
+  length: chunk.byteLength,
+}));
+/** A manifest's chunk as the wire lays it out. */
+const wireChunk = (hash: Uint8Array, length: number): unknown[] => [hash, length];
 
 /** An entry as the wire lays it out. */
 function wireEntry(e: LogEntry): unknown[] {
@@ -187,6 +214,22 @@ const SAMPLES: readonly (readonly [Message, ValidationContext])[] = [
     commitNumber: 10,
     replica: 0,
   }, FROM_REPLICA],
+  [{
+    type: "checkpoint_manifest",
+    viewNumber: 6,
+    opNumber: 100,
+    metadata: METADATA,
+    chunks: CHUNK_INFOS,
+    replica: 1,
+  }, FROM_REPLICA],
+  [
+    { type: "get_checkpoint_chunks", opNumber: 100, indexes: [1, 0], replica: 2 },
+    FROM_REPLICA,
+  ],
+  [
+    { type: "checkpoint_chunk", opNumber: 100, index: 1, bytes: CHUNK_BYTES[1], replica: 1 },
+    FROM_REPLICA,
+  ],
 ];
 
 function decodeOk(body: Uint8Array, context: ValidationContext): Message {
@@ -619,6 +662,219 @@ Deno.test("codec checks new_state entries follow the anchor without reaching opN
   );
 });
 
+Deno.test("codec checks every field of a checkpoint_manifest", () => {
+  const hash = new Uint8Array(CHUNK_HASH_BYTES).fill(1);
+  const chunks = [wireChunk(hash, 10), wireChunk(hash, 0)];
+  const manifest = (...fields: unknown[]) => raw([TAG_CHECKPOINT_MANIFEST, ...fields]);
+  // Lengths of 0 and of a whole frame body are lengths a chunk may have.
+  const ok = decodeMessage(
+    manifest(6, 100, METADATA, [...chunks, wireChunk(hash, FRAME_BODY_BYTES_MAX)], 2),
+    FROM_REPLICA,
+  );
+  assert.ok(ok.ok && ok.message.type === "checkpoint_manifest");
+  assert.equal(ok.message.chunks.length, 3);
+  assert.equal(Object.getPrototypeOf(ok.message.metadata), Uint8Array.prototype);
+  assert.equal(Object.getPrototypeOf(ok.message.chunks[0]!.hash), Uint8Array.prototype);
+  const cases: readonly [Uint8Array, string][] = [
+    [
+      manifest(-1, 100, METADATA, chunks, 0),
+      "checkpoint_manifest: viewNumber must be a non-negative safe integer, got -1",
+    ],
+    [
+      manifest(6, 2 ** 53, METADATA, chunks, 0),
+      "checkpoint_manifest: opNumber must be a non-negative safe integer, got 9007199254740992",
+    ],
+    [
+      manifest(6, 1.5, METADATA, chunks, 0),
+      "checkpoint_manifest: opNumber must be a non-negative safe integer, got 1.5",
+    ],
+    [
+      manifest(6, 100, "metadata", chunks, 0),
+      "checkpoint_manifest: metadata must be binary, got string",
+    ],
+    [
+      manifest(6, 100, METADATA.subarray(1), chunks, 0),
+      `checkpoint_manifest: metadata must be ${CHECKPOINT_METADATA_BYTES} bytes, got ` +
+      `${CHECKPOINT_METADATA_BYTES - 1}`,
+    ],
+    [
+      manifest(6, 100, new Uint8Array(CHECKPOINT_METADATA_BYTES + 1), chunks, 0),
+      `checkpoint_manifest: metadata must be ${CHECKPOINT_METADATA_BYTES} bytes, got ` +
+      `${CHECKPOINT_METADATA_BYTES + 1}`,
+    ],
+    [
+      manifest(6, 100, METADATA, null, 0),
+      "checkpoint_manifest: chunks must be an array, got nil",
+    ],
+    [manifest(6, 100, METADATA, [], 0), "checkpoint_manifest: chunks must not be empty"],
+    [
+      manifest(6, 100, METADATA, [chunks[0], [hash, 1, 2]], 0),
+      "checkpoint_manifest: chunks[1] must be an array of 2 fields, got 3",
+    ],
+    [
+      manifest(6, 100, METADATA, [7], 0),
+      "checkpoint_manifest: chunks[0] must be an array of 2 fields, got 7",
+    ],
+    [
+      manifest(6, 100, METADATA, [["hash", 1]], 0),
+      "checkpoint_manifest: chunks[0].hash must be binary, got string",
+    ],
+    [
+      manifest(6, 100, METADATA, [chunks[0], wireChunk(hash.subarray(1), 1)], 0),
+      `checkpoint_manifest: chunks[1].hash must be ${CHUNK_HASH_BYTES} bytes, got ` +
+      `${CHUNK_HASH_BYTES - 1}`,
+    ],
+    [
+      manifest(6, 100, METADATA, [wireChunk(new Uint8Array(CHUNK_HASH_BYTES + 1), 1)], 0),
+      `checkpoint_manifest: chunks[0].hash must be ${CHUNK_HASH_BYTES} bytes, got ` +
+      `${CHUNK_HASH_BYTES + 1}`,
+    ],
+    [
+      manifest(6, 100, METADATA, [chunks[0], wireChunk(hash, -1)], 0),
+      "checkpoint_manifest: chunks[1].length must be a non-negative safe integer, got -1",
+    ],
+    [
+      manifest(6, 100, METADATA, [wireChunk(hash, 2.5)], 0),
+      "checkpoint_manifest: chunks[0].length must be a non-negative safe integer, got 2.5",
+    ],
+    [
+      manifest(6, 100, METADATA, [wireChunk(hash, FRAME_BODY_BYTES_MAX + 1)], 0),
+      `checkpoint_manifest: chunks[0].length ${FRAME_BODY_BYTES_MAX + 1} exceeds the frame ` +
+      `body limit of ${FRAME_BODY_BYTES_MAX}`,
+    ],
+    [
+      manifest(6, 100, METADATA, chunks, 3),
+      "checkpoint_manifest: replica 3 out of range (3 replicas)",
+    ],
+    [
+      manifest(6, 100, METADATA, chunks, "0"),
+      "checkpoint_manifest: replica must be a non-negative safe integer, got string",
+    ],
+    [
+      manifest(6, 100, METADATA, chunks),
+      "checkpoint_manifest: expected an array of 6 elements, got 5",
+    ],
+  ];
+  for (const [body, fragment] of cases) assertRejected(body, FROM_REPLICA, fragment);
+});
+
+Deno.test("codec checks every field of a get_checkpoint_chunks", () => {
+  const request = (...fields: unknown[]) => raw([TAG_GET_CHECKPOINT_CHUNKS, ...fields]);
+  const most = Array.from({ length: CHECKPOINT_CHUNKS_PER_REQUEST_MAX }, (_, index) => index);
+  const ok = decodeMessage(
+    request(100, [CHUNK_INDEX_LIMIT - 1, ...most.slice(1)], 1),
+    FROM_REPLICA,
+  );
+  assert.ok(ok.ok && ok.message.type === "get_checkpoint_chunks");
+  assert.equal(ok.message.indexes.length, CHECKPOINT_CHUNKS_PER_REQUEST_MAX);
+  assert.equal(ok.message.indexes[0], CHUNK_INDEX_LIMIT - 1);
+  const cases: readonly [Uint8Array, string][] = [
+    [
+      request(-1, [0], 0),
+      "get_checkpoint_chunks: opNumber must be a non-negative safe integer, got -1",
+    ],
+    [
+      request("100", [0], 0),
+      "get_checkpoint_chunks: opNumber must be a non-negative safe integer, got string",
+    ],
+    [request(100, 3, 0), "get_checkpoint_chunks: indexes must be an array, got 3"],
+    [request(100, [], 0), "get_checkpoint_chunks: indexes must not be empty"],
+    [
+      request(100, [...most, CHECKPOINT_CHUNKS_PER_REQUEST_MAX], 0),
+      `get_checkpoint_chunks: ${CHECKPOINT_CHUNKS_PER_REQUEST_MAX + 1} indexes exceed the ` +
+      `limit of ${CHECKPOINT_CHUNKS_PER_REQUEST_MAX}`,
+    ],
+    [request(100, [3, 5, 3], 0), "get_checkpoint_chunks: indexes[2] 3 repeats indexes[0]"],
+    [
+      request(100, [0, -1], 0),
+      "get_checkpoint_chunks: indexes[1] must be a non-negative safe integer, got -1",
+    ],
+    [
+      request(100, [0.5], 0),
+      "get_checkpoint_chunks: indexes[0] must be a non-negative safe integer, got 0.5",
+    ],
+    [
+      request(100, [[1]], 0),
+      "get_checkpoint_chunks: indexes[0] must be a non-negative safe integer, got array",
+    ],
+    [
+      request(100, [1, CHUNK_INDEX_LIMIT], 0),
+      "get_checkpoint_chunks: indexes[1] 4294967296 is not below 2^32",
+    ],
+    [request(100, [0], 5), "get_checkpoint_chunks: replica 5 out of range (3 replicas)"],
+    [request(100, [0]), "get_checkpoint_chunks: expected an array of 4 elements, got 3"],
+  ];
+  for (const [body, fragment] of cases) assertRejected(body, FROM_REPLICA, fragment);
+});
+
+Deno.test("codec checks every field of a checkpoint_chunk", () => {
+  const chunk = (...fields: unknown[]) => raw([TAG_CHECKPOINT_CHUNK, ...fields]);
+  const ok = decodeMessage(chunk(100, CHUNK_INDEX_LIMIT - 1, bytes(), 2), FROM_REPLICA);
+  assert.ok(ok.ok && ok.message.type === "checkpoint_chunk");
+  assert.equal(ok.message.index, CHUNK_INDEX_LIMIT - 1);
+  const cases: readonly [Uint8Array, string][] = [
+    [
+      chunk(-1, 0, bytes(1), 0),
+      "checkpoint_chunk: opNumber must be a non-negative safe integer, got -1",
+    ],
+    [
+      chunk(2 ** 53, 0, bytes(1), 0),
+      "checkpoint_chunk: opNumber must be a non-negative safe integer, got 9007199254740992",
+    ],
+    [
+      chunk(100, -1, bytes(1), 0),
+      "checkpoint_chunk: index must be a non-negative safe integer, got -1",
+    ],
+    [
+      chunk(100, 1.5, bytes(1), 0),
+      "checkpoint_chunk: index must be a non-negative safe integer, got 1.5",
+    ],
+    [
+      chunk(100, CHUNK_INDEX_LIMIT, bytes(1), 0),
+      "checkpoint_chunk: index 4294967296 is not below 2^32",
+    ],
+    [chunk(100, 0, "bytes", 0), "checkpoint_chunk: bytes must be binary, got string"],
+    [chunk(100, 0, [1, 2], 0), "checkpoint_chunk: bytes must be binary, got array"],
+    [chunk(100, 0, null, 0), "checkpoint_chunk: bytes must be binary, got nil"],
+    [chunk(100, 0, bytes(1), 3), "checkpoint_chunk: replica 3 out of range (3 replicas)"],
+    [
+      chunk(100, 0, bytes(1), -2),
+      "checkpoint_chunk: replica must be a non-negative safe integer, got -2",
+    ],
+    [chunk(100, 0, bytes(1)), "checkpoint_chunk: expected an array of 5 elements, got 4"],
+  ];
+  for (const [body, fragment] of cases) assertRejected(body, FROM_REPLICA, fragment);
+});
+
+Deno.test("codec writes a checkpoint chunk's bytes once and decodes them as a view", () => {
+  const data = new Uint8Array(LIMITS_DEFAULT.checkpointChunkBytes).fill(5);
+  const message: Message = {
+    type: "checkpoint_chunk",
+    opNumber: 2 ** 40,
+    index: 70_000,
+    bytes: data,
+    replica: 2,
+  };
+  const expected = raw([TAG_CHECKPOINT_CHUNK, 2 ** 40, 70_000, data, 2]);
+  assert.deepStrictEqual(encodeMessage(message), expected);
+  const framed = encodeFramedMessage(message);
+  // One exact buffer for the frame, the chunk's bytes written straight into it.
+  assert.equal(framed.byteLength, FRAME_HEADER_BYTES + expected.byteLength);
+  assert.equal(framed.buffer.byteLength, framed.byteLength);
+  assert.deepStrictEqual(framed, encodeFrame(expected));
+  const decoded = decodeOk(framed.subarray(FRAME_HEADER_BYTES), FROM_REPLICA);
+  assert.ok(decoded.type === "checkpoint_chunk");
+  assert.equal(decoded.bytes.buffer, framed.buffer, "a view of the body, not a copy");
+  assert.equal(Object.getPrototypeOf(decoded.bytes), Uint8Array.prototype);
+  assert.deepStrictEqual(decoded, message);
+  // A chunk is not a client's message, even on the hand-written path.
+  assertRejected(
+    expected,
+    FROM_CLIENT,
+    "message type checkpoint_chunk is not allowed from a client",
+  );
+});
+
 Deno.test("codec rejects hostile msgpack without throwing", () => {
   const cases: readonly [Uint8Array, string][] = [
     [bytes(), "body is empty"],
@@ -1045,6 +1301,17 @@ const hotMessage: fc.Arbitrary<readonly [Message, ValidationContext]> = fc.oneof
       FROM_REPLICA,
     ] as const
   ),
+  fc.record({
+    n: wideNat,
+    i: fc.oneof(wideNat, fc.constant(CHUNK_INDEX_LIMIT - 1)).map((i) => i % CHUNK_INDEX_LIMIT),
+    x: wideBytes,
+    r: fc.nat(REPLICA_COUNT - 1),
+  }).map(({ n, i, x, r }) =>
+    [
+      { type: "checkpoint_chunk", opNumber: n, index: i, bytes: x, replica: r },
+      FROM_REPLICA,
+    ] as const
+  ),
 );
 
 /** The positional fields msgpackr encodes for a hot-path message. */
@@ -1085,6 +1352,14 @@ function referenceFields(message: Message): unknown[] {
         message.commitNumber,
         message.replica,
         message.readRound,
+      ];
+    case "checkpoint_chunk":
+      return [
+        TAG_CHECKPOINT_CHUNK,
+        message.opNumber,
+        message.index,
+        message.bytes,
+        message.replica,
       ];
     default:
       throw new Error(`not a hot-path message: ${message.type}`);

@@ -11,10 +11,19 @@
  * once the forged messages stop, the group is live again.
  */
 import { strict as assert } from "node:assert";
+import { sha256 } from "../src/lib/sha256.ts";
 import fc from "fast-check";
 import { KvStore } from "../src/app/kv.ts";
 import { bytesEqual } from "../src/lib/bytes.ts";
-import { OP_NUMBER_MAX, VIEW_NUMBER_MAX, VIEW_NUMBER_STEP_MAX } from "../src/vr/constants.ts";
+import { CHUNK_INDEX_LIMIT } from "../src/transport/codec.ts";
+import { FRAME_BODY_BYTES_MAX } from "../src/transport/frame.ts";
+import { CHECKPOINT_METADATA_BYTES, encodeCheckpointMetadata } from "../src/vr/checkpoint.ts";
+import {
+  CHECKPOINT_CHUNKS_PER_REQUEST_MAX,
+  OP_NUMBER_MAX,
+  VIEW_NUMBER_MAX,
+  VIEW_NUMBER_STEP_MAX,
+} from "../src/vr/constants.ts";
 import {
   type LogEntry,
   type Message,
@@ -22,6 +31,7 @@ import {
   type ReplicaMessage,
 } from "../src/vr/message.ts";
 import { type DurableState, type Effect, Replica, type Superblock } from "../src/vr/replica.ts";
+import { MemoryDisk, type PersistEffect, readCheckpoint } from "../src/sim/memory_disk.ts";
 import { Cluster, kvGet, kvSet } from "./_harness.ts";
 
 // ------------------------------------------------------------------ helpers for one replica
@@ -29,6 +39,7 @@ import { Cluster, kvGet, kvSet } from "./_harness.ts";
 /** Replica `index` of a group of 3; restarted from `durable` when given. */
 function makeReplica(index: number, durable?: DurableState, log?: string[]): Replica {
   return new Replica({
+    chunkHash: sha256,
     replicaIndex: index,
     addresses: ["test:0", "test:1", "test:2"],
     app: new KvStore(),
@@ -528,12 +539,11 @@ Deno.test("restart from disk with 3,000 uncommitted entries beyond the stored co
   for (const i of [0, 1, 2]) cluster.crash(i);
   const log = entries(1, 3_000, 0);
   for (const i of [0, 1, 2]) {
-    cluster.disks[i] = {
-      superblock: superblock(0),
-      log: log.slice(),
-      commitNumber: i === 1 ? 0 : 3_000,
-      logIntact: true,
-    };
+    const disk = cluster.disks[i]!;
+    disk.superblock = superblock(0);
+    disk.log = log.slice();
+    disk.commitNumber = i === 1 ? 0 : 3_000;
+    disk.logIntact = true;
   }
   const r1 = cluster.restart(1);
   assert.equal(r1.status, "normal");
@@ -566,12 +576,7 @@ const FUZZ_TRACE = Deno.env.get("FUZZ_TRACE") === "1";
  */
 class FuzzGroup {
   readonly replicas: Replica[] = [];
-  readonly disks: {
-    superblock: Superblock;
-    log: LogEntry[];
-    commitNumber: number;
-    intact: boolean;
-  }[] = [];
+  readonly disks: MemoryDisk[] = [];
   inFlight: { to: number; message: ReplicaMessage }[] = [];
   /** Client-ids that got a `reply`. */
   readonly replied = new Set<number>();
@@ -580,13 +585,13 @@ class FuzzGroup {
   nowMs = 0;
   readonly #incarnations = [0, 0, 0];
   readonly #slow = [false, false, false];
-  #pending: Extract<Effect, { type: "persist_log" | "persist_superblock" }>[][] = [[], [], []];
+  #pending: PersistEffect[][] = [[], [], []];
   /** Per replica, in this incarnation: its view and commit-number, and the committed entries. */
   readonly #seen: { viewNumber: number; commitNumber: number; committed: LogEntry[] }[] = [];
 
   constructor() {
     for (let i = 0; i < 3; i++) {
-      this.disks.push({ superblock: superblock(0), log: [], commitNumber: 0, intact: true });
+      this.disks.push(new MemoryDisk());
     }
     for (let i = 0; i < 3; i++) this.#start(i, true);
   }
@@ -595,11 +600,7 @@ class FuzzGroup {
   restart(i: number, diskless: boolean): void {
     const disk = this.disks[i]!;
     this.#pending[i] = []; // Writes not yet durable are lost: the replica acknowledged none.
-    if (diskless) {
-      disk.log = [];
-      disk.commitNumber = 0;
-      disk.intact = false;
-    }
+    if (diskless) disk.loseLog();
     this.#start(i, false);
   }
 
@@ -652,21 +653,18 @@ class FuzzGroup {
   #start(i: number, fresh: boolean): void {
     const disk = this.disks[i]!;
     this.#incarnations[i]!++;
+    const app = new KvStore();
     const replica = new Replica({
+      chunkHash: sha256,
       replicaIndex: i,
       addresses: ["fuzz:0", "fuzz:1", "fuzz:2"],
-      app: new KvStore(),
+      app,
       seed: 1_000 * (i + 1) + this.#incarnations[i]!,
       log: FUZZ_TRACE
         ? (level, text) => console.log(`${this.nowMs} r${i} ${level} ${text}`)
         : undefined,
       debug: FUZZ_TRACE,
-      durable: fresh ? undefined : {
-        superblock: disk.superblock,
-        log: disk.log.slice(),
-        commitNumber: disk.commitNumber,
-        logTrusted: disk.intact,
-      },
+      durable: fresh ? undefined : disk.load(app),
     });
     this.replicas[i] = replica;
     this.#seen[i] = { viewNumber: replica.viewNumber, commitNumber: 0, committed: [] };
@@ -693,6 +691,14 @@ class FuzzGroup {
           if (effect.message.type === "recovery") this.recoveryNonces[i] = effect.message.nonce;
         } else if (effect.type === "reply") {
           if (effect.message.type === "reply") this.replied.add(effect.clientId);
+        } else if (effect.type === "checkpoint") {
+          const written = readCheckpoint(effect);
+          this.disks[i]!.storeCheckpoint(written.checkpoint, written.chunks);
+          replica.onCheckpointed(written.checkpoint);
+        } else if (effect.type === "truncate_log") {
+          this.disks[i]!.truncateBefore(effect.beforeOpNumber);
+        } else if (effect.type === "send_checkpoint_chunks") {
+          // The fuzz group's replicas never checkpoint (the default interval): nothing to send.
         } else {
           this.#pending[i]!.push(effect);
         }
@@ -706,17 +712,8 @@ class FuzzGroup {
     this.#checkInvariants(i);
   }
 
-  #write(i: number, effect: Extract<Effect, { type: "persist_log" | "persist_superblock" }>): void {
-    const disk = this.disks[i]!;
-    if (effect.type === "persist_superblock") {
-      disk.superblock = effect.superblock;
-      if (effect.superblock.recovering) disk.intact = true;
-      return;
-    }
-    assert.ok(disk.log.length >= effect.fromOpNumber - 1, `r${i} wrote its log with a hole`);
-    disk.log.length = effect.fromOpNumber - 1;
-    disk.log.push(...effect.entries);
-    disk.commitNumber = Math.min(effect.commitNumber, disk.log.length);
+  #write(i: number, effect: PersistEffect): void {
+    this.disks[i]!.apply(effect);
   }
 
   /** Each replica's own invariants (the core asserts more of them itself after every step). */
@@ -948,6 +945,8 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
   };
   /** A first op-number after which `count` entries still have safe op-numbers. */
   const room = (opNumber: number) => Math.min(opNumber, Number.MAX_SAFE_INTEGER - count);
+  /** Chunk `index` of a forged checkpoint: the same bytes in its manifest and its chunk. */
+  const forgedChunk = (index: number) => kvSet(`forged chunk ${index}`, `${n3}`);
   switch (spec.type) {
     case "prepare": {
       const first = Math.max(1, room(n2));
@@ -1065,6 +1064,48 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
         replica,
       };
     }
+    case "checkpoint_manifest": {
+      // `count + 1` chunks (a manifest has at least one), their lengths true unless flags[0].
+      const chunks = Array.from({ length: count + 1 }, (_, index) => {
+        const bytes = forgedChunk(index);
+        const length = spec.flags[0] ? Math.min(n2, FRAME_BODY_BYTES_MAX) : bytes.byteLength;
+        return { hash: sha256(bytes), length };
+      });
+      // Metadata that decodes, for the checkpoint's op-number, unless flags[1]: arbitrary bytes.
+      const metadata = spec.flags[1]
+        ? new Uint8Array(CHECKPOINT_METADATA_BYTES).fill(n3 % 256)
+        : encodeCheckpointMetadata({
+          opNumber: n1,
+          entryViewNumber: Math.min(n0, resolve(spec.entryView, target, sender)),
+          entryTimestamp: spec.timestampStep,
+          requestNumberFloor: 0,
+          tableChunkCount: Math.min(n2, count + 1),
+        });
+      return {
+        type: "checkpoint_manifest",
+        viewNumber: n0,
+        opNumber: n1,
+        metadata,
+        chunks,
+        replica,
+      };
+    }
+    case "get_checkpoint_chunks": {
+      const indexes = new Set([n2 % CHUNK_INDEX_LIMIT]);
+      for (let index = 0; index < count; index++) indexes.add(index);
+      return {
+        type: "get_checkpoint_chunks",
+        opNumber: n1,
+        indexes: [...indexes].slice(0, CHECKPOINT_CHUNKS_PER_REQUEST_MAX),
+        replica,
+      };
+    }
+    case "checkpoint_chunk": {
+      // A chunk of the forged checkpoint above (its hash matches), or of none at all.
+      const index = spec.flags[1] ? n2 % CHUNK_INDEX_LIMIT : count;
+      const bytes = spec.flags[0] ? forgedChunk(index) : kvGet(`not a chunk ${n3}`);
+      return { type: "checkpoint_chunk", opNumber: n1, index, bytes, replica };
+    }
   }
 }
 
@@ -1112,7 +1153,7 @@ function runFuzz(actions: readonly Action[], lies: boolean): void {
         const othersRecovering = group.replicas.some((r, i) =>
           i !== step.replica &&
           (r.status === "recovering" || group.disks[i]!.superblock.recovering ||
-            !group.disks[i]!.intact)
+            !group.disks[i]!.logIntact)
         );
         group.restart(step.replica, step.diskless && !othersRecovering);
         break;
@@ -1196,11 +1237,18 @@ function liesAboutItsLog(group: FuzzGroup, message: ReplicaMessage): boolean {
     case "do_view_change":
       return !(holds(message.entries) && message.lastNormalView === sender.lastNormalView &&
         message.opNumber === sender.opNumber && message.commitNumber <= sender.commitNumber);
+    case "checkpoint_manifest":
+      // The fuzz's replicas make no checkpoint (`LIMITS_DEFAULT.checkpointOpsInterval` ops are
+      // far away): every manifest describes committed state its sender does not hold.
+      return true;
     case "prepare_ok":
     case "start_view_change":
     case "request_start_view":
     case "recovery":
     case "get_state":
+    case "get_checkpoint_chunks":
+    // A chunk is checked against a manifest's hash; with no lying manifest, none matches.
+    case "checkpoint_chunk":
       return false;
   }
 }

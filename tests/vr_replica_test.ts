@@ -4,6 +4,7 @@
  * and look at its effects; others use the deterministic harness (tests/_harness.ts), whose
  * Checker also checks the global invariants after every step.
  */
+import { sha256 } from "../src/lib/sha256.ts";
 import { strict as assert } from "node:assert";
 import { encodeKvOperation, KvStore } from "../src/app/kv.ts";
 import type { ApplyContext, StateMachine } from "../src/app/state_machine.ts";
@@ -41,6 +42,7 @@ interface ReplicaSetup {
 function makeReplica(index: number, setup: ReplicaSetup = {}): Replica {
   const n = setup.n ?? 3;
   return new Replica({
+    chunkHash: sha256,
     replicaIndex: index,
     addresses: Array.from({ length: n }, (_, i) => `test:${i}`),
     app: setup.app ?? new KvStore(),

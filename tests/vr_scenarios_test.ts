@@ -1,7 +1,7 @@
 /**
  * Scripted scenarios on the deterministic harness (tests/_harness.ts): the situations random
- * search rarely reaches (verification.md), including the two known defects of the paper
- * (vr-checklist.md) with the planted bugs that remove their corrections. Every step runs through
+ * search rarely reaches (docs/verification.md), including the two known defects of the paper
+ * (docs/vr-checklist.md) with the planted bugs that remove their corrections. Every step runs through
  * the simulator's Checker; each scenario also asserts concrete facts (committed sequence, KV
  * results, views).
  */

@@ -10,6 +10,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
+  CHECKPOINT_OPS_MAX,
   generateSecret,
   type GroupAccess,
   loadAccess,
@@ -29,6 +30,8 @@ interface UpFlags {
   logLevel: string;
   repl?: boolean;
   tls?: boolean;
+  checkpointInterval?: number;
+  logRetain?: number;
 }
 
 /** How long the children may take to report their ports and to become reachable. */
@@ -42,6 +45,19 @@ function parseReplicaCount(value: string): number {
     throw new InvalidArgumentError(`-n must be an odd number from 1 to 15, got ${value}`);
   }
   return n;
+}
+
+/** Parse a count of ops from 1 to `CHECKPOINT_OPS_MAX`, with an error naming the option. */
+function parsePositive(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = parseCount(name)(value);
+    if (n < 1 || n > CHECKPOINT_OPS_MAX) {
+      throw new InvalidArgumentError(
+        `${name} must be from 1 to ${CHECKPOINT_OPS_MAX}, got "${value}"`,
+      );
+    }
+    return n;
+  };
 }
 
 export function clusterCommand(): Command {
@@ -68,6 +84,16 @@ export function clusterCommand(): Command {
       )
       .addOption(
         new Option("--sync <mode>", "as for `server`").choices(["fsync", "none"]).default("fsync"),
+      )
+      .option(
+        "--checkpoint-interval <ops>",
+        "a checkpoint every this many ops (checkpoint_interval_ops; default 100000)",
+        parsePositive("--checkpoint-interval"),
+      )
+      .option(
+        "--log-retain <ops>",
+        "log entries kept before the newest checkpoint (log_retain_ops; default 100000)",
+        parsePositive("--log-retain"),
       )
       .addOption(
         new Option("--log-level <level>", "as for `server`").choices([
@@ -216,7 +242,12 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     const group = await clusterIdentity(flags.dataDir);
     await Deno.writeTextFile(
       flags.configOut,
-      renderConfig(addresses, { ...group, ...(tlsFiles === undefined ? {} : { tls: tlsFiles }) }),
+      renderConfig(addresses, {
+        ...group,
+        ...(tlsFiles === undefined ? {} : { tls: tlsFiles }),
+        checkpointIntervalOps: flags.checkpointInterval,
+        logRetainOps: flags.logRetain,
+      }),
     );
     const access = await loadAccess(await loadConfig(flags.configOut));
     const encoder = new TextEncoder();

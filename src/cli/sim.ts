@@ -17,6 +17,9 @@ const PLANTED_BUGS: readonly PlantedBug[] = [
   "get_state_on_every_new_state",
   "recovery_forgets_persisted_view",
   "adopt_newer_view_before_its_state",
+  "checkpoint_without_client_table",
+  "truncate_above_checkpoint",
+  "install_incomplete_checkpoint",
 ];
 
 /** Parse a non-negative integer option, with an error naming the option. */
@@ -148,6 +151,10 @@ async function sweep(flags: SimFlags): Promise<number> {
   const t = summary.totals;
   console.log(describeStats(t));
   console.log(
+    `checkpoints: taken in ${summary.seedsWithCheckpoints} of ${count} seeds, fetched from ` +
+      `another replica in ${summary.seedsWithTransfers}`,
+  );
+  console.log(
     `speed: ${(count / (summary.seconds / 60)).toFixed(0)} seeds/min, ${
       (t.events / summary.seconds).toFixed(0)
     } events/s (${summary.seconds.toFixed(1)} s)`,
@@ -171,6 +178,9 @@ export function describeStats(t: SimulationStats): string {
     `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
     `${t.clientRestarts} client restarts, ${t.rejectedEvicted} evicted and ${t.rejectedConflict} conflicting requests rejected, ` +
     `${t.tornWrites} torn log writes, ${t.corruptedLogs} damaged logs, ${t.tornSuperblocks} torn superblock writes, ` +
+    `${t.checkpointsTaken} checkpoints (${t.checkpointWritesLost} lost to a crash mid-write), ` +
+    `${t.logTruncations} log truncations, ${t.checkpointTransfers} checkpoint transfers ` +
+    `(${t.checkpointChunksSent} chunks sent, ${t.checkpointChunksReused} found locally), ` +
     `${t.messagesSent} messages sent, ${t.messagesDropped} dropped, ${t.messagesDuplicated} duplicated, ` +
     `${t.events} events`;
 }

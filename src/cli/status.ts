@@ -32,6 +32,10 @@ export interface StatusRow {
   readonly commitNumber?: number | undefined;
   /** Committed ops the primary has executed and this replica has not. */
   readonly lag?: number | undefined;
+  /** §5.1 The op-number of its newest checkpoint (0: none yet). */
+  readonly checkpointOpNumber?: number | undefined;
+  /** §5.1 The first op-number its log on disk holds (earlier ones are in the checkpoint). */
+  readonly logStartOpNumber?: number | undefined;
   readonly pid?: number | undefined;
   /** The state digest after `commitNumber` ops (`--digest` only): equal states, equal digests. */
   readonly digest?: string | undefined;
@@ -43,7 +47,7 @@ export interface StatusRow {
 export function statusCommand(): Command {
   return new Command("status")
     .description(
-      "Show every replica: reachable, status, view, role, op-number, commit-number, lag.",
+      "Show every replica: reachable, status, view, role, op-number, commit-number, lag, checkpoint.",
     )
     .option("--config <file>", "the group's configuration file")
     .option("--host <host>", "or: a replica to locate the group from")
@@ -135,6 +139,8 @@ export async function collectStatus(
       lag: primary === undefined
         ? undefined
         : Math.max(0, primary.commitNumber - answer.commitNumber),
+      checkpointOpNumber: answer.checkpointOpNumber,
+      logStartOpNumber: answer.logStartOpNumber,
       pid: answer.pid,
       ...(answer.digest !== undefined ? { digest: answer.digest } : {}),
       counters: answer.counters,
@@ -143,7 +149,18 @@ export async function collectStatus(
 }
 
 export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]): string {
-  const header = ["INDEX", "ADDRESS", "REACHABLE", "STATUS", "VIEW", "ROLE", "OP", "COMMIT", "LAG"];
+  const header = [
+    "INDEX",
+    "ADDRESS",
+    "REACHABLE",
+    "STATUS",
+    "VIEW",
+    "ROLE",
+    "OP",
+    "COMMIT",
+    "LAG",
+    "CHECKPOINT",
+  ];
   if (pids !== undefined) header.splice(2, 0, "PID");
   const digests = rows.some((row) => row.digest !== undefined);
   if (digests) header.push("DIGEST");
@@ -158,6 +175,7 @@ export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]
     row.opNumber === undefined ? "-" : String(row.opNumber),
     row.commitNumber === undefined ? "-" : String(row.commitNumber),
     row.lag === undefined ? "-" : String(row.lag),
+    row.checkpointOpNumber === undefined ? "-" : String(row.checkpointOpNumber),
     ...(digests ? [row.digest ?? "-"] : []),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));

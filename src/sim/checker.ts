@@ -1,5 +1,5 @@
 /**
- * The simulator's invariants, checked after every event (verification.md):
+ * The simulator's invariants, checked after every event (docs/verification.md):
  * 1. Agreement: one global committed sequence; every replica's commits match or extend it.
  * 2. Durability: the primary of the newest view holds the whole committed sequence when it
  *    enters status normal; an acknowledged op is committed and stays so (by 1).
@@ -8,14 +8,20 @@
  * 5. Replies are right: every reply equals the result of a plain model executing the sequence;
  *    a read answered without the log (§6.3) equals the model's answer at the commit-number it
  *    names, which must be committed.
- * 6. Replicas at the same commit-number have the same state digest (the model's).
+ * 6. Replicas at the same commit-number have the same state digest (the model's), and the same
+ *    client table (the one a model table implies): also a replica that jumped there by installing
+ *    a checkpoint (§5.1), or restarted from one.
  * 7. (Linearizability of the clients' history is checked by the simulator at the end.)
+ * 8. §5.1 No entry leaves a replica's log before a checkpoint covers it, and a checkpoint a
+ *    replica installs holds only committed ops.
  *
  * @module
  */
 import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { crc32c } from "../lib/crc32c.ts";
+import { ClientTable } from "../vr/client_table.ts";
+import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import { sameEntry } from "../vr/log.ts";
 import type { LogEntry, Reply, Request } from "../vr/message.ts";
 import type { Replica, Status } from "../vr/replica.ts";
@@ -57,13 +63,17 @@ export class Checker {
   readonly #keyWrites = new Map<string, { op: number; value: Uint8Array | null }[]>();
   /** The number of keys after each op; index 0 is the empty state. */
   readonly #sizes: number[] = [0];
+  /** The client table the committed sequence implies, and its digest after each op. */
+  readonly #clientTable: ClientTable;
+  readonly #clientTableDigests: string[] = ["floor=0"];
   /** How many replies were reads answered without the log. */
   readsChecked = 0;
   readonly #tracks: (ReplicaTrack | undefined)[];
   #maxNormalView = 0;
   viewChanges = 0;
 
-  constructor(replicaCount: number) {
+  constructor(replicaCount: number, clientsMax: number = LIMITS_DEFAULT.clientsMax) {
+    this.#clientTable = new ClientTable(clientsMax);
     this.#tracks = new Array<ReplicaTrack | undefined>(replicaCount).fill(undefined);
     this.#digests.push(this.#model.digest());
   }
@@ -106,9 +116,17 @@ export class Checker {
     }
     const enteredNormal = replica.status === "normal" &&
       (track.status !== "normal" || track.viewNumber !== replica.viewNumber);
+    if (replica.logBaseOpNumber > replica.checkpointOpNumber) {
+      this.#fail(
+        index,
+        cause,
+        `its log starts after op ${replica.logBaseOpNumber}, beyond its checkpoint of op ` +
+          `${replica.checkpointOpNumber}`,
+      );
+    }
     if (enteredNormal && track.status === "recovering") {
       // Durability through recovery: see `committedAtRecoveryStart`.
-      for (let op = 1; op <= track.committedAtRecoveryStart; op++) {
+      for (let op = replica.logBaseOpNumber + 1; op <= track.committedAtRecoveryStart; op++) {
         const entry = replica.logEntry(op);
         if (entry === undefined || !sameEntry(entry, this.#committed[op - 1]!)) {
           this.#fail(
@@ -123,7 +141,7 @@ export class Checker {
       if (replica.isPrimary && replica.viewNumber >= this.#maxNormalView) {
         if (replica.viewNumber > 0) this.viewChanges++;
         // Durability: the new primary's log holds every committed op.
-        for (let op = 1; op <= this.#committed.length; op++) {
+        for (let op = replica.logBaseOpNumber + 1; op <= this.#committed.length; op++) {
           const entry = replica.logEntry(op);
           if (entry === undefined || !sameEntry(entry, this.#committed[op - 1]!)) {
             this.#fail(
@@ -189,6 +207,19 @@ export class Checker {
 
   /** Invariants 1, 4, 6 for the commits of `replica` after `from`. */
   #checkCommits(index: number, replica: Replica, from: number): void {
+    const base = replica.logBaseOpNumber;
+    if (base > from) {
+      // Ops up to the base came with a checkpoint (§5.1): the state and client table are checked
+      // below; the ops themselves must have been committed before anyone checkpointed them.
+      if (base > this.#committed.length) {
+        this.#fail(
+          index,
+          "commit",
+          `holds a checkpoint of op ${base}, but only ${this.#committed.length} ops are committed`,
+        );
+      }
+      from = base;
+    }
     for (let op = from + 1; op <= replica.commitNumber; op++) {
       const entry = replica.logEntry(op);
       if (entry === undefined) this.#fail(index, "commit", `committed op ${op} not in its log`);
@@ -228,6 +259,8 @@ export class Checker {
       }));
       this.#digests.push(this.#model.digest());
       this.#sizes.push(this.#model.size);
+      this.#clientTable.onExecute(entry, this.#results[op - 1]!, crc32c(entry.operation));
+      this.#clientTableDigests.push(this.#clientTable.digest());
       const decoded = decodeKvOperation(entry.operation);
       if (!("error" in decoded) && (decoded.command === "SET" || decoded.command === "DEL")) {
         const key = keyString(decoded.key);
@@ -242,6 +275,15 @@ export class Checker {
         index,
         "commit",
         `state digest at op ${replica.commitNumber} differs from the model`,
+      );
+    }
+    const table = this.#clientTableDigests[replica.commitNumber];
+    if (table !== undefined && replica.clientTableDigest() !== table) {
+      this.#fail(
+        index,
+        "commit",
+        `client table at op ${replica.commitNumber} differs from the model's: ` +
+          `${replica.clientTableDigest()} != ${table}`,
       );
     }
   }

@@ -13,18 +13,25 @@
  *
  * @module
  */
+import { sha256 } from "../lib/sha256.ts";
 import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
 import { crc32c } from "../lib/crc32c.ts";
 import { Prng } from "../lib/prng.ts";
 import { LIMITS_DEFAULT, TIMING_DEFAULT } from "../vr/constants.ts";
-import type { ClientMessage, ClientReplyMessage, LogEntry, Message } from "../vr/message.ts";
+import type { ClientMessage, ClientReplyMessage, Message } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
-import { type Effect, type PlantedBug, Replica, type Superblock } from "../vr/replica.ts";
+import { type Effect, type PlantedBug, Replica } from "../vr/replica.ts";
 import { EventQueue } from "./event_queue.ts";
 import type { HistoryOperation, KvCall } from "./linearizability.ts";
 import { checkLinearizable } from "./linearizability.ts";
 import { type Delivery, Network } from "./network.ts";
 import { Checker, InvariantViolation } from "./checker.ts";
+import {
+  MemoryDisk,
+  type PersistEffect,
+  readCheckpoint,
+  type StoredCheckpoint,
+} from "./memory_disk.ts";
 
 /** Simulated time units per replica tick. One unit stands for about a millisecond. */
 export const TICK_UNITS = 10;
@@ -134,6 +141,19 @@ export interface SwarmParameters {
    * batches split, the pipeline fills and state transfers take several messages (a view's
    * uncommitted suffix always fits in one: transfers are at least the pipeline plus one operation).
    */
+  /**
+   * §5.1 Checkpoint limits (`Limits`): small intervals and retained suffixes in most seeds, so
+   * that replicas checkpoint, truncate and fetch checkpoints; `checkpointWriteUnits` is how long
+   * a checkpoint write takes (a crash meanwhile loses it).
+   */
+  readonly checkpoints: {
+    readonly checkpointOpsInterval: number;
+    readonly checkpointLogBytesMax: number;
+    readonly logRetainOps: number;
+    readonly checkpointChunkBytes: number;
+    readonly checkpointChunksInFlight: number;
+    readonly checkpointWriteUnits: number;
+  };
   readonly limits: {
     readonly operationBytesMax: number;
     readonly pipelineOpsMax: number;
@@ -155,6 +175,11 @@ export interface SimulationOptions {
   readonly replicas?: 1 | 3 | 5 | undefined;
   /** Force `SwarmParameters.readsWithoutLog` instead of drawing it. */
   readonly readsWithoutLog?: boolean | undefined;
+  /**
+   * Force the default checkpoint limits (a checkpoint every 100,000 ops, so none in a run) instead
+   * of the small ones most seeds draw: seeds found before §5.1 replay as they ran then.
+   */
+  readonly defaultCheckpoints?: boolean | undefined;
   readonly plantedBug?: PlantedBug | undefined;
   /** Keep a one-line-per-event trace (slower; for replaying a seed). */
   readonly trace?: boolean | undefined;
@@ -216,6 +241,49 @@ export interface SimulationStats {
   corruptedLogs: number;
   /** Crashes that tore a superblock write in flight (`superblockTornProbability`). */
   tornSuperblocks: number;
+  /** §5.1 Checkpoints begun, and lost to a crash before they were durable. */
+  checkpointsTaken: number;
+  checkpointWritesLost: number;
+  /** §5.1 Log truncations after a checkpoint. */
+  logTruncations: number;
+  /** §5.1 Checkpoints fetched from another replica and installed. */
+  checkpointTransfers: number;
+  /** §5.1 Checkpoint chunks sent, and chunks a fetching replica found in its own state. */
+  checkpointChunksSent: number;
+  checkpointChunksReused: number;
+}
+
+/** Stats with every count at zero. */
+export function emptyStats(): SimulationStats {
+  return {
+    events: 0,
+    opsCommitted: 0,
+    requestsCompleted: 0,
+    readsWithoutLog: 0,
+    viewChanges: 0,
+    recoveries: 0,
+    restartsFromDisk: 0,
+    stateTransfers: 0,
+    spareSwaps: 0,
+    clientRestarts: 0,
+    rejectedConflict: 0,
+    rejectedEvicted: 0,
+    rejectedStale: 0,
+    crashes: 0,
+    messagesSent: 0,
+    messagesDropped: 0,
+    messagesDuplicated: 0,
+    partitions: 0,
+    tornWrites: 0,
+    corruptedLogs: 0,
+    tornSuperblocks: 0,
+    checkpointsTaken: 0,
+    checkpointWritesLost: 0,
+    logTruncations: 0,
+    checkpointTransfers: 0,
+    checkpointChunksSent: 0,
+    checkpointChunksReused: 0,
+  };
 }
 
 export interface SimulationResult {
@@ -320,6 +388,42 @@ export function drawParameters(
     logCorruptionProbability: prng.pick([0, 0, 0.1, 0.3]),
     superblockTornProbability: prng.pick([0, 0.5, 1]),
     limits: drawLimits(prng),
+    // Drawn last, so that the draws before are as they were.
+    checkpoints: unlessForced(
+      drawCheckpoints(prng),
+      options.defaultCheckpoints === true ? DEFAULT_CHECKPOINTS : undefined,
+    ),
+  };
+}
+
+/** The core's checkpoint limits, and instant checkpoint writes. */
+const DEFAULT_CHECKPOINTS: SwarmParameters["checkpoints"] = {
+  checkpointOpsInterval: LIMITS_DEFAULT.checkpointOpsInterval,
+  checkpointLogBytesMax: LIMITS_DEFAULT.checkpointLogBytesMax,
+  logRetainOps: LIMITS_DEFAULT.logRetainOps,
+  checkpointChunkBytes: LIMITS_DEFAULT.checkpointChunkBytes,
+  checkpointChunksInFlight: LIMITS_DEFAULT.checkpointChunksInFlight,
+  checkpointWriteUnits: 0,
+};
+
+/** Checkpoint limits: small in most seeds (see `SwarmParameters.checkpoints`). */
+function drawCheckpoints(prng: Prng): SwarmParameters["checkpoints"] {
+  return {
+    checkpointOpsInterval: prng.pick([
+      4,
+      10,
+      10,
+      25,
+      25,
+      60,
+      200,
+      LIMITS_DEFAULT.checkpointOpsInterval,
+    ]),
+    checkpointLogBytesMax: prng.pick([LIMITS_DEFAULT.checkpointLogBytesMax, 3_000, 30_000]),
+    logRetainOps: prng.pick([1, 3, 10, 40]),
+    checkpointChunkBytes: prng.pick([64, 300, 2_000, LIMITS_DEFAULT.checkpointChunkBytes]),
+    checkpointChunksInFlight: prng.pick([1, 2, 4, 16]),
+    checkpointWriteUnits: prng.pick([0, 5, 50, 300]),
   };
 }
 
@@ -349,23 +453,17 @@ type SimEvent =
     /** Restart within a few units. */
     readonly quick: boolean;
   }
-  | { readonly kind: "heal" };
+  | { readonly kind: "heal" }
+  | {
+    /** A checkpoint write is done (`SwarmParameters.checkpoints.checkpointWriteUnits`). */
+    readonly kind: "checkpointed";
+    readonly replica: number;
+    readonly incarnation: number;
+  };
 
 /** A write on its way to the simulated disk. */
 interface PendingWrite {
-  readonly effect: Extract<Effect, { type: "persist_log" | "persist_superblock" }>;
-}
-
-/** The durable state of one simulated replica: what survives a crash. */
-interface SimDisk {
-  superblock: Superblock;
-  log: LogEntry[];
-  commitNumber: number;
-  /**
-   * False once a crash lost the log, until the restarted replica has durably marked itself as
-   * recovering (from then on its superblock says whether the log can be trusted).
-   */
-  logIntact: boolean;
+  readonly effect: PersistEffect;
 }
 
 class SimReplica {
@@ -373,13 +471,13 @@ class SimReplica {
   incarnation = 0;
   /** `replica.spareSwaps` already counted in the stats. */
   spareSwapsCounted = 0;
-  readonly disk: SimDisk = {
-    superblock: { viewNumber: 0, lastNormalView: 0, recovering: false },
-    log: [],
-    commitNumber: 0,
-    logIntact: true,
-  };
+  /** `replica.checkpointStats.chunksReused` already counted in the stats. */
+  chunksReusedCounted = 0;
+  /** The durable state: what survives a crash. */
+  readonly disk = new MemoryDisk();
   pendingWrites: PendingWrite[] = [];
+  /** A checkpoint being written (§5.1): on the disk once its "checkpointed" event comes. */
+  checkpointWrite: StoredCheckpoint | undefined;
   /** When the last pending write completes; writes complete in order. */
   writeDoneAt = 0;
   /** A brand-new replica starts without durable state (view 0, normal). */
@@ -444,29 +542,7 @@ class Simulation {
   traceHash = 0x811c9dc5;
   now = 0;
   phase: "safety" | "liveness" = "safety";
-  readonly stats: SimulationStats = {
-    events: 0,
-    opsCommitted: 0,
-    requestsCompleted: 0,
-    readsWithoutLog: 0,
-    viewChanges: 0,
-    recoveries: 0,
-    restartsFromDisk: 0,
-    stateTransfers: 0,
-    spareSwaps: 0,
-    clientRestarts: 0,
-    rejectedConflict: 0,
-    rejectedEvicted: 0,
-    rejectedStale: 0,
-    crashes: 0,
-    messagesSent: 0,
-    messagesDropped: 0,
-    messagesDuplicated: 0,
-    partitions: 0,
-    tornWrites: 0,
-    corruptedLogs: 0,
-    tornSuperblocks: 0,
-  };
+  readonly stats: SimulationStats = emptyStats();
   readonly safetyUnits: number;
   readonly livenessUnitsMax: number;
   readonly addresses: string[];
@@ -501,7 +577,7 @@ class Simulation {
     );
     this.addresses = [];
     for (let i = 0; i < p.replicaCount; i++) this.addresses.push(`sim:${i}`);
-    this.checker = new Checker(p.replicaCount);
+    this.checker = new Checker(p.replicaCount, p.clientsMax);
     for (let i = 0; i < p.replicaCount; i++) this.replicas.push(new SimReplica(i));
     for (let i = 0; i < p.clientCount; i++) {
       this.clients.push(new SimClient(i, CLIENT_ID_BASE + i, p.replicaCount + i));
@@ -678,6 +754,9 @@ class Simulation {
         }
         return;
       }
+      case "checkpointed":
+        this.#checkpointed(event.replica, event.incarnation);
+        return;
       case "heal":
         if (this.phase === "safety") {
           this.network.heal();
@@ -692,19 +771,17 @@ class Simulation {
   #start(sim: SimReplica): void {
     sim.incarnation++;
     const index = sim.index;
-    const durable = sim.fresh ? undefined : {
-      superblock: sim.disk.superblock,
-      log: sim.disk.log.slice(),
-      commitNumber: sim.disk.commitNumber,
-      logTrusted: sim.disk.logIntact,
-    };
+    const app = this.parameters.readsWithoutLog ? new KvStore() : new LogOnlyKvStore();
+    const durable = sim.fresh ? undefined : sim.disk.load(app);
     sim.fresh = false;
     sim.pendingWrites = [];
+    sim.checkpointWrite = undefined;
     sim.writeDoneAt = this.now;
     const replica = new Replica({
+      chunkHash: sha256,
       replicaIndex: index,
       addresses: this.addresses,
-      app: this.parameters.readsWithoutLog ? new KvStore() : new LogOnlyKvStore(),
+      app,
       seed: this.seedPrng.nextUint32(),
       durable,
       limits: {
@@ -712,6 +789,11 @@ class Simulation {
         quietPrepareBackups: this.parameters.quietPrepareBackups,
         clientsMax: this.parameters.clientsMax,
         ...this.parameters.limits,
+        checkpointOpsInterval: this.parameters.checkpoints.checkpointOpsInterval,
+        checkpointLogBytesMax: this.parameters.checkpoints.checkpointLogBytesMax,
+        logRetainOps: this.parameters.checkpoints.logRetainOps,
+        checkpointChunkBytes: this.parameters.checkpoints.checkpointChunkBytes,
+        checkpointChunksInFlight: this.parameters.checkpoints.checkpointChunksInFlight,
       },
       timing: {
         spareSwapTicks: this.parameters.spareSwapTicks,
@@ -725,6 +807,7 @@ class Simulation {
     });
     sim.replica = replica;
     sim.spareSwapsCounted = 0;
+    sim.chunksReusedCounted = 0;
     this.network.setNodeUp(index, true);
     this.checker.onStart(index, replica);
     if (durable !== undefined) {
@@ -792,20 +875,26 @@ class Simulation {
     }
     for (let index = 0; index < kept; index++) this.#applyWrite(sim, pending[index]!);
     sim.pendingWrites = [];
+    if (sim.checkpointWrite !== undefined) {
+      // A checkpoint write cut short: the data directory deletes its temporary file at the next
+      // open, and the previous checkpoints stay.
+      what += `, losing its checkpoint write of op ${sim.checkpointWrite.checkpoint.opNumber}`;
+      sim.checkpointWrite = undefined;
+      this.stats.checkpointWritesLost++;
+    }
     const disk = sim.disk;
     if (diskless) {
-      disk.log = [];
-      disk.commitNumber = 0;
-      disk.logIntact = false;
+      disk.loseLog();
       sim.storageFault = true;
     } else if (damageLog && disk.log.length >= 2 && this.#mayFault(sim)) {
-      // Damage: the record holding op `bad` on decays, valid records follow it (the last record
-      // bad would look torn). The load keeps the entries before it; the data directory marks the
-      // superblock recovering and reports the log untrusted (`DataDir.open`).
-      const bad = 1 + Math.floor(damageAt * (disk.log.length - 1));
-      const lost = disk.log.length - (bad - 1);
-      disk.log.length = bad - 1;
-      disk.commitNumber = Math.min(disk.commitNumber, disk.log.length);
+      // Damage: the record holding the `position`-th entry on decays, valid records follow it (the
+      // last record bad would look torn). The load keeps the entries before it; the data
+      // directory marks the superblock recovering and reports the log untrusted (`DataDir.open`).
+      const position = 1 + Math.floor(damageAt * (disk.log.length - 1));
+      const bad = disk.logStartOpNumber + position - 1;
+      const lost = disk.log.length - (position - 1);
+      disk.log.length = position - 1;
+      disk.commitNumber = Math.min(disk.commitNumber, disk.opNumber);
       if (this.options.trustDamagedLogs !== true) {
         disk.superblock = { ...disk.superblock, recovering: true };
         disk.logIntact = false;
@@ -860,21 +949,23 @@ class Simulation {
   }
 
   #applyWrite(sim: SimReplica, write: PendingWrite): void {
-    const effect = write.effect;
-    const disk = sim.disk;
-    if (effect.type === "persist_superblock") {
-      disk.superblock = effect.superblock;
-      if (effect.superblock.recovering) disk.logIntact = true;
-      return;
+    try {
+      sim.disk.apply(write.effect);
+    } catch (error) {
+      throw new InvariantViolation(`r${sim.index}: ${(error as Error).message}`);
     }
-    disk.log.length = Math.min(disk.log.length, effect.fromOpNumber - 1);
-    if (disk.log.length !== effect.fromOpNumber - 1) {
-      throw new InvariantViolation(
-        `r${sim.index} wrote log from op ${effect.fromOpNumber} with a hole after ${disk.log.length}`,
-      );
-    }
-    for (const entry of effect.entries) disk.log.push(entry);
-    disk.commitNumber = Math.min(effect.commitNumber, disk.log.length);
+  }
+
+  /** A checkpoint write is done: on the disk, and reported to the replica (§5.1). */
+  #checkpointed(index: number, incarnation: number): void {
+    const sim = this.replicas[index]!;
+    const write = sim.checkpointWrite;
+    if (sim.incarnation !== incarnation || sim.replica === undefined || write === undefined) return;
+    sim.checkpointWrite = undefined;
+    sim.disk.storeCheckpoint(write.checkpoint, write.chunks);
+    this.#traceLine(`r${index} checkpoint of op ${write.checkpoint.opNumber} durable`);
+    sim.replica.onCheckpointed(write.checkpoint);
+    this.#afterStep(sim, "checkpointed");
   }
 
   /** Carry out what a replica asked for after one step, then check the invariants. */
@@ -887,6 +978,9 @@ class Simulation {
     this.stats.viewChanges += this.checker.viewChanges - before;
     this.stats.spareSwaps += replica.spareSwaps - sim.spareSwapsCounted;
     sim.spareSwapsCounted = replica.spareSwaps;
+    const reused = replica.checkpointStats.chunksReused;
+    this.stats.checkpointChunksReused += reused - sim.chunksReusedCounted;
+    sim.chunksReusedCounted = reused;
     if (sim.storageFault && replica.status === "normal") {
       // Normal again: through §4.3 recovery, it holds the primary's log (see the checker).
       sim.storageFault = false;
@@ -910,8 +1004,45 @@ class Simulation {
           }
           break;
         }
+        case "checkpoint": {
+          // The chunks are read now (the reader is consistent as of the checkpoint's op-number,
+          // whatever executes meanwhile) and reach the disk after `checkpointWriteUnits`.
+          this.stats.checkpointsTaken++;
+          sim.checkpointWrite = readCheckpoint(effect);
+          this.queue.push(this.now + this.parameters.checkpoints.checkpointWriteUnits, {
+            kind: "checkpointed",
+            replica: sim.index,
+            incarnation: sim.incarnation,
+          });
+          break;
+        }
+        case "truncate_log":
+          this.stats.logTruncations++;
+          try {
+            sim.disk.truncateBefore(effect.beforeOpNumber);
+          } catch (error) {
+            throw new InvariantViolation(`r${sim.index}: ${(error as Error).message}`);
+          }
+          break;
+        case "send_checkpoint_chunks": {
+          const chunks = sim.disk.chunksOf(effect.opNumber, effect.indexes);
+          if (chunks === undefined) break;
+          effect.indexes.forEach((chunkIndex, position) => {
+            this.stats.checkpointChunksSent++;
+            this.network.send(sim.index, effect.to, {
+              type: "checkpoint_chunk",
+              opNumber: effect.opNumber,
+              index: chunkIndex,
+              bytes: chunks[position]!,
+              replica: sim.index,
+            }, this.now);
+          });
+          break;
+        }
+        case "install_checkpoint":
         case "persist_log":
         case "persist_superblock": {
+          if (effect.type === "install_checkpoint") this.stats.checkpointTransfers++;
           sim.pendingWrites.push({ effect });
           const latency = this.parameters.diskLatencyUnits;
           sim.writeDoneAt = Math.max(sim.writeDoneAt, this.now + latency);

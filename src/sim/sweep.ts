@@ -4,7 +4,7 @@
  * @module
  */
 import type { PlantedBug } from "../vr/replica.ts";
-import type { SimulationResult, SimulationStats } from "./simulator.ts";
+import { emptyStats, type SimulationResult, type SimulationStats } from "./simulator.ts";
 import type { SweepJob } from "./sweep_worker.ts";
 
 export interface SweepOptions {
@@ -23,6 +23,9 @@ export interface SweepSummary {
   readonly passed: number;
   readonly failed: readonly SimulationResult[];
   readonly totals: SimulationStats;
+  /** §5.1 Seeds in which a replica checkpointed, and in which one fetched a checkpoint. */
+  readonly seedsWithCheckpoints: number;
+  readonly seedsWithTransfers: number;
   readonly seconds: number;
 }
 
@@ -31,29 +34,9 @@ const SEEDS_PER_JOB = 8;
 
 export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
   const started = performance.now();
-  const totals: SimulationStats = {
-    events: 0,
-    opsCommitted: 0,
-    requestsCompleted: 0,
-    readsWithoutLog: 0,
-    viewChanges: 0,
-    recoveries: 0,
-    restartsFromDisk: 0,
-    stateTransfers: 0,
-    spareSwaps: 0,
-    clientRestarts: 0,
-    rejectedConflict: 0,
-    rejectedEvicted: 0,
-    rejectedStale: 0,
-    crashes: 0,
-    messagesSent: 0,
-    messagesDropped: 0,
-    messagesDuplicated: 0,
-    partitions: 0,
-    tornWrites: 0,
-    corruptedLogs: 0,
-    tornSuperblocks: 0,
-  };
+  const totals: SimulationStats = emptyStats();
+  let seedsWithCheckpoints = 0;
+  let seedsWithTransfers = 0;
   const failed: SimulationResult[] = [];
   let passed = 0;
   const seeds: number[] = [];
@@ -90,6 +73,8 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
         for (const key of Object.keys(totals) as (keyof SimulationStats)[]) {
           totals[key] += data.stats[key];
         }
+        if (data.stats.checkpointsTaken > 0) seedsWithCheckpoints++;
+        if (data.stats.checkpointTransfers > 0) seedsWithTransfers++;
         if (data.ok) passed++;
         else failed.push(data);
         options.onResult?.(data);
@@ -106,5 +91,12 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
   for (let i = 0; i < jobs; i++) workers.push(runWorker());
   await Promise.all(workers);
   failed.sort((a, b) => a.seed - b.seed);
-  return { passed, failed, totals, seconds: (performance.now() - started) / 1000 };
+  return {
+    passed,
+    failed,
+    totals,
+    seedsWithCheckpoints,
+    seedsWithTransfers,
+    seconds: (performance.now() - started) / 1000,
+  };
 }

@@ -33,6 +33,16 @@
  * one that checks out is used; one that does not is reported (file and byte offset), deleted and
  * passed over. Its chunks are then read back one at a time and checked again as they are read.
  *
+ * A checkpoint fetched from a peer (`DataDir.persist` of an "install_checkpoint" effect) is written
+ * the same way but renamed to `checkpoint.<op-number>.install`, staged: it counts only once the
+ * log's record that rebases the log onto it is durable, and is then renamed into place
+ * (`commitStagedCheckpoint`). A crash in between leaves the staged file, which the next `open`
+ * puts in place if the log holds that record and deletes otherwise
+ * (`resolveStagedCheckpoints`): the install happened whole or not at all.
+ *
+ * A checkpoint in place can be kept open to serve its chunks to peers (`CheckpointFile`), without
+ * verifying it whole again: each chunk is checked against its CRC-32C as it is read.
+ *
  * @module
  */
 
@@ -69,8 +79,11 @@ const CHUNK_COUNT_MAX = 2 ** 32 - 1;
 const CHECKPOINT_FILE_PREFIX = "checkpoint.";
 const OP_NUMBER_DIGITS = 16;
 const TMP_SUFFIX = ".tmp";
+/** A checkpoint fetched from a peer, durable but not yet counted (see the module). */
+const STAGED_SUFFIX = ".install";
 const CHECKPOINT_PATTERN = /^checkpoint\.(\d{16})$/;
 const TMP_PATTERN = /^checkpoint\.\d{16}\.tmp$/;
+const STAGED_PATTERN = /^checkpoint\.(\d{16})\.install$/;
 
 /** What a checkpoint holds besides the snapshot's chunks. */
 export interface CheckpointHeader {
@@ -126,6 +139,11 @@ export interface LoadedCheckpoint extends CheckpointInfo {
 export interface CheckpointWriterHooks {
   readonly sync: boolean;
   readonly injectFault: ((io: DiskIo) => void) | undefined;
+  /**
+   * Whether `finish` stages the checkpoint (`checkpoint.<op-number>.install`, the older ones left
+   * alone) rather than putting it in place: see `commitStagedCheckpoint`.
+   */
+  readonly staged?: boolean | undefined;
   /** Called once when the writer is done: with the checkpoint once it is in place, else undefined. */
   readonly onEnd: (info: CheckpointInfo | undefined) => void;
 }
@@ -174,7 +192,7 @@ export class CheckpointWriter {
     const name = checkpointFileName(header.opNumber);
     this.#directory = directory;
     this.#tmpPath = `${directory}/${name}${TMP_SUFFIX}`;
-    this.#path = `${directory}/${name}`;
+    this.#path = `${directory}/${name}${hooks.staged === true ? STAGED_SUFFIX : ""}`;
     this.#opNumber = header.opNumber;
     this.#viewNumber = header.viewNumber;
     this.#metadata = (header.metadata ?? new Uint8Array()).slice();
@@ -227,6 +245,11 @@ export class CheckpointWriter {
   /** The chunks written so far. */
   get chunkCount(): number {
     return this.#chunks.length;
+  }
+
+  /** The chunks written so far, as the index will describe them. */
+  get chunks(): readonly CheckpointChunk[] {
+    return this.#chunks;
   }
 
   /** Appends the next chunk of the snapshot. */
@@ -345,6 +368,8 @@ export class CheckpointWriter {
       checksum,
     };
     this.#hooks.onEnd(info);
+    // A staged checkpoint does not count yet: the older ones stay until it is put in place.
+    if (this.#hooks.staged === true) return info;
     try {
       await pruneCheckpoints(this.#directory, this.#opNumber, this.#hooks.sync);
     } catch (error) {
@@ -399,6 +424,91 @@ export function beginCheckpoint(
   hooks: CheckpointWriterHooks,
 ): Promise<CheckpointWriter> {
   return CheckpointWriter.begin(directory, header, hooks);
+}
+
+/**
+ * Puts a staged checkpoint (`CheckpointWriterHooks.staged`) in place: renames it to the name of a
+ * checkpoint, fsyncs the directory, then deletes the checkpoints beyond the newest two, as
+ * `finish` does for one written in place. Returns it under its new name.
+ */
+export async function commitStagedCheckpoint(
+  directory: string,
+  staged: CheckpointInfo,
+  sync: boolean,
+  injectFault: ((io: DiskIo) => void) | undefined,
+): Promise<CheckpointInfo> {
+  const path = `${directory}/${checkpointFileName(staged.opNumber)}`;
+  try {
+    await Deno.rename(staged.path, path);
+    if (sync) {
+      injectFault?.({ kind: "sync", path: directory });
+      await syncDirectory(directory);
+    }
+  } catch (error) {
+    throw new DataDirError(
+      `${staged.path}: putting the installed checkpoint in place as ${path}: ${describe(error)}`,
+      { cause: error },
+    );
+  }
+  try {
+    await pruneCheckpoints(directory, staged.opNumber, sync);
+  } catch (error) {
+    throw new DataDirError(
+      `${directory}: deleting checkpoints older than ${path}: ${describe(error)}`,
+      { cause: error },
+    );
+  }
+  return { ...staged, path };
+}
+
+/**
+ * For `DataDir.open`, once the log is loaded: puts in place each staged checkpoint whose install
+ * the log records (`installed` holds the op-numbers of the checkpoints the log was rebased onto),
+ * and deletes the others, whose install a crash cut short before the log recorded it. Each is
+ * reported.
+ */
+export async function resolveStagedCheckpoints(
+  directory: string,
+  installed: ReadonlySet<number>,
+  sync: boolean,
+  onRepair: ((message: string) => void) | undefined,
+): Promise<void> {
+  for (const name of await listDirectory(directory)) {
+    const match = STAGED_PATTERN.exec(name);
+    if (match === null) continue;
+    const opNumber = Number(match[1]);
+    const path = `${directory}/${name}`;
+    const final = `${directory}/${checkpointFileName(opNumber)}`;
+    const commit = installed.has(opNumber);
+    try {
+      if (commit) {
+        await Deno.rename(path, final);
+        if (sync) await syncDirectory(directory);
+        await pruneCheckpoints(directory, opNumber, sync);
+      } else {
+        await Deno.remove(path);
+        if (sync) await syncDirectory(directory);
+      }
+    } catch (error) {
+      throw new DataDirError(
+        `${path}: ${commit ? `putting it in place as ${final}` : "deleting it"}: ${
+          describe(error)
+        }`,
+        { cause: error },
+      );
+    }
+    if (commit) {
+      onRepair?.(
+        `${path}: a checkpoint fetched from a peer, staged, whose install the log records (a ` +
+          `crash came before it was put in place): renamed it to ${final}`,
+      );
+    } else {
+      onRepair?.(
+        `${path}: a checkpoint fetched from a peer, staged, whose install the log never ` +
+          "recorded (a crash came first): deleted it; the log and the checkpoints before it stand",
+      );
+    }
+  }
 }
 
 /** Deletes every checkpoint but the one of `opNumber` and the newest other one. */
@@ -680,16 +790,109 @@ async function openForReading(path: string): Promise<Deno.FsFile> {
   }
 }
 
+/**
+ * A checkpoint in place whose file is kept open, to serve its chunks to peers
+ * (`DataDir.openCheckpoint`) without verifying it whole on every request: each chunk is checked
+ * as it is read, as `LoadedCheckpoint` promises. Reads go one at a time (each seeks the one
+ * file). `close` waits for the reads in flight, then closes the file; a read after it rejects
+ * with DataDirError (the checkpoint was deleted or replaced, or the directory closed).
+ */
+export class CheckpointFile implements LoadedCheckpoint {
+  readonly path: string;
+  readonly opNumber: number;
+  readonly viewNumber: number;
+  readonly metadata: Uint8Array;
+  readonly chunks: readonly CheckpointChunk[];
+  readonly bytes: number;
+  readonly checksum: number;
+  readonly #info: CheckpointInfo;
+  #file: Promise<Deno.FsFile> | undefined;
+  /** The read in flight, if any; the next one starts after it. */
+  #tail: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(info: CheckpointInfo) {
+    this.#info = info;
+    this.path = info.path;
+    this.opNumber = info.opNumber;
+    this.viewNumber = info.viewNumber;
+    this.metadata = info.metadata;
+    this.chunks = info.chunks;
+    this.bytes = info.bytes;
+    this.checksum = info.checksum;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Opens the file unless it is open: rejects with Deno.errors.NotFound once the file is gone,
+   * with DataDirError for another failure.
+   */
+  async open(): Promise<void> {
+    this.#file ??= Deno.open(this.path, { read: true });
+    try {
+      await this.#file;
+    } catch (error) {
+      this.#file = undefined;
+      if (error instanceof Deno.errors.NotFound) throw error;
+      throw new DataDirError(`${this.path}: cannot open (${describe(error)})`, { cause: error });
+    }
+  }
+
+  async *read(fromIndex = 0): AsyncGenerator<Uint8Array, void, undefined> {
+    assert(
+      Number.isInteger(fromIndex) && fromIndex >= 0 && fromIndex <= this.chunks.length,
+      () => `${this.path}: no chunk ${fromIndex} to read from (it holds ${this.chunks.length})`,
+    );
+    for (let index = fromIndex; index < this.chunks.length; index++) {
+      yield await this.readChunk(index);
+    }
+  }
+
+  readChunk(index: number): Promise<Uint8Array> {
+    if (!(Number.isInteger(index) && index >= 0 && index < this.chunks.length)) {
+      // Rejects, as `LoadedCheckpoint.readChunk` does.
+      return Promise.reject(
+        new AssertionError(`${this.path}: no chunk ${index} (it holds ${this.chunks.length})`),
+      );
+    }
+    const read = this.#tail.catch(() => {}).then(async () => {
+      if (this.#closed) {
+        throw new DataDirError(`${this.path}: closed (deleted or replaced since it was opened)`);
+      }
+      await this.open();
+      return readVerifiedChunk(await this.#file!, this.#info, this.chunks[index]!);
+    });
+    this.#tail = read;
+    return read;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#tail.catch(() => {});
+    const file = this.#file;
+    this.#file = undefined;
+    if (file === undefined) return;
+    try {
+      (await file).close();
+    } catch {
+      // Never opened, or closed already.
+    }
+  }
+}
+
 // ---------------------------------------------------------------- file helpers
 
-interface CheckpointFile {
+interface CheckpointName {
   readonly opNumber: number;
   readonly name: string;
 }
 
 /** The checkpoints in `directory` (not the temporary files), by their names. */
-async function listCheckpoints(directory: string): Promise<CheckpointFile[]> {
-  const found: CheckpointFile[] = [];
+async function listCheckpoints(directory: string): Promise<CheckpointName[]> {
+  const found: CheckpointName[] = [];
   for (const name of await listDirectory(directory)) {
     const match = CHECKPOINT_PATTERN.exec(name);
     if (match === null) continue;

@@ -18,7 +18,8 @@
  *   checksums are the old ones (segment 0 is the only segment whose checksums do not cover the
  *   segment's number), and the log goes on in `log.000001`.
  * - `checkpoint.<op-number, 16 digits>`: checkpoints, the newest two kept, and
- *   `checkpoint.<op-number>.tmp` while one is written (see `src/storage/checkpoint.ts`).
+ *   `checkpoint.<op-number>.tmp` while one is written, `checkpoint.<op-number>.install` while one
+ *   fetched from a peer waits for the log to record its install (see `src/storage/checkpoint.ts`).
  *
  * A batch costs one write and one fdatasync of the log, then, if it holds superblock writes, one
  * write and one fdatasync of a superblock slot. Log writes that the batch orders after a superblock
@@ -43,7 +44,9 @@
  *   so the caller may persist the same batch again once there is room. Any other failed write is a
  *   `DataDirError` the caller should treat as fatal;
  * - a checkpoint write cut short by a crash (a temporary file), or a checkpoint that does not
- *   check out: reported, deleted and ignored, so that the previous checkpoint is used.
+ *   check out: reported, deleted and ignored, so that the previous checkpoint is used;
+ * - an install of a checkpoint cut short by a crash: finished or undone, whichever its log record
+ *   says (see "Installing a checkpoint" below), and reported.
  *
  * Log truncation and the replica core. `Replica` (`DurableState.log`, `src/vr/log.ts`) assumes the
  * log starts at op 1. After `truncateBefore` the loaded log starts at a later op-number
@@ -51,10 +54,37 @@
  * `allowTruncatedLog`: a core that restores from a checkpoint must take the log's first
  * op-number along with the entries, and only such a core may pass it.
  *
+ * Installing a checkpoint. An "install_checkpoint" effect (a checkpoint of op c that the replica
+ * fetched from a peer, because its log no longer meets the group's) replaces the log: it
+ * continues at op c + 1, whatever it held, and what it held before is dead. `persist` writes the
+ * effects before it as a batch of their own, then, in this order, each step durable before the
+ * next:
+ * 1. the checkpoint, as a staged file `checkpoint.<c>.install` (written and renamed as any
+ *    checkpoint is, but not counted: not loaded, not pruned against);
+ * 2. the last segment cut to its records and synced, a new segment created and the directory
+ *    synced (`#startSegment`; skipped when the last segment holds no record yet);
+ * 3. the rebase record, first in the new segment (`RECORD_KIND_BASE`): its first run, from op
+ *    c + 1, replaces the whole log; the batch's effects after the install follow in the same
+ *    record (an empty run if none, so that a load learns the log ends at op c). This fdatasync is
+ *    the install's commit point;
+ * 4. the staged checkpoint renamed into place, the directory synced, older checkpoints pruned;
+ * 5. every segment before the new one deleted, from the first on, and the directory synced.
+ * A crash before 3 is durable leaves the log as it was: the new segment empty or torn (cut off as
+ * a torn tail), and the staged checkpoint (or its temporary file, during 1), which `open` deletes
+ * since no rebase record names it: the old state, exactly. A crash after 3 leaves the rebase record, which checks out: `open` finds
+ * it by looking at the first record of each segment, from the last on, deletes the segments
+ * before it (they can only be dead: the record is written only after them, in a segment of its
+ * own), loads the log from it, and puts the staged checkpoint in place: the new state, whatever
+ * of 4 and 5 had happened. (`open` never sees the old segments' contents then, so damage in them
+ * cannot matter.) A rebase record is never lost to a lost superblock write: its first run is
+ * tagged with the superblock already durable. The log on disk therefore always holds one history:
+ * what the replica held before the install, or the checkpoint's and what followed it, never a mix.
+ *
  * @module
  */
 
 import { Unpackr } from "msgpackr";
+import { bytesEqual } from "../lib/bytes.ts";
 import { crc32c, CRC32C_START, crc32cFinish, crc32cUpdate } from "../lib/crc32c.ts";
 import {
   ScratchBuffer,
@@ -73,12 +103,16 @@ import { describe, readAt as readAtShared, removeIfPresent, syncDirectory } from
 // inside functions, never while it is being evaluated, so either may be imported first.
 import {
   beginCheckpoint,
+  CheckpointFile,
   type CheckpointHeader,
   type CheckpointInfo,
+  CHECKPOINTS_KEPT,
   type CheckpointWriter,
+  commitStagedCheckpoint,
   type LoadedCheckpoint,
   loadNewestCheckpoint,
   removeUnfinishedCheckpoints,
+  resolveStagedCheckpoints,
 } from "./checkpoint.ts";
 
 export type {
@@ -123,8 +157,17 @@ const RECORD_HEADER_BYTES = 12;
  * keeps a corrupt length field from asking for an absurd allocation.
  */
 const RECORD_BODY_BYTES_MAX = 1024 * 1024 * 1024;
-/** The one kind of record so far; the tag leaves room for others. */
+/** A batch: its runs, applied to the log as it stands. */
 const RECORD_KIND_BATCH = 1;
+/**
+ * A batch that first rebases the log onto a checkpoint installed from a peer: its first run,
+ * from op c + 1, replaces the whole log, whatever it held, and the log before it is gone (the
+ * checkpoint of op c covers it). Always the first record of its segment, so that a load can tell
+ * from each segment's first record which segments it makes dead (see the module).
+ */
+const RECORD_KIND_BASE = 2;
+/** The first bytes of a base record's body: msgpack's two-element array, then the kind. */
+const BASE_BODY_PREFIX = [0x92, RECORD_KIND_BASE] as const;
 /** The number of fields of an encoded log entry. */
 const ENTRY_FIELD_COUNT = 6;
 /** The number of fields of an encoded run (consecutive log writes of a batch, see `Run`). */
@@ -231,7 +274,8 @@ export interface DataDirOptions {
    * For tests: called before each write and fdatasync of the log and the superblock slots after
    * the load (persists and the zeros written in advance; a new segment's sync of the full one and
    * of the directory), and of a checkpoint's temporary file and of the directory when a
-   * checkpoint is put in place. An error it throws is taken as that system call's error, so that a test can fill the disk (throw an error whose `code` is
+   * checkpoint is put in place (or staged, for an install) and when an install's rebase deleted
+   * the segments it replaced. An error it throws is taken as that system call's error, so that a test can fill the disk (throw an error whose `code` is
    * "ENOSPC") or break it without depending on the machine. Nothing has been written when it
    * throws; to model a short write, it may write a prefix of `bytes` itself first.
    */
@@ -316,7 +360,7 @@ interface Run {
 
 /**
  * A record: u32 magic, u32 body length, u32 checksum (see `recordChecksum`), then the body, the
- * msgpack of `[RECORD_KIND_BATCH, [run, ...]]` where a run is
+ * msgpack of `[kind, [run, ...]]` (`RECORD_KIND_BATCH` or `RECORD_KIND_BASE`) where a run is
  * `[superblockSequence, fromOpNumber, commitNumber, [entry, ...]]` and an entry is
  * `[opNumber, viewNumber, clientId, requestNumber, timestamp, operation]`.
  *
@@ -327,10 +371,11 @@ function encodeRecord(
   offset: number,
   runs: readonly Run[],
   fileName: string,
+  kind: number = RECORD_KIND_BATCH,
 ): Uint8Array {
   // Written by hand (src/lib/msgpack_fast.ts) in the layout the load decodes with msgpackr: a
   // record is written on every persist, and msgpackr would first need the nested arrays built.
-  let bodyBytes = sizeArrayHeader(2) + sizeUint(RECORD_KIND_BATCH) +
+  let bodyBytes = sizeArrayHeader(2) + sizeUint(kind) +
     sizeArrayHeader(runs.length);
   for (const run of runs) {
     bodyBytes += sizeArrayHeader(RUN_FIELD_COUNT) + sizeUint(run.superblockSequence) +
@@ -347,7 +392,7 @@ function encodeRecord(
   }
   const record = recordScratch.take(RECORD_HEADER_BYTES + bodyBytes);
   let p = writeArrayHeader(record, RECORD_HEADER_BYTES, 2);
-  p = writeUint(record, p, RECORD_KIND_BATCH);
+  p = writeUint(record, p, kind);
   p = writeArrayHeader(record, p, runs.length);
   for (const run of runs) {
     p = writeArrayHeader(record, p, RUN_FIELD_COUNT);
@@ -430,19 +475,28 @@ function decodeRun(value: unknown): Run {
   };
 }
 
-function decodeRecordBody(body: Uint8Array): Run[] {
+/** A record's runs, and whether it is a base record (`RECORD_KIND_BASE`). */
+interface DecodedRecord {
+  readonly base: boolean;
+  readonly runs: Run[];
+}
+
+function decodeRecordBody(body: Uint8Array): DecodedRecord {
   let value: unknown;
   try {
     value = unpackr.unpack(body);
   } catch (error) {
     invalid(`is not msgpack (${error instanceof Error ? error.message : String(error)})`);
   }
-  if (!Array.isArray(value) || value.length !== 2 || value[0] !== RECORD_KIND_BATCH) {
+  if (
+    !Array.isArray(value) || value.length !== 2 ||
+    (value[0] !== RECORD_KIND_BATCH && value[0] !== RECORD_KIND_BASE)
+  ) {
     invalid("is not a batch record");
   }
   const runs: unknown = value[1];
   if (!Array.isArray(runs) || runs.length === 0) invalid("holds no runs");
-  return (runs as unknown[]).map(decodeRun);
+  return { base: value[0] === RECORD_KIND_BASE, runs: (runs as unknown[]).map(decodeRun) };
 }
 
 function encodeSuperblock(sequence: number, superblock: Superblock): Uint8Array {
@@ -593,6 +647,42 @@ async function findRecordAfter(
     position += chunk.length - (magic.length - 1);
   }
   return undefined;
+}
+
+/**
+ * Whether the first record of segment `number` is a whole base record that checks out
+ * (`RECORD_KIND_BASE`): a base record is durable before the segments it replaces are deleted, so
+ * one that checks out makes them dead, whether or not its persist was reported durable.
+ */
+async function startsWithBaseRecord(path: string, number: number): Promise<boolean> {
+  const fileName = `${path}/${logSegmentFileName(number)}`;
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(fileName, { read: true });
+  } catch (error) {
+    throw new DataDirError(`${fileName}: cannot open (${describe(error)})`, { cause: error });
+  }
+  try {
+    const size = (await file.stat()).size;
+    const prefix = RECORD_HEADER_BYTES + BASE_BODY_PREFIX.length;
+    if (size < prefix) return false;
+    const head = await readAt(file, 0, prefix);
+    const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+    const length = view.getUint32(4, true);
+    if (
+      view.getUint32(0, true) !== RECORD_MAGIC || length > RECORD_BODY_BYTES_MAX ||
+      RECORD_HEADER_BYTES + length > size ||
+      BASE_BODY_PREFIX.some((byte, index) => head[RECORD_HEADER_BYTES + index] !== byte)
+    ) {
+      return false;
+    }
+    const body = await readAt(file, RECORD_HEADER_BYTES, length);
+    return recordChecksum(number, 0, body) === view.getUint32(8, true);
+  } catch (error) {
+    throw new DataDirError(`${fileName}: cannot load (${describe(error)})`, { cause: error });
+  } finally {
+    file.close();
+  }
 }
 
 /** How long `open` keeps trying to take the directory's lock before it calls it in use. */
@@ -752,6 +842,8 @@ interface LoadedLog {
   readonly allocated: number;
   /** False when the log was damaged (see `#loadLog`): it may lack entries this replica acknowledged. */
   readonly trusted: boolean;
+  /** The op-numbers of the checkpoints its base records rebased the log onto (`RECORD_KIND_BASE`). */
+  readonly rebasedOnto: ReadonlySet<number>;
 }
 
 /** What `truncateBefore` did. */
@@ -789,6 +881,23 @@ export class DataDir {
   #checkpointWriter: Promise<CheckpointWriter> | undefined;
   /** The op-number of the newest checkpoint known valid: written here, or loaded. */
   #checkpointOpNumber: number | undefined;
+  /**
+   * The checkpoints in place that this directory wrote, installed or loaded, by op-number, at
+   * most `CHECKPOINTS_KEPT` (as on disk), each file opened once it is asked for
+   * (`openCheckpoint`).
+   */
+  readonly #checkpoints = new Map<number, CheckpointFile>();
+  /** Checkpoint files being closed: `close` waits for them. */
+  readonly #closing = new Set<Promise<void>>();
+  /**
+   * Per op-number, the checkpoint write in flight (the node's own, or an install): two writes of
+   * the same op-number would share a temporary file, so the second waits.
+   */
+  readonly #checkpointWrites = new Map<number, Promise<void>>();
+  /** An installed checkpoint staged, until the record that rebases the log onto it is durable. */
+  #staged: CheckpointInfo | undefined;
+  /** The persists up to this id are durable, from a batch that failed after them (`persist`). */
+  #resumeAfterId: number | undefined;
   /** `DataDirOptions.injectFault`. */
   #injectFault: ((io: DiskIo) => void) | undefined;
   /** `DataDirOptions.onRepair`. */
@@ -922,7 +1031,9 @@ export class DataDir {
    * Opens the directory at `path`, creating it if missing, and loads what it holds: `undefined`
    * for a new directory (a new replica), otherwise the durable state. Repairs a log torn by a
    * crash; for a log damaged in the middle, loads the intact prefix with `logTrusted: false` (see
-   * the module's comment). Throws DataDirError when the directory cannot be used safely (no
+   * the module's comment). Finishes an install a crash interrupted, or forgets it (see the module,
+   * "Installing a checkpoint"). The state's `logStartOpNumber` is set when the log starts after
+   * op 1. Throws DataDirError when the directory cannot be used safely (no
    * readable superblock, records that check out but make no sense, a log truncated by
    * `truncateBefore` without `allowTruncatedLog`) or when another process has it open.
    */
@@ -1007,6 +1118,7 @@ export class DataDir {
         );
       }
       await removeUnfinishedCheckpoints(path, sync, options.onRepair);
+      await resolveStagedCheckpoints(path, loaded.rebasedOnto, sync, options.onRepair);
       const dataDir = new DataDir(path, sync, lock, slots, loaded, opNumber, current.sequence);
       dataDir.#segmentBytes = segmentBytes;
       await dataDir.#rewriteIfBloated(
@@ -1038,6 +1150,8 @@ export class DataDir {
       }
       const state: DurableState | undefined = fresh ? undefined : {
         superblock: current.superblock,
+        // Absent means op 1 (`DurableState`): a log never truncated loads as it always did.
+        ...(loaded.start > 1 ? { logStartOpNumber: loaded.start } : {}),
         log: loaded.log,
         commitNumber: Math.min(loaded.commitNumber, opNumber),
         logTrusted: loaded.trusted,
@@ -1222,20 +1336,33 @@ export class DataDir {
    */
   static async #loadLog(
     path: string,
-    numbers: readonly number[],
+    allNumbers: readonly number[],
     superblockSequence: number,
     sync: boolean,
     onRepair: ((message: string) => void) | undefined,
     markRecovering: () => Promise<void>,
   ): Promise<LoadedLog> {
+    const numbers = await DataDir.#dropRebasedSegments(path, allNumbers, sync, onRepair);
     const log: LogEntry[] = [];
     /** The op-number of `log[0]`, once a run has said where the log starts. */
     let start: number | undefined;
     let commitNumber = 0;
     const segments: LogSegment[] = [];
-    const apply = (runs: readonly Run[], fileName: string, offset: number): void => {
-      for (const run of runs) {
-        if (start === undefined || run.fromOpNumber < start) {
+    /** The op-numbers of the checkpoints base records rebased the log onto. */
+    const rebasedOnto = new Set<number>();
+    const apply = (
+      runs: readonly Run[],
+      base: boolean,
+      fileName: string,
+      offset: number,
+    ): void => {
+      for (const [index, run] of runs.entries()) {
+        if (base && index === 0) {
+          // Whatever the log held, it now starts here (see `RECORD_KIND_BASE`).
+          start = run.fromOpNumber;
+          log.length = 0;
+          rebasedOnto.add(run.fromOpNumber - 1);
+        } else if (start === undefined || run.fromOpNumber < start) {
           // The first run, or one from below what the segments still hold (`truncateBefore`
           // deleted the entries before it): the log starts here.
           start = run.fromOpNumber;
@@ -1276,6 +1403,8 @@ export class DataDir {
         let whole = false;
         /** Runs of the last record to write back after cutting it off, when some must go. */
         let kept: Run[] | undefined;
+        /** Whether that record is a base record, which it stays. */
+        let keptBase = false;
         while (offset < size) {
           if (size - offset < RECORD_HEADER_BYTES) {
             if (last && await isZeroFrom(file, offset, size)) {
@@ -1318,11 +1447,18 @@ export class DataDir {
             break;
           }
           let runs: Run[];
+          let base: boolean;
           try {
-            runs = decodeRecordBody(body);
+            ({ runs, base } = decodeRecordBody(body));
           } catch (error) {
             if (!(error instanceof InvalidRecord)) throw error;
             throw new DataDirError(`${fileName}: record at byte ${offset} ${error.message}`);
+          }
+          if (base && offset !== 0) {
+            throw new DataDirError(
+              `${fileName}: record at byte ${offset} rebases the log, but is not the first of ` +
+                "its segment",
+            );
           }
           const end = offset + RECORD_HEADER_BYTES + length;
           // Runs tagged with the next superblock write come last; they count only if it is durable.
@@ -1341,9 +1477,10 @@ export class DataDir {
               );
             }
             kept = runs.slice(0, firstLost);
+            keptBase = base;
           }
           const counted = kept ?? runs;
-          apply(counted, fileName, offset);
+          apply(counted, base, fileName, offset);
           if (counted.length > 0) countRecord(segment, counted);
           if (kept !== undefined) break;
           offset = end;
@@ -1355,6 +1492,7 @@ export class DataDir {
           return {
             log,
             start: start ?? 1,
+            rebasedOnto,
             commitNumber,
             segments,
             file,
@@ -1401,7 +1539,13 @@ export class DataDir {
         await file.truncate(offset);
         let repairedSize = offset;
         if (kept !== undefined && kept.length > 0) {
-          const record = encodeRecord(number, offset, kept, fileName);
+          const record = encodeRecord(
+            number,
+            offset,
+            kept,
+            fileName,
+            keptBase ? RECORD_KIND_BASE : RECORD_KIND_BATCH,
+          );
           writeAll(file, offset, record);
           repairedSize += record.length;
         }
@@ -1412,6 +1556,7 @@ export class DataDir {
         return {
           log,
           start: start ?? 1,
+          rebasedOnto,
           commitNumber,
           segments,
           file,
@@ -1428,6 +1573,41 @@ export class DataDir {
     }
     // `#listSegments` found at least one.
     throw new AssertionError(`${path}: no log segment to load`);
+  }
+
+  /**
+   * The segments from the last one whose first record is a base record on (`RECORD_KIND_BASE`):
+   * the ones before it hold only what that record replaced, since a rebase deletes them once the
+   * record is durable. A crash before they were all deleted leaves some; they are deleted now,
+   * from the first on, and reported. Only the first record of each segment is looked at, and read
+   * whole only if its first bytes say it is a base record.
+   */
+  static async #dropRebasedSegments(
+    path: string,
+    numbers: readonly number[],
+    sync: boolean,
+    onRepair: ((message: string) => void) | undefined,
+  ): Promise<readonly number[]> {
+    let first = 0;
+    for (let position = numbers.length - 1; position > 0; position--) {
+      if (await startsWithBaseRecord(path, numbers[position]!)) {
+        first = position;
+        break;
+      }
+    }
+    if (first === 0) return numbers;
+    const dead = numbers.slice(0, first).map(logSegmentFileName);
+    for (const name of dead) await Deno.remove(`${path}/${name}`);
+    if (sync) await syncDirectory(path);
+    onRepair?.(
+      `${path}/${logSegmentFileName(numbers[first]!)}: its first record rebases the log onto a ` +
+        `checkpoint, yet ${dead.join(", ")} (what it replaced) ${
+          dead.length === 1 ? "was" : "were"
+        } still there (a crash came before the rebase deleted ${
+          dead.length === 1 ? "it" : "them"
+        }): deleted ${dead.length === 1 ? "it" : "them"}`,
+    );
+    return numbers.slice(first);
   }
 
   /**
@@ -1528,6 +1708,16 @@ export class DataDir {
    * same bytes, or, after a crash, cut off by the next load as a torn tail (or kept, if it was
    * written whole: a prefix of the effects either way). (A new segment started before the failure
    * stays: it holds nothing yet, and the record goes to its start on the next attempt.)
+   *
+   * An "install_checkpoint" effect splits the batch (see the module, "Installing a checkpoint"):
+   * the effects before it are written as a batch of their own first, then the checkpoint is
+   * staged, then the effects after it go into one record that first rebases the log onto the
+   * checkpoint (so the log continues at its op-number + 1 whatever it held before), and only then
+   * does the checkpoint count. A failure after some of these parts leaves those parts durable and
+   * counted: the same batch persisted again skips them (by their ids; the core's ids only grow),
+   * so a retry after a full disk resumes where the failure came. A failure after the rebase
+   * record is durable (putting the checkpoint in place, deleting the segments it replaced) is a
+   * DataDirError, though the batch is durable; the next `open` finishes what was left.
    */
   persist(effects: readonly Effect[]): Promise<number> {
     assert(!this.#closed, () => `${this.#path}: persist after close`);
@@ -1540,19 +1730,146 @@ export class DataDir {
   }
 
   async #persist(effects: readonly Effect[]): Promise<number> {
+    const resumeAfter = this.#resumeAfterId ?? 0;
     let maxId = 0;
+    /** The largest id of what is durable (staged, for an install) of this batch. */
+    let doneId = resumeAfter;
+    /** The persists since the last install, written together. */
+    let group: Effect[] = [];
+    let groupMaxId = 0;
+    try {
+      for (const effect of effects) {
+        if (
+          effect.type !== "persist_log" && effect.type !== "persist_superblock" &&
+          effect.type !== "install_checkpoint"
+        ) {
+          continue;
+        }
+        maxId = Math.max(maxId, effect.id);
+        // Durable already: an earlier attempt at this batch failed after it.
+        if (effect.id <= resumeAfter) continue;
+        if (effect.type !== "install_checkpoint") {
+          group.push(effect);
+          groupMaxId = Math.max(groupMaxId, effect.id);
+          continue;
+        }
+        if (group.length > 0 || this.#staged !== undefined) {
+          await this.#persistGroup(group);
+          doneId = Math.max(doneId, groupMaxId);
+          group = [];
+        }
+        await this.#stageInstall(effect);
+        doneId = Math.max(doneId, effect.id);
+      }
+      // A staged install counts once its rebase record is durable, even with no log write after it.
+      if (group.length > 0 || this.#staged !== undefined) await this.#persistGroup(group);
+    } catch (error) {
+      if (doneId > resumeAfter) this.#resumeAfterId = doneId;
+      throw error;
+    }
+    this.#resumeAfterId = undefined;
+    return maxId;
+  }
+
+  /**
+   * Writes a checkpoint fetched from a peer as a staged checkpoint (`CheckpointWriterHooks.staged`):
+   * durable, but not counted until `#persistGroup` wrote the record that rebases the log onto it.
+   * The chunks are checked against the hashes the core gave as they are written.
+   */
+  async #stageInstall(
+    effect: Extract<Effect, { readonly type: "install_checkpoint" }>,
+  ): Promise<void> {
+    const { checkpoint, chunks } = effect;
+    const { opNumber } = checkpoint;
+    assert(
+      chunks.length === checkpoint.chunks.length,
+      () =>
+        `install_checkpoint ${effect.id}: ${chunks.length} chunks for the ` +
+        `${checkpoint.chunks.length} of the checkpoint of op ${opNumber}`,
+    );
+    assert(this.#staged === undefined, () => `${this.#path}: two checkpoints staged at once`);
+    const release = await this.#claimCheckpointWrite(opNumber);
+    try {
+      const writer = await beginCheckpoint(this.#path, {
+        opNumber,
+        viewNumber: checkpoint.viewNumber,
+        metadata: checkpoint.metadata,
+      }, { sync: this.#sync, injectFault: this.#injectFault, staged: true, onEnd: () => {} });
+      try {
+        for (const [index, chunk] of chunks.entries()) {
+          await writer.write(chunk);
+          const written = writer.chunks[index]!;
+          const expected = checkpoint.chunks[index]!;
+          if (written.length !== expected.length || !bytesEqual(written.hash, expected.hash)) {
+            throw new AssertionError(
+              `install_checkpoint ${effect.id}: chunk ${index} of the checkpoint of op ` +
+                `${opNumber} does not match the hash the core gave for it`,
+            );
+          }
+        }
+        this.#staged = await writer.finish();
+      } catch (error) {
+        await writer.abort();
+        throw error;
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Once the record that rebases the log onto the staged checkpoint is durable: puts the
+   * checkpoint in place, then deletes the segments before the rebase record's, which hold only
+   * what it replaced. A crash in the middle of either is finished by the next `open`
+   * (`resolveStagedCheckpoints`, `#dropRebasedSegments`).
+   */
+  async #finishInstall(staged: CheckpointInfo): Promise<void> {
+    const info = await commitStagedCheckpoint(this.#path, staged, this.#sync, this.#injectFault);
+    this.#adoptCheckpoint(info);
+    // One deleter of segments at a time, each from the first on, so that no crash leaves a gap.
+    while (this.#truncating !== undefined) await this.#truncating.catch(() => {});
+    const dead = this.#segments.splice(0, this.#segments.length - 1);
+    const deleted: string[] = [];
+    try {
+      for (const segment of dead) {
+        const name = logSegmentFileName(segment.number);
+        await removeIfPresent(`${this.#path}/${name}`);
+        deleted.push(name);
+      }
+      if (dead.length > 0 && this.#sync) {
+        this.#injectFault?.({ kind: "sync", path: this.#path });
+        await syncDirectory(this.#path);
+      }
+    } catch (error) {
+      throw new DataDirError(
+        `${this.#path}: deleting the log segments the rebase onto ${info.path} replaced ` +
+          `(deleted ${deleted.length > 0 ? deleted.join(", ") : "none"}): ${describe(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  /**
+   * One batch's persists, with no install among them, as one log record (and a superblock
+   * write). After an install, the record first rebases the log onto the staged checkpoint.
+   */
+  async #persistGroup(effects: readonly Effect[]): Promise<void> {
+    const staged = this.#staged;
+    /** Where a rebase makes the log start. */
+    const base = staged === undefined ? undefined : staged.opNumber + 1;
     // Log effects before the first superblock write, and after it.
-    let before: RunBuilder | undefined;
+    let before: RunBuilder | undefined = base === undefined
+      ? undefined
+      : new RunBuilder(base, [], base - 1);
     let after: RunBuilder | undefined;
     let superblock: Superblock | undefined;
-    let opNumber = this.#opNumber;
+    let opNumber = base === undefined ? this.#opNumber : base - 1;
     for (const effect of effects) {
       if (effect.type === "persist_superblock") {
-        maxId = Math.max(maxId, effect.id);
         superblock = effect.superblock;
       } else if (effect.type === "persist_log") {
-        maxId = Math.max(maxId, effect.id);
-        const { fromOpNumber, entries, commitNumber } = effect;
+        const { commitNumber } = effect;
+        let { fromOpNumber, entries } = effect;
         assert(
           Number.isSafeInteger(fromOpNumber) && fromOpNumber >= 1 && fromOpNumber <= opNumber + 1,
           () =>
@@ -1566,6 +1883,12 @@ export class DataDir {
                 fromOpNumber + index
               } belongs`,
           );
+        }
+        if (base !== undefined && fromOpNumber < base) {
+          // Entries up to the installed checkpoint are the checkpoint's: the log on disk starts
+          // after it, where its rebase record says (and a load looks for).
+          entries = entries.slice(Math.min(entries.length, base - fromOpNumber));
+          fromOpNumber = base;
         }
         const builder = superblock === undefined ? before : after;
         if (builder !== undefined) {
@@ -1591,14 +1914,21 @@ export class DataDir {
     let step = "";
     try {
       if (runs.length > 0) {
-        if (logBytes >= this.#segmentBytes) {
+        // A rebase record starts a segment: the ones before it can then go whole.
+        if (logBytes >= this.#segmentBytes || (base !== undefined && this.#current.records > 0)) {
           step = `starting the next log segment, ${logSegmentFileName(this.#current.number + 1)}`;
           await this.#startSegment();
           logBytes = this.#logBytes;
           logAllocated = this.#logAllocated;
           file = this.#segmentPath(this.#current.number);
         }
-        const record = encodeRecord(this.#current.number, logBytes, runs, file);
+        const record = encodeRecord(
+          this.#current.number,
+          logBytes,
+          runs,
+          file,
+          base === undefined ? RECORD_KIND_BATCH : RECORD_KIND_BASE,
+        );
         // One chunk of zeros per persist at most, ahead of need, so that no persist pays for
         // many (a record longer than the room left goes partly past the zeros, which is only a
         // plain append). The fdatasync below makes the zeros durable with the record.
@@ -1635,7 +1965,10 @@ export class DataDir {
       this.#current.bytes = logBytes;
     }
     if (superblock !== undefined) this.#superblockSequence = nextSequence;
-    return maxId;
+    if (staged !== undefined) {
+      this.#staged = undefined;
+      await this.#finishInstall(staged);
+    }
   }
 
   /**
@@ -1723,16 +2056,23 @@ export class DataDir {
       this.#checkpointWriter === undefined,
       () => `${this.#path}: beginCheckpoint while another checkpoint is being written`,
     );
-    const promise = beginCheckpoint(this.#path, header, {
-      sync: this.#sync,
-      injectFault: this.#injectFault,
-      onEnd: (info) => {
-        this.#checkpointWriter = undefined;
-        if (info !== undefined) {
-          this.#checkpointOpNumber = Math.max(this.#checkpointOpNumber ?? 0, info.opNumber);
-        }
-      },
-    });
+    const promise = (async () => {
+      const release = await this.#claimCheckpointWrite(header.opNumber);
+      try {
+        return await beginCheckpoint(this.#path, header, {
+          sync: this.#sync,
+          injectFault: this.#injectFault,
+          onEnd: (info) => {
+            this.#checkpointWriter = undefined;
+            release();
+            if (info !== undefined) this.#adoptCheckpoint(info);
+          },
+        });
+      } catch (error) {
+        release();
+        throw error;
+      }
+    })();
     this.#checkpointWriter = promise;
     promise.catch(() => {
       if (this.#checkpointWriter === promise) this.#checkpointWriter = undefined;
@@ -1763,17 +2103,92 @@ export class DataDir {
    * The newest checkpoint that checks out, every byte of it read and verified, or undefined if
    * there is none. Checkpoints that do not check out are reported to `onRepair` (file and byte
    * offset), deleted and passed over, so that the previous one is used. Its op-number then
-   * counts for `truncateBefore`. The log after it starts at `checkpoint.opNumber + 1` only if the
+   * counts for `truncateBefore`, and `openCheckpoint` serves it. The log after it starts at `checkpoint.opNumber + 1` only if the
    * log reaches back that far (`logStartOpNumber <= opNumber + 1`); otherwise the replica lacks
    * the entries in between and must get them, or a newer checkpoint, from another replica.
    */
   async loadCheckpoint(): Promise<LoadedCheckpoint | undefined> {
     assert(!this.#closed, () => `${this.#path}: loadCheckpoint after close`);
     const loaded = await loadNewestCheckpoint(this.#path, this.#sync, this.#onRepair);
-    if (loaded !== undefined) {
-      this.#checkpointOpNumber = Math.max(this.#checkpointOpNumber ?? 0, loaded.opNumber);
-    }
+    if (loaded !== undefined) this.#adoptCheckpoint(loaded);
     return loaded;
+  }
+
+  /** The op-number of the newest checkpoint this directory wrote, installed or loaded. */
+  get checkpointOpNumber(): number | undefined {
+    return this.#checkpointOpNumber;
+  }
+
+  /**
+   * The checkpoint of `opNumber`, to read its chunks (to serve a peer that fetches it), if this
+   * directory wrote, installed or loaded it and still keeps it (the newest two are kept); else
+   * undefined. Not verified whole again: each chunk is checked as it is read (`readChunk`), and
+   * a chunk that does not check out throws DataDirError. Its file stays open for later calls,
+   * and is closed once the checkpoint is deleted or replaced: reads still waiting then reject
+   * with DataDirError, and the next call returns undefined.
+   */
+  async openCheckpoint(opNumber: number): Promise<LoadedCheckpoint | undefined> {
+    assert(!this.#closed, () => `${this.#path}: openCheckpoint after close`);
+    const file = this.#checkpoints.get(opNumber);
+    if (file === undefined) return undefined;
+    try {
+      await file.open();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      // Deleted by a means this directory does not know of.
+      if (this.#checkpoints.get(opNumber) === file) {
+        this.#checkpoints.delete(opNumber);
+        this.#retire(file);
+      }
+      return undefined;
+    }
+    return file.closed ? undefined : file;
+  }
+
+  /**
+   * Counts a checkpoint now in place: for `truncateBefore`, and to serve it. The writer deleted the
+   * checkpoints beyond this one and the newest other (`pruneCheckpoints`); the same go here.
+   */
+  #adoptCheckpoint(info: CheckpointInfo): void {
+    this.#checkpointOpNumber = Math.max(this.#checkpointOpNumber ?? 0, info.opNumber);
+    if (this.#closed) return;
+    const previous = this.#checkpoints.get(info.opNumber);
+    // Loaded again, as written: the file already held serves.
+    if (previous?.path === info.path && previous.checksum === info.checksum) return;
+    if (previous !== undefined) this.#retire(previous);
+    this.#checkpoints.set(info.opNumber, new CheckpointFile(info));
+    const others = [...this.#checkpoints.keys()]
+      .filter((opNumber) => opNumber !== info.opNumber)
+      .sort((a, b) => b - a);
+    for (const opNumber of others.slice(CHECKPOINTS_KEPT - 1)) {
+      this.#retire(this.#checkpoints.get(opNumber)!);
+      this.#checkpoints.delete(opNumber);
+    }
+  }
+
+  /** Closes a checkpoint's file once the reads in flight are done. */
+  #retire(file: CheckpointFile): void {
+    const closing = file.close().finally(() => this.#closing.delete(closing));
+    this.#closing.add(closing);
+  }
+
+  /**
+   * Waits until no checkpoint of `opNumber` is being written, then claims the op-number: the
+   * returned function releases it.
+   */
+  async #claimCheckpointWrite(opNumber: number): Promise<() => void> {
+    for (;;) {
+      const other = this.#checkpointWrites.get(opNumber);
+      if (other === undefined) break;
+      await other;
+    }
+    let resolve!: () => void;
+    const ended = new Promise<void>((done) => resolve = done);
+    this.#checkpointWrites.set(opNumber, ended);
+    return () => {
+      if (this.#checkpointWrites.get(opNumber) === ended) this.#checkpointWrites.delete(opNumber);
+      resolve();
+    };
   }
 
   /**
@@ -1787,6 +2202,9 @@ export class DataDir {
     await this.#truncating?.catch(() => {});
     const writer = await this.#checkpointWriter?.catch(() => undefined);
     await writer?.abort().catch(() => {});
+    for (const file of this.#checkpoints.values()) this.#retire(file);
+    this.#checkpoints.clear();
+    await Promise.all(this.#closing);
     this.#log.close();
     for (const slot of this.#slots) slot.close();
     this.#lock.close();

@@ -30,9 +30,15 @@
  * get_state             [T, viewNumber, opNumber, replica]
  * new_state             [T, viewNumber, normal, anchorOpNumber, opNumber, commitNumber, replica,
  *                          entries]
+ * checkpoint_manifest   [T, viewNumber, opNumber, metadata, chunks, replica]
+ * get_checkpoint_chunks [T, opNumber, indexes, replica]
+ * checkpoint_chunk      [T, opNumber, index, bytes, replica]
  *
  * entries    an array of [opNumber, viewNumber, clientId, requestNumber, timestamp, operation]
  * operation  msgpack bin;  result  msgpack bin;  addresses  an array of str
+ * metadata   msgpack bin of CHECKPOINT_METADATA_BYTES;  bytes  msgpack bin
+ * chunks     an array of [hash, length], hash a msgpack bin of CHUNK_HASH_BYTES
+ * indexes    an array of integers
  * reason     a small integer: 1 conflict, 2 stale, 3 evicted, 4 too_large, 5 ahead
  * ```
  *
@@ -43,8 +49,10 @@
  */
 
 import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr";
-import { LIMITS_DEFAULT } from "../vr/constants.ts";
+import { CHECKPOINT_METADATA_BYTES, CHUNK_HASH_BYTES } from "../vr/checkpoint.ts";
+import { CHECKPOINT_CHUNKS_PER_REQUEST_MAX, LIMITS_DEFAULT } from "../vr/constants.ts";
 import {
+  type CheckpointChunkInfo,
   CLIENT_MESSAGE_TYPES,
   CLIENT_REPLY_TYPES,
   type LogEntry,
@@ -53,7 +61,7 @@ import {
   type RejectReason,
   REPLICA_MESSAGE_TYPES,
 } from "../vr/message.ts";
-import { FRAME_HEADER_BYTES, sealFrame } from "./frame.ts";
+import { FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, sealFrame } from "./frame.ts";
 import {
   MsgpackReader,
   sizeArrayHeader,
@@ -88,6 +96,9 @@ export const TAG_RECOVERY_RESPONSE = 16;
 export const TAG_GET_STATE = 17;
 export const TAG_NEW_STATE = 18;
 export const TAG_REJECTED = 19;
+export const TAG_CHECKPOINT_MANIFEST = 20;
+export const TAG_GET_CHECKPOINT_CHUNKS = 21;
+export const TAG_CHECKPOINT_CHUNK = 22;
 
 /** The tag of each message type; tags are never reused, so that old peers fail loudly. */
 export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
@@ -110,6 +121,9 @@ export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
   get_state: TAG_GET_STATE,
   new_state: TAG_NEW_STATE,
   rejected: TAG_REJECTED,
+  checkpoint_manifest: TAG_CHECKPOINT_MANIFEST,
+  get_checkpoint_chunks: TAG_GET_CHECKPOINT_CHUNKS,
+  checkpoint_chunk: TAG_CHECKPOINT_CHUNK,
 };
 
 /** The wire code of each reason a request is rejected for; codes are never reused. */
@@ -146,8 +160,16 @@ export const ADDRESSES_MAX = 64;
 /** The longest address, in UTF-16 code units: room for any host name and port. */
 export const ADDRESS_LENGTH_MAX = 256;
 
+/**
+ * Checkpoint chunks are numbered by their place in the manifest, below 2^32 (a manifest could not
+ * list more: the msgpack value limit below is far lower).
+ */
+export const CHUNK_INDEX_LIMIT = 2 ** 32;
+
 /** The fields of an entry on the wire. */
 const ENTRY_FIELDS = 6;
+/** The fields of a manifest's chunk on the wire: hash and length. */
+const CHUNK_FIELDS = 2;
 /** The longest message array: recovery_response's tag and eight fields. */
 const MESSAGE_FIELDS_MAX = 9;
 /**
@@ -157,7 +179,9 @@ const MESSAGE_FIELDS_MAX = 9;
 const MSGPACK_DEPTH_MAX = 3;
 /**
  * The most msgpack values one body may hold: a message with `ENTRIES_MAX` entries. It bounds what
- * msgpackr allocates for hostile input to a constant factor of what a valid message needs.
+ * msgpackr allocates for hostile input to a constant factor of what a valid message needs. It
+ * also bounds a CheckpointManifest, at about 233,000 chunks (three values each): some 228 GiB
+ * of state in chunks of `LIMITS_DEFAULT.checkpointChunkBytes`.
  */
 const MSGPACK_VALUES_MAX = 1 + MESSAGE_FIELDS_MAX + ENTRIES_MAX * (1 + ENTRY_FIELDS);
 /** How many characters of msgpackr's own error message an error quotes. */
@@ -193,6 +217,15 @@ function entriesFields(entries: readonly LogEntry[]): unknown[] {
       entry.timestamp,
       entry.operation,
     ];
+  }
+  return out;
+}
+
+function chunksFields(chunks: readonly CheckpointChunkInfo[]): unknown[] {
+  const out = new Array<unknown>(chunks.length);
+  for (let index = 0; index < chunks.length; index++) {
+    const chunk = chunks[index] as CheckpointChunkInfo;
+    out[index] = [chunk.hash, chunk.length];
   }
   return out;
 }
@@ -325,6 +358,27 @@ function messageFields(message: Message): unknown[] {
         message.replica,
         entriesFields(message.entries),
       ];
+    case "checkpoint_manifest":
+      return [
+        TAG_CHECKPOINT_MANIFEST,
+        message.viewNumber,
+        message.opNumber,
+        message.metadata,
+        chunksFields(message.chunks),
+        message.replica,
+      ];
+    case "get_checkpoint_chunks":
+      return [TAG_GET_CHECKPOINT_CHUNKS, message.opNumber, message.indexes, message.replica];
+    case "checkpoint_chunk":
+      // Written by hand (`writeFastBody`), its bytes copied once; this only for numbers the
+      // hand-written path cannot write, which the receiver rejects.
+      return [
+        TAG_CHECKPOINT_CHUNK,
+        message.opNumber,
+        message.index,
+        message.bytes,
+        message.replica,
+      ];
   }
 }
 
@@ -369,6 +423,8 @@ export function encodeFramedMessage(message: Message): Uint8Array {
  * Requests, replies, Prepares, PrepareOks and Commits are most of the traffic: they are written
  * and read by hand (`src/lib/msgpack_fast.ts`), byte for byte as msgpackr would, which costs a
  * fraction of msgpackr's general path in allocations and time. Tests check both paths agree.
+ * Checkpoint chunks take this path too, for their size: their bytes (about a MiB each) are
+ * copied once, straight into the frame, and decoded as a view of the body without a scan.
  */
 const frameSlab = new Slab();
 
@@ -397,6 +453,9 @@ function fastBodySize(message: Message): number {
     case "commit":
       return 2 + sizeUint(message.viewNumber) + sizeUint(message.commitNumber) +
         sizeUint(message.replica) + sizeUint(message.readRound);
+    case "checkpoint_chunk":
+      return 2 + sizeUint(message.opNumber) + sizeUint(message.index) + sizeBin(message.bytes) +
+        sizeUint(message.replica);
     default:
       return -1;
   }
@@ -444,6 +503,13 @@ function writeFastBody(out: Uint8Array, position: number, message: Message): num
       p = writeUint(out, p, message.commitNumber);
       p = writeUint(out, p, message.replica);
       return writeUint(out, p, message.readRound);
+    case "checkpoint_chunk":
+      out[p++] = 0x95;
+      out[p++] = TAG_CHECKPOINT_CHUNK;
+      p = writeUint(out, p, message.opNumber);
+      p = writeUint(out, p, message.index);
+      p = writeBin(out, p, message.bytes);
+      return writeUint(out, p, message.replica);
     default:
       throw new Error(`writeFastBody: ${message.type} is not on the hot path`);
   }
@@ -557,6 +623,20 @@ function decodeFast(body: Uint8Array, context: ValidationContext): Message | und
       return tag === TAG_PREPARE_OK
         ? { type: "prepare_ok", viewNumber, opNumber: number, replica, readRound }
         : { type: "commit", viewNumber, commitNumber: number, replica, readRound };
+    }
+    case TAG_CHECKPOINT_CHUNK: {
+      if (count !== 5 || context.from !== "replica") return undefined;
+      const opNumber = r.uint();
+      const index = r.uint();
+      const bytes = r.bin();
+      const replica = r.uint();
+      if (
+        opNumber < 0 || index < 0 || index >= CHUNK_INDEX_LIMIT || bytes === undefined ||
+        replica < 0 || replica >= context.replicaCount || !r.done
+      ) {
+        return undefined;
+      }
+      return { type: "checkpoint_chunk", opNumber, index, bytes, replica };
     }
     default:
       return undefined;
@@ -715,15 +795,24 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
-/** `entries[3].opNumber` for a field of an entry, else the field's name. */
-function fieldName(field: string, entryIndex: number): string {
-  return entryIndex < 0 ? field : `entries[${entryIndex}].${field}`;
+/**
+ * `entries[3].opNumber` for a field of an element of a list (`entries` unless named), else the
+ * field's name.
+ */
+function fieldName(field: string, entryIndex: number, list = "entries"): string {
+  return entryIndex < 0 ? field : `${list}[${entryIndex}].${field}`;
 }
 
 const SAFE_INTEGER_MAX_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A non-negative safe integer, else a failure naming `field`. */
-function natural(value: unknown, type: MessageType, field: string, entryIndex = -1): number {
+function natural(
+  value: unknown,
+  type: MessageType,
+  field: string,
+  entryIndex = -1,
+  list = "entries",
+): number {
   if (typeof value === "number") {
     // `+ 0` turns a float64 -0 into 0, so that the result compares equal to what was sent.
     if (value >= 0 && Number.isSafeInteger(value)) return value + 0;
@@ -732,7 +821,7 @@ function natural(value: unknown, type: MessageType, field: string, entryIndex = 
     if (value >= 0n && value <= SAFE_INTEGER_MAX_BIGINT) return Number(value);
   }
   return fail(
-    `${type}: ${fieldName(field, entryIndex)} must be a non-negative safe integer, ` +
+    `${type}: ${fieldName(field, entryIndex, list)} must be a non-negative safe integer, ` +
       `got ${describe(value)}`,
   );
 }
@@ -769,13 +858,17 @@ function binary(
   field: string,
   bytesMax: number,
   entryIndex = -1,
+  list = "entries",
 ): Uint8Array {
   if (!(value instanceof Uint8Array)) {
-    return fail(`${type}: ${fieldName(field, entryIndex)} must be binary, got ${describe(value)}`);
+    return fail(
+      `${type}: ${fieldName(field, entryIndex, list)} must be binary, got ${describe(value)}`,
+    );
   }
   if (value.byteLength > bytesMax) {
     fail(
-      `${type}: ${fieldName(field, entryIndex)} of ${value.byteLength} bytes exceeds ${bytesMax}`,
+      `${type}: ${fieldName(field, entryIndex, list)} of ${value.byteLength} bytes exceeds ` +
+        `${bytesMax}`,
     );
   }
   return value.constructor === Uint8Array
@@ -865,6 +958,86 @@ function logEntries(
       index,
     );
     out[index] = { opNumber, viewNumber: entryView, clientId, requestNumber, operation, timestamp };
+  }
+  return out;
+}
+
+/** A msgpack bin of exactly `bytes` bytes, as a plain view. */
+function binaryOfLength(
+  value: unknown,
+  type: MessageType,
+  field: string,
+  bytes: number,
+  entryIndex = -1,
+  list = "entries",
+): Uint8Array {
+  const out = binary(value, type, field, Number.MAX_SAFE_INTEGER, entryIndex, list);
+  if (out.byteLength !== bytes) {
+    fail(
+      `${type}: ${fieldName(field, entryIndex, list)} must be ${bytes} bytes, ` +
+        `got ${out.byteLength}`,
+    );
+  }
+  return out;
+}
+
+/** A checkpoint chunk's index: a non-negative integer below 2^32. */
+function chunkIndex(value: unknown, type: MessageType, field: string): number {
+  const index = natural(value, type, field);
+  if (index >= CHUNK_INDEX_LIMIT) fail(`${type}: ${field} ${index} is not below 2^32`);
+  return index;
+}
+
+/** A manifest's chunks: at least one, each a 32-byte hash and a length a frame can carry. */
+function chunkList(value: unknown, type: MessageType): CheckpointChunkInfo[] {
+  if (!Array.isArray(value)) {
+    return fail(`${type}: chunks must be an array, got ${describe(value)}`);
+  }
+  if (value.length === 0) fail(`${type}: chunks must not be empty`);
+  const out = new Array<CheckpointChunkInfo>(value.length);
+  for (let index = 0; index < value.length; index++) {
+    const fields: unknown = value[index];
+    if (!Array.isArray(fields) || fields.length !== CHUNK_FIELDS) {
+      fail(
+        `${type}: chunks[${index}] must be an array of ${CHUNK_FIELDS} fields, got ` +
+          (Array.isArray(fields) ? `${fields.length}` : describe(fields)),
+      );
+    }
+    const hash = binaryOfLength(fields[0], type, "hash", CHUNK_HASH_BYTES, index, "chunks");
+    const length = natural(fields[1], type, "length", index, "chunks");
+    if (length > FRAME_BODY_BYTES_MAX) {
+      fail(
+        `${type}: chunks[${index}].length ${length} exceeds the frame body limit of ` +
+          `${FRAME_BODY_BYTES_MAX}`,
+      );
+    }
+    out[index] = { hash, length };
+  }
+  return out;
+}
+
+/** The chunks a GetCheckpointChunks asks for: 1 to the limit, distinct, each below 2^32. */
+function chunkIndexes(value: unknown, type: MessageType): number[] {
+  if (!Array.isArray(value)) {
+    return fail(`${type}: indexes must be an array, got ${describe(value)}`);
+  }
+  if (value.length === 0) fail(`${type}: indexes must not be empty`);
+  if (value.length > CHECKPOINT_CHUNKS_PER_REQUEST_MAX) {
+    fail(
+      `${type}: ${value.length} indexes exceed the limit of ${CHECKPOINT_CHUNKS_PER_REQUEST_MAX}`,
+    );
+  }
+  const out = new Array<number>(value.length);
+  // Index to position, to name the repeated one; at most a few dozen.
+  const seen = new Map<number, number>();
+  for (let position = 0; position < value.length; position++) {
+    const index = chunkIndex(value[position], type, `indexes[${position}]`);
+    const first = seen.get(index);
+    if (first !== undefined) {
+      fail(`${type}: indexes[${position}] ${index} repeats indexes[${first}]`);
+    }
+    seen.set(index, position);
+    out[position] = index;
   }
   return out;
 }
@@ -1095,6 +1268,32 @@ function toMessage(
         replica,
       };
     }
+    case "checkpoint_manifest":
+      return {
+        type,
+        viewNumber: natural(f[1], type, "viewNumber"),
+        opNumber: natural(f[2], type, "opNumber"),
+        // Opaque here: the core decodes it (`decodeCheckpointMetadata`) and checks it.
+        metadata: binaryOfLength(f[3], type, "metadata", CHECKPOINT_METADATA_BYTES),
+        chunks: chunkList(f[4], type),
+        replica: replicaIndex(f[5], type, replicaCount),
+      };
+    case "get_checkpoint_chunks":
+      return {
+        type,
+        opNumber: natural(f[1], type, "opNumber"),
+        indexes: chunkIndexes(f[2], type),
+        replica: replicaIndex(f[3], type, replicaCount),
+      };
+    case "checkpoint_chunk":
+      return {
+        type,
+        opNumber: natural(f[1], type, "opNumber"),
+        index: chunkIndex(f[2], type, "index"),
+        // Bounded by the frame only; the receiver checks it against the manifest's hash.
+        bytes: binary(f[3], type, "bytes", Number.MAX_SAFE_INTEGER),
+        replica: replicaIndex(f[4], type, replicaCount),
+      };
   }
 }
 
@@ -1119,6 +1318,9 @@ const FIELD_COUNTS: { readonly [type in MessageType]: number } = {
   recovery_response: 9,
   get_state: 4,
   new_state: 8,
+  checkpoint_manifest: 6,
+  get_checkpoint_chunks: 4,
+  checkpoint_chunk: 5,
 };
 
 function decodeFields(body: Uint8Array, context: ValidationContext): Message {
@@ -1160,8 +1362,9 @@ function decodeFields(body: Uint8Array, context: ValidationContext): Message {
 /**
  * Decodes and validates a body received from the peer described by `context`. Never throws: any
  * problem, from malformed msgpack to an inconsistent log suffix, is an error result naming it.
- * Binary fields (`operation`, `result`) are views into `body`: a receiver that keeps one long
- * should copy it, or it keeps the whole body (and the chunk the body came in) alive.
+ * Binary fields (`operation`, `result`, a checkpoint's `metadata`, chunk hashes and chunk
+ * `bytes`) are views into `body`: a receiver that keeps one long should copy it, or it keeps the
+ * whole body (and the network read the body came in) alive.
  */
 export function decodeMessage(body: Uint8Array, context: ValidationContext): DecodeResult {
   const fast = decodeFast(body, context);

@@ -3,16 +3,30 @@
  * persists what the core asks to persist in the replica's data directory before reporting it
  * durable. This and `connection.ts` are the only code that touches sockets.
  *
+ * §5.1 checkpoints: the node restores the newest checkpoint at startup, writes the checkpoints
+ * the core asks for beside the replica's work (chunk by chunk, one at a time), truncates the log
+ * behind them, installs a checkpoint the core fetched as a persist ordered with the others, and
+ * serves its own checkpoints' chunks to peers that fetch them.
+ *
  * @module
  */
+import { sha256 } from "../lib/sha256.ts";
 import process from "node:process";
 import { beginSnapshotOf, type StateMachine } from "../app/state_machine.ts";
 import type { ServerConfig } from "../config.ts";
-import { DataDir, DataDirError, type DataDirOptions, DiskFullError } from "../storage/data_dir.ts";
-import { TICK_MS } from "../vr/constants.ts";
+import {
+  type CheckpointWriter,
+  DataDir,
+  DataDirError,
+  type DataDirOptions,
+  DiskFullError,
+  type LoadedCheckpoint,
+} from "../storage/data_dir.ts";
+import { CheckpointRestorer, type RestoredCheckpoint } from "../vr/checkpoint.ts";
+import { type Limits, TICK_MS } from "../vr/constants.ts";
 import type { Message } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
-import { type Effect, type LogLevel, Replica } from "../vr/replica.ts";
+import { type DurableState, type Effect, type LogLevel, Replica } from "../vr/replica.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import { decodeMessage, encodeFramedMessage } from "./codec.ts";
 import {
@@ -134,6 +148,20 @@ const REFUSAL_LOG_INTERVAL_MS = 10_000;
  * costs one failing write; space freed by an operator is used within this long.
  */
 const DISK_FULL_RETRY_MS = 500;
+/**
+ * Chunk requests of one peer (`send_checkpoint_chunks`) queued behind the one being served; more
+ * are dropped. A fetching replica asks for a few chunks at a time and asks again for what does
+ * not come, so a peer cannot make this replica read its checkpoint faster than it sends it.
+ */
+const CHUNK_REQUESTS_QUEUED_MAX = 4;
+/**
+ * Bytes queued on a peer's link above which the next chunk for it waits: chunks are large, and a
+ * link that queues more than `WRITE_BUFFER_BYTES_MAX` is closed as too slow.
+ */
+const CHUNK_SEND_QUEUED_BYTES_MAX = 8 * 1024 * 1024;
+/** A chunk request whose peer's link stays that full this long is dropped (the peer asks again). */
+const CHUNK_SEND_WAIT_MS_MAX = 5_000;
+
 /** Peer reconnection backoff: doubles from the minimum up to the maximum. */
 export const RECONNECT_MS_MIN = 20;
 export const RECONNECT_MS_MAX = 1000;
@@ -165,6 +193,10 @@ export interface NodeOptions {
   readonly onFatal?: ((error: unknown) => void) | undefined;
   /** For tests: faults to inject into the data directory's writes (`DataDirOptions`). */
   readonly injectFault?: DataDirOptions["injectFault"];
+  /** For tests: the core's limits (checkpoint intervals, say), the defaults otherwise. */
+  readonly limits?: Partial<Limits> | undefined;
+  /** For tests: the size of a log segment (`DataDirOptions.logSegmentBytes`). */
+  readonly logSegmentBytes?: number | undefined;
 }
 
 /** What `vstamp status` shows for one replica. */
@@ -180,6 +212,10 @@ export interface ReplicaStatus {
   readonly clients: number;
   readonly uptimeSeconds: number;
   readonly pid: number;
+  /** §5.1 The op-number of the newest durable checkpoint, 0 if none. */
+  readonly checkpointOpNumber: number;
+  /** The op-number of the first log entry on disk: entries before it left with a checkpoint. */
+  readonly logStartOpNumber: number;
   /** Counters since the process started: how well messages and disk writes are batched. */
   readonly counters: NodeCounters;
   /**
@@ -241,6 +277,22 @@ export class ReplicaNode {
   #preparedEntries = 0;
   #replies = 0;
   #persists = 0;
+  /**
+   * Whether a checkpoint is being written (the core asks for one at a time). Cleared before the
+   * core hears of the outcome, so that the core may ask for the next one at once.
+   */
+  #checkpointing = false;
+  /** The largest op-number the core allowed the log to be truncated before. */
+  #truncateWanted = 0;
+  /** The largest op-number a truncation was attempted before. */
+  #truncateDone = 0;
+  #truncating = false;
+  /** Per peer: the chunk requests waiting behind the one being served. */
+  readonly #chunkQueues = new Map<number, ChunkRequest[]>();
+  /** The peers whose chunk requests are being served. */
+  readonly #chunkServing = new Set<number>();
+  /** What runs beside the replica (checkpoint writes, truncations, chunk reads): `close` waits. */
+  readonly #jobs = new Set<Promise<void>>();
 
   private constructor(
     options: NodeOptions,
@@ -269,39 +321,106 @@ export class ReplicaNode {
       // A torn tail cut off, damage, an unreadable superblock slot: each named with its offset.
       onRepair: (message) => options.log("warn", message),
       injectFault: options.injectFault,
+      logSegmentBytes: options.logSegmentBytes,
+      // The core restarts from the checkpoint restored below and takes the log's first op-number.
+      allowTruncatedLog: true,
     });
+    let durable: DurableState | undefined;
     let listener: Deno.Listener;
     try {
+      durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
       listener = options.listener ?? listenOn(address.host, address.port, options.tls);
     } catch (error) {
       await opened.dataDir.close();
       throw error;
     }
     const replica = new Replica({
+      chunkHash: sha256,
       replicaIndex: index,
       addresses: config.addressTexts,
       app: options.app,
       seed: crypto.getRandomValues(new Uint32Array(1))[0]!,
-      durable: opened.state,
+      durable,
+      // The configuration's checkpoint keys are the group's (replicas checkpoint at the same
+      // op-numbers); a test's limits go over them.
+      limits: {
+        ...(config.checkpointIntervalOps === undefined
+          ? {}
+          : { checkpointOpsInterval: config.checkpointIntervalOps }),
+        ...(config.logRetainOps === undefined ? {} : { logRetainOps: config.logRetainOps }),
+        ...options.limits,
+      },
       log: (level, text) => options.log(level, text),
       debug: options.debug,
       clockMs: Date.now(),
     });
     // Every message the core may send must fit in a frame (a transfer's operations, and up to
-    // `ENTRY_FIELDS_BYTES_MAX` of fields per entry).
-    const largest = replica.limits.transferBytesMax +
-      replica.limits.transferOpsMax * ENTRY_FIELDS_BYTES_MAX + MESSAGE_FIELDS_BYTES_MAX;
+    // `ENTRY_FIELDS_BYTES_MAX` of fields per entry; a checkpoint's chunk, at most about four
+    // times the target a state machine is given, or one record of it, which no operation
+    // exceeds: see `StateMachine`).
+    const { limits } = replica;
+    const largest = Math.max(
+      limits.transferBytesMax + limits.transferOpsMax * ENTRY_FIELDS_BYTES_MAX,
+      4 * limits.checkpointChunkBytes,
+      limits.operationBytesMax,
+    ) + MESSAGE_FIELDS_BYTES_MAX;
     if (largest > FRAME_BODY_BYTES_MAX) {
       listener.close();
       await opened.dataDir.close();
       throw new Error(
-        `the core's transfer limits allow messages of ${largest} bytes, more than a frame's ` +
-          `${FRAME_BODY_BYTES_MAX} (FRAME_BODY_BYTES_MAX)`,
+        `the core's transfer and checkpoint chunk limits allow messages of ${largest} bytes, ` +
+          `more than a frame's ${FRAME_BODY_BYTES_MAX} (FRAME_BODY_BYTES_MAX)`,
       );
     }
     const node = new ReplicaNode(options, listener, opened.dataDir, replica);
     node.#run();
     return node;
+  }
+
+  /**
+   * §5.1 The durable state for the core, with the newest checkpoint that checks out restored into
+   * the state machine: the core then replays only the log after it. A checkpoint that checks out
+   * on disk but does not restore (a bug, or a file of another version) is passed over with one
+   * warning when the log still starts at op 1, since the log alone then rebuilds the state;
+   * otherwise the replica cannot start from its disk, and startup fails naming the file.
+   */
+  static async #restoreCheckpoint(
+    options: NodeOptions,
+    dataDir: DataDir,
+    state: DurableState | undefined,
+  ): Promise<DurableState | undefined> {
+    const loaded = await dataDir.loadCheckpoint();
+    if (state === undefined || loaded === undefined) return state;
+    const logStart = state.logStartOpNumber ?? 1;
+    const started = performance.now();
+    let restored: RestoredCheckpoint;
+    try {
+      restored = await restore(options.app, loaded);
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      if (logStart > 1) {
+        throw new DataDirError(
+          `${loaded.path}: cannot restore the checkpoint of op ${loaded.opNumber} (${why}), and ` +
+            `the log on disk starts at op ${logStart}: the replica cannot start without it`,
+          { cause: error },
+        );
+      }
+      options.log(
+        "warn",
+        `${loaded.path}: cannot restore the checkpoint of op ${loaded.opNumber} (${why}): ` +
+          "starting without it, from the log, which starts at op 1",
+      );
+      return state;
+    }
+    const logEnd = logStart - 1 + state.log.length;
+    options.log(
+      "info",
+      `restored the checkpoint of op ${loaded.opNumber} from ${loaded.path} ` +
+        `(${loaded.chunks.length} chunks, ${loaded.bytes} bytes) in ` +
+        `${Math.round(performance.now() - started)} ms; the log on disk holds ops ${logStart} to ` +
+        `${logEnd}, ${Math.max(0, logEnd - loaded.opNumber)} of them after the checkpoint`,
+    );
+    return { ...state, checkpoint: restored, logStartOpNumber: logStart };
   }
 
   get address(): string {
@@ -356,6 +475,8 @@ export class ReplicaNode {
       clients: this.#clients.size,
       uptimeSeconds: Math.round((Date.now() - this.#started) / 1000),
       pid: Deno.pid,
+      checkpointOpNumber: r.checkpointOpNumber,
+      logStartOpNumber: this.#dataDir.logStartOpNumber,
       counters: this.counters(),
     };
   }
@@ -386,6 +507,8 @@ export class ReplicaNode {
     for (const peer of this.#peers) peer.close();
     for (const connection of this.#inbound) connection.close();
     while (this.#persisting) await new Promise((resolve) => setTimeout(resolve, 1));
+    // Each stops at its next step once it sees the node closed.
+    await Promise.all([...this.#jobs].map((job) => job.catch(() => {})));
     await this.#dataDir.close();
   }
 
@@ -754,7 +877,17 @@ export class ReplicaNode {
         }
         case "persist_log":
         case "persist_superblock":
+        case "install_checkpoint":
           this.#persistQueue.push(effect);
+          break;
+        case "checkpoint":
+          this.#writeCheckpoint(effect);
+          break;
+        case "truncate_log":
+          this.#truncateLog(effect.beforeOpNumber);
+          break;
+        case "send_checkpoint_chunks":
+          this.#serveChunks(effect);
           break;
       }
     }
@@ -764,6 +897,223 @@ export class ReplicaNode {
       this.#persisting = true;
       queueMicrotask(() => this.#persist());
     }
+  }
+
+  /**
+   * §5.1 Writes the checkpoint the core asked for, chunk by chunk as its reader yields them: each
+   * write awaits the disk, so the replica serves between chunks. Then tells the core, which may
+   * then truncate the log; on any failure (a full disk included) tells the core it failed, and the
+   * core tries again at a later checkpoint.
+   */
+  #writeCheckpoint(effect: Extract<Effect, { readonly type: "checkpoint" }>): void {
+    if (this.#checkpointing) {
+      // The core asks for one at a time; two would share the data directory's one writer.
+      effect.reader.close();
+      this.#options.log(
+        "warn",
+        `checkpoint of op ${effect.opNumber} asked for while another is being written: not written`,
+      );
+      queueMicrotask(() => {
+        if (this.#closed) return;
+        this.replica.onCheckpointFailed(effect.opNumber);
+        this.#processEffects();
+      });
+      return;
+    }
+    this.#checkpointing = true;
+    this.#track(this.#checkpointLoop(effect));
+  }
+
+  /**
+   * Runs `job` beside the replica; `close` waits for it. Jobs catch what the disk throws; one
+   * that rejects met a bug, which goes unhandled, as in `#persist`.
+   */
+  #track(job: Promise<void>): void {
+    this.#jobs.add(job);
+    job.finally(() => this.#jobs.delete(job));
+  }
+
+  async #checkpointLoop(effect: Extract<Effect, { readonly type: "checkpoint" }>): Promise<void> {
+    const { opNumber, viewNumber, metadata, reader } = effect;
+    const started = performance.now();
+    let writer: CheckpointWriter | undefined;
+    let chunks: { hash: Uint8Array; length: number }[];
+    let bytes: number;
+    try {
+      writer = await this.#dataDir.beginCheckpoint({ opNumber, viewNumber, metadata });
+      for (;;) {
+        if (this.#closed) throw new Error("the replica is closing");
+        const chunk = reader.next();
+        if (chunk === undefined) break;
+        await writer.write(chunk);
+      }
+      const info = await writer.finish();
+      chunks = info.chunks.map(({ hash, length }) => ({ hash, length }));
+      bytes = info.bytes;
+    } catch (error) {
+      reader.close();
+      await writer?.abort().catch(() => {});
+      this.#checkpointing = false;
+      if (this.#closed) return;
+      const why = error instanceof DiskFullError
+        ? `disk full writing ${error.file}`
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      this.#options.log(
+        "warn",
+        `cannot write the checkpoint of op ${opNumber}: ${why}; the log keeps its entries until ` +
+          "a later checkpoint is written",
+      );
+      this.replica.onCheckpointFailed(opNumber);
+      this.#processEffects();
+      return;
+    }
+    reader.close();
+    this.#checkpointing = false;
+    if (this.#closed) return;
+    this.#options.log(
+      "info",
+      `wrote the checkpoint of op ${opNumber} (${chunks.length} chunks, ${bytes} bytes) in ` +
+        `${Math.round(performance.now() - started)} ms`,
+    );
+    this.replica.onCheckpointed({ opNumber, viewNumber, metadata, chunks });
+    this.#processEffects();
+  }
+
+  /**
+   * §5.1 Deletes the log before `beforeOpNumber` (whole segments: see `DataDir.truncateBefore`),
+   * one truncation at a time; requests that arrive meanwhile are served by one truncation, to the
+   * largest op-number asked. A failure costs only disk space: a warning, and the next request
+   * deletes what this one did not.
+   */
+  #truncateLog(beforeOpNumber: number): void {
+    this.#truncateWanted = Math.max(this.#truncateWanted, beforeOpNumber);
+    if (!this.#truncating) this.#track(this.#truncateLoop());
+  }
+
+  async #truncateLoop(): Promise<void> {
+    // Set and cleared inside: the loop may run to its end before its first await.
+    this.#truncating = true;
+    try {
+      while (!this.#closed && this.#truncateDone < this.#truncateWanted) {
+        const target = this.#truncateWanted;
+        this.#truncateDone = target;
+        try {
+          const { deleted, logStartOpNumber } = await this.#dataDir.truncateBefore(target);
+          if (deleted.length > 0 && !this.#closed) {
+            this.#options.log(
+              "info",
+              `truncated the log before op ${target}: deleted ${deleted.join(", ")}; the log ` +
+                `on disk starts at op ${logStartOpNumber}`,
+            );
+          }
+        } catch (error) {
+          if (this.#closed) return;
+          this.#options.log(
+            "warn",
+            `cannot truncate the log before op ${target}: ${
+              error instanceof Error ? error.message : String(error)
+            }`,
+          );
+        }
+      }
+    } finally {
+      this.#truncating = false;
+    }
+  }
+
+  /**
+   * §5.1 Sends `to` the chunks it asked for of this replica's checkpoint of `opNumber`, read from
+   * disk one at a time. One request per peer is served at a time, a few wait behind it, and
+   * more are dropped: the fetching replica asks again for whatever does not come.
+   */
+  #serveChunks(effect: Extract<Effect, { readonly type: "send_checkpoint_chunks" }>): void {
+    const { to } = effect;
+    let queue = this.#chunkQueues.get(to);
+    if (queue === undefined) this.#chunkQueues.set(to, queue = []);
+    if (queue.length >= CHUNK_REQUESTS_QUEUED_MAX) {
+      if (this.#options.debug) {
+        this.#options.log(
+          "debug",
+          `dropped replica ${to}'s request for chunks of the checkpoint of op ` +
+            `${effect.opNumber}: ${queue.length} of its requests wait already`,
+        );
+      }
+      return;
+    }
+    queue.push(effect);
+    if (!this.#chunkServing.has(to)) this.#track(this.#chunkLoop(to, queue));
+  }
+
+  async #chunkLoop(to: number, queue: ChunkRequest[]): Promise<void> {
+    this.#chunkServing.add(to);
+    try {
+      for (let request = queue.shift(); request !== undefined; request = queue.shift()) {
+        if (this.#closed) return;
+        await this.#sendChunks(request);
+      }
+    } finally {
+      this.#chunkServing.delete(to);
+    }
+  }
+
+  async #sendChunks({ to, opNumber, indexes }: ChunkRequest): Promise<void> {
+    let checkpoint: LoadedCheckpoint | undefined;
+    try {
+      checkpoint = await this.#dataDir.openCheckpoint(opNumber);
+    } catch (error) {
+      if (!this.#closed) this.#chunkWarning(opNumber, error);
+      return;
+    }
+    if (checkpoint === undefined) {
+      if (this.#options.debug) {
+        this.#options.log(
+          "debug",
+          `replica ${to} asked for chunks of the checkpoint of op ${opNumber}, no longer kept`,
+        );
+      }
+      return;
+    }
+    const peer = this.#peers[to]!;
+    for (const index of indexes) {
+      if (this.#closed) return;
+      if (index >= checkpoint.chunks.length) continue;
+      const waitedFrom = Date.now();
+      while (peer.pendingWriteBytes > CHUNK_SEND_QUEUED_BYTES_MAX) {
+        if (this.#closed || Date.now() - waitedFrom > CHUNK_SEND_WAIT_MS_MAX) return;
+        await new Promise((resolve) => setTimeout(resolve, TICK_MS));
+      }
+      let bytes: Uint8Array;
+      try {
+        bytes = await checkpoint.readChunk(index);
+      } catch (error) {
+        if (this.#closed) return;
+        // Replaced by a newer checkpoint since it was opened: not worth a warning.
+        if ((await this.#dataDir.openCheckpoint(opNumber).catch(() => undefined)) === checkpoint) {
+          this.#chunkWarning(opNumber, error);
+        }
+        return;
+      }
+      if (this.#closed) return;
+      const frame = this.#frameOf({
+        type: "checkpoint_chunk",
+        opNumber,
+        index,
+        bytes,
+        replica: this.#options.index,
+      });
+      if (frame !== undefined) peer.sendFrame(frame);
+    }
+  }
+
+  #chunkWarning(opNumber: number, error: unknown): void {
+    this.#options.log(
+      "warn",
+      `cannot read the checkpoint of op ${opNumber} to send it: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
   }
 
   /**
@@ -842,6 +1192,26 @@ export class ReplicaNode {
   }
 }
 
+/** A request of a peer for chunks of a checkpoint (`send_checkpoint_chunks`). */
+type ChunkRequest = Extract<Effect, { readonly type: "send_checkpoint_chunks" }>;
+
+/** Feeds a checkpoint's chunks, read from disk, to a `CheckpointRestorer`. */
+async function restore(app: StateMachine, loaded: LoadedCheckpoint): Promise<RestoredCheckpoint> {
+  const restorer = new CheckpointRestorer(app, {
+    opNumber: loaded.opNumber,
+    viewNumber: loaded.viewNumber,
+    metadata: loaded.metadata,
+    chunks: loaded.chunks.map(({ hash, length }) => ({ hash, length })),
+  });
+  try {
+    for await (const chunk of loaded.read()) restorer.chunk(chunk);
+    return restorer.finish();
+  } catch (error) {
+    restorer.abort();
+    throw error;
+  }
+}
+
 /** An outbound link to one peer replica: connects, says hello, reconnects with backoff. */
 class PeerLink {
   #connection: Connection | undefined;
@@ -866,6 +1236,11 @@ class PeerLink {
     readonly log: (level: LogLevel | "error", text: string) => void,
   ) {
     if (enabled) this.#connect();
+  }
+
+  /** Bytes queued or being written on the link, 0 when it is down. */
+  get pendingWriteBytes(): number {
+    return this.#connection?.pendingWriteBytes ?? 0;
   }
 
   sendFrame(frame: Uint8Array): void {

@@ -26,6 +26,11 @@ import type { LogEntry } from "./message.ts";
 export interface ClientRecord {
   readonly requestNumber: number;
   readonly opNumber: number;
+  /**
+   * The CRC-32C of the request's operation: a re-sent request is told from another one under the
+   * same number by it, also once the entry has left the log (§5.1).
+   */
+  readonly operationChecksum: number;
   readonly result: Uint8Array;
 }
 
@@ -39,6 +44,7 @@ export interface PendingRequest {
 interface MutableRecord {
   requestNumber: number;
   opNumber: number;
+  operationChecksum: number;
   result: Uint8Array;
 }
 
@@ -96,7 +102,7 @@ export class ClientTable {
    * latest execution is the oldest (the smallest op-number), and the floor rises to that client's
    * latest request-number.
    */
-  onExecute(entry: LogEntry, result: Uint8Array): void {
+  onExecute(entry: LogEntry, result: Uint8Array, operationChecksum: number): void {
     const clientId = entry.clientId;
     if (this.#pending.get(clientId)?.requestNumber === entry.requestNumber) {
       this.#pending.delete(clientId);
@@ -106,6 +112,7 @@ export class ClientTable {
       if (previous.requestNumber > entry.requestNumber) return;
       previous.requestNumber = entry.requestNumber;
       previous.opNumber = entry.opNumber;
+      previous.operationChecksum = operationChecksum;
       previous.result = result;
       return;
     }
@@ -113,8 +120,39 @@ export class ClientTable {
     this.#executed.set(clientId, {
       requestNumber: entry.requestNumber,
       opNumber: entry.opNumber,
+      operationChecksum,
       result,
     });
+  }
+
+  /**
+   * The floor and the executed records, in client-id order, as text: equal tables, equal text
+   * (the simulator compares every replica's with a model's).
+   */
+  digest(): string {
+    const records = [...this.#executed].sort((a, b) => a[0] - b[0]);
+    let text = `floor=${this.#requestNumberFloor}`;
+    for (const [clientId, record] of records) {
+      text += ` ${clientId}:${record.requestNumber}@${record.opNumber}/${record.operationChecksum}`;
+    }
+    return text;
+  }
+
+  /** The executed records, for a checkpoint (§5.1); in no particular order. */
+  records(): IterableIterator<[number, ClientRecord]> {
+    return this.#executed.entries();
+  }
+
+  /**
+   * Replace the executed records and the floor by a checkpoint's (§5.1); the pending requests are
+   * the caller's to rebuild (`rebuildPending`). Eviction picks the record with the smallest
+   * op-number, so the order of `records` does not matter.
+   */
+  restore(requestNumberFloor: number, records: Iterable<[number, ClientRecord]>): void {
+    this.#executed.clear();
+    this.#pending.clear();
+    this.#requestNumberFloor = requestNumberFloor;
+    for (const [clientId, record] of records) this.#executed.set(clientId, { ...record });
   }
 
   /** Rebuild the pending part from the uncommitted log suffix (after the log was replaced). */

@@ -96,7 +96,32 @@ export interface Limits {
    * accumulated since the last packing.
    */
   readonly logPackOps: number;
+  /**
+   * §5.1 A replica checkpoints (the state machine's snapshot and the client table, see
+   * `src/vr/checkpoint.ts`) at every op-number that is a multiple of this, so that the replicas of
+   * a group hold checkpoints of the same op-numbers, made of the same chunks: a replica fetching
+   * one may take each chunk from any of them.
+   */
+  readonly checkpointOpsInterval: number;
+  /**
+   * And also once this many bytes of operations were committed since the last checkpoint began
+   * (large operations fill the log before `checkpointOpsInterval` ops do).
+   */
+  readonly checkpointLogBytesMax: number;
+  /**
+   * The retained suffix: after a checkpoint of op c is durable, the log keeps the entries after
+   * c minus this many, so that a backup that lags by less catches up from the log, not by
+   * checkpoint. The entries before leave memory and disk.
+   */
+  readonly logRetainOps: number;
+  /** The state machine's snapshot is written and sent in chunks of about this many bytes. */
+  readonly checkpointChunkBytes: number;
+  /** A replica fetching a checkpoint asks for at most this many chunks at a time. */
+  readonly checkpointChunksInFlight: number;
 }
+
+/** The most chunks one GetCheckpointChunks may ask for. */
+export const CHECKPOINT_CHUNKS_PER_REQUEST_MAX = 64;
 
 export const LIMITS_DEFAULT: Limits = {
   operationBytesMax: 2 * 1024 * 1024,
@@ -112,6 +137,11 @@ export const LIMITS_DEFAULT: Limits = {
   clientsMax: 4096,
   readsPendingMax: 4096,
   logPackOps: 1024,
+  checkpointOpsInterval: 100_000,
+  checkpointLogBytesMax: 256 * 1024 * 1024,
+  logRetainOps: 100_000,
+  checkpointChunkBytes: 1024 * 1024,
+  checkpointChunksInFlight: 4,
 };
 
 /** Timeouts, in ticks. */

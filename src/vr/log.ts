@@ -1,5 +1,6 @@
 /**
- * The replicated log: entries 1..opNumber, all in memory.
+ * The replicated log: entries baseOpNumber+1..opNumber, in memory. The entries up to the base
+ * left the log after a checkpoint covered them (§5.1: `dropThrough`, `reset`).
  *
  * Entries the replica has committed never change again, so the log packs them, in batches, into
  * large byte arenas. A packed entry costs its operation's bytes plus 44 (its header, and its place
@@ -20,21 +21,36 @@ const PACKED_HEADER_BYTES = 4 * 8 + 4;
 /** A packed entry's place: arena index times this, plus its offset in the arena. */
 const ARENA_STRIDE = 2 ** 32;
 
+const EMPTY_ARENA = new Uint8Array(0);
+const EMPTY_VIEW = new DataView(EMPTY_ARENA.buffer);
+
 export class Log {
-  /** Entries 1..#packedCount live in the arenas; the rest, in order, in `#recent`. */
+  /** Entries up to here are gone (a checkpoint covers them). */
+  #base = 0;
+  /** The timestamp of the entry at `#base` (0 if unknown): later entries have at least it. */
+  #baseTimestamp = 0;
+  /** Entries #base+1..#packedCount live in the arenas; the rest, in order, in `#recent`. */
   #packedCount = 0;
   #recent: LogEntry[] = [];
   #arenas: Uint8Array[] = [];
   #arenaViews: DataView[] = [];
+  /** Arenas before this one were released (every entry in them is at or below the base). */
+  #arenasReleased = 0;
   /** Bytes used in the last arena. */
   #arenaUsed = 0;
-  /** Per packed entry, its place (see `ARENA_STRIDE`). */
+  /** Per packed entry after the base, its place (see `ARENA_STRIDE`), from `#placesStart` on. */
   #places = new Float64Array(1024);
+  #placesStart = 0;
   #lastTimestamp = 0;
 
-  /** The op-number of the last entry, 0 when empty. */
+  /** The op-number of the last entry; the base when empty. */
   get opNumber(): number {
     return this.#packedCount + this.#recent.length;
+  }
+
+  /** The log holds no entry at or below this op-number. */
+  get baseOpNumber(): number {
+    return this.#base;
   }
 
   /** Entries up to here are packed. */
@@ -42,7 +58,7 @@ export class Log {
     return this.#packedCount;
   }
 
-  /** The timestamp of the last entry, 0 when empty. */
+  /** The timestamp of the last entry (the base's, when empty). */
   get lastTimestamp(): number {
     return this.#lastTimestamp;
   }
@@ -50,8 +66,67 @@ export class Log {
   /** The entry at `opNumber`, or undefined when the log does not hold it. */
   entry(opNumber: number): LogEntry | undefined {
     if (opNumber > this.#packedCount) return this.#recent[opNumber - this.#packedCount - 1];
-    if (opNumber < 1 || !Number.isInteger(opNumber)) return undefined;
+    if (opNumber <= this.#base || !Number.isInteger(opNumber)) return undefined;
     return this.#unpack(opNumber);
+  }
+
+  /** The timestamp of the entry at `opNumber`, of the base entry at the base, else undefined. */
+  timestampAt(opNumber: number): number | undefined {
+    if (opNumber === this.#base) return this.#baseTimestamp;
+    return this.entry(opNumber)?.timestamp;
+  }
+
+  /**
+   * §5.1 Empty the log and start it after `baseOpNumber`, whose entry had `baseTimestamp`: a
+   * checkpoint of that op-number replaced the state.
+   */
+  reset(baseOpNumber: number, baseTimestamp: number): void {
+    this.#base = baseOpNumber;
+    this.#baseTimestamp = baseTimestamp;
+    this.#packedCount = baseOpNumber;
+    this.#recent = [];
+    this.#arenas = [];
+    this.#arenaViews = [];
+    this.#arenasReleased = 0;
+    this.#arenaUsed = 0;
+    this.#places = new Float64Array(1024);
+    this.#placesStart = 0;
+    this.#lastTimestamp = baseTimestamp;
+  }
+
+  /**
+   * §5.1 Entries up to `opNumber` leave the log (a checkpoint covers them; they are committed),
+   * and so does their memory: arenas holding only such entries are released.
+   */
+  dropThrough(opNumber: number): void {
+    if (opNumber <= this.#base) return;
+    assert(opNumber <= this.opNumber, () => `drop through ${opNumber} beyond ${this.opNumber}`);
+    this.packThrough(opNumber);
+    this.#baseTimestamp = this.#unpack(opNumber).timestamp;
+    this.#placesStart += opNumber - this.#base;
+    this.#base = opNumber;
+    if (this.#base === this.#packedCount) {
+      this.#releaseArenasBefore(this.#arenas.length - 1);
+    } else {
+      const first = this.#places[this.#placesStart]!;
+      this.#releaseArenasBefore(Math.floor(first / ARENA_STRIDE));
+    }
+    // Compact the places once the dropped ones are most of the array.
+    const live = this.#packedCount - this.#base;
+    if (this.#placesStart > live && this.#placesStart > 1024) {
+      const places = new Float64Array(Math.max(1024, 2 * live));
+      places.set(this.#places.subarray(this.#placesStart, this.#placesStart + live));
+      this.#places = places;
+      this.#placesStart = 0;
+    }
+  }
+
+  #releaseArenasBefore(arenaIndex: number): void {
+    for (let index = this.#arenasReleased; index < arenaIndex; index++) {
+      this.#arenas[index] = EMPTY_ARENA;
+      this.#arenaViews[index] = EMPTY_VIEW;
+    }
+    if (arenaIndex > this.#arenasReleased) this.#arenasReleased = arenaIndex;
   }
 
   append(entry: LogEntry): void {
@@ -75,7 +150,7 @@ export class Log {
         `bad truncation ${opNumber}: the log holds ${this.opNumber}, packed ${this.#packedCount}`,
     );
     this.#recent.length = opNumber - this.#packedCount;
-    this.#lastTimestamp = opNumber === 0 ? 0 : this.entry(opNumber)!.timestamp;
+    this.#lastTimestamp = this.timestampAt(opNumber)!;
   }
 
   /**
@@ -92,7 +167,7 @@ export class Log {
 
   /** Entries `fromOpNumber .. toOpNumber`, inclusive. */
   slice(fromOpNumber: number, toOpNumber: number): LogEntry[] {
-    assert(fromOpNumber >= 1 && toOpNumber <= this.opNumber, "bad log slice");
+    assert(fromOpNumber > this.#base && toOpNumber <= this.opNumber, "bad log slice");
     if (fromOpNumber > this.#packedCount) {
       return this.#recent.slice(
         fromOpNumber - this.#packedCount - 1,
@@ -109,6 +184,7 @@ export class Log {
    * operations (but always at least one when there is one).
    */
   sliceBounded(afterOpNumber: number, opsMax: number, bytesMax: number): LogEntry[] {
+    assert(afterOpNumber >= this.#base, "log slice from before the base");
     const out: LogEntry[] = [];
     let bytes = 0;
     for (let op = afterOpNumber + 1; op <= this.opNumber && out.length < opsMax; op++) {
@@ -139,17 +215,18 @@ export class Log {
     view.setUint32(at + 32, length, true);
     arena.set(entry.operation, at + PACKED_HEADER_BYTES);
     this.#arenaUsed = at + size;
-    if (this.#packedCount === this.#places.length) {
+    const slot = this.#placesStart + this.#packedCount - this.#base;
+    if (slot === this.#places.length) {
       const places = new Float64Array(2 * this.#places.length);
       places.set(this.#places);
       this.#places = places;
     }
-    this.#places[this.#packedCount] = (this.#arenas.length - 1) * ARENA_STRIDE + at;
+    this.#places[slot] = (this.#arenas.length - 1) * ARENA_STRIDE + at;
     this.#packedCount++;
   }
 
   #unpack(opNumber: number): LogEntry {
-    const place = this.#places[opNumber - 1]!;
+    const place = this.#places[this.#placesStart + opNumber - this.#base - 1]!;
     const arenaIndex = Math.floor(place / ARENA_STRIDE);
     const at = place - arenaIndex * ARENA_STRIDE;
     const view = this.#arenaViews[arenaIndex]!;

@@ -304,6 +304,61 @@ export interface NewState {
   readonly replica: ReplicaIndex;
 }
 
+// ---------------------------------------------------------------- checkpoint transfer (§5.1)
+
+/**
+ * One chunk of a checkpoint, as its manifest names it: equal bytes have equal hashes, whichever
+ * replica produced them, so a receiver fetches only the chunks it does not already hold.
+ */
+export interface CheckpointChunkInfo {
+  /** SHA-256 of the chunk's bytes, 32 bytes. */
+  readonly hash: Uint8Array;
+  readonly length: number;
+}
+
+/**
+ * §5.1 The answer to a GetState naming an op-number the sender's log no longer reaches back to
+ * (entries up to a checkpoint leave the log): its newest checkpoint, described, not carried. The
+ * state at `opNumber` is committed (a replica checkpoints only committed state), so any replica
+ * may install it. The requester fetches the chunks with GetCheckpointChunks, checks each against
+ * its hash, and installs the checkpoint only once it holds them all; then it asks for the log
+ * after `opNumber` again.
+ */
+export interface CheckpointManifest {
+  readonly type: "checkpoint_manifest";
+  /** The sender's view (a hint, like NewState's). */
+  readonly viewNumber: number;
+  /** The op-number of the last operation the checkpoint includes. */
+  readonly opNumber: number;
+  /**
+   * What the core stores beside the chunks (`src/vr/checkpoint.ts`): the entry at `opNumber`
+   * (its view and timestamp), the client table's floor and how many chunks are the state
+   * machine's; opaque to the transport.
+   */
+  readonly metadata: Uint8Array;
+  /** The state machine's snapshot chunks, then the client table's. */
+  readonly chunks: readonly CheckpointChunkInfo[];
+  readonly replica: ReplicaIndex;
+}
+
+/** §5.1 Ask for chunks of the checkpoint of `opNumber` (by their place in its manifest). */
+export interface GetCheckpointChunks {
+  readonly type: "get_checkpoint_chunks";
+  readonly opNumber: number;
+  /** Distinct, each below the chunk count; at most `CHECKPOINT_CHUNKS_PER_REQUEST_MAX` of them. */
+  readonly indexes: readonly number[];
+  readonly replica: ReplicaIndex;
+}
+
+/** §5.1 One chunk of the checkpoint of `opNumber`; the receiver checks it against the hash. */
+export interface CheckpointChunk {
+  readonly type: "checkpoint_chunk";
+  readonly opNumber: number;
+  readonly index: number;
+  readonly bytes: Uint8Array;
+  readonly replica: ReplicaIndex;
+}
+
 /** Messages clients send to replicas. */
 export type ClientMessage = Request | RequestNumberQuery | Locate;
 
@@ -327,7 +382,10 @@ export type ReplicaMessage =
   | Recovery
   | RecoveryResponse
   | GetState
-  | NewState;
+  | NewState
+  | CheckpointManifest
+  | GetCheckpointChunks
+  | CheckpointChunk;
 
 export type Message = ClientMessage | ClientReplyMessage | ReplicaMessage;
 
@@ -353,6 +411,9 @@ export const REPLICA_MESSAGE_TYPES: readonly ReplicaMessage["type"][] = [
   "recovery_response",
   "get_state",
   "new_state",
+  "checkpoint_manifest",
+  "get_checkpoint_chunks",
+  "checkpoint_chunk",
 ];
 
 /** The types a client accepts from a replica. */
@@ -406,6 +467,12 @@ export function describeMessage(message: Message): string {
       return `recovery_response v=${message.viewNumber} x=${message.nonce} primary=${message.isPrimary} n=${message.opNumber} k=${message.commitNumber}`;
     case "get_state":
       return `get_state v=${message.viewNumber} n=${message.opNumber}`;
+    case "checkpoint_manifest":
+      return `checkpoint_manifest v=${message.viewNumber} op=${message.opNumber} chunks=${message.chunks.length}`;
+    case "get_checkpoint_chunks":
+      return `get_checkpoint_chunks op=${message.opNumber} chunks=${message.indexes.join(",")}`;
+    case "checkpoint_chunk":
+      return `checkpoint_chunk op=${message.opNumber} chunk=${message.index} bytes=${message.bytes.length}`;
     case "new_state":
       return `new_state v=${message.viewNumber} normal=${message.normal} anchor=${message.anchorOpNumber} entries=${message.entries.length} n=${message.opNumber} k=${message.commitNumber}`;
   }

@@ -15,12 +15,23 @@
  *
  * @module
  */
-import type { StateMachine } from "../app/state_machine.ts";
+import { beginSnapshotOf, type SnapshotReader, type StateMachine } from "../app/state_machine.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { crc32c } from "../lib/crc32c.ts";
 import { assert } from "./assert.ts";
+import {
+  type Checkpoint,
+  CheckpointChunkReader,
+  CheckpointRestorer,
+  decodeCheckpointMetadata,
+  encodeCheckpointMetadata,
+  encodeClientTable,
+  hashKey,
+  type RestoredCheckpoint,
+} from "./checkpoint.ts";
 import { ClientTable } from "./client_table.ts";
 import {
+  CHECKPOINT_CHUNKS_PER_REQUEST_MAX,
   type Limits,
   LIMITS_DEFAULT,
   OP_NUMBER_MAX,
@@ -32,10 +43,13 @@ import {
 } from "./constants.ts";
 import { Log, sameEntry } from "./log.ts";
 import {
+  type CheckpointChunk,
+  type CheckpointManifest,
   type ClientReplyMessage,
   type Commit,
   describeMessage,
   type DoViewChange,
+  type GetCheckpointChunks,
   type GetState,
   type LogEntry,
   type Message,
@@ -71,6 +85,14 @@ export interface Superblock {
 /** What the driver loaded from storage to restart a replica. */
 export interface DurableState {
   readonly superblock: Superblock;
+  /**
+   * The newest checkpoint that checked out (§5.1), already installed in the state machine by the
+   * driver (`CheckpointRestorer`): the replica starts from its state and client table, and
+   * replays only the log after it. Undefined: the state machine is empty, the log starts at op 1.
+   */
+  readonly checkpoint?: RestoredCheckpoint | undefined;
+  /** The op-number of `log[0]` (entries before it left the disk after a checkpoint); 1 if absent. */
+  readonly logStartOpNumber?: number | undefined;
   /** The log as persisted; ignored unless `logTrusted`. */
   readonly log: readonly LogEntry[];
   /** The commit-number stored with the last log write (a lower bound). */
@@ -93,6 +115,46 @@ export type Effect =
     readonly fromOpNumber: number;
     readonly entries: readonly LogEntry[];
     readonly commitNumber: number;
+  }
+  /**
+   * §5.1 Write a checkpoint of op `opNumber`: `metadata`, then the chunks `reader` yields, in
+   * order (read them promptly: the reader keeps what changes until it has read it; see
+   * `SnapshotReader`). Once it is durable, call `onCheckpointed` with its chunks' hashes; if it
+   * cannot be written, `onCheckpointFailed`. Not ordered with the persists: it may take as long as
+   * it takes, while the replica goes on.
+   */
+  | {
+    readonly type: "checkpoint";
+    readonly opNumber: number;
+    readonly viewNumber: number;
+    readonly metadata: Uint8Array;
+    readonly reader: SnapshotReader;
+  }
+  /**
+   * §5.1 Entries before `beforeOpNumber` may leave the disk: a durable checkpoint covers them.
+   * Whenever convenient; a driver may keep more.
+   */
+  | { readonly type: "truncate_log"; readonly beforeOpNumber: number }
+  /**
+   * §5.1 A persist, in order with the others: make the fetched checkpoint durable (its chunks, in
+   * order); the log on disk then continues at `checkpoint.opNumber + 1` (the next `persist_log`
+   * starts there, or earlier if the disk still reaches that far), whatever it held before.
+   */
+  | {
+    readonly type: "install_checkpoint";
+    readonly id: number;
+    readonly checkpoint: Checkpoint;
+    readonly chunks: readonly Uint8Array[];
+  }
+  /**
+   * §5.1 Send `to` the chunks `indexes` of this replica's checkpoint of `opNumber`, one
+   * `checkpoint_chunk` message each; nothing if the driver no longer holds that checkpoint.
+   */
+  | {
+    readonly type: "send_checkpoint_chunks";
+    readonly to: ReplicaIndex;
+    readonly opNumber: number;
+    readonly indexes: readonly number[];
   };
 
 /** Bugs that tests plant on purpose to show the simulator catches them. Never set in production. */
@@ -108,7 +170,13 @@ export type PlantedBug =
   | "read_without_round"
   // The state-transfer fix of seed 788778535, removed: every NewState asks for more.
   | "get_state_on_every_new_state"
-  // The two corrections of vr-checklist, removed:
+  // §5.1: a checkpoint without the client table (a retried request executes twice after it).
+  | "checkpoint_without_client_table"
+  // §5.1: truncating committed entries above the checkpoint, which nothing else holds.
+  | "truncate_above_checkpoint"
+  // §5.1: installing a fetched checkpoint before every chunk arrived.
+  | "install_incomplete_checkpoint"
+  // The two corrections of docs/vr-checklist.md, removed:
   | "recovery_forgets_persisted_view"
   | "adopt_newer_view_before_its_state";
 
@@ -119,6 +187,12 @@ export interface ReplicaOptions {
   /** The addresses of the group, one per replica (§7.4: told to clients that ask). */
   readonly addresses: readonly string[];
   readonly app: StateMachine;
+  /**
+   * SHA-256 (32 bytes), which names checkpoint chunks (§5.1): the driver supplies it, as it does
+   * the state machine, so that the core imports nothing that reaches the runtime
+   * (`src/lib/sha256.ts` is the native one). It must be SHA-256: replicas compare the hashes.
+   */
+  readonly chunkHash: (bytes: Uint8Array) => Uint8Array;
   /** Seeds the jitter of timeouts; the driver picks it (the simulator from its seed). */
   readonly seed: number;
   /** Undefined for a brand-new replica of a brand-new group. */
@@ -155,6 +229,27 @@ interface PendingRead {
   readonly round: number;
 }
 
+/** §5.1 A checkpoint this replica is fetching, chunk by chunk (`CheckpointManifest`). */
+interface CheckpointFetch {
+  readonly checkpoint: Checkpoint;
+  readonly entryViewNumber: number;
+  readonly entryTimestamp: number;
+  readonly tableChunkCount: number;
+  /** The chunks held so far, by index. */
+  readonly held: (Uint8Array | undefined)[];
+  /** Indexes by hash: equal chunks arrive once. */
+  readonly byHash: Map<string, number[]>;
+  missing: number;
+  /** Who the chunks are asked from; changes when it stops answering. */
+  from: ReplicaIndex;
+  /** Per index: `#ticks` when it was last asked for (undefined: not asked since the last retry). */
+  readonly askedAt: Map<number, number>;
+  /** `#ticks` when a chunk last arrived (or the fetch began). */
+  progressAtTick: number;
+  /** How many replicas in a row were asked without a chunk arriving. */
+  fruitlessAsks: number;
+}
+
 /** What a replica waits for while it adopts the log of `viewNumber` from that view's primary. */
 interface SyncTarget {
   readonly viewNumber: number;
@@ -182,6 +277,7 @@ export class Replica {
   #clockMs = 0;
   readonly #random: SplitMix32;
   readonly #plantedBug: PlantedBug | undefined;
+  readonly #chunkHash: (bytes: Uint8Array) => Uint8Array;
   readonly #logSink: ((level: LogLevel, text: string) => void) | undefined;
   readonly #debug: boolean;
 
@@ -271,6 +367,23 @@ export class Replica {
   #farStepAtTick = -Infinity;
   #requestStartViewSentFor = -1;
 
+  // Checkpoints (§5.1).
+  /** The newest durable checkpoint, and the one before it (a driver keeps both). */
+  #checkpoint: Checkpoint | undefined;
+  #previousCheckpoint: Checkpoint | undefined;
+  /** The op-number of the checkpoint being written, if one is. */
+  #checkpointWriting: number | undefined;
+  /** Bytes of operations committed since the last checkpoint began. */
+  #bytesSinceCheckpoint = 0;
+  #fetch: CheckpointFetch | undefined;
+  /** A fetch given up on (no replica holds its checkpoint any more): its chunks may serve again. */
+  #fetchAbandoned: CheckpointFetch | undefined;
+  #checkpointsTaken = 0;
+  #logTruncations = 0;
+  #checkpointsInstalled = 0;
+  #chunksFetched = 0;
+  #chunksReused = 0;
+
   constructor(options: ReplicaOptions) {
     const count = options.addresses.length;
     assert(
@@ -318,6 +431,7 @@ export class Replica {
     this.#clockMs = options.clockMs ?? 0;
     this.#random = new SplitMix32(options.seed);
     this.#plantedBug = options.plantedBug;
+    this.#chunkHash = options.chunkHash;
     this.#logSink = options.log;
     this.#debug = options.debug === true && options.log !== undefined;
     this.#acked = new Array<number>(count).fill(-1);
@@ -337,7 +451,19 @@ export class Replica {
         // Written before the bound existed: the replica can serve, but never change views again.
         this.#log_("warn", `superblock view ${this.#viewNumber} is beyond VIEW_NUMBER_MAX`);
       }
-      if (durable.logTrusted && !durable.superblock.recovering) {
+      if (durable.checkpoint !== undefined) this.#adoptRestoredCheckpoint(durable.checkpoint);
+      // The log must continue the checkpoint (or start at op 1 without one): a gap means entries
+      // this replica acknowledged are gone.
+      const logStart = durable.logStartOpNumber ?? 1;
+      const continues = logStart <= this.#log.baseOpNumber + 1;
+      if (!continues) {
+        this.#log_(
+          "warn",
+          `the log on disk starts at op ${logStart}, after the checkpoint of op ` +
+            `${this.#log.baseOpNumber}: recovering (§4.3)`,
+        );
+      }
+      if (durable.logTrusted && !durable.superblock.recovering && continues) {
         this.#restartFromDisk(durable);
       } else {
         if (this.#plantedBug === "recovery_forgets_persisted_view") {
@@ -385,6 +511,38 @@ export class Replica {
   /** How many times, as primary, this replica swapped a stalled backup for a spare. */
   get spareSwaps(): number {
     return this.#spareSwaps;
+  }
+  /** §5.1 The log holds no entry at or below this op-number (a checkpoint covers them). */
+  get logBaseOpNumber(): number {
+    return this.#log.baseOpNumber;
+  }
+  /** §5.1 The op-number of the newest durable checkpoint, 0 if none. */
+  get checkpointOpNumber(): number {
+    return this.#checkpoint?.opNumber ?? 0;
+  }
+  /** §5.1 Counters: checkpoints begun, log truncations, checkpoints fetched and installed. */
+  get checkpointStats(): {
+    readonly taken: number;
+    readonly truncations: number;
+    readonly installed: number;
+    readonly chunksFetched: number;
+    readonly chunksReused: number;
+  } {
+    return {
+      taken: this.#checkpointsTaken,
+      truncations: this.#logTruncations,
+      installed: this.#checkpointsInstalled,
+      chunksFetched: this.#chunksFetched,
+      chunksReused: this.#chunksReused,
+    };
+  }
+  /** The client table's executed records, as text (`ClientTable.digest`), for checks. */
+  clientTableDigest(): string {
+    return this.#clientTable.digest();
+  }
+  /** Whether this replica is fetching a checkpoint (§5.1). */
+  get fetchingCheckpoint(): boolean {
+    return this.#fetch !== undefined;
   }
   /** The largest request-number of `clientId` known here (§4.5). */
   latestRequestNumber(clientId: number): number {
@@ -471,6 +629,15 @@ export class Replica {
       case "new_state":
         this.#onNewState(message);
         break;
+      case "checkpoint_manifest":
+        this.#onCheckpointManifest(message);
+        break;
+      case "get_checkpoint_chunks":
+        this.#onGetCheckpointChunks(message);
+        break;
+      case "checkpoint_chunk":
+        this.#onCheckpointChunk(message);
+        break;
       default: {
         const never: never = message;
         throw new Error(`unknown message ${JSON.stringify(never)}`);
@@ -522,6 +689,14 @@ export class Replica {
       case "recovery":
         opNumber = message.commitNumber;
         break;
+      case "checkpoint_manifest":
+        viewNumber = message.viewNumber;
+        opNumber = message.opNumber;
+        break;
+      case "get_checkpoint_chunks":
+      case "checkpoint_chunk":
+        opNumber = message.opNumber;
+        break;
       case "start_view":
       case "recovery_response":
       case "new_state": {
@@ -553,7 +728,41 @@ export class Replica {
         this.#tickRecovering();
         break;
     }
+    if (this.#fetch !== undefined) this.#tickFetch();
+    if ((this.#fetchAbandoned?.checkpoint.opNumber ?? Infinity) <= this.#commitNumber) {
+      this.#fetchAbandoned = undefined; // Its chunks could only serve an older checkpoint.
+    }
     this.#checkInvariants();
+  }
+
+  /**
+   * §5.1 The checkpoint of `checkpoint.opNumber` (begun with the "checkpoint" effect) is durable:
+   * the log before it, less the retained suffix, may go.
+   */
+  onCheckpointed(checkpoint: Checkpoint): void {
+    if (checkpoint.opNumber !== this.#checkpointWriting) {
+      this.#log_("warn", `checkpoint of op ${checkpoint.opNumber} reported, but not being written`);
+      return;
+    }
+    this.#checkpointWriting = undefined;
+    this.#setCheckpoint(checkpoint);
+    let base = checkpoint.opNumber - this.limits.logRetainOps;
+    if (this.#plantedBug === "truncate_above_checkpoint") {
+      base = Math.min(this.#commitNumber, checkpoint.opNumber + this.limits.logRetainOps);
+    }
+    if (base > this.#log.baseOpNumber) {
+      this.#log.dropThrough(base);
+      this.#logTruncations++;
+      this.#effects.push({ type: "truncate_log", beforeOpNumber: base + 1 });
+    }
+    this.#checkInvariants();
+  }
+
+  /** §5.1 The checkpoint of `opNumber` could not be written: a later one will be tried. */
+  onCheckpointFailed(opNumber: number): void {
+    if (opNumber !== this.#checkpointWriting) return;
+    this.#checkpointWriting = undefined;
+    this.#log_("warn", `checkpoint of op ${opNumber} failed: the log keeps its entries`);
   }
 
   /** Every persist effect up to `id` is durable. */
@@ -686,7 +895,13 @@ export class Replica {
   #isLoggedAs(opNumber: number, request: Request): boolean {
     if (this.#plantedBug === "reply_by_number_only") return true;
     const entry = this.#log.entry(opNumber);
-    return entry !== undefined && entry.clientId === request.clientId &&
+    if (entry === undefined) {
+      // Gone with a checkpoint (§5.1): the client table kept the operation's checksum.
+      const executed = this.#clientTable.executed(request.clientId);
+      return executed !== undefined && executed.opNumber === opNumber &&
+        executed.operationChecksum === crc32c(request.operation);
+    }
+    return entry.clientId === request.clientId &&
       entry.requestNumber === request.requestNumber &&
       bytesEqual(entry.operation, request.operation);
   }
@@ -847,7 +1062,8 @@ export class Replica {
       });
       this.#commitNumber = entry.opNumber;
       this.#uncommittedBytes -= entry.operation.length;
-      this.#clientTable.onExecute(entry, result);
+      const checksum = crc32c(entry.operation);
+      this.#clientTable.onExecute(entry, result, checksum);
       if (replying) {
         this.#emitReply(entry.clientId, {
           type: "reply",
@@ -855,9 +1071,16 @@ export class Replica {
           clientId: entry.clientId,
           requestNumber: entry.requestNumber,
           opNumber: entry.opNumber,
-          operationChecksum: crc32c(entry.operation),
+          operationChecksum: checksum,
           result,
         });
+      }
+      this.#bytesSinceCheckpoint += entry.operation.length;
+      if (
+        entry.opNumber % this.limits.checkpointOpsInterval === 0 ||
+        this.#bytesSinceCheckpoint >= this.limits.checkpointLogBytesMax
+      ) {
+        this.#beginCheckpoint(entry);
       }
     }
     if (this.#commitNumber - this.#log.packedOpNumber >= this.limits.logPackOps) {
@@ -873,7 +1096,7 @@ export class Replica {
   #timestampFollows(entry: LogEntry, what: string): boolean {
     const previous = entry.opNumber - 1 === this.opNumber
       ? this.#log.lastTimestamp
-      : this.#log.entry(entry.opNumber - 1)?.timestamp ?? 0;
+      : this.#log.timestampAt(entry.opNumber - 1) ?? 0;
     if (entry.timestamp >= previous) return true;
     this.#log_(
       "warn",
@@ -942,7 +1165,9 @@ export class Replica {
         continue;
       }
       if (this.#ticks - this.#progressAtTick[replica]! < this.timing.prepareRetryTicks) continue;
-      const from = this.#ackedOrCommit(replica);
+      // Entries before the base are gone: a backup that lacks them gets a checkpoint (§5.1) once
+      // it asks for the gap.
+      const from = Math.max(this.#ackedOrCommit(replica), this.#log.baseOpNumber);
       if (from >= this.#sentTo[replica]!) continue;
       this.#progressAtTick[replica] = this.#ticks;
       const entries = this.#log.sliceBounded(
@@ -977,6 +1202,9 @@ export class Replica {
 
   /** Send `replica` what it was not sent yet, up to `toOpNumber`, in bounded Prepares. */
   #sendPreparesTo(replica: ReplicaIndex, toOpNumber: number): void {
+    if (this.#sentTo[replica]! < this.#log.baseOpNumber) {
+      this.#sentTo[replica] = this.#log.baseOpNumber; // The gap brings it a checkpoint (§5.1).
+    }
     while (this.#sentTo[replica]! < toOpNumber) {
       const from = this.#sentTo[replica]!;
       const entries = this.#log.sliceBounded(
@@ -1280,7 +1508,8 @@ export class Replica {
     this.#ticksInViewChange = 0;
     this.#ticksSinceViewChangeSend = 0;
     this.#resetViewState();
-    // Correction 1 (vr-checklist): the new view is durable before this replica acts in it.
+    // Correction 1 (docs/vr-checklist.md): the new view is durable before this replica acts in
+    // it.
     this.#persistSuperblock();
   }
 
@@ -1452,6 +1681,8 @@ export class Replica {
     }
     for (const entry of message.entries) {
       if (entry.opNumber > this.#commitNumber) break;
+      // Before the base, our entries are gone into a checkpoint (§5.1): nothing to compare.
+      if (entry.opNumber <= this.#log.baseOpNumber) continue;
       const ours = this.#log.entry(entry.opNumber);
       if (ours === undefined || !sameEntry(ours, entry)) {
         return `contradicts committed op ${entry.opNumber}`;
@@ -1526,7 +1757,8 @@ export class Replica {
   /** Where a log suffix for a replica whose commit-number is `commitNumber` should start. */
   #transferAnchor(commitNumber: number): number {
     const n = this.opNumber;
-    let anchor = Math.max(0, Math.min(commitNumber, n));
+    // Entries before the base are gone: a replica further behind fetches a checkpoint (§5.1).
+    let anchor = Math.max(this.#log.baseOpNumber, Math.min(commitNumber, n));
     if (n - anchor > this.limits.transferOpsMax) anchor = n - this.limits.transferOpsMax;
     let bytes = 0;
     for (let op = n; op > anchor; op--) {
@@ -1673,11 +1905,12 @@ export class Replica {
     if (opNumber < this.#commitNumber) return `ends at op ${opNumber}, before our commit`;
     for (const entry of entries) {
       if (entry.opNumber > this.#commitNumber) break;
+      if (entry.opNumber <= this.#log.baseOpNumber) continue; // Gone into a checkpoint (§5.1).
       const ours = this.#log.entry(entry.opNumber)!;
       if (!sameEntry(ours, entry)) return `contradicts committed op ${entry.opNumber}`;
     }
     const keep = this.#keptPrefix(entries);
-    let previous = keep === 0 ? 0 : this.#log.entry(keep)!.timestamp;
+    let previous = this.#log.timestampAt(keep)!;
     for (const entry of entries) {
       if (entry.opNumber <= keep) continue;
       if (entry.timestamp < previous) {
@@ -1917,6 +2150,10 @@ export class Replica {
       ? this.opNumber
       : this.#commitNumber;
     if (message.opNumber > upTo) return this.#ignore("get_state: nothing to send");
+    if (message.opNumber < this.#log.baseOpNumber) {
+      // The entries it asks for are gone into our checkpoint: send that instead (§5.1).
+      return this.#sendManifest(message.replica);
+    }
     const all = this.#log.sliceBounded(
       message.opNumber,
       this.limits.transferOpsMax,
@@ -2016,12 +2253,356 @@ export class Replica {
     this.#sendGetState(this.#primaryOf(sync.viewNumber), sync.viewNumber, this.#commitNumber);
   }
 
+  // ------------------------------------------------------------------ §5.1 checkpoints
+
+  /**
+   * Begin a checkpoint of the state just after `entry` executed: the client table as it is now,
+   * then the state machine's snapshot, which stays consistent while the driver writes it.
+   */
+  #beginCheckpoint(entry: LogEntry): void {
+    if (this.#checkpointWriting !== undefined) return; // One at a time; a later op-number tries.
+    if (entry.opNumber <= (this.#checkpoint?.opNumber ?? 0)) return;
+    this.#bytesSinceCheckpoint = 0;
+    this.#checkpointWriting = entry.opNumber;
+    this.#checkpointsTaken++;
+    const chunkBytes = this.limits.checkpointChunkBytes;
+    const table = encodeClientTable(
+      this.#plantedBug === "checkpoint_without_client_table" ? [] : this.#clientTable.records(),
+      chunkBytes,
+    );
+    const metadata = encodeCheckpointMetadata({
+      opNumber: entry.opNumber,
+      entryViewNumber: entry.viewNumber,
+      entryTimestamp: entry.timestamp,
+      requestNumberFloor: this.#clientTable.requestNumberFloor,
+      tableChunkCount: table.length,
+    });
+    this.#effects.push({
+      type: "checkpoint",
+      opNumber: entry.opNumber,
+      viewNumber: entry.viewNumber,
+      metadata,
+      reader: new CheckpointChunkReader(table, this.app, chunkBytes),
+    });
+  }
+
+  #setCheckpoint(checkpoint: Checkpoint): void {
+    const newest = this.#checkpoint;
+    if (newest === undefined || checkpoint.opNumber > newest.opNumber) {
+      this.#previousCheckpoint = newest;
+      this.#checkpoint = checkpoint;
+    } else if (checkpoint.opNumber === newest.opNumber) {
+      this.#checkpoint = checkpoint;
+    }
+  }
+
+  #sendManifest(to: ReplicaIndex): void {
+    const checkpoint = this.#checkpoint;
+    if (checkpoint === undefined) return this.#ignore("no checkpoint to send");
+    this.#send(to, {
+      type: "checkpoint_manifest",
+      viewNumber: this.#viewNumber,
+      opNumber: checkpoint.opNumber,
+      metadata: checkpoint.metadata,
+      chunks: checkpoint.chunks,
+      replica: this.replicaIndex,
+    });
+  }
+
+  /**
+   * A replica further behind than our log reaches was sent a checkpoint's manifest: fetch its
+   * chunks, except those held already (of a fetch this one replaces, or of our own state, which
+   * shares most chunks with a recent checkpoint when we were away briefly).
+   */
+  #onCheckpointManifest(message: CheckpointManifest): void {
+    if (message.opNumber <= this.#commitNumber) return this.#ignore("checkpoint_manifest: behind");
+    if (this.#status === "normal" && this.isPrimary && this.#syncTarget === undefined) {
+      // It holds every committed op of its view; a later view's state comes by StartView.
+      return this.#ignore("checkpoint_manifest: the normal primary needs none");
+    }
+    if (this.#fetch !== undefined && this.#fetch.checkpoint.opNumber >= message.opNumber) {
+      return this.#ignore("checkpoint_manifest: fetching that one or a later one");
+    }
+    const previous = this.#fetch ?? this.#fetchAbandoned;
+    this.#fetchAbandoned = undefined;
+    const metadata = decodeCheckpointMetadata(message.metadata);
+    const count = message.chunks.length;
+    const bad = typeof metadata === "string"
+      ? metadata
+      : metadata.opNumber !== message.opNumber
+      ? `metadata of op ${metadata.opNumber}`
+      : metadata.tableChunkCount < 1 || metadata.tableChunkCount > count
+      ? `${metadata.tableChunkCount} client table chunks of ${count}`
+      : undefined;
+    if (bad !== undefined || typeof metadata === "string") {
+      return this.#log_("warn", `checkpoint_manifest from ${message.replica}: ${bad}: ignored`);
+    }
+    const checkpoint: Checkpoint = {
+      opNumber: message.opNumber,
+      viewNumber: metadata.entryViewNumber,
+      metadata: message.metadata,
+      chunks: message.chunks,
+    };
+    const byHash = new Map<string, number[]>();
+    message.chunks.forEach((chunk, index) => {
+      const key = hashKey(chunk.hash);
+      const indexes = byHash.get(key);
+      if (indexes === undefined) byHash.set(key, [index]);
+      else indexes.push(index);
+    });
+    const fetch: CheckpointFetch = {
+      checkpoint,
+      entryViewNumber: metadata.entryViewNumber,
+      entryTimestamp: metadata.entryTimestamp,
+      tableChunkCount: metadata.tableChunkCount,
+      held: new Array<Uint8Array | undefined>(count).fill(undefined),
+      byHash,
+      missing: count,
+      from: message.replica,
+      askedAt: new Map(),
+      progressAtTick: this.#ticks,
+      fruitlessAsks: 0,
+    };
+    let reused = 0;
+    if (previous !== undefined) {
+      previous.held.forEach((bytes, index) => {
+        if (bytes !== undefined) {
+          reused += this.#takeChunk(fetch, hashKey(previous.checkpoint.chunks[index]!.hash), bytes);
+        }
+      });
+    }
+    const reader = beginSnapshotOf(this.app, this.limits.checkpointChunkBytes);
+    try {
+      for (let chunk = reader.next(); chunk !== undefined; chunk = reader.next()) {
+        if (fetch.missing === 0) break;
+        reused += this.#takeChunk(fetch, hashKey(this.#chunkHash(chunk)), chunk);
+      }
+    } finally {
+      reader.close();
+    }
+    this.#chunksReused += reused;
+    this.#fetch = fetch;
+    this.#log_(
+      "info",
+      `fetching the checkpoint of op ${message.opNumber} from ${message.replica}: ${count} ` +
+        `chunks, ${count - fetch.missing} of them held here`,
+    );
+    this.#continueFetch();
+  }
+
+  /** Take `bytes` for every missing chunk with hash `key`; how many it filled. */
+  #takeChunk(fetch: CheckpointFetch, key: string, bytes: Uint8Array): number {
+    let taken = 0;
+    for (const index of fetch.byHash.get(key) ?? []) {
+      fetch.askedAt.delete(index);
+      if (fetch.held[index] !== undefined) continue;
+      fetch.held[index] = bytes;
+      fetch.missing--;
+      taken++;
+    }
+    return taken;
+  }
+
+  #onGetCheckpointChunks(message: GetCheckpointChunks): void {
+    const checkpoint = [this.#checkpoint, this.#previousCheckpoint].find((held) =>
+      held?.opNumber === message.opNumber
+    );
+    if (checkpoint === undefined) {
+      // Not a checkpoint we hold (any more): ours may do instead.
+      return this.#sendManifest(message.replica);
+    }
+    if (
+      message.indexes.length > CHECKPOINT_CHUNKS_PER_REQUEST_MAX ||
+      message.indexes.some((index) => index >= checkpoint.chunks.length)
+    ) {
+      return this.#log_(
+        "warn",
+        `${describeMessage(message)} from ${message.replica}: no such chunks: ignored`,
+      );
+    }
+    this.#emit({
+      type: "send_checkpoint_chunks",
+      to: message.replica,
+      opNumber: message.opNumber,
+      indexes: message.indexes,
+    });
+  }
+
+  #onCheckpointChunk(message: CheckpointChunk): void {
+    const fetch = this.#fetch;
+    if (fetch === undefined || fetch.checkpoint.opNumber !== message.opNumber) {
+      return this.#ignore("checkpoint_chunk: not the checkpoint being fetched");
+    }
+    const info = fetch.checkpoint.chunks[message.index];
+    if (info === undefined) return this.#ignore("checkpoint_chunk: no such chunk");
+    if (fetch.held[message.index] !== undefined) return this.#ignore("checkpoint_chunk: held");
+    if (
+      message.bytes.length !== info.length || !bytesEqual(this.#chunkHash(message.bytes), info.hash)
+    ) {
+      fetch.askedAt.delete(message.index);
+      return this.#log_(
+        "warn",
+        `checkpoint_chunk ${message.index} of op ${message.opNumber} from ${message.replica}: ` +
+          "not the chunk its manifest names: ignored",
+      );
+    }
+    // A copy of its own: not a view that keeps a whole received frame alive.
+    this.#takeChunk(fetch, hashKey(info.hash), message.bytes.slice());
+    this.#chunksFetched++;
+    fetch.progressAtTick = this.#ticks;
+    fetch.fruitlessAsks = 0;
+    this.#continueFetch();
+  }
+
+  /** Ask for more chunks, or install the checkpoint once every chunk is here. */
+  #continueFetch(): void {
+    const fetch = this.#fetch!;
+    const incomplete = this.#plantedBug === "install_incomplete_checkpoint" &&
+      fetch.missing <= fetch.held.length / 2 &&
+      fetch.held.slice(0, fetch.tableChunkCount).every((bytes) => bytes !== undefined);
+    if (fetch.missing === 0 || incomplete) return this.#installFetched();
+    const room = Math.min(
+      this.limits.checkpointChunksInFlight - fetch.askedAt.size,
+      CHECKPOINT_CHUNKS_PER_REQUEST_MAX,
+    );
+    const indexes: number[] = [];
+    for (let index = 0; index < fetch.held.length && indexes.length < room; index++) {
+      if (fetch.held[index] === undefined && !fetch.askedAt.has(index)) indexes.push(index);
+    }
+    if (indexes.length === 0) return;
+    for (const index of indexes) fetch.askedAt.set(index, this.#ticks);
+    this.#send(fetch.from, {
+      type: "get_checkpoint_chunks",
+      opNumber: fetch.checkpoint.opNumber,
+      indexes,
+      replica: this.replicaIndex,
+    });
+  }
+
+  #tickFetch(): void {
+    const fetch = this.#fetch!;
+    if (fetch.checkpoint.opNumber <= this.#commitNumber) {
+      this.#fetch = undefined;
+      return this.#log_("info", `caught up past op ${fetch.checkpoint.opNumber} by the log`);
+    }
+    if (this.#ticks - fetch.progressAtTick < this.timing.retryTicks) return;
+    if (fetch.fruitlessAsks >= this.replicaCount) {
+      // Every other replica was asked and none sent a chunk: none holds this checkpoint any more
+      // (its holder lost it, or every holder has two newer ones). Give up on it; the next
+      // manifest, newer or older, starts another fetch, which keeps the chunks held so far.
+      this.#fetch = undefined;
+      this.#fetchAbandoned = fetch;
+      return this.#log_(
+        "info",
+        `no replica sends the checkpoint of op ${fetch.checkpoint.opNumber}: given up`,
+      );
+    }
+    fetch.fruitlessAsks++;
+    // No chunk for a while: the sender crashed, lost our requests, or no longer holds the
+    // checkpoint. Every replica checkpoints at the same op-numbers, so ask the next one.
+    let next = (fetch.from + 1) % this.replicaCount;
+    if (next === this.replicaIndex) next = (next + 1) % this.replicaCount;
+    fetch.from = next;
+    fetch.askedAt.clear();
+    fetch.progressAtTick = this.#ticks;
+    this.#continueFetch();
+  }
+
+  /**
+   * Replace the state by the fetched checkpoint's: the state machine, the client table, and the
+   * log, which keeps only entries after the checkpoint that continue it. Durable through an
+   * "install_checkpoint" persist, ordered with the log writes after it.
+   */
+  #installFetched(): void {
+    const fetch = this.#fetch!;
+    this.#fetch = undefined;
+    this.#fetchAbandoned = undefined;
+    const { checkpoint } = fetch;
+    const op = checkpoint.opNumber;
+    if (op <= this.#commitNumber) return this.#ignore("checkpoint: caught up meanwhile");
+    const present: number[] = [];
+    fetch.held.forEach((bytes, index) => {
+      if (bytes !== undefined) present.push(index);
+    });
+    const installed: Checkpoint = present.length === fetch.held.length
+      ? checkpoint
+      : { ...checkpoint, chunks: present.map((index) => checkpoint.chunks[index]!) };
+    const chunks = present.map((index) => fetch.held[index]!);
+    let restored: RestoredCheckpoint;
+    let restorer: CheckpointRestorer | undefined;
+    try {
+      restorer = new CheckpointRestorer(this.app, installed);
+      for (const bytes of chunks) restorer.chunk(bytes);
+      restored = restorer.finish();
+    } catch (error) {
+      restorer?.abort();
+      return this.#log_(
+        "warn",
+        `checkpoint of op ${op}: cannot install it (${(error as Error).message}): ignored`,
+      );
+    }
+    // Entries of ours after the checkpoint continue it if ours at its op-number is its entry.
+    const ours = this.#log.entry(op);
+    const kept = ours !== undefined && ours.viewNumber === fetch.entryViewNumber &&
+        ours.timestamp === fetch.entryTimestamp && this.opNumber > op
+      ? this.#log.slice(op + 1, this.opNumber)
+      : [];
+    this.#log.reset(op, fetch.entryTimestamp);
+    this.#commitNumber = op;
+    this.#clientTable.restore(restored.metadata.requestNumberFloor, restored.clientTable);
+    // The disk gets the checkpoint, then the log after it: what it held before is superseded.
+    this.#logDirtyFrom = Infinity;
+    for (const write of this.#pendingLogWrites) {
+      if (write.toOp > op) write.toOp = op;
+    }
+    const id = this.#persistIdNext++;
+    this.#effects.push({ type: "install_checkpoint", id, checkpoint: installed, chunks });
+    this.#pendingLogWrites.push({ id, toOp: op });
+    if (this.#logDurableOpNumber > op) this.#logDurableOpNumber = op;
+    if (this.#prepareOkSentOpNumber > op) this.#prepareOkSentOpNumber = op;
+    // A deposed primary adopting a later view: nothing before the checkpoint goes out again.
+    if (this.#preparedOpNumber < op) this.#preparedOpNumber = op;
+    this.#logDirtyFrom = op + 1; // An empty write, if nothing follows, says where the log ends.
+    for (const entry of kept) this.#appendEntry(entry);
+    this.#recomputeUncommitted();
+    this.#bytesSinceCheckpoint = 0;
+    this.#setCheckpoint(installed);
+    this.#checkpointsInstalled++;
+    this.#log_(
+      "info",
+      `installed the checkpoint of op ${op} (${chunks.length} chunks; kept ${kept.length} ` +
+        "entries after it)",
+    );
+    // Carry on with what needed the state: the log after the checkpoint.
+    if (this.#syncTarget !== undefined) return this.#retrySync();
+    if (this.#status === "view_change" && this.isPrimary) return this.#maybeStartView();
+    if (this.#status === "normal" && !this.isPrimary) {
+      this.#ticksSinceGetState = this.timing.retryTicks;
+      this.#requestState(`installed the checkpoint of op ${op}`);
+    }
+  }
+
   // ------------------------------------------------------------------ restart from disk
+
+  /** §5.1 Start from a checkpoint the driver restored into the state machine. */
+  #adoptRestoredCheckpoint(restored: RestoredCheckpoint): void {
+    const { checkpoint, metadata, clientTable } = restored;
+    this.#log.reset(checkpoint.opNumber, metadata.entryTimestamp);
+    this.#commitNumber = checkpoint.opNumber;
+    this.#logDurableOpNumber = checkpoint.opNumber;
+    this.#clientTable.restore(metadata.requestNumberFloor, clientTable);
+    this.#setCheckpoint(checkpoint);
+    this.#log_("info", `restored the checkpoint of op ${checkpoint.opNumber}`);
+  }
 
   #restartFromDisk(durable: DurableState): void {
     // Replay without replying: the status is not normal until the log is executed.
     this.#status = "view_change";
-    for (const entry of durable.log) this.#appendEntry(entry);
+    // Entries a checkpoint covers are not replayed (nor kept: a backup that lags that far
+    // fetches a checkpoint).
+    for (const entry of durable.log) {
+      if (entry.opNumber > this.opNumber) this.#appendEntry(entry);
+    }
     this.#logDurableOpNumber = this.opNumber;
     this.#logDirtyFrom = Infinity;
     this.#advanceCommit(Math.min(durable.commitNumber, this.opNumber));
@@ -2126,6 +2707,7 @@ export class Replica {
     assert(this.#commitNumber <= this.opNumber, "commit-number beyond op-number");
     assert(this.#lastNormalView <= this.#viewNumber, "last normal view beyond view");
     assert(this.#logDurableOpNumber <= this.opNumber, "durable op-number beyond op-number");
+    assert(this.#log.baseOpNumber <= this.#commitNumber, "log base beyond commit-number");
     assert(
       this.#status !== "normal" || this.#lastNormalView === this.#viewNumber,
       "normal status outside the last normal view",
