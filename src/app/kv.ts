@@ -980,7 +980,12 @@ class KvSnapshotReader implements SnapshotReader {
   #peek(): SnapshotEntry | undefined {
     while (this.#pendingIndex === this.#pending.length) {
       if (this.#nextShard === SHARD_COUNT || this.#state !== "open") return undefined;
-      this.#take(this.#nextShard++);
+      const index = this.#nextShard++;
+      // A small state leaves most of the 4,096 shards empty: pass over them without a take.
+      if ((this.#pairs.shards[index]?.size ?? 0) === 0 && this.#saved[index] === undefined) {
+        continue;
+      }
+      this.#take(index);
     }
     return this.#pending[this.#pendingIndex];
   }
