@@ -128,11 +128,13 @@ export class Cluster {
     return this.#replicas[i] !== undefined;
   }
 
-  /** The log of replica `i`, entries 1..opNumber. */
+  /** The log of replica `i`: the entries after its base (§5.1) up to its op-number. */
   logOf(i: number): LogEntry[] {
     const replica = this.replica(i);
     const entries: LogEntry[] = [];
-    for (let op = 1; op <= replica.opNumber; op++) entries.push(replica.logEntry(op)!);
+    for (let op = replica.logBaseOpNumber + 1; op <= replica.opNumber; op++) {
+      entries.push(replica.logEntry(op)!);
+    }
     return entries;
   }
 

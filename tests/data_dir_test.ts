@@ -1380,3 +1380,28 @@ Deno.test("DataDir install that finds the disk full resumes when the same batch 
     });
   }
 });
+
+Deno.test("DataDir rebaseOnto a checkpoint the log does not reach: the next record starts the log after it", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, INSTALL_OPTIONS);
+    await fillLog(dataDir, 20);
+    // A checkpoint of op 30 with the log at op 20: as after damage cut the log short below it.
+    await dataDir.writeCheckpoint({ opNumber: 30, viewNumber: 0 }, [new Uint8Array([1, 2, 3])]);
+    dataDir.rebaseOnto(30);
+    assert.throws(() => dataDir.rebaseOnto(40), AssertionError);
+    await dataDir.close();
+    // Nothing was written yet: a reopen finds the log as it was.
+    const reopened = await openDir(path, INSTALL_OPTIONS);
+    assert.equal(reopened.state!.log.length, 20);
+    assert.ok(await reopened.dataDir.loadCheckpoint() !== undefined);
+    reopened.dataDir.rebaseOnto(30);
+    await reopened.dataDir.persist([logWrite(1, 31, entries(31, 33, 1), 32)]);
+    assert.equal(reopened.dataDir.logStartOpNumber, 31);
+    assert.equal((await logSegments(path)).length, 1, "the segments before the rebase are gone");
+    await reopened.dataDir.close();
+    const again = await openDir(path, INSTALL_OPTIONS);
+    assert.equal(again.state!.logStartOpNumber, 31);
+    assert.deepEqual(again.state!.log, entries(31, 33, 1));
+    await again.dataDir.close();
+  });
+});

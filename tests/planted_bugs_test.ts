@@ -26,7 +26,11 @@ Deno.test("planted bug commit with too few PrepareOks is caught within 20 seeds"
 });
 
 Deno.test("planted bug DoViewChange log chosen by op-number is caught within 600 seeds", () => {
-  const found = firstFailure("do_view_change_log_by_op_number", 600);
+  // With the core's checkpoint limits: with the small ones most seeds draw, the first seed that
+  // catches it is 942 (measured), too many for the suite.
+  const found = firstFailure("do_view_change_log_by_op_number", 600, 1, {
+    defaultCheckpoints: true,
+  });
   assert.ok(found, "no seed failed");
   assert.match(found.failure, /lacks committed op|agreement|differs|linearizab/);
 });

@@ -55,11 +55,13 @@ Deno.test("checkpoints: every replica checkpoints at the same op-numbers and its
   for (let i = 0; i < 3; i++) {
     const r = cluster.replica(i);
     assert.equal(r.checkpointOpNumber, 90, `r${i} checkpoint`);
-    assert.equal(r.logBaseOpNumber, 85, `r${i} log base: the checkpoint minus the retained 5`);
-    assert.equal(r.logEntry(85), undefined);
-    assert.ok(r.logEntry(86) !== undefined);
+    // The retained 5 entries, and back to the previous checkpoint (80): a replica that fetched
+    // that one can still get the log after it.
+    assert.equal(r.logBaseOpNumber, 80, `r${i} log base`);
+    assert.equal(r.logEntry(80), undefined);
+    assert.ok(r.logEntry(81) !== undefined);
     const disk = cluster.disks[i]!;
-    assert.equal(disk.logStartOpNumber, 86, `r${i} disk log start`);
+    assert.equal(disk.logStartOpNumber, 81, `r${i} disk log start`);
     assert.deepEqual(disk.checkpoints.map((c) => c.checkpoint.opNumber), [80, 90]);
   }
   // Same op-numbers, same state, same chunks: any replica can serve any chunk.
@@ -137,7 +139,7 @@ Deno.test("checkpoints: a replica away briefly fetches only the chunks its own s
   }
   cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
   cluster.crash(2);
-  commitSets(cluster, 2, 1, 50, "key", 3); // Changes key0, key1 and key2 only.
+  commitSets(cluster, 2, 1, 120, "key", 3); // Changes key0, key1 and key2 only.
   const r2 = cluster.restart(2);
   cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
   const stats = r2.checkpointStats;
@@ -208,4 +210,65 @@ Deno.test("checkpoints: a chunk that is not the one its manifest names is refuse
   assert.equal(r2.checkpointStats.chunksFetched, 0);
   cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
   assert.equal(r2.checkpointStats.installed, 1);
+});
+
+Deno.test("checkpoints: a checkpoint waits until the log beneath it is durable (a restart never finds it above an older view's log)", () => {
+  // r2 holds an older view's entries 4..30 durably; it rejoins view 1, whose log replaces them,
+  // and commits past op 10 while that rewrite is not durable. A checkpoint of op 10 durable then
+  // would leave, after a crash, the checkpoint above the older view's entries 11..30.
+  const cluster = new Cluster({
+    limits: {
+      preparesInFlightMax: 64,
+      checkpointOpsInterval: 10,
+      logRetainOps: 40,
+      checkpointChunkBytes: 200,
+    },
+  });
+  const primary = () =>
+    [0, 1, 2].find((i) =>
+      cluster.isUp(i) && cluster.replica(i).status === "normal" && cluster.replica(i).isPrimary
+    )!;
+  for (let number = 1; number <= 3; number++) {
+    cluster.request(0, 1, number, kvSet(`k${number}`, `v${number}`));
+    cluster.run();
+    cluster.nowMs += 10;
+    cluster.tickAll();
+    cluster.run();
+  }
+  cluster.settleUntil(() => [0, 1, 2].every((i) => cluster.replica(i).commitNumber === 3));
+  cluster.cut(0, 1);
+  cluster.cut(2, 0, true);
+  cluster.holdPersists(0);
+  for (let n = 4; n <= 30; n++) cluster.request(0, 100 + n, 1, kvSet(`s${n}`, `stale${n}`));
+  cluster.run();
+  cluster.crash(0, { loseUnsynced: true });
+  cluster.heal();
+  cluster.isolate(2);
+  cluster.restart(0);
+  cluster.releasePersists(0);
+  cluster.settleUntil(() =>
+    cluster.replica(primary() ?? 0).viewNumber >= 1 && primary() !== undefined
+  );
+  for (let number = 1; number <= 12; number++) {
+    cluster.nowMs += 1000;
+    cluster.request(primary(), 3, number, kvSet(`n${number}`, `new${number}`));
+    cluster.run();
+    cluster.tickAll();
+    cluster.run();
+  }
+  cluster.settleUntil(() =>
+    cluster.replica(0).commitNumber >= 15 && cluster.replica(1).commitNumber >= 15
+  );
+  cluster.holdPersists(2);
+  cluster.heal();
+  for (let round = 0; round < 300 && cluster.replica(2).commitNumber < 15; round++) {
+    cluster.tickAll();
+    cluster.run();
+  }
+  assert.ok(cluster.replica(2).commitNumber >= 15, cluster.describe());
+  assert.equal(cluster.replica(2).checkpointOpNumber, 0, "no checkpoint before its log is durable");
+  cluster.crash(2, { loseUnsynced: true });
+  cluster.restart(2);
+  cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
+  assert.equal(cluster.kvGet(2, "n12"), "new12");
 });

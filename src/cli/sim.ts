@@ -177,7 +177,7 @@ export function describeStats(t: SimulationStats): string {
     `${t.viewChanges} view changes, ${t.recoveries} recoveries, ${t.restartsFromDisk} restarts from disk, ` +
     `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
     `${t.clientRestarts} client restarts, ${t.rejectedEvicted} evicted and ${t.rejectedConflict} conflicting requests rejected, ` +
-    `${t.tornWrites} torn log writes, ${t.corruptedLogs} damaged logs, ${t.tornSuperblocks} torn superblock writes, ` +
+    `${t.tornWrites} torn log writes, ${t.corruptedLogs} damaged logs, ${t.corruptedCheckpoints} damaged checkpoints, ${t.tornSuperblocks} torn superblock writes, ` +
     `${t.checkpointsTaken} checkpoints (${t.checkpointWritesLost} lost to a crash mid-write), ` +
     `${t.logTruncations} log truncations, ${t.checkpointTransfers} checkpoint transfers ` +
     `(${t.checkpointChunksSent} chunks sent, ${t.checkpointChunksReused} found locally), ` +

@@ -55,20 +55,22 @@ export class MemoryDisk {
         if (effect.superblock.recovering) this.logIntact = true;
         return;
       case "install_checkpoint":
+        // As the data directory does: the checkpoint, and the log starting afresh after it (what
+        // the disk held before is superseded), in one step.
         this.storeCheckpoint(effect.checkpoint, effect.chunks);
+        this.log = [];
+        this.logStartOpNumber = effect.checkpoint.opNumber + 1;
+        this.commitNumber = effect.checkpoint.opNumber;
         return;
       case "persist_log": {
         const from = effect.fromOpNumber;
-        if (
-          from > this.opNumber + 1 &&
-          this.checkpoints.some((stored) => stored.checkpoint.opNumber === from - 1)
-        ) {
-          // The log after a checkpoint the disk holds, which its log does not reach (installed
-          // from another replica, or restored after the log was cut): it starts afresh there.
+        if (from < this.logStartOpNumber) {
+          // From below what the disk still holds (a truncation went ahead of this rewrite): the
+          // log starts here, as a data directory's load takes it.
           this.log = [];
           this.logStartOpNumber = from;
         }
-        if (from < this.logStartOpNumber || from > this.opNumber + 1) {
+        if (from > this.opNumber + 1) {
           throw new Error(
             `log write from op ${from} leaves a hole: the disk holds ops ` +
               `${this.logStartOpNumber}..${this.opNumber}`,
@@ -139,6 +141,13 @@ export class MemoryDisk {
       const restorer = new CheckpointRestorer(app, stored.checkpoint);
       for (const chunk of stored.chunks) restorer.chunk(chunk);
       checkpoint = restorer.finish();
+      const op = stored.checkpoint.opNumber;
+      if (this.opNumber < op && this.logStartOpNumber <= op + 1) {
+        // Damage cut the log short below the checkpoint: it starts afresh after it, as the node
+        // has its data directory do (`DataDir.rebaseOnto`).
+        this.log = [];
+        this.logStartOpNumber = op + 1;
+      }
     }
     return {
       superblock: this.superblock,

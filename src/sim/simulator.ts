@@ -137,6 +137,12 @@ export interface SwarmParameters {
    */
   readonly superblockTornProbability: number;
   /**
+   * On a crash that keeps the disk, the probability that its newest checkpoint has decayed (§5.1):
+   * the data directory deletes it and restarts from the one before, if the log reaches back to it,
+   * or else through §4.3 recovery. On at most f replicas at once, as the other storage faults.
+   */
+  readonly checkpointCorruptionProbability: number;
+  /**
    * The replicas' pipeline, batch and transfer limits (`Limits`): small in some seeds, so that
    * batches split, the pipeline fills and state transfers take several messages (a view's
    * uncommitted suffix always fits in one: transfers are at least the pipeline plus one operation).
@@ -239,6 +245,8 @@ export interface SimulationStats {
   tornWrites: number;
   /** Crashes after which the durable log was damaged in the middle (`logCorruptionProbability`). */
   corruptedLogs: number;
+  /** Crashes after which the newest checkpoint was damaged (`checkpointCorruptionProbability`). */
+  corruptedCheckpoints: number;
   /** Crashes that tore a superblock write in flight (`superblockTornProbability`). */
   tornSuperblocks: number;
   /** §5.1 Checkpoints begun, and lost to a crash before they were durable. */
@@ -276,6 +284,7 @@ export function emptyStats(): SimulationStats {
     partitions: 0,
     tornWrites: 0,
     corruptedLogs: 0,
+    corruptedCheckpoints: 0,
     tornSuperblocks: 0,
     checkpointsTaken: 0,
     checkpointWritesLost: 0,
@@ -389,6 +398,7 @@ export function drawParameters(
     superblockTornProbability: prng.pick([0, 0.5, 1]),
     limits: drawLimits(prng),
     // Drawn last, so that the draws before are as they were.
+    checkpointCorruptionProbability: prng.pick([0, 0, 0.2, 0.5]),
     checkpoints: unlessForced(
       drawCheckpoints(prng),
       options.defaultCheckpoints === true ? DEFAULT_CHECKPOINTS : undefined,
@@ -847,6 +857,7 @@ class Simulation {
     const damageLog = storage.chance(p.logCorruptionProbability);
     const tornAt = storage.float();
     const damageAt = storage.float();
+    const damageCheckpoint = storage.chance(p.checkpointCorruptionProbability);
     const pending = sim.pendingWrites;
     let kept = lose ? 0 : pending.length;
     let what = diskless ? "losing its log" : "keeping its disk";
@@ -904,6 +915,15 @@ class Simulation {
       what += `, its log damaged at op ${bad} (${lost} ops lost${
         this.options.trustDamagedLogs === true ? ", PLANTED: handed over as trusted" : ""
       })`;
+    }
+    if (
+      !diskless && damageCheckpoint && disk.checkpoints.length > 0 &&
+      this.#mayFault(sim)
+    ) {
+      const damaged = disk.checkpoints.pop()!.checkpoint.opNumber;
+      sim.storageFault = true;
+      this.stats.corruptedCheckpoints++;
+      what += `, its checkpoint of op ${damaged} damaged (deleted at the restart)`;
     }
     this.#traceLine(`CRASH r${sim.index} ${this.#replicaState(replica)} ${what}`);
     sim.replica = undefined;

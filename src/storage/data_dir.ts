@@ -104,6 +104,7 @@ import { describe, readAt as readAtShared, removeIfPresent, syncDirectory } from
 import {
   beginCheckpoint,
   CheckpointFile,
+  checkpointFileName,
   type CheckpointHeader,
   type CheckpointInfo,
   CHECKPOINTS_KEPT,
@@ -896,6 +897,8 @@ export class DataDir {
   readonly #checkpointWrites = new Map<number, Promise<void>>();
   /** An installed checkpoint staged, until the record that rebases the log onto it is durable. */
   #staged: CheckpointInfo | undefined;
+  /** Set by `rebaseOnto`: the checkpoint in place the next record rebases the log onto. */
+  #rebaseOnto: number | undefined;
   /** The persists up to this id are durable, from a batch that failed after them (`persist`). */
   #resumeAfterId: number | undefined;
   /** `DataDirOptions.injectFault`. */
@@ -1826,6 +1829,14 @@ export class DataDir {
   async #finishInstall(staged: CheckpointInfo): Promise<void> {
     const info = await commitStagedCheckpoint(this.#path, staged, this.#sync, this.#injectFault);
     this.#adoptCheckpoint(info);
+    await this.#deleteRebasedSegments(info.path);
+  }
+
+  /**
+   * Once a rebase record is durable: deletes the segments before its own, which hold only what it
+   * replaced (a crash midway is finished by the next `open`, `#dropRebasedSegments`).
+   */
+  async #deleteRebasedSegments(onto: string): Promise<void> {
     // One deleter of segments at a time, each from the first on, so that no crash leaves a gap.
     while (this.#truncating !== undefined) await this.#truncating.catch(() => {});
     const dead = this.#segments.splice(0, this.#segments.length - 1);
@@ -1842,7 +1853,7 @@ export class DataDir {
       }
     } catch (error) {
       throw new DataDirError(
-        `${this.#path}: deleting the log segments the rebase onto ${info.path} replaced ` +
+        `${this.#path}: deleting the log segments the rebase onto ${onto} replaced ` +
           `(deleted ${deleted.length > 0 ? deleted.join(", ") : "none"}): ${describe(error)}`,
         { cause: error },
       );
@@ -1855,8 +1866,13 @@ export class DataDir {
    */
   async #persistGroup(effects: readonly Effect[]): Promise<void> {
     const staged = this.#staged;
+    const rebaseOnto = staged === undefined ? this.#rebaseOnto : undefined;
     /** Where a rebase makes the log start. */
-    const base = staged === undefined ? undefined : staged.opNumber + 1;
+    const base = staged !== undefined
+      ? staged.opNumber + 1
+      : rebaseOnto !== undefined
+      ? rebaseOnto + 1
+      : undefined;
     // Log effects before the first superblock write, and after it.
     let before: RunBuilder | undefined = base === undefined
       ? undefined
@@ -1968,7 +1984,29 @@ export class DataDir {
     if (staged !== undefined) {
       this.#staged = undefined;
       await this.#finishInstall(staged);
+    } else if (rebaseOnto !== undefined) {
+      this.#rebaseOnto = undefined;
+      await this.#deleteRebasedSegments(checkpointFileName(rebaseOnto));
     }
+  }
+
+  /**
+   * Makes the log start afresh after the checkpoint of `opNumber`, which is in place (loaded or
+   * written here) and which the log does not reach: damage cut the log short below it (a load
+   * keeps the entries before a bad record). The next persist's record rebases the log, as after
+   * an install (a crash before it is durable leaves the directory as it was); nothing happens if
+   * the log reaches `opNumber`.
+   */
+  rebaseOnto(opNumber: number): void {
+    assert(!this.#closed, () => `${this.#path}: rebaseOnto after close`);
+    if (opNumber <= this.#opNumber) return;
+    assert(
+      this.#checkpointOpNumber === opNumber,
+      () =>
+        `${this.#path}: rebaseOnto(${opNumber}) needs the checkpoint of op ${opNumber} in place, ` +
+        `and the newest is ${this.#checkpointOpNumber ?? "none"}`,
+    );
+    this.#rebaseOnto = opNumber;
   }
 
   /**

@@ -413,6 +413,10 @@ export class ReplicaNode {
       return state;
     }
     const logEnd = logStart - 1 + state.log.length;
+    // Damage cut the log short below the checkpoint: it starts afresh after it.
+    if (logEnd < loaded.opNumber && logStart <= loaded.opNumber + 1) {
+      dataDir.rebaseOnto(loaded.opNumber);
+    }
     options.log(
       "info",
       `restored the checkpoint of op ${loaded.opNumber} from ${loaded.path} ` +

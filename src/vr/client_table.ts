@@ -153,6 +153,8 @@ export class ClientTable {
     this.#pending.clear();
     this.#requestNumberFloor = requestNumberFloor;
     for (const [clientId, record] of records) this.#executed.set(clientId, { ...record });
+    // A table from a replica with a larger `clientsMax` shrinks as this one's would have.
+    while (this.#executed.size > this.#clientsMax) this.#evictOldest();
   }
 
   /** Rebuild the pending part from the uncommitted log suffix (after the log was replaced). */

@@ -21,21 +21,18 @@ const PACKED_HEADER_BYTES = 4 * 8 + 4;
 /** A packed entry's place: arena index times this, plus its offset in the arena. */
 const ARENA_STRIDE = 2 ** 32;
 
-const EMPTY_ARENA = new Uint8Array(0);
-const EMPTY_VIEW = new DataView(EMPTY_ARENA.buffer);
-
 export class Log {
   /** Entries up to here are gone (a checkpoint covers them). */
   #base = 0;
   /** The timestamp of the entry at `#base` (0 if unknown): later entries have at least it. */
   #baseTimestamp = 0;
+  /** The view of the entry at `#base` (-1 if unknown): an entry there must have it. */
+  #baseViewNumber = -1;
   /** Entries #base+1..#packedCount live in the arenas; the rest, in order, in `#recent`. */
   #packedCount = 0;
   #recent: LogEntry[] = [];
   #arenas: Uint8Array[] = [];
   #arenaViews: DataView[] = [];
-  /** Arenas before this one were released (every entry in them is at or below the base). */
-  #arenasReleased = 0;
   /** Bytes used in the last arena. */
   #arenaUsed = 0;
   /** Per packed entry after the base, its place (see `ARENA_STRIDE`), from `#placesStart` on. */
@@ -77,17 +74,26 @@ export class Log {
   }
 
   /**
+   * Whether `entry` may be the entry at the base, which left the log (its view and timestamp are
+   * kept); true when they are unknown (op 0, or a base of a log restored without them).
+   */
+  matchesBase(entry: LogEntry): boolean {
+    return this.#baseViewNumber < 0 ||
+      (entry.viewNumber === this.#baseViewNumber && entry.timestamp === this.#baseTimestamp);
+  }
+
+  /**
    * §5.1 Empty the log and start it after `baseOpNumber`, whose entry had `baseTimestamp`: a
    * checkpoint of that op-number replaced the state.
    */
-  reset(baseOpNumber: number, baseTimestamp: number): void {
+  reset(baseOpNumber: number, baseTimestamp: number, baseViewNumber: number): void {
     this.#base = baseOpNumber;
     this.#baseTimestamp = baseTimestamp;
+    this.#baseViewNumber = baseViewNumber;
     this.#packedCount = baseOpNumber;
     this.#recent = [];
     this.#arenas = [];
     this.#arenaViews = [];
-    this.#arenasReleased = 0;
     this.#arenaUsed = 0;
     this.#places = new Float64Array(1024);
     this.#placesStart = 0;
@@ -102,31 +108,33 @@ export class Log {
     if (opNumber <= this.#base) return;
     assert(opNumber <= this.opNumber, () => `drop through ${opNumber} beyond ${this.opNumber}`);
     this.packThrough(opNumber);
-    this.#baseTimestamp = this.#unpack(opNumber).timestamp;
+    const last = this.#unpack(opNumber);
+    this.#baseTimestamp = last.timestamp;
+    this.#baseViewNumber = last.viewNumber;
     this.#placesStart += opNumber - this.#base;
     this.#base = opNumber;
-    if (this.#base === this.#packedCount) {
-      this.#releaseArenasBefore(this.#arenas.length - 1);
-    } else {
-      const first = this.#places[this.#placesStart]!;
-      this.#releaseArenasBefore(Math.floor(first / ARENA_STRIDE));
+    const live = this.#packedCount - this.#base;
+    // The arenas before the first one still in use go, and the places are renumbered to match:
+    // arena indexes stay small however long the replica runs (a place is exact only while
+    // index × ARENA_STRIDE stays below 2^53).
+    const firstArena = live === 0
+      ? this.#arenas.length - 1
+      : Math.floor(this.#places[this.#placesStart]! / ARENA_STRIDE);
+    if (firstArena > 0) {
+      this.#arenas.splice(0, firstArena);
+      this.#arenaViews.splice(0, firstArena);
+      const shift = firstArena * ARENA_STRIDE;
+      for (let slot = this.#placesStart; slot < this.#placesStart + live; slot++) {
+        this.#places[slot] = this.#places[slot]! - shift;
+      }
     }
     // Compact the places once the dropped ones are most of the array.
-    const live = this.#packedCount - this.#base;
     if (this.#placesStart > live && this.#placesStart > 1024) {
       const places = new Float64Array(Math.max(1024, 2 * live));
       places.set(this.#places.subarray(this.#placesStart, this.#placesStart + live));
       this.#places = places;
       this.#placesStart = 0;
     }
-  }
-
-  #releaseArenasBefore(arenaIndex: number): void {
-    for (let index = this.#arenasReleased; index < arenaIndex; index++) {
-      this.#arenas[index] = EMPTY_ARENA;
-      this.#arenaViews[index] = EMPTY_VIEW;
-    }
-    if (arenaIndex > this.#arenasReleased) this.#arenasReleased = arenaIndex;
   }
 
   append(entry: LogEntry): void {

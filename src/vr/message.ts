@@ -336,7 +336,7 @@ export interface CheckpointManifest {
    * machine's; opaque to the transport.
    */
   readonly metadata: Uint8Array;
-  /** The state machine's snapshot chunks, then the client table's. */
+  /** The client table's chunks, then the state machine's snapshot chunks. */
   readonly chunks: readonly CheckpointChunkInfo[];
   readonly replica: ReplicaIndex;
 }

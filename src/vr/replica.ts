@@ -373,6 +373,13 @@ export class Replica {
   #previousCheckpoint: Checkpoint | undefined;
   /** The op-number of the checkpoint being written, if one is. */
   #checkpointWriting: number | undefined;
+  /**
+   * A checkpoint begun before the log up to it was durable: it goes to the driver once it is, so
+   * that no checkpoint is on the disk above a log that does not reach it.
+   */
+  #checkpointHeld: Extract<Effect, { type: "checkpoint" }> | undefined;
+  /** The disk was told it may drop the entries up to here. */
+  #diskTruncatedThrough = 0;
   /** Bytes of operations committed since the last checkpoint began. */
   #bytesSinceCheckpoint = 0;
   #fetch: CheckpointFetch | undefined;
@@ -745,15 +752,25 @@ export class Replica {
       return;
     }
     this.#checkpointWriting = undefined;
+    const previous = this.#checkpoint?.opNumber;
     this.#setCheckpoint(checkpoint);
-    let base = checkpoint.opNumber - this.limits.logRetainOps;
+    // The retained suffix, and at least back to the previous checkpoint: a replica that fetched
+    // that one can still get the log after it.
+    let base = Math.min(checkpoint.opNumber - this.limits.logRetainOps, previous ?? Infinity);
     if (this.#plantedBug === "truncate_above_checkpoint") {
       base = Math.min(this.#commitNumber, checkpoint.opNumber + this.limits.logRetainOps);
     }
     if (base > this.#log.baseOpNumber) {
       this.#log.dropThrough(base);
       this.#logTruncations++;
-      this.#effects.push({ type: "truncate_log", beforeOpNumber: base + 1 });
+      // Prepares start after the base (a backup that lacks what is before gets a checkpoint).
+      if (this.#preparedOpNumber < base) this.#preparedOpNumber = base;
+      // The disk drops only what it holds durably: a rewrite still on its way may start lower.
+      const durable = Math.min(base, this.#logDurableOpNumber);
+      if (durable > this.#diskTruncatedThrough) {
+        this.#diskTruncatedThrough = durable;
+        this.#effects.push({ type: "truncate_log", beforeOpNumber: durable + 1 });
+      }
     }
     this.#checkInvariants();
   }
@@ -771,6 +788,7 @@ export class Replica {
       const write = this.#pendingLogWrites.shift()!;
       if (write.toOp > this.#logDurableOpNumber) this.#logDurableOpNumber = write.toOp;
     }
+    this.#releaseHeldCheckpoint();
     if (this.#superblockPendingId !== 0 && id >= this.#superblockPendingId) {
       this.#superblockPendingId = 0;
       for (const effect of this.#held) this.#effects.push(effect);
@@ -1080,6 +1098,9 @@ export class Replica {
         entry.opNumber % this.limits.checkpointOpsInterval === 0 ||
         this.#bytesSinceCheckpoint >= this.limits.checkpointLogBytesMax
       ) {
+        // Reset at every such op-number, written or not, so that the replicas of a group, which
+        // all start from one (op 0, or a checkpoint), choose the same op-numbers.
+        this.#bytesSinceCheckpoint = 0;
         this.#beginCheckpoint(entry);
       }
     }
@@ -1681,8 +1702,13 @@ export class Replica {
     }
     for (const entry of message.entries) {
       if (entry.opNumber > this.#commitNumber) break;
-      // Before the base, our entries are gone into a checkpoint (§5.1): nothing to compare.
-      if (entry.opNumber <= this.#log.baseOpNumber) continue;
+      // Before the base, our entries are gone into a checkpoint (§5.1): nothing to compare but
+      // the base entry's view and timestamp.
+      if (entry.opNumber < this.#log.baseOpNumber) continue;
+      if (entry.opNumber === this.#log.baseOpNumber) {
+        if (!this.#log.matchesBase(entry)) return `contradicts committed op ${entry.opNumber}`;
+        continue;
+      }
       const ours = this.#log.entry(entry.opNumber);
       if (ours === undefined || !sameEntry(ours, entry)) {
         return `contradicts committed op ${entry.opNumber}`;
@@ -1905,7 +1931,11 @@ export class Replica {
     if (opNumber < this.#commitNumber) return `ends at op ${opNumber}, before our commit`;
     for (const entry of entries) {
       if (entry.opNumber > this.#commitNumber) break;
-      if (entry.opNumber <= this.#log.baseOpNumber) continue; // Gone into a checkpoint (§5.1).
+      if (entry.opNumber < this.#log.baseOpNumber) continue; // Gone into a checkpoint (§5.1).
+      if (entry.opNumber === this.#log.baseOpNumber) {
+        if (!this.#log.matchesBase(entry)) return `contradicts committed op ${entry.opNumber}`;
+        continue;
+      }
       const ours = this.#log.entry(entry.opNumber)!;
       if (!sameEntry(ours, entry)) return `contradicts committed op ${entry.opNumber}`;
     }
@@ -2262,7 +2292,6 @@ export class Replica {
   #beginCheckpoint(entry: LogEntry): void {
     if (this.#checkpointWriting !== undefined) return; // One at a time; a later op-number tries.
     if (entry.opNumber <= (this.#checkpoint?.opNumber ?? 0)) return;
-    this.#bytesSinceCheckpoint = 0;
     this.#checkpointWriting = entry.opNumber;
     this.#checkpointsTaken++;
     const chunkBytes = this.limits.checkpointChunkBytes;
@@ -2277,13 +2306,32 @@ export class Replica {
       requestNumberFloor: this.#clientTable.requestNumberFloor,
       tableChunkCount: table.length,
     });
-    this.#effects.push({
+    const effect: Extract<Effect, { type: "checkpoint" }> = {
       type: "checkpoint",
       opNumber: entry.opNumber,
       viewNumber: entry.viewNumber,
       metadata,
       reader: new CheckpointChunkReader(table, this.app, chunkBytes),
-    });
+    };
+    if (this.#logDurableOpNumber >= entry.opNumber) this.#effects.push(effect);
+    else this.#checkpointHeld = effect;
+  }
+
+  /** The held checkpoint goes out once the log reaches it on disk. */
+  #releaseHeldCheckpoint(): void {
+    const held = this.#checkpointHeld;
+    if (held === undefined || this.#logDurableOpNumber < held.opNumber) return;
+    this.#checkpointHeld = undefined;
+    this.#effects.push(held);
+  }
+
+  /** A checkpoint replaced the state: one begun before it is of no use. */
+  #dropCheckpointInProgress(): void {
+    if (this.#checkpointHeld !== undefined) {
+      this.#checkpointHeld.reader.close();
+      this.#checkpointHeld = undefined;
+      this.#checkpointWriting = undefined;
+    }
   }
 
   #setCheckpoint(checkpoint: Checkpoint): void {
@@ -2547,7 +2595,8 @@ export class Replica {
         ours.timestamp === fetch.entryTimestamp && this.opNumber > op
       ? this.#log.slice(op + 1, this.opNumber)
       : [];
-    this.#log.reset(op, fetch.entryTimestamp);
+    this.#dropCheckpointInProgress();
+    this.#log.reset(op, fetch.entryTimestamp, fetch.entryViewNumber);
     this.#commitNumber = op;
     this.#clientTable.restore(restored.metadata.requestNumberFloor, restored.clientTable);
     // The disk gets the checkpoint, then the log after it: what it held before is superseded.
@@ -2587,7 +2636,7 @@ export class Replica {
   /** §5.1 Start from a checkpoint the driver restored into the state machine. */
   #adoptRestoredCheckpoint(restored: RestoredCheckpoint): void {
     const { checkpoint, metadata, clientTable } = restored;
-    this.#log.reset(checkpoint.opNumber, metadata.entryTimestamp);
+    this.#log.reset(checkpoint.opNumber, metadata.entryTimestamp, metadata.entryViewNumber);
     this.#commitNumber = checkpoint.opNumber;
     this.#logDurableOpNumber = checkpoint.opNumber;
     this.#clientTable.restore(metadata.requestNumberFloor, clientTable);
@@ -2599,9 +2648,21 @@ export class Replica {
     // Replay without replying: the status is not normal until the log is executed.
     this.#status = "view_change";
     // Entries a checkpoint covers are not replayed (nor kept: a backup that lags that far
-    // fetches a checkpoint).
-    for (const entry of durable.log) {
-      if (entry.opNumber > this.opNumber) this.#appendEntry(entry);
+    // fetches a checkpoint). The log continues the checkpoint only if it holds the checkpoint's
+    // own entry there: else what follows is an older view's, never acknowledged in the history
+    // the checkpoint belongs to (its rewrite was not durable yet), and it is dropped.
+    const base = this.#log.baseOpNumber;
+    const atBase = durable.log.find((entry) => entry.opNumber === base);
+    if (atBase !== undefined && !this.#log.matchesBase(atBase)) {
+      this.#log_(
+        "warn",
+        `the log on disk holds another op ${base} than its checkpoint: the entries after it ` +
+          "are dropped",
+      );
+    } else {
+      for (const entry of durable.log) {
+        if (entry.opNumber > this.opNumber) this.#appendEntry(entry);
+      }
     }
     this.#logDurableOpNumber = this.opNumber;
     this.#logDirtyFrom = Infinity;
