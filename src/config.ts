@@ -11,7 +11,7 @@
  * secret_file: "vstamp.secret"       # optional; relative to this file
  * require_client_auth: false         # optional; clients must hold the secret too
  * checkpoint_interval_ops: 100000    # optional; a checkpoint every this many ops (§5.1)
- * log_retain_ops: 100000             # optional; log entries kept before the newest checkpoint
+ * log_retain_ops: 200000             # optional; log entries kept before the newest checkpoint
  * ```
  *
  * The checkpoint keys must be the same for every replica: replicas then checkpoint at the same

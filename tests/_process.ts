@@ -308,10 +308,11 @@ export function startServer(
   index: number,
   configPath: string,
   dataDir: string,
-  options: { sync?: "fsync" | "none"; cwd?: string } = {},
+  options: { sync?: "fsync" | "none"; cwd?: string; logLevel?: "info" | "warn" } = {},
 ): RunningProcess {
   const args = ["server", "--index", String(index), "--config", configPath];
-  args.push("--data-dir", dataDir, "--sync", options.sync ?? "fsync", "--log-level", "warn");
+  args.push("--data-dir", dataDir, "--sync", options.sync ?? "fsync");
+  args.push("--log-level", options.logLevel ?? "warn");
   const spawned = spawnVstamp(args, options.cwd ?? Deno.cwd());
   return {
     process: spawned.process,

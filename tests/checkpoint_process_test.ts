@@ -232,7 +232,7 @@ Deno.test("all three replicas killed and restarted from their checkpoints lose n
       for (const row of rows) {
         assert.ok(row.reachable, `replica ${row.index} is up`);
         // Each restarted from its newest checkpoint (its log on disk still starts at op 1: a
-        // 64 MiB segment goes only whole).
+        // 16 MiB segment goes only whole).
         assert.ok(row.checkpointOpNumber! >= 200, `replica ${row.index}: ${JSON.stringify(row)}`);
       }
     } finally {

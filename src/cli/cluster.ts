@@ -92,7 +92,7 @@ export function clusterCommand(): Command {
       )
       .option(
         "--log-retain <ops>",
-        "log entries kept before the newest checkpoint (log_retain_ops; default 100000)",
+        "log entries kept before the newest checkpoint (log_retain_ops; default 200000)",
         parsePositive("--log-retain"),
       )
       .addOption(

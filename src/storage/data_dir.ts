@@ -127,9 +127,11 @@ export type {
 /**
  * A log segment takes records until they reach this size; the next record starts a new segment.
  * Segments are what `truncateBefore` deletes, so this is also the granularity at which the log's
- * disk space is given back: at 112 bytes per 64-byte SET, about 600,000 operations.
+ * disk space is given back: at 112 bytes per 64-byte SET, about 150,000 operations, less than the
+ * core's retained suffix (`Limits.logRetainOps`), so that a data directory stays within a few
+ * times a checkpoint plus that suffix.
  */
-export const LOG_SEGMENT_BYTES = 64 * 1024 * 1024;
+export const LOG_SEGMENT_BYTES = 16 * 1024 * 1024;
 /** A log smaller than this (all its segments) is never rewritten, however much of it is dead. */
 export const LOG_REWRITE_BYTES_MIN = 64 * 1024 * 1024;
 /** The log is rewritten at open when it is more than this many times the size of its live part. */

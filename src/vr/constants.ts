@@ -139,7 +139,9 @@ export const LIMITS_DEFAULT: Limits = {
   logPackOps: 1024,
   checkpointOpsInterval: 100_000,
   checkpointLogBytesMax: 256 * 1024 * 1024,
-  logRetainOps: 100_000,
+  // Twice the interval: a backup that was away for up to about 100,000 ops (a few seconds under
+  // full load) catches up from the log.
+  logRetainOps: 200_000,
   checkpointChunkBytes: 1024 * 1024,
   checkpointChunksInFlight: 4,
 };
