@@ -8,6 +8,7 @@
  * - `restart`: loads `--keys` distinct keys, kills a backup with SIGKILL, restarts it, and times
  *   until it serves again (normal, at the primary's commit-number), with its own account of the
  *   checkpoint it restored.
+ * - `load`: loads `--keys` keys, then measures `--ops` SETs over them (`vstamp bench`).
  * - `catchup`: kills a backup, runs `--ops` SETs, restarts it and times until it has caught up
  *   (by a checkpoint from another replica, then the log after it).
  *
@@ -15,6 +16,7 @@
  *   deno run -A bench/soak.ts soak [--ops 10000000] [--every 10] [--sync none]
  *   deno run -A bench/soak.ts restart [--keys 1000000]
  *   deno run -A bench/soak.ts catchup [--ops 2000000] [--keys 1000000]
+ *   deno run -A bench/soak.ts load [--ops 2000000] [--keys 1000000] [--checkpoint-interval N]
  *
  * @module
  */
@@ -212,6 +214,13 @@ try {
       } ms; ${restored}`,
     );
     await result.process.stop();
+  } else if (mode === "load") {
+    // Throughput with a large state, where checkpoints cost the most: compare runs with and
+    // without `--checkpoint-interval 1073741824` (a checkpoint only every 2^30 ops).
+    const keys = Number(values.keys);
+    await loadKeys(cluster, keys);
+    await quiet(cluster);
+    console.log(`${keys} keys: ${await runBench(cluster, Number(values.ops ?? 2_000_000), keys)}`);
   } else if (mode === "catchup") {
     const keys = Number(values.keys);
     const ops = Number(values.ops ?? 2_000_000);

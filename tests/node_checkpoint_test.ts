@@ -20,6 +20,8 @@ const DEADLINE_MS = 20_000;
 /** A checkpoint every 50 ops, 20 entries kept before it: a few hundred SETs reach both. */
 const LIMITS: Partial<Limits> = {
   checkpointOpsInterval: 50,
+  // Every multiple of 50, however small the operations beside the state.
+  checkpointWriteAmplificationMax: 1_000_000,
   logRetainOps: 20,
   checkpointChunkBytes: 1024,
 };

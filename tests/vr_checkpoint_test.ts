@@ -12,6 +12,8 @@ import { Cluster, kvSet, ofType, resultOf } from "./_harness.ts";
 const SMALL: Partial<Limits> = {
   checkpointOpsInterval: 10,
   logRetainOps: 5,
+  // Every multiple of 10, however small the operations beside the state.
+  checkpointWriteAmplificationMax: 1_000_000,
   checkpointChunkBytes: 200,
   checkpointChunksInFlight: 2,
 };
@@ -220,6 +222,7 @@ Deno.test("checkpoints: a checkpoint waits until the log beneath it is durable (
     limits: {
       preparesInFlightMax: 64,
       checkpointOpsInterval: 10,
+      checkpointWriteAmplificationMax: 1_000_000,
       logRetainOps: 40,
       checkpointChunkBytes: 200,
     },
@@ -271,4 +274,25 @@ Deno.test("checkpoints: a checkpoint waits until the log beneath it is durable (
   cluster.restart(2);
   cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
   assert.equal(cluster.kvGet(2, "n12"), "new12");
+});
+
+Deno.test("checkpoints: a state large beside the operations is checkpointed less often", () => {
+  // 40 keys of 200 bytes (a state of about 8 KB) and SETs of about 220 bytes: a checkpoint is due
+  // every 10 ops, but each is taken only once 8 KB / 2 of operations were committed since the last.
+  const cluster = new Cluster({ limits: { ...SMALL, checkpointWriteAmplificationMax: 2 } });
+  for (let number = 1; number <= 200; number++) {
+    cluster.request(0, 1, number, kvSet(`key${number % 40}`, "x".repeat(200)));
+    cluster.run();
+    cluster.nowMs += 10;
+    cluster.tickAll();
+    cluster.run();
+  }
+  cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
+  const taken = cluster.replica(0).checkpointStats.taken;
+  assert.ok(taken >= 4 && taken <= 10, `${taken} checkpoints of the 20 due`);
+  // The replicas took the same ones.
+  assert.deepEqual(
+    [1, 2].map((i) => cluster.replica(i).checkpointOpNumber),
+    [cluster.replica(0).checkpointOpNumber, cluster.replica(0).checkpointOpNumber],
+  );
 });

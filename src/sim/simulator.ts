@@ -158,6 +158,7 @@ export interface SwarmParameters {
     readonly logRetainOps: number;
     readonly checkpointChunkBytes: number;
     readonly checkpointChunksInFlight: number;
+    readonly checkpointWriteAmplificationMax: number;
     readonly checkpointWriteUnits: number;
   };
   readonly limits: {
@@ -413,6 +414,7 @@ const DEFAULT_CHECKPOINTS: SwarmParameters["checkpoints"] = {
   logRetainOps: LIMITS_DEFAULT.logRetainOps,
   checkpointChunkBytes: LIMITS_DEFAULT.checkpointChunkBytes,
   checkpointChunksInFlight: LIMITS_DEFAULT.checkpointChunksInFlight,
+  checkpointWriteAmplificationMax: LIMITS_DEFAULT.checkpointWriteAmplificationMax,
   checkpointWriteUnits: 0,
 };
 
@@ -434,6 +436,8 @@ function drawCheckpoints(prng: Prng): SwarmParameters["checkpoints"] {
     checkpointChunkBytes: prng.pick([64, 300, 2_000, LIMITS_DEFAULT.checkpointChunkBytes]),
     checkpointChunksInFlight: prng.pick([1, 2, 4, 16]),
     checkpointWriteUnits: prng.pick([0, 5, 50, 300]),
+    // Mostly no skipping (the simulator's states are small beside its tiny intervals).
+    checkpointWriteAmplificationMax: prng.pick([1_000_000, 1_000_000, 2]),
   };
 }
 
@@ -804,6 +808,8 @@ class Simulation {
         logRetainOps: this.parameters.checkpoints.logRetainOps,
         checkpointChunkBytes: this.parameters.checkpoints.checkpointChunkBytes,
         checkpointChunksInFlight: this.parameters.checkpoints.checkpointChunksInFlight,
+        checkpointWriteAmplificationMax:
+          this.parameters.checkpoints.checkpointWriteAmplificationMax,
       },
       timing: {
         spareSwapTicks: this.parameters.spareSwapTicks,

@@ -380,8 +380,10 @@ export class Replica {
   #checkpointHeld: Extract<Effect, { type: "checkpoint" }> | undefined;
   /** The disk was told it may drop the entries up to here. */
   #diskTruncatedThrough = 0;
-  /** Bytes of operations committed since the last checkpoint began. */
+  /** Bytes of operations committed since the last op-number a checkpoint was due at. */
   #bytesSinceCheckpoint = 0;
+  /** Bytes of operations committed since this replica last began (or installed) a checkpoint. */
+  #bytesSinceCheckpointBegun = 0;
   #fetch: CheckpointFetch | undefined;
   /** A fetch given up on (no replica holds its checkpoint any more): its chunks may serve again. */
   #fetchAbandoned: CheckpointFetch | undefined;
@@ -1094,14 +1096,15 @@ export class Replica {
         });
       }
       this.#bytesSinceCheckpoint += entry.operation.length;
-      if (
-        entry.opNumber % this.limits.checkpointOpsInterval === 0 ||
-        this.#bytesSinceCheckpoint >= this.limits.checkpointLogBytesMax
-      ) {
+      this.#bytesSinceCheckpointBegun += entry.operation.length;
+      const logFull = this.#bytesSinceCheckpoint >= this.limits.checkpointLogBytesMax;
+      if (entry.opNumber % this.limits.checkpointOpsInterval === 0 || logFull) {
         // Reset at every such op-number, written or not, so that the replicas of a group, which
         // all start from one (op 0, or a checkpoint), choose the same op-numbers.
         this.#bytesSinceCheckpoint = 0;
-        this.#beginCheckpoint(entry);
+        const worth = this.#bytesSinceCheckpointBegun *
+            this.limits.checkpointWriteAmplificationMax >= this.#checkpointBytes();
+        if (worth || logFull) this.#beginCheckpoint(entry);
       }
     }
     if (this.#commitNumber - this.#log.packedOpNumber >= this.limits.logPackOps) {
@@ -2293,6 +2296,7 @@ export class Replica {
     if (this.#checkpointWriting !== undefined) return; // One at a time; a later op-number tries.
     if (entry.opNumber <= (this.#checkpoint?.opNumber ?? 0)) return;
     this.#checkpointWriting = entry.opNumber;
+    this.#bytesSinceCheckpointBegun = 0;
     this.#checkpointsTaken++;
     const chunkBytes = this.limits.checkpointChunkBytes;
     const table = encodeClientTable(
@@ -2332,6 +2336,13 @@ export class Replica {
       this.#checkpointHeld = undefined;
       this.#checkpointWriting = undefined;
     }
+  }
+
+  /** The size of the newest durable checkpoint's chunks, 0 without one. */
+  #checkpointBytes(): number {
+    let bytes = 0;
+    for (const chunk of this.#checkpoint?.chunks ?? []) bytes += chunk.length;
+    return bytes;
   }
 
   #setCheckpoint(checkpoint: Checkpoint): void {
@@ -2615,6 +2626,7 @@ export class Replica {
     for (const entry of kept) this.#appendEntry(entry);
     this.#recomputeUncommitted();
     this.#bytesSinceCheckpoint = 0;
+    this.#bytesSinceCheckpointBegun = 0;
     this.#setCheckpoint(installed);
     this.#checkpointsInstalled++;
     this.#log_(
