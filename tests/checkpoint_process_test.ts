@@ -3,7 +3,6 @@
  * retained suffix, and a whole group killed and restarted from its checkpoints.
  */
 import { strict as assert } from "node:assert";
-import { decodeKvResult, encodeKvOperation, type KvResult } from "../src/app/kv.ts";
 import { Client } from "../src/client/client.ts";
 import {
   type Cluster,
@@ -14,36 +13,12 @@ import {
   statusRows,
   waitFor,
 } from "./_process.ts";
+import { get, set } from "./_kv.ts";
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 const REQUEST_DEADLINE_MS = 8_000;
 const SETTLE_TIMEOUT_MS = 30_000;
 /** Checkpoints every 50 ops, 20 entries kept before the newest: small, so that tests reach them. */
 const SMALL = ["--checkpoint-interval", "50", "--log-retain", "20"];
-
-async function kvRequest(
-  client: Client,
-  operation: Parameters<typeof encodeKvOperation>[0],
-): Promise<KvResult> {
-  return decodeKvResult(await client.request(encodeKvOperation(operation)));
-}
-
-async function set(client: Client, key: string, value: string): Promise<void> {
-  const result = await kvRequest(client, {
-    command: "SET",
-    key: encoder.encode(key),
-    value: encoder.encode(value),
-  });
-  assert.deepEqual(result, { kind: "bytes", value: encoder.encode(value) }, `SET ${key}`);
-}
-
-async function get(client: Client, key: string): Promise<string | null> {
-  const result = await kvRequest(client, { command: "GET", key: encoder.encode(key) });
-  if (result.kind === "nil") return null;
-  assert.equal(result.kind, "bytes", `GET ${key} gave ${JSON.stringify(result)}`);
-  return decoder.decode((result as { value: Uint8Array }).value);
-}
 
 async function withCluster(
   args: readonly string[],

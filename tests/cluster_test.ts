@@ -3,7 +3,6 @@
  * library against a group whose replicas are killed and restarted.
  */
 import { strict as assert } from "node:assert";
-import { decodeKvResult, encodeKvOperation, type KvResult } from "../src/app/kv.ts";
 import { Client } from "../src/client/client.ts";
 import { renderConfig } from "../src/config.ts";
 import {
@@ -20,41 +19,18 @@ import {
   vstampArgs,
   waitFor,
 } from "./_process.ts";
+import { get, set } from "./_kv.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** How long a request may take, view changes included, before the test fails. */
 const REQUEST_DEADLINE_MS = 8_000;
 /** How long the group may take to settle after a replica was killed or restarted. */
 const SETTLE_TIMEOUT_MS = 15_000;
 
-async function kvRequest(
-  client: Client,
-  operation: Parameters<typeof encodeKvOperation>[0],
-): Promise<KvResult> {
-  return decodeKvResult(await client.request(encodeKvOperation(operation)));
-}
-
 /** A client of `cluster` that waits up to REQUEST_DEADLINE_MS per request. */
 function connectClient(cluster: Cluster): Promise<Client> {
   return Client.connect({ addresses: cluster.addresses, deadlineMs: REQUEST_DEADLINE_MS });
-}
-
-async function set(client: Client, key: string, value: string): Promise<void> {
-  const result = await kvRequest(client, {
-    command: "SET",
-    key: encoder.encode(key),
-    value: encoder.encode(value),
-  });
-  assert.deepEqual(result, { kind: "bytes", value: encoder.encode(value) }, `SET ${key}`);
-}
-
-async function get(client: Client, key: string): Promise<string | null> {
-  const result = await kvRequest(client, { command: "GET", key: encoder.encode(key) });
-  if (result.kind === "nil") return null;
-  assert.equal(result.kind, "bytes", `GET ${key} gave ${JSON.stringify(result)}`);
-  return decoder.decode((result as { value: Uint8Array }).value);
 }
 
 /** Runs `body` with a fresh cluster of `n`, stopped (every process) whatever happens. */

@@ -2250,6 +2250,7 @@ export class Replica {
       }
       // §5.2 A backup behind in its own view: the entries continue its log, since the logs of
       // normal replicas in one view are prefixes of the primary's.
+      const before = this.opNumber;
       for (const entry of message.entries) {
         if (entry.opNumber <= this.opNumber) continue;
         if (entry.opNumber !== this.opNumber + 1) break;
@@ -2258,6 +2259,12 @@ export class Replica {
       }
       this.#ticksSinceGetState = this.timing.retryTicks; // Allow the next request at once.
       this.#advanceCommit(Math.min(message.commitNumber, this.opNumber));
+      // More to fetch: ask for it now rather than at the next heartbeat (a backup catching up
+      // after a checkpoint fetched a transfer per heartbeat, 20,000 entries a second). Only on
+      // news, so that duplicated NewStates add no requests (see the sync case above).
+      if (this.opNumber > before && message.opNumber > this.opNumber) {
+        this.#requestState(`new_state: the primary's log goes on to op ${message.opNumber}`);
+      }
       return;
     }
     // The new primary during a view change, fetching committed entries it lacks (§5.3).
