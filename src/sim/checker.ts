@@ -20,7 +20,6 @@
 import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { crc32c } from "../lib/crc32c.ts";
-import { ClientTable } from "../vr/client_table.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
 import { sameEntry } from "../vr/log.ts";
 import type { LogEntry, Reply, Request } from "../vr/message.ts";
@@ -63,8 +62,11 @@ export class Checker {
   readonly #keyWrites = new Map<string, { op: number; value: Uint8Array | null }[]>();
   /** The number of keys after each op; index 0 is the empty state. */
   readonly #sizes: number[] = [0];
-  /** The client table the committed sequence implies, and its digest after each op. */
-  readonly #clientTable: ClientTable;
+  /**
+   * The client table the committed sequence implies (a model of its own, not `ClientTable`, so
+   * that a bug there shows), and its digest after each op.
+   */
+  readonly #clientTable: ClientTableModel;
   readonly #clientTableDigests: string[] = ["floor=0"];
   /** How many replies were reads answered without the log. */
   readsChecked = 0;
@@ -73,7 +75,7 @@ export class Checker {
   viewChanges = 0;
 
   constructor(replicaCount: number, clientsMax: number = LIMITS_DEFAULT.clientsMax) {
-    this.#clientTable = new ClientTable(clientsMax);
+    this.#clientTable = new ClientTableModel(clientsMax);
     this.#tracks = new Array<ReplicaTrack | undefined>(replicaCount).fill(undefined);
     this.#digests.push(this.#model.digest());
   }
@@ -346,4 +348,44 @@ function operationKey(clientId: number, requestNumber: number, checksum: number)
 
 function keyString(key: Uint8Array): string {
   return String.fromCharCode(...key);
+}
+
+/**
+ * §4.5 as the checker reads it: per client, its latest executed request (number, op-number,
+ * operation checksum); past `clientsMax` clients, the one executed longest ago leaves and the
+ * floor rises to its request-number. The digest is `ClientTable.digest`'s format.
+ */
+class ClientTableModel {
+  readonly #records = new Map<number, { request: number; op: number; checksum: number }>();
+  #floor = 0;
+
+  constructor(readonly clientsMax: number) {}
+
+  onExecute(entry: LogEntry, _result: Uint8Array, checksum: number): void {
+    const known = this.#records.get(entry.clientId);
+    if (known !== undefined && known.request > entry.requestNumber) return;
+    this.#records.set(entry.clientId, {
+      request: entry.requestNumber,
+      op: entry.opNumber,
+      checksum,
+    });
+    if (this.#records.size > this.clientsMax) {
+      let oldest: number | undefined;
+      for (const [clientId, record] of this.#records) {
+        if (oldest === undefined || record.op < this.#records.get(oldest)!.op) oldest = clientId;
+      }
+      this.#floor = Math.max(this.#floor, this.#records.get(oldest!)!.request);
+      this.#records.delete(oldest!);
+    }
+  }
+
+  digest(): string {
+    const ids = [...this.#records.keys()].sort((a, b) => a - b);
+    let text = `floor=${this.#floor}`;
+    for (const id of ids) {
+      const record = this.#records.get(id)!;
+      text += ` ${id}:${record.request}@${record.op}/${record.checksum}`;
+    }
+    return text;
+  }
 }
