@@ -118,12 +118,12 @@ export class Checker {
     }
     const enteredNormal = replica.status === "normal" &&
       (track.status !== "normal" || track.viewNumber !== replica.viewNumber);
-    if (replica.logBaseOpNumber > replica.checkpointOpNumber) {
+    const covered = Math.max(replica.checkpointOpNumber, replica.installingCheckpointOpNumber);
+    if (replica.logBaseOpNumber > covered) {
       this.#fail(
         index,
         cause,
-        `its log starts after op ${replica.logBaseOpNumber}, beyond its checkpoint of op ` +
-          `${replica.checkpointOpNumber}`,
+        `its log starts after op ${replica.logBaseOpNumber}, beyond its checkpoint of op ${covered}`,
       );
     }
     if (enteredNormal && track.status === "recovering") {

@@ -378,6 +378,8 @@ export class Replica {
    * that no checkpoint is on the disk above a log that does not reach it.
    */
   #checkpointHeld: Extract<Effect, { type: "checkpoint" }> | undefined;
+  /** A fetched checkpoint installed, and the persist that makes it durable. */
+  #installPending: { readonly id: number; readonly checkpoint: Checkpoint } | undefined;
   /** The disk was told it may drop the entries up to here. */
   #diskTruncatedThrough = 0;
   /** Bytes of operations committed since the last op-number a checkpoint was due at. */
@@ -528,6 +530,10 @@ export class Replica {
   /** §5.1 The op-number of the newest durable checkpoint, 0 if none. */
   get checkpointOpNumber(): number {
     return this.#checkpoint?.opNumber ?? 0;
+  }
+  /** §5.1 The op-number of a fetched checkpoint installed but not yet durable, 0 if none. */
+  get installingCheckpointOpNumber(): number {
+    return this.#installPending?.checkpoint.opNumber ?? 0;
   }
   /** §5.1 Counters: checkpoints begun, log truncations, checkpoints fetched and installed. */
   get checkpointStats(): {
@@ -791,6 +797,11 @@ export class Replica {
       if (write.toOp > this.#logDurableOpNumber) this.#logDurableOpNumber = write.toOp;
     }
     this.#releaseHeldCheckpoint();
+    const installed = this.#installPending;
+    if (installed !== undefined && id >= installed.id) {
+      this.#installPending = undefined;
+      this.#setCheckpoint(installed.checkpoint);
+    }
     if (this.#superblockPendingId !== 0 && id >= this.#superblockPendingId) {
       this.#superblockPendingId = 0;
       for (const effect of this.#held) this.#effects.push(effect);
@@ -2634,7 +2645,8 @@ export class Replica {
     this.#recomputeUncommitted();
     this.#bytesSinceCheckpoint = 0;
     this.#bytesSinceCheckpointBegun = 0;
-    this.#setCheckpoint(installed);
+    // Offered to others once its install is durable (before, the driver could not serve it).
+    this.#installPending = { id, checkpoint: installed };
     this.#checkpointsInstalled++;
     this.#log_(
       "info",
