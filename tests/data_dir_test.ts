@@ -1405,3 +1405,23 @@ Deno.test("DataDir rebaseOnto a checkpoint the log does not reach: the next reco
     await again.dataDir.close();
   });
 });
+
+Deno.test("DataDir install after a rebaseOnto supersedes it: a later write keeps the installed log", async () => {
+  await withDir(PREFIX, async (path) => {
+    const { dataDir } = await openDir(path, INSTALL_OPTIONS);
+    await fillLog(dataDir, 20);
+    await dataDir.writeCheckpoint({ opNumber: 30, viewNumber: 0 }, [new Uint8Array([1, 2, 3])]);
+    dataDir.rebaseOnto(30);
+    await dataDir.persist([installWrite(1, 50), logWrite(2, 51, entries(51, 55, 3), 55)]);
+    // A batch with no log write: once it would have rebased the log onto op 30, dropping 51..55.
+    await dataDir.persist([
+      superblockWrite(3, { viewNumber: 3, lastNormalView: 3, recovering: false }),
+    ]);
+    assert.equal(dataDir.logStartOpNumber, 51);
+    await dataDir.close();
+    const again = await openDir(path, INSTALL_OPTIONS);
+    assert.equal(again.state!.logStartOpNumber, 51);
+    assert.deepEqual(again.state!.log, entries(51, 55, 3));
+    await again.dataDir.close();
+  });
+});

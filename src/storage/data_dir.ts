@@ -1813,6 +1813,9 @@ export class DataDir {
           }
         }
         this.#staged = await writer.finish();
+        // The install rebases the log onto its own checkpoint: a rebase still pending onto an
+        // older one (`rebaseOnto`) would otherwise come after it, and wipe the log it starts.
+        this.#rebaseOnto = undefined;
       } catch (error) {
         await writer.abort();
         throw error;
