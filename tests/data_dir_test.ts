@@ -1425,3 +1425,43 @@ Deno.test("DataDir install after a rebaseOnto supersedes it: a later write keeps
     await again.dataDir.close();
   });
 });
+
+Deno.test("DataDir install whose deletion of the replaced segments fails reports it and goes on; a reopen deletes them", async () => {
+  /** Runs an install failing the `failAt`-th directory sync it makes; how many it made. */
+  const install = async (failAt: number, repairs: string[]): Promise<number> => {
+    let count = 0;
+    let counting = false;
+    await withDir(PREFIX, async (path) => {
+      const injectFault = (io: DiskIo) => {
+        if (!counting || io.kind !== "sync" || io.path !== path) return;
+        if (++count === failAt) throw new Error("injected: directory sync failed");
+      };
+      const { dataDir } = await openDir(path, {
+        ...INSTALL_OPTIONS,
+        injectFault,
+        onRepair: (line) => repairs.push(line),
+      });
+      await fillLog(dataDir, 50);
+      counting = true;
+      await dataDir.persist([
+        installWrite(100, 500),
+        logWrite(101, 501, entries(501, 502, 3), 501),
+      ]);
+      counting = false;
+      assert.equal(dataDir.logStartOpNumber, 501);
+      await dataDir.close();
+      const again = await openDir(path, INSTALL_OPTIONS);
+      assert.deepEqual(again.state!.log, entries(501, 502, 3));
+      assert.equal((await logSegments(path)).length, 1);
+      await again.dataDir.close();
+    });
+    return count;
+  };
+  const last = await install(Infinity, []);
+  assert.ok(last >= 2, `${last} directory syncs`);
+  // The last directory sync of an install is the one after it deleted the replaced segments.
+  const repairs: string[] = [];
+  await install(last, repairs);
+  assert.equal(repairs.length, 1, `${repairs}`);
+  assert.match(repairs[0]!, /deleting the log segments the rebase onto .* replaced .*next open/);
+});

@@ -1857,10 +1857,12 @@ export class DataDir {
         await syncDirectory(this.#path);
       }
     } catch (error) {
-      throw new DataDirError(
+      // The rebase is durable already: the segments left behind hold only what it replaced, and
+      // the next `open` deletes them (`#dropRebasedSegments`). Not worth stopping the replica.
+      this.#onRepair?.(
         `${this.#path}: deleting the log segments the rebase onto ${onto} replaced ` +
-          `(deleted ${deleted.length > 0 ? deleted.join(", ") : "none"}): ${describe(error)}`,
-        { cause: error },
+          `(deleted ${deleted.length > 0 ? deleted.join(", ") : "none"}): ${describe(error)}; ` +
+          "the next open deletes the rest",
       );
     }
   }
