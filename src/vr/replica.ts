@@ -242,8 +242,13 @@ interface CheckpointFetch {
   missing: number;
   /** Who the chunks are asked from; changes when it stops answering. */
   from: ReplicaIndex;
-  /** Per index: `#ticks` when it was last asked for (undefined: not asked since the last retry). */
-  readonly askedAt: Map<number, number>;
+  /** The indexes asked for and not arrived since the last retry. */
+  readonly asked: Set<number>;
+  /**
+   * Every chunk below this index is held or was asked for since the last retry: a request looks
+   * for missing chunks from here, so a fetch of n chunks costs O(n), not O(n²).
+   */
+  cursor: number;
   /** `#ticks` when a chunk last arrived (or the fetch began). */
   progressAtTick: number;
   /** How many replicas in a row were asked without a chunk arriving. */
@@ -2400,8 +2405,6 @@ export class Replica {
     if (this.#fetch !== undefined && this.#fetch.checkpoint.opNumber >= message.opNumber) {
       return this.#ignore("checkpoint_manifest: fetching that one or a later one");
     }
-    const previous = this.#fetch ?? this.#fetchAbandoned;
-    this.#fetchAbandoned = undefined;
     const metadata = decodeCheckpointMetadata(message.metadata);
     const count = message.chunks.length;
     const bad = typeof metadata === "string"
@@ -2414,6 +2417,8 @@ export class Replica {
     if (bad !== undefined || typeof metadata === "string") {
       return this.#log_("warn", `checkpoint_manifest from ${message.replica}: ${bad}: ignored`);
     }
+    const previous = this.#fetch ?? this.#fetchAbandoned;
+    this.#fetchAbandoned = undefined;
     const checkpoint: Checkpoint = {
       opNumber: message.opNumber,
       viewNumber: metadata.entryViewNumber,
@@ -2436,7 +2441,8 @@ export class Replica {
       byHash,
       missing: count,
       from: message.replica,
-      askedAt: new Map(),
+      asked: new Set(),
+      cursor: 0,
       progressAtTick: this.#ticks,
       fruitlessAsks: 0,
     };
@@ -2471,7 +2477,7 @@ export class Replica {
   #takeChunk(fetch: CheckpointFetch, key: string, bytes: Uint8Array): number {
     let taken = 0;
     for (const index of fetch.byHash.get(key) ?? []) {
-      fetch.askedAt.delete(index);
+      fetch.asked.delete(index);
       if (fetch.held[index] !== undefined) continue;
       fetch.held[index] = bytes;
       fetch.missing--;
@@ -2516,7 +2522,7 @@ export class Replica {
     if (
       message.bytes.length !== info.length || !bytesEqual(this.#chunkHash(message.bytes), info.hash)
     ) {
-      fetch.askedAt.delete(message.index);
+      fetch.asked.delete(message.index);
       return this.#log_(
         "warn",
         `checkpoint_chunk ${message.index} of op ${message.opNumber} from ${message.replica}: ` +
@@ -2539,15 +2545,16 @@ export class Replica {
       fetch.held.slice(0, fetch.tableChunkCount).every((bytes) => bytes !== undefined);
     if (fetch.missing === 0 || incomplete) return this.#installFetched();
     const room = Math.min(
-      this.limits.checkpointChunksInFlight - fetch.askedAt.size,
+      this.limits.checkpointChunksInFlight - fetch.asked.size,
       CHECKPOINT_CHUNKS_PER_REQUEST_MAX,
     );
     const indexes: number[] = [];
-    for (let index = 0; index < fetch.held.length && indexes.length < room; index++) {
-      if (fetch.held[index] === undefined && !fetch.askedAt.has(index)) indexes.push(index);
+    for (; fetch.cursor < fetch.held.length && indexes.length < room; fetch.cursor++) {
+      const index = fetch.cursor;
+      if (fetch.held[index] === undefined && !fetch.asked.has(index)) indexes.push(index);
     }
     if (indexes.length === 0) return;
-    for (const index of indexes) fetch.askedAt.set(index, this.#ticks);
+    for (const index of indexes) fetch.asked.add(index);
     this.#send(fetch.from, {
       type: "get_checkpoint_chunks",
       opNumber: fetch.checkpoint.opNumber,
@@ -2580,7 +2587,8 @@ export class Replica {
     let next = (fetch.from + 1) % this.replicaCount;
     if (next === this.replicaIndex) next = (next + 1) % this.replicaCount;
     fetch.from = next;
-    fetch.askedAt.clear();
+    fetch.asked.clear();
+    fetch.cursor = 0;
     fetch.progressAtTick = this.#ticks;
     this.#continueFetch();
   }
