@@ -301,6 +301,27 @@ export async function startCluster(
 }
 
 /**
+ * Runs `body` with a fresh `cluster up -n <n>` (options as `startCluster`'s), stopped (every
+ * process) whatever happens; the cluster's stderr is printed if `body` fails.
+ */
+export async function withCluster(
+  n: number,
+  body: (cluster: Cluster) => Promise<void>,
+  options: Parameters<typeof startCluster>[1] = {},
+): Promise<void> {
+  const cluster = await startCluster(n, options);
+  try {
+    await body(cluster);
+  } catch (error) {
+    const { stderr } = cluster.output();
+    if (stderr.length > 0) console.error(`cluster stderr:\n${stderr}`);
+    throw error;
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/**
  * Runs `vstamp server --index <index> --config <configPath> --data-dir <dataDir>` (to restart a
  * replica of a cluster). It does not wait for the server to serve: poll `statusRows` for that.
  */

@@ -18,6 +18,7 @@ import {
   statusRows,
   vstampArgs,
   waitFor,
+  withCluster,
 } from "./_process.ts";
 import { get, set } from "./_kv.ts";
 
@@ -31,20 +32,6 @@ const SETTLE_TIMEOUT_MS = 15_000;
 /** A client of `cluster` that waits up to REQUEST_DEADLINE_MS per request. */
 function connectClient(cluster: Cluster): Promise<Client> {
   return Client.connect({ addresses: cluster.addresses, deadlineMs: REQUEST_DEADLINE_MS });
-}
-
-/** Runs `body` with a fresh cluster of `n`, stopped (every process) whatever happens. */
-async function withCluster(n: number, body: (cluster: Cluster) => Promise<void>): Promise<void> {
-  const cluster = await startCluster(n);
-  try {
-    await body(cluster);
-  } catch (error) {
-    const { stderr } = cluster.output();
-    if (stderr.length > 0) console.error(`cluster stderr:\n${stderr}`);
-    throw error;
-  } finally {
-    await cluster.stop();
-  }
 }
 
 Deno.test("repl scripted session prints redis-style results", async (t) => {
