@@ -21,7 +21,7 @@ import {
 } from "../src/app/kv.ts";
 import type { StateMachine } from "../src/app/state_machine.ts";
 import { Checker } from "../src/sim/checker.ts";
-import { MemoryDisk, type PersistEffect, readCheckpoint } from "../src/sim/memory_disk.ts";
+import { MemoryDisk, type PersistEffect } from "../src/sim/memory_disk.ts";
 import type { Limits, Timing } from "../src/vr/constants.ts";
 import {
   type ClientMessage,
@@ -468,9 +468,7 @@ export class Cluster {
         }
         case "checkpoint": {
           // Written at once: the harness's disk is always ready.
-          const written = readCheckpoint(effect);
-          this.disks[i]!.storeCheckpoint(written.checkpoint, written.chunks);
-          replica.onCheckpointed(written.checkpoint);
+          replica.onCheckpointed(this.disks[i]!.writeCheckpoint(effect));
           break;
         }
         case "truncate_log":

@@ -31,7 +31,7 @@ import {
   type ReplicaMessage,
 } from "../src/vr/message.ts";
 import { type DurableState, type Effect, Replica, type Superblock } from "../src/vr/replica.ts";
-import { MemoryDisk, type PersistEffect, readCheckpoint } from "../src/sim/memory_disk.ts";
+import { MemoryDisk, type PersistEffect } from "../src/sim/memory_disk.ts";
 import { Cluster, kvGet, kvSet } from "./_harness.ts";
 
 // ------------------------------------------------------------------ helpers for one replica
@@ -692,9 +692,7 @@ class FuzzGroup {
         } else if (effect.type === "reply") {
           if (effect.message.type === "reply") this.replied.add(effect.clientId);
         } else if (effect.type === "checkpoint") {
-          const written = readCheckpoint(effect);
-          this.disks[i]!.storeCheckpoint(written.checkpoint, written.chunks);
-          replica.onCheckpointed(written.checkpoint);
+          replica.onCheckpointed(this.disks[i]!.writeCheckpoint(effect));
         } else if (effect.type === "truncate_log") {
           this.disks[i]!.truncateBefore(effect.beforeOpNumber);
         } else if (effect.type === "send_checkpoint_chunks") {

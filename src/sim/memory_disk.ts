@@ -101,6 +101,17 @@ export class MemoryDisk {
     this.checkpoints = kept.slice(-CHECKPOINTS_KEPT);
   }
 
+  /**
+   * Write a "checkpoint" effect at once (a disk that is always ready) and return what
+   * `onCheckpointed` takes. The simulator, whose writes take time, reads it with `readCheckpoint`
+   * and stores it later.
+   */
+  writeCheckpoint(effect: Extract<Effect, { type: "checkpoint" }>): Checkpoint {
+    const written = readCheckpoint(effect);
+    this.storeCheckpoint(written.checkpoint, written.chunks);
+    return written.checkpoint;
+  }
+
   /** Entries before `opNumber` leave the disk (a checkpoint must cover them). */
   truncateBefore(opNumber: number): void {
     if (opNumber - 1 > this.newestCheckpointOpNumber) {
