@@ -1386,6 +1386,23 @@ export class DataDir {
         commitNumber = run.commitNumber;
       }
     };
+    /** The log loaded, ending in `file` (the last segment), of `size` bytes of records. */
+    const loadedLog = (
+      file: Deno.FsFile,
+      size: number,
+      allocated: number,
+      trusted: boolean,
+    ): LoadedLog => ({
+      log,
+      start: start ?? 1,
+      rebasedOnto,
+      commitNumber,
+      segments,
+      file,
+      size,
+      allocated,
+      trusted,
+    });
     for (const [position, number] of numbers.entries()) {
       const last = position === numbers.length - 1;
       const fileName = `${path}/${logSegmentFileName(number)}`;
@@ -1494,17 +1511,7 @@ export class DataDir {
           segment.bytes = zerosFrom ?? size;
           if (!last) continue;
           keepOpen = true;
-          return {
-            log,
-            start: start ?? 1,
-            rebasedOnto,
-            commitNumber,
-            segments,
-            file,
-            size: segment.bytes,
-            allocated: size,
-            trusted: true,
-          };
+          return loadedLog(file, segment.bytes, size, true);
         }
         let trusted = true;
         let repair: string;
@@ -1558,17 +1565,7 @@ export class DataDir {
         onRepair?.(repair);
         segment.bytes = repairedSize;
         keepOpen = true;
-        return {
-          log,
-          start: start ?? 1,
-          rebasedOnto,
-          commitNumber,
-          segments,
-          file,
-          size: repairedSize,
-          allocated: repairedSize,
-          trusted,
-        };
+        return loadedLog(file, repairedSize, repairedSize, trusted);
       } catch (error) {
         if (error instanceof DataDirError || error instanceof AssertionError) throw error;
         throw new DataDirError(`${fileName}: cannot load (${describe(error)})`, { cause: error });
