@@ -16,7 +16,7 @@ import { encodeKvOperation } from "../src/app/kv.ts";
 import type { KvClient } from "../src/client/kv_client.ts";
 import { loadConfig, loadIdentity, parseAddress } from "../src/config.ts";
 import { Prng } from "../src/lib/prng.ts";
-import { CHUNK_INDEX_LIMIT, encodeMessage } from "../src/transport/codec.ts";
+import { CHUNK_INDEX_LIMIT, encodeMessage, EPOCH_MAX } from "../src/transport/codec.ts";
 import { encodeFrame, FRAME_BODY_BYTES_MAX, FrameDecoder } from "../src/transport/frame.ts";
 import { type ClusterIdentity, ConnectorHandshake } from "../src/transport/handshake.ts";
 import {
@@ -24,9 +24,14 @@ import {
   CHUNK_HASH_BYTES,
   encodeCheckpointMetadata,
 } from "../src/vr/checkpoint.ts";
-import { CHECKPOINT_CHUNKS_PER_REQUEST_MAX, VIEW_NUMBER_MAX } from "../src/vr/constants.ts";
+import {
+  CHECKPOINT_CHUNKS_PER_REQUEST_MAX,
+  OP_NUMBER_MAX,
+  VIEW_NUMBER_MAX,
+} from "../src/vr/constants.ts";
 import type { CheckpointChunkInfo, LogEntry, ReplicaMessage } from "../src/vr/message.ts";
 import { REPLICA_MESSAGE_TYPES } from "../src/vr/message.ts";
+import { initialMembership } from "../src/vr/membership.ts";
 import { type Cluster, primaryRow, statusRows } from "./_process.ts";
 
 /** What the fuzzer knows of the group, to aim its numbers near the real ones. */
@@ -120,12 +125,15 @@ export class FrameFuzzer {
   /** A checkpoint's metadata: well-formed around `opNumber` mostly, else random bytes. */
   #metadata(context: FuzzContext, opNumber: number, chunkCount: number): Uint8Array {
     const p = this.#prng;
-    if (p.chance(0.2)) return this.#bytes(CHECKPOINT_METADATA_BYTES);
+    if (p.chance(0.2)) return this.#bytes(CHECKPOINT_METADATA_BYTES + p.int(1, 64));
     return encodeCheckpointMetadata({
       opNumber: p.chance(0.8) ? opNumber : this.#number(context),
       entryViewNumber: this.#number(context),
       entryTimestamp: p.int(0, 1000),
       requestNumberFloor: p.pick([0, this.#number(context)]),
+      membership: initialMembership(
+        Array.from({ length: this.#replicaCount }, (_, i) => `fuzz:${i}`),
+      ),
       tableChunkCount: p.int(0, chunkCount),
     });
   }
@@ -152,26 +160,37 @@ export class FrameFuzzer {
     const type = p.pick(REPLICA_MESSAGE_TYPES);
     const viewNumber = n();
     const replica = claimed;
+    // The group never reconfigures in a fuzz run: its messages are of epoch 0.
+    const epoch = 0;
     switch (type) {
       case "prepare":
         return {
           type,
+          epoch,
           viewNumber,
           entries: this.#entries(context, viewNumber, Math.max(1, n()), p.int(0, 3)),
           commitNumber: n(),
           replica,
         };
       case "prepare_ok":
-        return { type, viewNumber, opNumber: n(), replica, readRound: p.pick([0, 1, n()]) };
+        return { type, epoch, viewNumber, opNumber: n(), replica, readRound: p.pick([0, 1, n()]) };
       case "commit":
-        return { type, viewNumber, commitNumber: n(), replica, readRound: p.pick([0, 1, n()]) };
+        return {
+          type,
+          epoch,
+          viewNumber,
+          commitNumber: n(),
+          replica,
+          readRound: p.pick([0, 1, n()]),
+        };
       case "start_view_change":
-        return { type, viewNumber, replica };
+        return { type, epoch, viewNumber, replica };
       case "do_view_change": {
         const commitNumber = n();
         const count = p.int(0, 2);
         return {
           type,
+          epoch,
           viewNumber,
           lastNormalView: Math.min(viewNumber, n()),
           opNumber: commitNumber + count,
@@ -186,6 +205,7 @@ export class FrameFuzzer {
         const opNumber = anchor + count;
         return {
           type,
+          epoch,
           viewNumber,
           anchorOpNumber: anchor,
           entries: this.#entries(context, viewNumber, anchor + 1, count),
@@ -195,9 +215,9 @@ export class FrameFuzzer {
         };
       }
       case "request_start_view":
-        return { type, viewNumber, commitNumber: n(), replica };
+        return { type, epoch, viewNumber, commitNumber: n(), replica };
       case "recovery":
-        return { type, nonce: p.int(1, 2 ** 31), commitNumber: n(), replica };
+        return { type, epoch, nonce: p.int(1, 2 ** 31), commitNumber: n(), replica };
       case "recovery_response": {
         const isPrimary = p.chance(0.5);
         const anchor = n();
@@ -205,6 +225,7 @@ export class FrameFuzzer {
         const opNumber = isPrimary ? anchor + count : 0;
         return {
           type,
+          epoch,
           viewNumber,
           nonce: p.int(1, 2 ** 31),
           isPrimary,
@@ -216,13 +237,14 @@ export class FrameFuzzer {
         };
       }
       case "get_state":
-        return { type, viewNumber, opNumber: n(), replica };
+        return { type, epoch, viewNumber, opNumber: n(), replica };
       case "new_state": {
         const anchor = n();
         const count = p.int(0, 2);
         const opNumber = anchor + count + p.int(0, 2);
         return {
           type,
+          epoch,
           viewNumber,
           normal: p.chance(0.5),
           anchorOpNumber: anchor,
@@ -237,6 +259,7 @@ export class FrameFuzzer {
         const chunks = this.#chunks(context);
         return {
           type,
+          epoch,
           viewNumber,
           opNumber,
           metadata: this.#metadata(context, opNumber, chunks.length),
@@ -248,16 +271,38 @@ export class FrameFuzzer {
         const indexes = new Set<number>();
         const count = p.int(1, Math.min(4, CHECKPOINT_CHUNKS_PER_REQUEST_MAX));
         for (let i = 0; i < count; i++) indexes.add(this.#chunkIndex(context));
-        return { type, opNumber: n(), indexes: [...indexes], replica };
+        return { type, epoch, opNumber: n(), indexes: [...indexes], replica };
       }
       case "checkpoint_chunk":
         return {
           type,
+          epoch,
           opNumber: n(),
           index: this.#chunkIndex(context),
           bytes: this.#bytes(p.int(0, 64)),
           replica,
         };
+      case "start_epoch":
+      case "new_epoch": {
+        // A later epoch (or an edge one) whose members are some of the group's and new ones.
+        const next = p.chance(0.8) ? p.int(1, 2) : p.pick([0, EPOCH_MAX]);
+        const addresses: string[] = [];
+        for (let i = this.#replicaCount + p.int(0, 3); i > 0; i--) addresses.push(`fuzz:${i}`);
+        const members = new Set<number>();
+        for (let i = p.int(1, 3); i > 0; i--) members.add(p.int(0, addresses.length - 1));
+        return {
+          type,
+          epoch: next,
+          opNumber: Math.min(n(), OP_NUMBER_MAX),
+          startViewNumber: Math.min(n(), VIEW_NUMBER_MAX),
+          addresses,
+          members: [...members],
+          previousMembers: next === 0 ? [] : [...Array(this.#replicaCount).keys()],
+          replica,
+        };
+      }
+      case "epoch_started":
+        return { type, epoch: p.pick([0, 1, 2, EPOCH_MAX]), replica };
     }
   }
 

@@ -479,6 +479,7 @@ export class Cluster {
           chunks.forEach((bytes, position) =>
             this.#enqueue(i, effect.to, {
               type: "checkpoint_chunk",
+              epoch: 0,
               opNumber: effect.opNumber,
               index: effect.indexes[position]!,
               bytes,

@@ -44,6 +44,7 @@ function forgeries(primary: number, view: number, opNumber: number): ReplicaMess
   return [
     {
       type: "prepare",
+      epoch: 0,
       viewNumber: view,
       entries: [entry(opNumber + 1, view)],
       commitNumber: opNumber + 1,
@@ -51,6 +52,7 @@ function forgeries(primary: number, view: number, opNumber: number): ReplicaMess
     },
     {
       type: "prepare",
+      epoch: 0,
       viewNumber: view,
       entries: [entry(opNumber + 2, view)],
       commitNumber: opNumber + 2,
@@ -58,6 +60,7 @@ function forgeries(primary: number, view: number, opNumber: number): ReplicaMess
     },
     {
       type: "start_view",
+      epoch: 0,
       viewNumber: next,
       anchorOpNumber: opNumber,
       entries: [entry(opNumber + 1, next)],
@@ -65,7 +68,7 @@ function forgeries(primary: number, view: number, opNumber: number): ReplicaMess
       commitNumber: opNumber + 1,
       replica: next % 3,
     },
-    { type: "start_view_change", viewNumber: 2 ** 53 - 1, replica: (primary + 1) % 3 },
+    { type: "start_view_change", epoch: 0, viewNumber: 2 ** 53 - 1, replica: (primary + 1) % 3 },
   ];
 }
 

@@ -106,6 +106,7 @@ const BAD_INPUTS: readonly BadInput[] = [
         encodeFrame(
           encodeMessage({
             type: "prepare",
+            epoch: 0,
             viewNumber: 0,
             commitNumber: 0,
             replica: 1,
@@ -169,6 +170,7 @@ const BAD_INPUTS: readonly BadInput[] = [
         encodeFrame(hello("replica", 1)),
         encodeFrame(encodeMessage({
           type: "prepare",
+          epoch: 0,
           viewNumber: 0,
           commitNumber: 0,
           replica: 1,

@@ -22,7 +22,12 @@ const PREFIX = "vstamp_data_dir_test_";
 const PROPERTY_RUNS = 60;
 /** Record header: magic, length, checksum. */
 const RECORD_HEADER_BYTES = 12;
-const SUPERBLOCK_DEFAULT: Superblock = { viewNumber: 0, lastNormalView: 0, recovering: false };
+const SUPERBLOCK_DEFAULT: Superblock = {
+  epoch: 0,
+  viewNumber: 0,
+  lastNormalView: 0,
+  recovering: false,
+};
 
 function entry(opNumber: number, viewNumber: number, size = 8): LogEntry {
   const operation = new Uint8Array(size);
@@ -89,7 +94,7 @@ Deno.test("DataDir open of a new directory yields no state", async () => {
 Deno.test("DataDir persist then reopen yields the same durable state", async () => {
   await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path);
-    const superblock: Superblock = { viewNumber: 7, lastNormalView: 5, recovering: true };
+    const superblock: Superblock = { epoch: 0, viewNumber: 7, lastNormalView: 5, recovering: true };
     const written = [entry(1, 5, 0), entry(2, 5, 100), entry(3, 7, 70_000)];
     await dataDir.persist([logWrite(1, 1, written, 2), superblockWrite(2, superblock)]);
     await dataDir.close();
@@ -124,7 +129,7 @@ Deno.test("DataDir persist returns the largest persist id of the batch", async (
       await dataDir.persist([
         logWrite(3, 1, entries(1, 2, 0), 0),
         reply,
-        superblockWrite(4, { viewNumber: 1, lastNormalView: 0, recovering: false }),
+        superblockWrite(4, { epoch: 0, viewNumber: 1, lastNormalView: 0, recovering: false }),
         logWrite(5, 3, entries(3, 3, 1), 1),
       ]),
       5,
@@ -273,8 +278,8 @@ Deno.test("DataDir damage before valid records loads the prefix, untrusted, nami
 
 Deno.test("DataDir torn superblock write keeps the previous superblock", async () => {
   await withDir(PREFIX, async (path) => {
-    const first: Superblock = { viewNumber: 1, lastNormalView: 0, recovering: false };
-    const second: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
+    const first: Superblock = { epoch: 0, viewNumber: 1, lastNormalView: 0, recovering: false };
+    const second: Superblock = { epoch: 0, viewNumber: 2, lastNormalView: 2, recovering: false };
     const { dataDir } = await openDir(path);
     await dataDir.persist([superblockWrite(1, first)]);
     const slots = [`${path}/superblock.a`, `${path}/superblock.b`];
@@ -308,7 +313,7 @@ Deno.test("DataDir without a valid superblock or a log is an error", async () =>
     const { dataDir } = await openDir(path);
     await dataDir.persist([logWrite(1, 1, entries(1, 1, 0), 0)]);
     await dataDir.close();
-    await Deno.writeFile(`${path}/superblock.a`, new Uint8Array(40));
+    await Deno.writeFile(`${path}/superblock.a`, new Uint8Array(48));
     await assert.rejects(
       openDir(path),
       (error: unknown) =>
@@ -337,7 +342,7 @@ for (
       const { dataDir } = await openDir(path, { logPreallocateBytes: preallocate });
       await dataDir.persist([logWrite(1, 1, entries(1, 2, 0), 1)]);
       const slotB = await Deno.readFile(`${path}/superblock.b`);
-      const next: Superblock = { viewNumber: 1, lastNormalView: 1, recovering: false };
+      const next: Superblock = { epoch: 0, viewNumber: 1, lastNormalView: 1, recovering: false };
       // The log writes before the superblock write must survive; those after it must not.
       await dataDir.persist([
         logWrite(2, 3, entries(3, 3, 0), 1),
@@ -421,7 +426,12 @@ Deno.test("DataDir with sync none persists", async () => {
   await withDir(PREFIX, async (path) => {
     const { dataDir, state } = await openDir(path, { sync: "none" });
     assert.equal(state, undefined);
-    const superblock: Superblock = { viewNumber: 3, lastNormalView: 3, recovering: false };
+    const superblock: Superblock = {
+      epoch: 0,
+      viewNumber: 3,
+      lastNormalView: 3,
+      recovering: false,
+    };
     assert.equal(
       await dataDir.persist([logWrite(1, 1, entries(1, 4, 2), 2), superblockWrite(2, superblock)]),
       2,
@@ -521,6 +531,7 @@ function planEffects(
     if (plan.kind === "superblock") {
       const viewNumber = model.superblock.viewNumber + plan.viewStep;
       const superblock = {
+        epoch: 0,
         viewNumber,
         lastNormalView: plan.viewStep === 0 ? model.superblock.lastNormalView : viewNumber,
         recovering: plan.recovering,
@@ -910,7 +921,12 @@ Deno.test("DataDir of the single-file format opens as segment 0 and goes on in s
   await withDir(PREFIX, async (path) => {
     // A directory as the single-file version left it: its superblocks, and one `log` of records
     // followed by the zeros it wrote in advance.
-    const superblock: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
+    const superblock: Superblock = {
+      epoch: 0,
+      viewNumber: 2,
+      lastNormalView: 2,
+      recovering: false,
+    };
     const created = await openDir(path);
     await created.dataDir.persist([superblockWrite(1, superblock)]);
     await created.dataDir.close();
@@ -1187,8 +1203,8 @@ Deno.test("DataDir install: the effects before it are written first, and a super
   await withDir(PREFIX, async (path) => {
     const { dataDir } = await openDir(path, INSTALL_OPTIONS);
     await fillLog(dataDir, 12);
-    const view1: Superblock = { viewNumber: 1, lastNormalView: 0, recovering: false };
-    const view2: Superblock = { viewNumber: 2, lastNormalView: 2, recovering: false };
+    const view1: Superblock = { epoch: 0, viewNumber: 1, lastNormalView: 0, recovering: false };
+    const view2: Superblock = { epoch: 0, viewNumber: 2, lastNormalView: 2, recovering: false };
     assert.equal(
       await dataDir.persist([
         logWrite(20, 13, entries(13, 14, 0), 12),
@@ -1238,7 +1254,7 @@ function copyDirectorySync(from: string, to: string): void {
 
 Deno.test("DataDir crash at any point of an install loads the state before it, after its first part, or after it all", async () => {
   await withDir(PREFIX, async (path) => {
-    const view1: Superblock = { viewNumber: 1, lastNormalView: 1, recovering: false };
+    const view1: Superblock = { epoch: 0, viewNumber: 1, lastNormalView: 1, recovering: false };
     /** Every crash point: the directory as it is before each write or sync of the batch. */
     const crashes: string[] = [];
     let recording = false;
@@ -1359,7 +1375,7 @@ Deno.test("DataDir install that finds the disk full resumes when the same batch 
       const { dataDir } = await openDir(path, { ...INSTALL_OPTIONS, injectFault });
       await fillLog(dataDir, 10);
       const batch = [
-        superblockWrite(20, { viewNumber: 1, lastNormalView: 1, recovering: false }),
+        superblockWrite(20, { epoch: 0, viewNumber: 1, lastNormalView: 1, recovering: false }),
         installWrite(21, 30),
         logWrite(22, 31, entries(31, 31, 1), 31),
       ];
@@ -1415,7 +1431,7 @@ Deno.test("DataDir install after a rebaseOnto supersedes it: a later write keeps
     await dataDir.persist([installWrite(1, 50), logWrite(2, 51, entries(51, 55, 3), 55)]);
     // A batch with no log write: once it would have rebased the log onto op 30, dropping 51..55.
     await dataDir.persist([
-      superblockWrite(3, { viewNumber: 3, lastNormalView: 3, recovering: false }),
+      superblockWrite(3, { epoch: 0, viewNumber: 3, lastNormalView: 3, recovering: false }),
     ]);
     assert.equal(dataDir.logStartOpNumber, 51);
     await dataDir.close();

@@ -23,7 +23,7 @@ Deno.test("simulator trace names replica, view, op and message on every delivery
   assert.ok(line !== undefined);
   assert.match(
     line,
-    /^\s*\d+ r\d \[normal v\d+ op\d+ k\d+\] <- r\d: prepare v=\d+ ops=\d+\.\.\d+ k=\d+$/,
+    /^\s*\d+ r\d \[normal e\d+ v\d+ op\d+ k\d+\] <- r\d: prepare v=\d+ ops=\d+\.\.\d+ k=\d+$/,
   );
 });
 

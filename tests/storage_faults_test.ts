@@ -28,7 +28,12 @@ const PREFIX = "vstamp_storage_faults_test_";
 
 /** Record header: magic, length, checksum. */
 const RECORD_HEADER_BYTES = 12;
-const SUPERBLOCK_DEFAULT: Superblock = { viewNumber: 0, lastNormalView: 0, recovering: false };
+const SUPERBLOCK_DEFAULT: Superblock = {
+  epoch: 0,
+  viewNumber: 0,
+  lastNormalView: 0,
+  recovering: false,
+};
 /** How long a test waits for a condition before it fails. */
 const WAIT_MS_MAX = 10_000;
 
@@ -266,13 +271,14 @@ Deno.test("replica with a damaged log counts in no quorum until it recovered the
     // A Prepare of its view, and a view change: it acknowledges nothing and votes for nothing.
     deliver(replica, {
       type: "prepare",
+      epoch: 0,
       viewNumber: 0,
       entries: entries(1, 8, 0),
       commitNumber: 0,
       replica: 0,
     });
-    deliver(replica, { type: "start_view_change", viewNumber: 1, replica: 0 });
-    deliver(replica, { type: "start_view_change", viewNumber: 1, replica: 2 });
+    deliver(replica, { type: "start_view_change", epoch: 0, viewNumber: 1, replica: 0 });
+    deliver(replica, { type: "start_view_change", epoch: 0, viewNumber: 1, replica: 2 });
     effects = await drive(replica, opened.dataDir);
     assert.deepEqual(sent(effects), []);
     assert.equal(replica.opNumber, 0);
@@ -293,6 +299,7 @@ Deno.test("replica with a damaged log counts in no quorum until it recovered the
     const primaryLog = entries(1, 8, 0);
     deliver(replica, {
       type: "recovery_response",
+      epoch: 0,
       viewNumber: 0,
       nonce,
       isPrimary: false,
@@ -304,6 +311,7 @@ Deno.test("replica with a damaged log counts in no quorum until it recovered the
     });
     deliver(replica, {
       type: "recovery_response",
+      epoch: 0,
       viewNumber: 0,
       nonce,
       isPrimary: true,
@@ -331,7 +339,7 @@ Deno.test("replica with a damaged log counts in no quorum until it recovered the
 Deno.test("DataDir one unreadable superblock slot: the other is used, and the load says so", async () => {
   await withDir(PREFIX, async (path) => {
     const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
-    const first: Superblock = { viewNumber: 3, lastNormalView: 3, recovering: false };
+    const first: Superblock = { epoch: 0, viewNumber: 3, lastNormalView: 3, recovering: false };
     await dataDir.persist([superblockWrite(1, first)]); // Sequence-number 1: superblock.b.
     await dataDir.persist([superblockWrite(2, { ...first, viewNumber: 4 })]); // 2: superblock.a.
     await dataDir.close();
@@ -353,7 +361,7 @@ Deno.test("DataDir with both superblock slots unreadable refuses to open, naming
     const { dataDir } = await DataDir.open(path, { logPreallocateBytes: 0 });
     await dataDir.persist([superblockWrite(1, { ...SUPERBLOCK_DEFAULT, viewNumber: 2 })]);
     await dataDir.close();
-    await Deno.writeFile(`${path}/superblock.a`, new Uint8Array(40).fill(0xee));
+    await Deno.writeFile(`${path}/superblock.a`, new Uint8Array(48).fill(0xee));
     await Deno.writeFile(`${path}/superblock.b`, new Uint8Array(17));
     await assert.rejects(
       DataDir.open(path),
@@ -362,7 +370,7 @@ Deno.test("DataDir with both superblock slots unreadable refuses to open, naming
         !error.message.includes("\n") &&
         error.message ===
           `${path}: no readable superblock (${path}/superblock.a lacks the superblock magic; ` +
-            `${path}/superblock.b is 17 bytes, not 40): the view this replica promised is ` +
+            `${path}/superblock.b is 17 bytes, not 48): the view this replica promised is ` +
             "unknown, and starting afresh in view 0 could let it vote in a view it promised away",
     );
     // Without superblock.a, superblock.b still shows the replica is not new.
@@ -427,7 +435,7 @@ const BATCH_1: readonly Effect[] = [logWrite(1, 1, entries(1, 3, 0), 1)];
 /** Log writes before and after a superblock write, as a view change makes them. */
 const BATCH_2: readonly Effect[] = [
   logWrite(2, 4, entries(4, 5, 0), 2),
-  superblockWrite(3, { viewNumber: 1, lastNormalView: 1, recovering: false }),
+  superblockWrite(3, { epoch: 0, viewNumber: 1, lastNormalView: 1, recovering: false }),
   logWrite(4, 4, entries(4, 6, 1), 3),
 ];
 const BATCH_3: readonly Effect[] = [logWrite(5, 7, [entry(7, 1)], 6)];

@@ -15,7 +15,7 @@ import { sha256 } from "../src/lib/sha256.ts";
 import fc from "fast-check";
 import { KvStore } from "../src/app/kv.ts";
 import { bytesEqual } from "../src/lib/bytes.ts";
-import { CHUNK_INDEX_LIMIT } from "../src/transport/codec.ts";
+import { CHUNK_INDEX_LIMIT, EPOCH_MAX } from "../src/transport/codec.ts";
 import { FRAME_BODY_BYTES_MAX } from "../src/transport/frame.ts";
 import { CHECKPOINT_METADATA_BYTES, encodeCheckpointMetadata } from "../src/vr/checkpoint.ts";
 import {
@@ -30,6 +30,7 @@ import {
   REPLICA_MESSAGE_TYPES,
   type ReplicaMessage,
 } from "../src/vr/message.ts";
+import { initialMembership } from "../src/vr/membership.ts";
 import { type DurableState, type Effect, Replica, type Superblock } from "../src/vr/replica.ts";
 import { MemoryDisk, type PersistEffect } from "../src/sim/memory_disk.ts";
 import { Cluster, kvGet, kvSet } from "./_harness.ts";
@@ -94,7 +95,7 @@ function entries(from: number, to: number, viewNumber: number): LogEntry[] {
 }
 
 function superblock(viewNumber: number, lastNormalView = viewNumber): Superblock {
-  return { viewNumber, lastNormalView, recovering: false };
+  return { epoch: 0, viewNumber, lastNormalView, recovering: false };
 }
 
 /** Commit `count` SETs of client 1 through r0 and let the backups execute them. */
@@ -128,6 +129,7 @@ Deno.test("hostile StartViewChange of view 2^53 - 1 is ignored and the group sti
   for (const to of [0, 1, 2]) {
     cluster.inject((to + 1) % 3, to, {
       type: "start_view_change",
+      epoch: 0,
       viewNumber: Number.MAX_SAFE_INTEGER,
       replica: (to + 1) % 3,
     });
@@ -146,6 +148,7 @@ Deno.test("hostile StartViewChange beyond VIEW_NUMBER_MAX is ignored", () => {
   const backup = makeReplica(1, undefined, log);
   const effects = deliver(backup, {
     type: "start_view_change",
+    epoch: 0,
     viewNumber: VIEW_NUMBER_MAX + 1,
     replica: 2,
   });
@@ -158,7 +161,12 @@ Deno.test("hostile StartViewChange beyond VIEW_NUMBER_MAX is ignored", () => {
 Deno.test("hostile StartViewChange far ahead moves a replica one step only, and the group follows", () => {
   const cluster = new Cluster();
   commitSome(cluster, 2);
-  cluster.inject(2, 1, { type: "start_view_change", viewNumber: VIEW_NUMBER_MAX, replica: 2 });
+  cluster.inject(2, 1, {
+    type: "start_view_change",
+    epoch: 0,
+    viewNumber: VIEW_NUMBER_MAX,
+    replica: 2,
+  });
   cluster.deliver();
   assert.equal(cluster.replica(1).viewNumber, VIEW_NUMBER_STEP_MAX);
   assert.equal(cluster.replica(1).status, "view_change");
@@ -176,7 +184,12 @@ Deno.test("a replica that raced far ahead alone pulls the group along a step at 
   commitSome(cluster, 2);
   cluster.crash(2);
   const ahead = 2 * VIEW_NUMBER_STEP_MAX + 7;
-  cluster.disks[2]!.superblock = { viewNumber: ahead, lastNormalView: 0, recovering: false };
+  cluster.disks[2]!.superblock = {
+    epoch: 0,
+    viewNumber: ahead,
+    lastNormalView: 0,
+    recovering: false,
+  };
   cluster.restart(2);
   cluster.settleUntil(() =>
     [0, 1, 2].every((i) => cluster.replica(i).status === "normal") &&
@@ -189,7 +202,12 @@ Deno.test("a straggler far behind a silent primary gets the primary's view in an
   // The group is in view 2^20 (one forged StartViewChange took it there), whose primary is r1.
   const cluster = new Cluster();
   commitSome(cluster, 2);
-  cluster.inject(0, 1, { type: "start_view_change", viewNumber: VIEW_NUMBER_MAX, replica: 0 });
+  cluster.inject(0, 1, {
+    type: "start_view_change",
+    epoch: 0,
+    viewNumber: VIEW_NUMBER_MAX,
+    replica: 0,
+  });
   cluster.settleUntil(() => cluster.replica(1).status === "normal" && cluster.replica(1).isPrimary);
   assert.equal(cluster.replica(1).viewNumber, VIEW_NUMBER_STEP_MAX);
   // r2 goes down; r0 comes back with the superblock of view 0 (its later writes lost). r1 hears
@@ -212,6 +230,7 @@ Deno.test("hostile StartView of view 2^53 - 1 from that view's primary is ignore
   const viewNumber = Number.MAX_SAFE_INTEGER; // Its primary is replica 1.
   deliver(backup, {
     type: "start_view",
+    epoch: 0,
     viewNumber,
     anchorOpNumber: 0,
     entries: [],
@@ -246,6 +265,7 @@ Deno.test("hostile Prepare from a replica that is not the primary of its view ap
   const backup = makeReplica(1);
   const effects = deliver(backup, {
     type: "prepare",
+    epoch: 0,
     viewNumber: 0,
     entries: [entry(1, 0)],
     commitNumber: 1,
@@ -260,15 +280,30 @@ Deno.test("hostile Commit from a replica that is not the primary of its view com
   const backup = makeReplica(1);
   deliver(backup, {
     type: "prepare",
+    epoch: 0,
     viewNumber: 0,
     entries: entries(1, 3, 0),
     commitNumber: 0,
     replica: 0,
   });
   assert.equal(backup.opNumber, 3);
-  deliver(backup, { type: "commit", viewNumber: 0, commitNumber: 2, replica: 2, readRound: 0 });
+  deliver(backup, {
+    type: "commit",
+    epoch: 0,
+    viewNumber: 0,
+    commitNumber: 2,
+    replica: 2,
+    readRound: 0,
+  });
   assert.equal(backup.commitNumber, 0);
-  deliver(backup, { type: "commit", viewNumber: 0, commitNumber: 2, replica: 0, readRound: 0 });
+  deliver(backup, {
+    type: "commit",
+    epoch: 0,
+    viewNumber: 0,
+    commitNumber: 2,
+    replica: 0,
+    readRound: 0,
+  });
   assert.equal(backup.commitNumber, 2, "the primary's Commit still commits");
 });
 
@@ -276,6 +311,7 @@ Deno.test("hostile DoViewChange sent to a replica that is not the new primary do
   const backup = makeReplica(2);
   deliver(backup, {
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 1, // Its primary is replica 1.
     lastNormalView: 0,
     opNumber: 0,
@@ -295,9 +331,19 @@ Deno.test("hostile StartViewChange claiming to come from the replica itself does
   replica.onPersisted(lastPersistId(replica.drainEffects()));
   replica.drainEffects();
   assert.equal(replica.status, "view_change");
-  const forged = deliver(replica, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  const forged = deliver(replica, {
+    type: "start_view_change",
+    epoch: 0,
+    viewNumber: 1,
+    replica: 2,
+  });
   assert.deepEqual(sentTypes(forged), []);
-  const genuine = deliver(replica, { type: "start_view_change", viewNumber: 1, replica: 0 });
+  const genuine = deliver(replica, {
+    type: "start_view_change",
+    epoch: 0,
+    viewNumber: 1,
+    replica: 0,
+  });
   assert.deepEqual(sentTypes(genuine), ["do_view_change>1"]);
 });
 
@@ -319,6 +365,7 @@ Deno.test("hostile RecoveryResponse claiming isPrimary from a backup of its view
   const nonce = recovery.message.nonce;
   const response = (replica: number, isPrimary: boolean): Message => ({
     type: "recovery_response",
+    epoch: 0,
     viewNumber: 0, // Its primary is replica 0.
     nonce,
     isPrimary,
@@ -351,13 +398,14 @@ Deno.test("hostile DoViewChange with a commit-number beyond the chosen log does 
     commitNumber: 2,
     logTrusted: true,
   }, log);
-  deliver(primary, { type: "start_view_change", viewNumber: 4, replica: 2 });
+  deliver(primary, { type: "start_view_change", epoch: 0, viewNumber: 4, replica: 2 });
   assert.equal(primary.status, "view_change");
   assert.equal(primary.viewNumber, 4);
   // A DoViewChange from an older normal view claims op 5 is committed: the chosen log (ours, of
   // view 3) ends at op 2. It used to fail "the chosen log lacks committed entries".
   deliver(primary, {
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 4,
     lastNormalView: 1,
     opNumber: 5,
@@ -371,6 +419,7 @@ Deno.test("hostile DoViewChange with a commit-number beyond the chosen log does 
   // The genuine DoViewChange of r2 (re-sent every retry) completes the view change.
   deliver(primary, {
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 4,
     lastNormalView: 3,
     opNumber: 2,
@@ -397,11 +446,12 @@ Deno.test("hostile DoViewChange whose log contradicts a committed entry is not c
     commitNumber: 2,
     logTrusted: true,
   }, log);
-  deliver(primary, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  deliver(primary, { type: "start_view_change", epoch: 0, viewNumber: 1, replica: 2 });
   // Last normal in view 0 too, with a longer log, so the paper's choice; but its op 2, created in
   // view 1, is not the committed op 2 of view 0. It used to fail "committed op 2 differs".
   deliver(primary, {
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 1,
     lastNormalView: 0,
     opNumber: 4,
@@ -424,6 +474,7 @@ Deno.test("hostile StartView contradicting a committed entry is ignored and the 
   // "From" r1, the primary of view 1: op 2 created in view 1, though op 2 of view 0 is committed.
   cluster.inject(1, 2, {
     type: "start_view",
+    epoch: 0,
     viewNumber: 1,
     anchorOpNumber: 0,
     entries: [entry(1, 0), entry(2, 1), entry(3, 1)],
@@ -445,6 +496,7 @@ Deno.test("hostile Prepare whose entry is stamped before the log's last entry is
   const backup = makeReplica(1);
   deliver(backup, {
     type: "prepare",
+    epoch: 0,
     viewNumber: 0,
     entries: [entry(1, 0, 1_000)],
     commitNumber: 0,
@@ -453,6 +505,7 @@ Deno.test("hostile Prepare whose entry is stamped before the log's last entry is
   // Each message's timestamps are in order (the codec checks), but op 2 goes back from op 1.
   deliver(backup, {
     type: "prepare",
+    epoch: 0,
     viewNumber: 0,
     entries: [entry(2, 0, 500)],
     commitNumber: 0,
@@ -465,6 +518,7 @@ Deno.test("hostile NewState whose entry is stamped before the log's last entry i
   const backup = makeReplica(1);
   deliver(backup, {
     type: "prepare",
+    epoch: 0,
     viewNumber: 0,
     entries: [entry(1, 0, 1_000)],
     commitNumber: 0,
@@ -472,6 +526,7 @@ Deno.test("hostile NewState whose entry is stamped before the log's last entry i
   });
   deliver(backup, {
     type: "new_state",
+    epoch: 0,
     viewNumber: 0,
     normal: true,
     anchorOpNumber: 1,
@@ -493,9 +548,10 @@ Deno.test("hostile NewState with committed entries stamped before the log's last
     commitNumber: 1,
     logTrusted: true,
   });
-  deliver(other, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  deliver(other, { type: "start_view_change", epoch: 0, viewNumber: 1, replica: 2 });
   deliver(other, {
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 1,
     lastNormalView: 0,
     opNumber: 3,
@@ -505,6 +561,7 @@ Deno.test("hostile NewState with committed entries stamped before the log's last
   });
   deliver(other, {
     type: "new_state",
+    epoch: 0,
     viewNumber: 0,
     normal: true,
     anchorOpNumber: 1,
@@ -519,7 +576,7 @@ Deno.test("hostile NewState with committed entries stamped before the log's last
 
 Deno.test("hostile Commit naming an op-number beyond OP_NUMBER_MAX asks for no state", () => {
   const backup = makeReplica(1);
-  const message = { type: "commit", viewNumber: 0, replica: 0, readRound: 0 } as const;
+  const message = { type: "commit", epoch: 0, viewNumber: 0, replica: 0, readRound: 0 } as const;
   const effects = deliver(backup, { ...message, commitNumber: OP_NUMBER_MAX + 1 });
   assert.deepEqual(effects, []);
   // Within the bound, a Commit beyond the log is a reason to fetch state (§5.2).
@@ -687,6 +744,9 @@ class FuzzGroup {
     for (;;) {
       for (const effect of replica.drainEffects()) {
         if (effect.type === "send") {
+          // A forged StartEpoch or NewEpoch may name members beyond the group's three: nothing
+          // answers at their addresses, as on a network.
+          if (effect.to >= this.replicas.length) continue;
           this.inFlight.push({ to: effect.to, message: effect.message });
           if (effect.message.type === "recovery") this.recoveryNonces[i] = effect.message.nonce;
         } else if (effect.type === "reply") {
@@ -697,6 +757,10 @@ class FuzzGroup {
           this.disks[i]!.truncateBefore(effect.beforeOpNumber);
         } else if (effect.type === "send_checkpoint_chunks") {
           // The fuzz group's replicas never checkpoint (the default interval): nothing to send.
+        } else if (effect.type === "shut_down") {
+          // Only a replica that left the group shuts down, and the fuzz group never reconfigures:
+          // no forged message may make one leave.
+          assert.fail(`r${i} shut down in epoch ${effect.epoch}, yet no reconfiguration ran`);
         } else {
           this.#pending[i]!.push(effect);
         }
@@ -950,6 +1014,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       const first = Math.max(1, room(n2));
       return {
         type: "prepare",
+        epoch: 0,
         viewNumber: n0,
         entries: makeEntries(first, n0),
         commitNumber: n1,
@@ -957,17 +1022,18 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       };
     }
     case "prepare_ok":
-      return { type: "prepare_ok", viewNumber: n0, opNumber: n1, replica, readRound: n2 };
+      return { type: "prepare_ok", epoch: 0, viewNumber: n0, opNumber: n1, replica, readRound: n2 };
     case "commit":
-      return { type: "commit", viewNumber: n0, commitNumber: n1, replica, readRound: n2 };
+      return { type: "commit", epoch: 0, viewNumber: n0, commitNumber: n1, replica, readRound: n2 };
     case "start_view_change":
-      return { type: "start_view_change", viewNumber: n0, replica };
+      return { type: "start_view_change", epoch: 0, viewNumber: n0, replica };
     case "do_view_change": {
       if (spec.flags[1]) {
         // The sender's own DoViewChange, for any view and any commit-number up to its own.
         const commitNumber = Math.min(n2, sender.commitNumber);
         return {
           type: "do_view_change",
+          epoch: 0,
           viewNumber: Math.max(n0, sender.lastNormalView + 1),
           lastNormalView: sender.lastNormalView,
           opNumber: sender.opNumber,
@@ -979,6 +1045,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       const commitNumber = room(n2);
       return {
         type: "do_view_change",
+        epoch: 0,
         viewNumber: n0,
         lastNormalView: Math.min(n1, n0),
         opNumber: commitNumber + count,
@@ -991,6 +1058,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       const anchor = room(n1);
       return {
         type: "start_view",
+        epoch: 0,
         viewNumber: n0,
         anchorOpNumber: anchor,
         entries: makeEntries(anchor + 1, n0),
@@ -1000,15 +1068,16 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       };
     }
     case "request_start_view":
-      return { type: "request_start_view", viewNumber: n0, commitNumber: n1, replica };
+      return { type: "request_start_view", epoch: 0, viewNumber: n0, commitNumber: n1, replica };
     case "recovery":
-      return { type: "recovery", nonce: n0, commitNumber: n1, replica };
+      return { type: "recovery", epoch: 0, nonce: n0, commitNumber: n1, replica };
     case "recovery_response": {
       const nonce = spec.flags[1] ? group.recoveryNonces[to]! : n3;
       if (spec.flags[0]) {
         const anchor = room(n1);
         return {
           type: "recovery_response",
+          epoch: 0,
           viewNumber: n0,
           nonce,
           isPrimary: true,
@@ -1021,6 +1090,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       }
       return {
         type: "recovery_response",
+        epoch: 0,
         viewNumber: n0,
         nonce,
         isPrimary: false,
@@ -1032,7 +1102,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       };
     }
     case "get_state":
-      return { type: "get_state", viewNumber: n0, opNumber: n1, replica };
+      return { type: "get_state", epoch: 0, viewNumber: n0, opNumber: n1, replica };
     case "new_state": {
       if (spec.flags[1]) {
         // Entries of the sender's log after any anchor within it, up to `count` of them.
@@ -1040,6 +1110,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
         const last = Math.min(anchor + count, sender.opNumber);
         return {
           type: "new_state",
+          epoch: 0,
           viewNumber: n0,
           normal: spec.flags[0]!,
           anchorOpNumber: anchor,
@@ -1053,6 +1124,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       const opNumber = count > 0 ? Math.max(n2, anchor + count) : n2;
       return {
         type: "new_state",
+        epoch: 0,
         viewNumber: n0,
         normal: spec.flags[0]!,
         anchorOpNumber: anchor,
@@ -1071,16 +1143,18 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       });
       // Metadata that decodes, for the checkpoint's op-number, unless flags[1]: arbitrary bytes.
       const metadata = spec.flags[1]
-        ? new Uint8Array(CHECKPOINT_METADATA_BYTES).fill(n3 % 256)
+        ? new Uint8Array(CHECKPOINT_METADATA_BYTES + 16).fill(n3 % 256)
         : encodeCheckpointMetadata({
           opNumber: n1,
           entryViewNumber: Math.min(n0, resolve(spec.entryView, target, sender)),
           entryTimestamp: spec.timestampStep,
           requestNumberFloor: 0,
           tableChunkCount: Math.min(n2, count + 1),
+          membership: initialMembership(["fuzz:0", "fuzz:1", "fuzz:2"]),
         });
       return {
         type: "checkpoint_manifest",
+        epoch: 0,
         viewNumber: n0,
         opNumber: n1,
         metadata,
@@ -1093,6 +1167,7 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       for (let index = 0; index < count; index++) indexes.add(index);
       return {
         type: "get_checkpoint_chunks",
+        epoch: 0,
         opNumber: n1,
         indexes: [...indexes].slice(0, CHECKPOINT_CHUNKS_PER_REQUEST_MAX),
         replica,
@@ -1102,8 +1177,29 @@ function forge(group: FuzzGroup, to: number, spec: MessageSpec): ReplicaMessage 
       // A chunk of the forged checkpoint above (its hash matches), or of none at all.
       const index = spec.flags[1] ? n2 % CHUNK_INDEX_LIMIT : count;
       const bytes = spec.flags[0] ? forgedChunk(index) : kvGet(`not a chunk ${n3}`);
-      return { type: "checkpoint_chunk", opNumber: n1, index, bytes, replica };
+      return { type: "checkpoint_chunk", epoch: 0, opNumber: n1, index, bytes, replica };
     }
+    case "start_epoch":
+    case "new_epoch": {
+      // A membership of some epoch (the next one unless flags[0]) that keeps the group's
+      // addresses and adds `count` new ones; its members are one to three of them.
+      const epoch = spec.flags[0] ? Math.min(n0, EPOCH_MAX) : 1;
+      const addresses = ["fuzz:0", "fuzz:1", "fuzz:2"];
+      for (let index = 0; index < count; index++) addresses.push(`fuzz:${3 + index}`);
+      const members = [...new Set([n3 % addresses.length, addresses.length - 1, 0])];
+      return {
+        type: spec.type,
+        epoch,
+        opNumber: Math.min(n1, OP_NUMBER_MAX),
+        startViewNumber: Math.min(n2, VIEW_NUMBER_MAX),
+        addresses,
+        members: spec.flags[1] ? members : members.slice(0, 1),
+        previousMembers: epoch === 0 ? [] : [0, 1, 2],
+        replica,
+      };
+    }
+    case "epoch_started":
+      return { type: "epoch_started", epoch: spec.flags[0] ? Math.min(n0, EPOCH_MAX) : 1, replica };
   }
 }
 
@@ -1239,6 +1335,14 @@ function liesAboutItsLog(group: FuzzGroup, message: ReplicaMessage): boolean {
       // The fuzz's replicas make no checkpoint (`LIMITS_DEFAULT.checkpointOpsInterval` ops are
       // far away): every manifest describes committed state its sender does not hold.
       return true;
+    case "start_epoch":
+    case "new_epoch":
+      // The fuzz group never reconfigures: every membership names an epoch its sender is not in
+      // (epoch 0 has no StartEpoch), or one it is in with members it does not have.
+      return true;
+    case "epoch_started":
+      // No replica is in an epoch after 0 to have started it.
+      return message.epoch !== 0;
     case "prepare_ok":
     case "start_view_change":
     case "request_start_view":

@@ -175,6 +175,7 @@ Deno.test("§4.1 backup accepts a Prepare only in order and asks for state on a 
   const backup = makeReplica(1);
   const prepare = (entries: LogEntry[], commitNumber = 0): Message => ({
     type: "prepare",
+    epoch: 0,
     viewNumber: 0,
     entries,
     commitNumber,
@@ -188,7 +189,7 @@ Deno.test("§4.1 backup accepts a Prepare only in order and asks for state on a 
   const oks = sendsOf(persist(backup, first), "prepare_ok");
   assert.deepEqual(oks, [{
     to: 0,
-    message: { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1, readRound: 0 },
+    message: { type: "prepare_ok", epoch: 0, viewNumber: 0, opNumber: 1, replica: 1, readRound: 0 },
   }]);
 
   // Op 3 with op 2 missing: not appended; the backup asks its primary for the state after op 1.
@@ -197,7 +198,7 @@ Deno.test("§4.1 backup accepts a Prepare only in order and asks for state on a 
   assert.equal(backup.logEntry(3), undefined);
   assert.deepEqual(sendsOf(gap, "get_state"), [{
     to: 0,
-    message: { type: "get_state", viewNumber: 0, opNumber: 1, replica: 1 },
+    message: { type: "get_state", epoch: 0, viewNumber: 0, opNumber: 1, replica: 1 },
   }]);
   assert.deepEqual(
     sendsOf(gap, "prepare_ok").map((s) => s.message.opNumber),
@@ -226,6 +227,7 @@ Deno.test("§4.1 PrepareOk is cumulative and the primary commits after f of them
   persist(primary, primary.drainEffects());
   const ok = (opNumber: number, replica: number): Message => ({
     type: "prepare_ok",
+    epoch: 0,
     viewNumber: 0,
     opNumber,
     replica,
@@ -424,8 +426,8 @@ Deno.test("§4.1 idle primary sends Commit as a heartbeat and backups execute up
   cluster.tick(0, 1);
   const commits = cluster.peek(ofType("commit"));
   assert.deepEqual(commits.map((e) => [e.to, e.message]), [
-    [1, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0, readRound: 0 }],
-    [2, { type: "commit", viewNumber: 0, commitNumber: 1, replica: 0, readRound: 0 }],
+    [1, { type: "commit", epoch: 0, viewNumber: 0, commitNumber: 1, replica: 0, readRound: 0 }],
+    [2, { type: "commit", epoch: 0, viewNumber: 0, commitNumber: 1, replica: 0, readRound: 0 }],
   ]);
   cluster.run();
   for (const i of [1, 2]) {
@@ -454,9 +456,19 @@ Deno.test("§4.2 backup that hears nothing starts a view change and persists the
   assert.deepEqual(effects.map((e) => e.type), ["persist_superblock"], "nothing sent yet");
   const superblock = effects[0]!;
   assert.ok(superblock.type === "persist_superblock");
-  assert.deepEqual(superblock.superblock, { viewNumber: 1, lastNormalView: 0, recovering: false });
+  assert.deepEqual(superblock.superblock, {
+    epoch: 0,
+    viewNumber: 1,
+    lastNormalView: 0,
+    recovering: false,
+  });
   // Messages produced meanwhile are held too.
-  const meanwhile = step(backup, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  const meanwhile = step(backup, {
+    type: "start_view_change",
+    epoch: 0,
+    viewNumber: 1,
+    replica: 2,
+  });
   assert.deepEqual(meanwhile, []);
   backup.onPersisted(superblock.id);
   const after = backup.drainEffects();
@@ -476,6 +488,7 @@ Deno.test("§4.2 new primary picks the log with the latest last-normal view, the
     entries: LogEntry[],
   ): DoViewChange => ({
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 2,
     lastNormalView,
     opNumber: entries.length,
@@ -488,8 +501,12 @@ Deno.test("§4.2 new primary picks the log with the latest last-normal view, the
     const primary = makeReplica(2, { n: 5, ...(plantedBug ? { plantedBug } : {}) });
     const effects = [...stepDurable(primary, a), ...stepDurable(primary, b)];
     assert.equal(primary.status, "view_change");
-    effects.push(...stepDurable(primary, { type: "start_view_change", viewNumber: 2, replica: 3 }));
-    effects.push(...stepDurable(primary, { type: "start_view_change", viewNumber: 2, replica: 4 }));
+    effects.push(
+      ...stepDurable(primary, { type: "start_view_change", epoch: 0, viewNumber: 2, replica: 3 }),
+    );
+    effects.push(
+      ...stepDurable(primary, { type: "start_view_change", epoch: 0, viewNumber: 2, replica: 4 }),
+    );
     assert.equal(primary.status, "normal");
     assert.equal(primary.viewNumber, 2);
     return { primary, effects };
@@ -526,6 +543,7 @@ Deno.test("§4.2 StartView installs the log and backups PrepareOk uncommitted en
   const backup = makeReplica(1);
   const effects = step(backup, {
     type: "start_view",
+    epoch: 0,
     viewNumber: 2,
     anchorOpNumber: 0,
     entries: [entry(1, 0), entry(2, 0), entry(3, 1)],
@@ -545,16 +563,22 @@ Deno.test("§4.2 StartView installs the log and backups PrepareOk uncommitted en
   );
   const superblock = effects[1]!;
   assert.ok(superblock.type === "persist_superblock");
-  assert.deepEqual(superblock.superblock, { viewNumber: 2, lastNormalView: 2, recovering: false });
+  assert.deepEqual(superblock.superblock, {
+    epoch: 0,
+    viewNumber: 2,
+    lastNormalView: 2,
+    recovering: false,
+  });
   const after = persist(backup, effects);
   assert.deepEqual(sendsOf(after), [{
     to: 2,
-    message: { type: "prepare_ok", viewNumber: 2, opNumber: 3, replica: 1, readRound: 0 },
+    message: { type: "prepare_ok", epoch: 0, viewNumber: 2, opNumber: 3, replica: 1, readRound: 0 },
   }]);
   // A StartView from a replica that is not the view's primary is ignored.
   const other = makeReplica(1);
   step(other, {
     type: "start_view",
+    epoch: 0,
     viewNumber: 2,
     anchorOpNumber: 0,
     entries: [entry(1, 0)],
@@ -573,9 +597,10 @@ Deno.test("§4.2 StartView installs the log and backups PrepareOk uncommitted en
 function primaryFetchingCommitsMeetsLaterView(normal: boolean) {
   const r1 = makeReplica(1);
   persist(r1, r1.drainEffects());
-  stepDurable(r1, { type: "start_view_change", viewNumber: 1, replica: 2 });
+  stepDurable(r1, { type: "start_view_change", epoch: 0, viewNumber: 1, replica: 2 });
   const fetch = stepDurable(r1, {
     type: "do_view_change",
+    epoch: 0,
     viewNumber: 1,
     lastNormalView: 0,
     opNumber: 2,
@@ -586,6 +611,7 @@ function primaryFetchingCommitsMeetsLaterView(normal: boolean) {
   assert.equal(sendsOf(fetch, "get_state").length, 1, "the new primary fetches ops 1..2");
   const effects = stepDurable(r1, {
     type: "new_state",
+    epoch: 0,
     viewNumber: 3,
     normal,
     anchorOpNumber: 0,
@@ -644,11 +670,19 @@ Deno.test("§4.3 recovering replica takes part in nothing until f+1 responses wi
   // Meanwhile it ignores every other message and every request.
   const sentBefore = cluster.sent.filter(from(2)).length;
   const extra: ReplicaMessage[] = [
-    { type: "prepare", viewNumber: 0, entries: [entry(3, 0)], commitNumber: 2, replica: 0 },
-    { type: "commit", viewNumber: 0, commitNumber: 2, replica: 0, readRound: 0 },
-    { type: "start_view_change", viewNumber: 1, replica: 1 },
+    {
+      type: "prepare",
+      epoch: 0,
+      viewNumber: 0,
+      entries: [entry(3, 0)],
+      commitNumber: 2,
+      replica: 0,
+    },
+    { type: "commit", epoch: 0, viewNumber: 0, commitNumber: 2, replica: 0, readRound: 0 },
+    { type: "start_view_change", epoch: 0, viewNumber: 1, replica: 1 },
     {
       type: "do_view_change",
+      epoch: 0,
       viewNumber: 2,
       lastNormalView: 0,
       opNumber: 0,
@@ -658,6 +692,7 @@ Deno.test("§4.3 recovering replica takes part in nothing until f+1 responses wi
     },
     {
       type: "start_view",
+      epoch: 0,
       viewNumber: 1,
       anchorOpNumber: 0,
       entries: [],
@@ -665,7 +700,7 @@ Deno.test("§4.3 recovering replica takes part in nothing until f+1 responses wi
       commitNumber: 0,
       replica: 1,
     },
-    { type: "get_state", viewNumber: 0, opNumber: 0, replica: 1 },
+    { type: "get_state", epoch: 0, viewNumber: 0, opNumber: 0, replica: 1 },
   ];
   for (const message of extra) cluster.inject(message.replica, 2, message);
   cluster.run(to(2));
@@ -831,6 +866,7 @@ Deno.test("§5.2 a lagging backup catches up by GetState/NewState", () => {
   const getState = cluster.peek(ofType("get_state", 2));
   assert.deepEqual(getState.map((e) => [e.to, e.message]), [[0, {
     type: "get_state",
+    epoch: 0,
     viewNumber: 0,
     opNumber: 0,
     replica: 2,
@@ -890,6 +926,7 @@ Deno.test("§5.3 DoViewChange carries only the uncommitted suffix", () => {
   assert.equal(fetch.length, 1);
   assert.deepEqual(fetch[0]!.message, {
     type: "get_state",
+    epoch: 0,
     viewNumber: 1,
     opNumber: 0,
     replica: 1,
@@ -984,6 +1021,7 @@ Deno.test("§6.2 at low load a Prepare wakes only the f backups a commit needs; 
     ]);
     const ok = step(primary, {
       type: "prepare_ok",
+      epoch: 0,
       viewNumber: 0,
       opNumber: op,
       replica: 1,
@@ -1023,7 +1061,14 @@ Deno.test("§6.2 as the load rises the spare gets every Prepare again, after wha
     [1, [2]],
     [2, [1, 2]],
   ]);
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 2, replica: 2, readRound: 0 });
+  step(primary, {
+    type: "prepare_ok",
+    epoch: 0,
+    viewNumber: 0,
+    opNumber: 2,
+    replica: 2,
+    readRound: 0,
+  });
   assert.equal(primary.commitNumber, 2);
   // Nothing is left for a catch-up tick to send.
   assert.deepEqual(preparesOverTicks(primary, 5), []);
@@ -1043,7 +1088,14 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   // Backup 1 is down from the start. The spare gets op 1 at its catch-up and acknowledges it: op 1
   // commits.
   assert.deepEqual(preparesOverTicks(primary, 5), [[5, [[2, [1]]]]]);
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 2, readRound: 0 });
+  step(primary, {
+    type: "prepare_ok",
+    epoch: 0,
+    viewNumber: 0,
+    opNumber: 1,
+    replica: 2,
+    readRound: 0,
+  });
   assert.equal(primary.commitNumber, 1);
   // At the next tick backup 1, which holds op 1 unacknowledged, becomes the spare: later lone
   // requests go to backup 2 at once.
@@ -1054,7 +1106,14 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   // Backup 1 down with op 1 unacknowledged, while the spare answered a heartbeat: at the swap the
   // spare is sent op 1 at once, without waiting for its catch-up.
   const down = makeReplica(0, SLOW_CATCH_UP);
-  step(down, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica: 2, readRound: 0 });
+  step(down, {
+    type: "prepare_ok",
+    epoch: 0,
+    viewNumber: 0,
+    opNumber: 0,
+    replica: 2,
+    readRound: 0,
+  });
   stepDurable(down, request(1, 1, kvSet("a", "1")));
   assert.deepEqual(preparesOverTicks(down, 2), [[2, [[2, [1]]]]]);
   assert.equal(down.spareSwaps, 1);
@@ -1062,11 +1121,11 @@ Deno.test("§6.2 a prompt backup that stops acknowledging trades places with the
   // the spare has acknowledged no more than it.
   const far = makeReplica(0, SLOW_CATCH_UP);
   for (const replica of [1, 2]) {
-    step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 0, replica, readRound: 0 });
+    step(far, { type: "prepare_ok", epoch: 0, viewNumber: 0, opNumber: 0, replica, readRound: 0 });
   }
   stepDurable(far, request(1, 1, kvSet("a", "1")));
   assert.deepEqual(preparesOverTicks(far, 4), []);
-  step(far, { type: "prepare_ok", viewNumber: 0, opNumber: 1, replica: 1, readRound: 0 });
+  step(far, { type: "prepare_ok", epoch: 0, viewNumber: 0, opNumber: 1, replica: 1, readRound: 0 });
   assert.equal(far.commitNumber, 1);
   assert.equal(far.spareSwaps, 0);
 });
@@ -1128,6 +1187,7 @@ Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later 
   // Op 1 commits: ops 3 and 4 go out in one Prepare.
   const ok = step(primary, {
     type: "prepare_ok",
+    epoch: 0,
     viewNumber: 0,
     opNumber: 1,
     replica: 1,
@@ -1136,7 +1196,14 @@ Deno.test("§6.2 at most preparesInFlightMax Prepares await their commit; later 
   assert.equal(primary.commitNumber, 1);
   assert.deepEqual(preparedTo1(ok), [[3, 4]]);
   // A cumulative PrepareOk commits everything: the next request goes out at once.
-  step(primary, { type: "prepare_ok", viewNumber: 0, opNumber: 4, replica: 1, readRound: 0 });
+  step(primary, {
+    type: "prepare_ok",
+    epoch: 0,
+    viewNumber: 0,
+    opNumber: 4,
+    replica: 1,
+    readRound: 0,
+  });
   assert.equal(primary.commitNumber, 4);
   assert.deepEqual(preparedTo1(stepDurable(primary, request(5, 1, kvSet("e", "1")))), [[5]]);
   // The limit is a positive integer.
@@ -1229,7 +1296,7 @@ Deno.test("restart of a former primary starts the next view", () => {
 
 /** A PrepareOk from `replica` echoing read round `readRound`. */
 function echo(replica: number, opNumber: number, readRound: number): Message {
-  return { type: "prepare_ok", viewNumber: 0, opNumber, replica, readRound };
+  return { type: "prepare_ok", epoch: 0, viewNumber: 0, opNumber, replica, readRound };
 }
 
 Deno.test("§6.3 a read is answered without a log entry once f backups echo a round begun after it", () => {
@@ -1312,6 +1379,7 @@ Deno.test("§6.3 a backup echoes the latest read round of its view in every Prep
   const backup = makeReplica(1);
   const commit = (readRound: number): Message => ({
     type: "commit",
+    epoch: 0,
     viewNumber: 0,
     commitNumber: 0,
     replica: 0,

@@ -457,6 +457,7 @@ function defect2(plantedBug: PlantedBug | undefined, box: { cluster?: Cluster } 
   } else {
     assert.deepEqual(asked, {
       type: "request_start_view",
+      epoch: 0,
       viewNumber: 3,
       commitNumber: 0,
       replica: 1,

@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { GROUP_CLIENT_ID } from "../vr/membership.ts";
 import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { crc32c } from "../lib/crc32c.ts";
@@ -31,6 +32,8 @@ export class InvariantViolation extends Error {
 }
 
 interface ReplicaTrack {
+  /** §7 Views are of an epoch: (epoch, view) never goes back. */
+  epoch: number;
   viewNumber: number;
   commitNumber: number;
   status: Status;
@@ -71,6 +74,8 @@ export class Checker {
   /** How many replies were reads answered without the log. */
   readsChecked = 0;
   readonly #tracks: (ReplicaTrack | undefined)[];
+  /** The latest (epoch, view) some replica was normal in. */
+  #maxNormalEpoch = 0;
   #maxNormalView = 0;
   viewChanges = 0;
 
@@ -88,10 +93,16 @@ export class Checker {
     return this.#committed[opNumber - 1];
   }
 
+  /** Room to track machines with ids up to `count - 1` (new members of later epochs). */
+  grow(count: number): void {
+    while (this.#tracks.length < count) this.#tracks.push(undefined);
+  }
+
   onStart(index: number, replica: Replica): void {
     // A restart from disk replays its committed prefix: it must agree with everyone's.
     this.#checkCommits(index, replica, 0);
     this.#tracks[index] = {
+      epoch: replica.epoch,
       viewNumber: replica.viewNumber,
       commitNumber: replica.commitNumber,
       status: replica.status,
@@ -106,7 +117,10 @@ export class Checker {
   afterStep(index: number, replica: Replica, cause: string): void {
     const track = this.#tracks[index];
     if (track === undefined) throw new InvariantViolation(`r${index} stepped while down`);
-    if (replica.viewNumber < track.viewNumber) {
+    if (replica.epoch < track.epoch) {
+      this.#fail(index, cause, `epoch went back from ${track.epoch} to ${replica.epoch}`);
+    }
+    if (replica.epoch === track.epoch && replica.viewNumber < track.viewNumber) {
       this.#fail(index, cause, `view went back from ${track.viewNumber} to ${replica.viewNumber}`);
     }
     if (replica.commitNumber < track.commitNumber) {
@@ -126,7 +140,9 @@ export class Checker {
         `its log starts after op ${replica.logBaseOpNumber}, beyond its checkpoint of op ${covered}`,
       );
     }
-    if (enteredNormal && track.status === "recovering") {
+    if (enteredNormal && track.status === "recovering" && track.epoch === replica.epoch) {
+      // (A recovery that ended with a Reconfiguration, §7, enters the new epoch's first view as
+      // any member does: it promised nothing there, and catches up like a slow backup.)
       // Durability through recovery: see `committedAtRecoveryStart`.
       for (let op = replica.logBaseOpNumber + 1; op <= track.committedAtRecoveryStart; op++) {
         const entry = replica.logEntry(op);
@@ -139,9 +155,11 @@ export class Checker {
         }
       }
     }
+    const latest = replica.epoch > this.#maxNormalEpoch ||
+      (replica.epoch === this.#maxNormalEpoch && replica.viewNumber >= this.#maxNormalView);
     if (enteredNormal) {
-      if (replica.isPrimary && replica.viewNumber >= this.#maxNormalView) {
-        if (replica.viewNumber > 0) this.viewChanges++;
+      if (replica.isPrimary && latest) {
+        if (replica.viewNumber > replica.membership.startViewNumber) this.viewChanges++;
         // Durability: the new primary's log holds every committed op.
         for (let op = replica.logBaseOpNumber + 1; op <= this.#committed.length; op++) {
           const entry = replica.logEntry(op);
@@ -154,8 +172,12 @@ export class Checker {
           }
         }
       }
-      if (replica.viewNumber > this.#maxNormalView) this.#maxNormalView = replica.viewNumber;
+      if (latest) {
+        this.#maxNormalEpoch = replica.epoch;
+        this.#maxNormalView = replica.viewNumber;
+      }
     }
+    track.epoch = replica.epoch;
     track.viewNumber = replica.viewNumber;
     track.commitNumber = replica.commitNumber;
     track.status = replica.status;
@@ -242,6 +264,17 @@ export class Checker {
         continue;
       }
       if (op !== this.#committed.length + 1) this.#fail(index, "commit", `hole before op ${op}`);
+      if (entry.clientId === GROUP_CLIENT_ID) {
+        // §7 The group's own entry: the state machine and the client table never see it.
+        this.#committed.push(entry);
+        this.#results.push(new Uint8Array());
+        this.#digests.push(this.#digests[this.#digests.length - 1]!);
+        this.#sizes.push(this.#sizes[this.#sizes.length - 1]!);
+        this.#clientTableDigests.push(
+          this.#clientTableDigests[this.#clientTableDigests.length - 1]!,
+        );
+        continue;
+      }
       const key = `${entry.clientId}:${entry.requestNumber}`;
       const earlier = this.#requests.get(key);
       if (earlier !== undefined) {

@@ -10,6 +10,7 @@
 import type { StateMachine } from "../app/state_machine.ts";
 import { sha256 } from "../lib/sha256.ts";
 import { type Checkpoint, CheckpointRestorer } from "../vr/checkpoint.ts";
+import type { Membership } from "../vr/membership.ts";
 import type { LogEntry } from "../vr/message.ts";
 import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
 
@@ -19,7 +20,7 @@ const CHECKPOINTS_KEPT = 2;
 /** The effects that are persists, applied in order. */
 export type PersistEffect = Extract<
   Effect,
-  { type: "persist_log" | "persist_superblock" | "install_checkpoint" }
+  { type: "persist_log" | "persist_superblock" | "install_checkpoint" | "persist_membership" }
 >;
 
 /** A checkpoint on the disk, with its chunks. */
@@ -29,7 +30,9 @@ export interface StoredCheckpoint {
 }
 
 export class MemoryDisk {
-  superblock: Superblock = { viewNumber: 0, lastNormalView: 0, recovering: false };
+  superblock: Superblock = { epoch: 0, viewNumber: 0, lastNormalView: 0, recovering: false };
+  /** §7 The membership last persisted; kept, like the superblock, when the log is lost. */
+  membership: Membership | undefined;
   /** The op-number of `log[0]`. */
   logStartOpNumber = 1;
   log: LogEntry[] = [];
@@ -50,6 +53,9 @@ export class MemoryDisk {
   /** Apply one persist effect; throws if it would leave a hole in the log. */
   apply(effect: PersistEffect): void {
     switch (effect.type) {
+      case "persist_membership":
+        this.membership = effect.membership;
+        return;
       case "persist_superblock":
         this.superblock = effect.superblock;
         if (effect.superblock.recovering) this.logIntact = true;
@@ -162,6 +168,7 @@ export class MemoryDisk {
     }
     return {
       superblock: this.superblock,
+      membership: this.membership,
       checkpoint,
       logStartOpNumber: this.logStartOpNumber,
       log: this.log.slice(),

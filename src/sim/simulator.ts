@@ -18,6 +18,7 @@ import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
 import { crc32c } from "../lib/crc32c.ts";
 import { Prng } from "../lib/prng.ts";
 import { LIMITS_DEFAULT, TIMING_DEFAULT } from "../vr/constants.ts";
+import { MEMBERS_MAX } from "../vr/membership.ts";
 import type { ClientMessage, ClientReplyMessage, Message } from "../vr/message.ts";
 import { describeMessage } from "../vr/message.ts";
 import { type Effect, type PlantedBug, Replica } from "../vr/replica.ts";
@@ -37,6 +38,8 @@ import {
 export const TICK_UNITS = 10;
 /** Protocol client ids start here, so they never look like small numbers by accident. */
 const CLIENT_ID_BASE = 1_000;
+/** §7 The administrator's client id. */
+const ADMIN_CLIENT_ID = CLIENT_ID_BASE - 1;
 /**
  * More events pending than this is a message storm (a few hundred is usual, even at high load):
  * the seed fails with a message instead of the simulator running out of memory (seed 788778535).
@@ -161,6 +164,17 @@ export interface SwarmParameters {
     readonly checkpointWriteAmplificationMax: number;
     readonly checkpointWriteUnits: number;
   };
+  /**
+   * §7 The reconfiguration of the seed: issued by an administrator at `atUnits` (in the safety
+   * phase), from the group of `replicaCount` to `addresses` (machine ids: the first replicaCount
+   * are the initial members, the ones after are new machines, started as new processes).
+   */
+  readonly reconfiguration: {
+    readonly plan: ReconfigurationPlan;
+    readonly atUnits: number;
+    /** The new configuration, as machine ids. */
+    readonly members: readonly number[];
+  };
   readonly limits: {
     readonly operationBytesMax: number;
     readonly pipelineOpsMax: number;
@@ -172,6 +186,9 @@ export interface SwarmParameters {
     readonly transferBytesMax: number;
   };
 }
+
+/** §7 What a seed's reconfiguration does. */
+export type ReconfigurationPlan = "none" | "grow" | "shrink" | "replace_one" | "replace_all";
 
 /** The size of a large value (see `SwarmParameters.largeValueProbability`). */
 const LARGE_VALUE_BYTES = 3_000;
@@ -213,6 +230,8 @@ export interface SimulationOptions {
    * restarts without entries it acknowledged, and a committed op can be lost.
    */
   readonly trustDamagedLogs?: boolean | undefined;
+  /** §7 Whether seeds draw a reconfiguration (default true); false: none, as before §7. */
+  readonly reconfigure?: boolean | undefined;
 }
 
 export const SAFETY_UNITS_DEFAULT = 20_000;
@@ -260,6 +279,12 @@ export interface SimulationStats {
   /** §5.1 Checkpoint chunks sent, and chunks a fetching replica found in its own state. */
   checkpointChunksSent: number;
   checkpointChunksReused: number;
+  /** §7 Reconfigurations issued, epochs started (the latest epoch reached), old replicas shut down. */
+  reconfigurations: number;
+  epochsStarted: number;
+  shutDowns: number;
+  /** §7.4 Times a client learned a new configuration from a replica. */
+  clientsRedirected: number;
 }
 
 /** Stats with every count at zero. */
@@ -293,6 +318,10 @@ export function emptyStats(): SimulationStats {
     checkpointTransfers: 0,
     checkpointChunksSent: 0,
     checkpointChunksReused: 0,
+    reconfigurations: 0,
+    epochsStarted: 0,
+    shutDowns: 0,
+    clientsRedirected: 0,
   };
 }
 
@@ -382,7 +411,8 @@ export function drawParameters(
     quickRestartProbability: prng.pick([0, 0.3, 0.7]),
     recoveryCrashProbability: prng.pick([0, 0.3, 0.6]),
     logPackOps: prng.pick([1, 2, 16, 1024]),
-    quietPrepareBackups: prng.pick([1, replicaCount]),
+    // The second: every backup, also after a reconfiguration grows the group (§7).
+    quietPrepareBackups: prng.pick([1, replicaCount]) === 1 ? 1 : MEMBERS_MAX,
     spareSwapTicks: prng.int(1, 5),
     spareCatchUpTicks: prng.int(1, TIMING_DEFAULT.heartbeatTicks),
     // Drawn even when forced, so that forcing it leaves the rest of the seed unchanged.
@@ -404,7 +434,50 @@ export function drawParameters(
       drawCheckpoints(prng),
       options.defaultCheckpoints === true ? DEFAULT_CHECKPOINTS : undefined,
     ),
+    // Drawn last, so that the draws before are as they were.
+    reconfiguration: drawReconfiguration(prng, replicaCount, options),
   };
+}
+
+/** §7 A reconfiguration in most seeds: grow, shrink, replace one member or all of them. */
+function drawReconfiguration(
+  prng: Prng,
+  count: number,
+  options: SimulationOptions,
+): SwarmParameters["reconfiguration"] {
+  const plans: ReconfigurationPlan[] = count === 1
+    ? ["none", "grow", "replace_all", "grow"]
+    : count === 3
+    ? ["none", "grow", "replace_one", "replace_all", "grow", "replace_one", "replace_all"]
+    : ["none", "shrink", "replace_one", "replace_all", "shrink", "replace_one", "shrink"];
+  const drawn = prng.pick(plans);
+  const safety = options.safetyUnits ?? SAFETY_UNITS_DEFAULT;
+  const atUnits = 100 + Math.floor(prng.float() * safety * 0.6);
+  const position = prng.int(0, count - 1);
+  const second = prng.int(0, Math.max(0, count - 2));
+  const plan = options.reconfigure === false ? "none" : drawn;
+  const initial = Array.from({ length: count }, (_, id) => id);
+  let members: number[];
+  switch (plan) {
+    case "none":
+      members = initial;
+      break;
+    case "grow":
+      members = [...initial, count, count + 1];
+      break;
+    case "shrink": {
+      members = initial.filter((id) => id !== position);
+      members.splice(second % members.length, 1);
+      break;
+    }
+    case "replace_one":
+      members = initial.map((id) => id === position ? count : id);
+      break;
+    case "replace_all":
+      members = initial.map((id) => count + id);
+      break;
+  }
+  return { plan, atUnits, members };
 }
 
 /** The core's checkpoint limits, and instant checkpoint writes. */
@@ -468,6 +541,8 @@ type SimEvent =
     readonly quick: boolean;
   }
   | { readonly kind: "heal" }
+  /** §7 The administrator's next step (issue, or retry, its Reconfiguration or CheckEpoch). */
+  | { readonly kind: "admin"; readonly generation: number }
   | {
     /** A checkpoint write is done (`SwarmParameters.checkpoints.checkpointWriteUnits`). */
     readonly kind: "checkpointed";
@@ -488,7 +563,13 @@ class SimReplica {
   /** `replica.checkpointStats.chunksReused` already counted in the stats. */
   chunksReusedCounted = 0;
   /** The durable state: what survives a crash. */
-  readonly disk = new MemoryDisk();
+  disk = new MemoryDisk();
+  /** §7 A machine new to the group: not started before the reconfiguration, then as standby. */
+  isNew = false;
+  /** §7 It left the group and shut down (for good). */
+  shutDown = false;
+  /** §7 A new machine that was normal in the new epoch once: from then on, one of the group. */
+  joined = false;
   pendingWrites: PendingWrite[] = [];
   /** A checkpoint being written (§5.1): on the disk once its "checkpointed" event comes. */
   checkpointWrite: StoredCheckpoint | undefined;
@@ -522,6 +603,9 @@ interface ClientOperation {
 class SimClient {
   requestNumber = 0;
   viewGuess = 0;
+  /** §7.4 The members of the configuration it knows (machine ids), and its epoch. */
+  members: number[] = [];
+  epoch = 0;
   pending: ClientOperation | undefined;
   /** Bumped whenever the client's timer is re-armed, to ignore stale timer events. */
   generation = 0;
@@ -561,6 +645,13 @@ class Simulation {
   readonly livenessUnitsMax: number;
   readonly addresses: string[];
   readonly plantedBug: PlantedBug | undefined;
+  /** §7 The administrator: its stage, request-numbers and timer generation. */
+  admin: {
+    stage: "waiting" | "reconfiguring" | "checking" | "done";
+    requestNumber: number;
+    generation: number;
+    readonly node: number;
+  };
 
   constructor(readonly options: SimulationOptions) {
     this.seed = options.seed;
@@ -591,11 +682,24 @@ class Simulation {
     );
     this.addresses = [];
     for (let i = 0; i < p.replicaCount; i++) this.addresses.push(`sim:${i}`);
-    this.checker = new Checker(p.replicaCount, p.clientsMax);
-    for (let i = 0; i < p.replicaCount; i++) this.replicas.push(new SimReplica(i));
-    for (let i = 0; i < p.clientCount; i++) {
-      this.clients.push(new SimClient(i, CLIENT_ID_BASE + i, p.replicaCount + i));
+    const machines = Math.max(p.replicaCount, ...p.reconfiguration.members.map((id) => id + 1));
+    this.checker = new Checker(machines, p.clientsMax);
+    for (let i = 0; i < machines; i++) {
+      const sim = new SimReplica(i);
+      sim.isNew = i >= p.replicaCount;
+      this.replicas.push(sim);
     }
+    for (let i = 0; i < p.clientCount; i++) {
+      const client = new SimClient(i, CLIENT_ID_BASE + i, machines + i);
+      client.members = Array.from({ length: p.replicaCount }, (_, id) => id);
+      this.clients.push(client);
+    }
+    this.admin = {
+      stage: p.reconfiguration.plan === "none" ? "done" : "waiting",
+      requestNumber: 0,
+      generation: 0,
+      node: machines + p.clientCount,
+    };
   }
 
   run(): SimulationResult {
@@ -632,8 +736,11 @@ class Simulation {
   }
 
   #runPhases(): void {
-    for (const sim of this.replicas) this.#start(sim);
+    for (const sim of this.replicas) if (!sim.isNew) this.#start(sim);
     for (const client of this.clients) this.#scheduleClient(client, this.workloadPrng.int(0, 50));
+    if (this.admin.stage === "waiting") {
+      this.queue.push(this.parameters.reconfiguration.atUnits, { kind: "admin", generation: 0 });
+    }
     this.queue.push(this.parameters.faultIntervalUnits, { kind: "fault" });
     this.#runUntil(this.safetyUnits);
 
@@ -642,7 +749,7 @@ class Simulation {
     this.#traceLine("LIVENESS heal, restart every replica, no more faults");
     this.network.heal();
     this.network.setFaultsEnabled(false);
-    for (const sim of this.replicas) if (!sim.up) this.#start(sim);
+    for (const sim of this.replicas) if (!sim.up && this.#started(sim)) this.#start(sim);
     const deadline = this.now + this.livenessUnitsMax;
     while (this.now < deadline) {
       this.#runUntil(Math.min(deadline, this.now + 100));
@@ -658,16 +765,37 @@ class Simulation {
     // Invariant 7: the clients' history is linearizable.
     const result = checkLinearizable(this.history);
     if (!result.ok) throw new InvariantViolation(`linearizability: ${result.message}`);
-    this.checker.checkFinal(this.replicas.map((sim) => sim.replica!));
+    this.checker.checkFinal(this.#finalMembers().map((sim) => sim.replica!));
+  }
+
+  /** The machines of the group at the end: the new configuration's, or the initial one. */
+  #finalMembers(): SimReplica[] {
+    const ids = this.admin.stage === "done" && this.parameters.reconfiguration.plan !== "none"
+      ? this.parameters.reconfiguration.members
+      : this.replicas.filter((sim) => !sim.isNew).map((sim) => sim.index);
+    return ids.map((id) => this.replicas[id]!);
+  }
+
+  /** Whether `sim` was started once and has not shut down: a machine of the run. */
+  #started(sim: SimReplica): boolean {
+    if (sim.shutDown) return false;
+    return !sim.isNew || this.admin.stage !== "waiting";
   }
 
   #converged(): boolean {
     if (this.clients.some((client) => client.pending !== undefined)) return false;
-    const first = this.replicas[0]!.replica;
-    if (first === undefined) return false;
+    if (this.admin.stage !== "done") return false;
+    const members = this.#finalMembers();
+    // §7.3: the replicas that left shut themselves down.
     for (const sim of this.replicas) {
+      if (!members.includes(sim) && this.#started(sim)) return false;
+    }
+    const first = members[0]!.replica;
+    if (first === undefined) return false;
+    for (const sim of members) {
       const replica = sim.replica;
       if (replica === undefined || replica.status !== "normal") return false;
+      if (replica.epoch !== first.epoch) return false;
       if (replica.viewNumber !== first.viewNumber) return false;
       if (replica.commitNumber !== this.checker.committedCount) return false;
       if (replica.opNumber !== replica.commitNumber) return false;
@@ -678,8 +806,9 @@ class Simulation {
   #describeReplicas(): string {
     return this.replicas.map((sim) => {
       const r = sim.replica;
-      if (r === undefined) return `r${sim.index}:down`;
-      return `r${sim.index}:${r.status} v${r.viewNumber} op${r.opNumber} k${r.commitNumber}`;
+      if (sim.shutDown) return `r${sim.index}:shut-down`;
+      if (r === undefined) return `r${sim.index}:${this.#started(sim) ? "down" : "unstarted"}`;
+      return `r${sim.index}:${r.status} e${r.epoch} v${r.viewNumber} op${r.opNumber} k${r.commitNumber}`;
     }).join(" ");
   }
 
@@ -723,7 +852,7 @@ class Simulation {
         return this.#injectFault();
       case "restart": {
         const sim = this.replicas[event.replica]!;
-        if (sim.up) return;
+        if (sim.up || sim.shutDown) return;
         this.#start(sim);
         if (this.phase !== "safety") return;
         const p = this.parameters;
@@ -777,6 +906,9 @@ class Simulation {
           this.#traceLine("HEAL network");
         }
         return;
+      case "admin":
+        if (event.generation === this.admin.generation) this.#adminStep();
+        return;
     }
   }
 
@@ -786,15 +918,20 @@ class Simulation {
     sim.incarnation++;
     const index = sim.index;
     const app = this.parameters.readsWithoutLog ? new KvStore() : new LogOnlyKvStore();
-    const durable = sim.fresh ? undefined : sim.disk.load(app);
+    // §7 A new process that never learned its group starts afresh, as a standby.
+    const standby = sim.isNew && (sim.fresh || sim.disk.membership === undefined);
+    if (standby) sim.disk = new MemoryDisk();
+    const durable = sim.fresh || standby ? undefined : sim.disk.load(app);
     sim.fresh = false;
     sim.pendingWrites = [];
     sim.checkpointWrite = undefined;
     sim.writeDoneAt = this.now;
     const replica = new Replica({
       chunkHash: sha256,
-      replicaIndex: index,
+      replicaIndex: sim.isNew ? 0 : index,
       addresses: this.addresses,
+      // A new machine's address; it waits for a StartEpoch unless its disk names its group.
+      standby: sim.isNew ? { address: `sim:${index}` } : undefined,
       app,
       seed: this.seedPrng.nextUint32(),
       durable,
@@ -941,6 +1078,17 @@ class Simulation {
     }
   }
 
+  /** §7.1 A replica that left and saw f'+1 new members start stops for good. */
+  #shutDown(sim: SimReplica): void {
+    this.#traceLine(`SHUTDOWN r${sim.index} ${this.#replicaState(sim.replica!)}`);
+    this.stats.shutDowns++;
+    sim.shutDown = true;
+    sim.replica = undefined;
+    sim.incarnation++;
+    this.network.setNodeUp(sim.index, false);
+    this.checker.onCrash(sim.index);
+  }
+
   #deliver(delivery: Delivery<Message>): void {
     if (!this.network.onDeliver(delivery)) return;
     const to = delivery.to;
@@ -958,6 +1106,8 @@ class Simulation {
       if (delivery.message.type === "get_state") this.stats.stateTransfers++;
       replica.onMessage(delivery.message);
       this.#afterStep(sim, delivery.message.type);
+    } else if (to === this.admin.node) {
+      this.#adminReceive(delivery.message as ClientReplyMessage);
     } else {
       const client = this.clients[to - this.replicas.length]!;
       this.#clientReceive(client, delivery.message as ClientReplyMessage);
@@ -1007,11 +1157,16 @@ class Simulation {
     const reused = replica.checkpointStats.chunksReused;
     this.stats.checkpointChunksReused += reused - sim.chunksReusedCounted;
     sim.chunksReusedCounted = reused;
+    if (sim.isNew && !sim.joined && replica.status === "normal" && replica.isMember) {
+      sim.joined = true;
+    }
     if (sim.storageFault && replica.status === "normal") {
       // Normal again: through §4.3 recovery, it holds the primary's log (see the checker).
       sim.storageFault = false;
       this.#traceLine(`r${sim.index} is normal again after losing what its disk acknowledged`);
     }
+    if (replica.epoch > this.stats.epochsStarted) this.stats.epochsStarted = replica.epoch;
+    let shutDown = false;
     for (const effect of effects) {
       switch (effect.type) {
         case "send":
@@ -1019,7 +1174,9 @@ class Simulation {
           break;
         case "reply": {
           const clientIndex = effect.clientId - CLIENT_ID_BASE;
-          if (clientIndex >= 0 && clientIndex < this.clients.length) {
+          if (effect.clientId === ADMIN_CLIENT_ID) {
+            this.network.send(sim.index, this.admin.node, effect.message, this.now);
+          } else if (clientIndex >= 0 && clientIndex < this.clients.length) {
             this.checker.onReplySent(effect.message);
             this.network.send(
               sim.index,
@@ -1057,15 +1214,20 @@ class Simulation {
             this.stats.checkpointChunksSent++;
             this.network.send(sim.index, effect.to, {
               type: "checkpoint_chunk",
+              epoch: replica.epoch,
               opNumber: effect.opNumber,
               index: chunkIndex,
               bytes: chunks[position]!,
-              replica: sim.index,
+              replica: replica.replicaIndex,
             }, this.now);
           });
           break;
         }
+        case "shut_down":
+          shutDown = true;
+          break;
         case "install_checkpoint":
+        case "persist_membership":
         case "persist_log":
         case "persist_superblock": {
           if (effect.type === "install_checkpoint") this.stats.checkpointTransfers++;
@@ -1082,6 +1244,84 @@ class Simulation {
         }
       }
     }
+    if (shutDown) this.#shutDown(sim);
+  }
+
+  // ---------------------------------------------------------------- §7 the administrator
+
+  /** Issue, or re-send, the Reconfiguration, then the CheckEpoch (§7.3), until answered. */
+  #adminStep(): void {
+    const admin = this.admin;
+    const plan = this.parameters.reconfiguration;
+    if (admin.stage === "done") return;
+    if (admin.stage === "waiting") {
+      const after = Math.floor((plan.members.length - 1) / 2);
+      if (this.#faulty() > after) {
+        // As an operator would: the group is to have at most f' replicas faulty once it runs.
+        this.queue.push(this.now + 50, { kind: "admin", generation: admin.generation });
+        return;
+      }
+      // The new machines start as new processes, waiting to be told their group.
+      for (const sim of this.replicas) if (sim.isNew && !sim.up) this.#start(sim);
+      admin.stage = "reconfiguring";
+      admin.requestNumber = 1;
+      this.stats.reconfigurations++;
+      this.#traceLine(
+        `RECONFIGURE ${plan.plan} to ${plan.members.map((id) => `r${id}`).join(",")}`,
+      );
+    }
+    if (admin.stage === "reconfiguring") {
+      const message: ClientMessage = {
+        type: "reconfiguration",
+        clientId: ADMIN_CLIENT_ID,
+        requestNumber: admin.requestNumber,
+        epoch: 0,
+        addresses: plan.members.map((id) => `sim:${id}`),
+      };
+      // To the old group, and to the new one (which answers a retry once it runs).
+      for (const sim of this.replicas) this.network.send(admin.node, sim.index, message, this.now);
+    } else {
+      const message: ClientMessage = {
+        type: "check_epoch",
+        clientId: ADMIN_CLIENT_ID,
+        requestNumber: admin.requestNumber,
+        epoch: 1,
+      };
+      for (const id of plan.members) this.network.send(admin.node, id, message, this.now);
+    }
+    admin.generation++;
+    this.queue.push(this.now + this.parameters.requestTimeoutUnits, {
+      kind: "admin",
+      generation: admin.generation,
+    });
+  }
+
+  #adminReceive(message: ClientReplyMessage): void {
+    const admin = this.admin;
+    if (message.type === "rejected") {
+      throw new InvariantViolation(
+        `administrator: request ${message.requestNumber} rejected: ${message.reason}`,
+      );
+    }
+    if (message.type !== "configuration" || message.requestNumber !== admin.requestNumber) return;
+    const wanted = this.parameters.reconfiguration.members.map((id) => `sim:${id}`).join(",");
+    if (message.epoch < 1) return;
+    if (message.epoch !== 1 || message.addresses.join(",") !== wanted) {
+      throw new InvariantViolation(
+        `administrator: told epoch ${message.epoch} is ${message.addresses.join(",")}, ` +
+          `wanted epoch 1 with ${wanted}`,
+      );
+    }
+    if (admin.stage === "reconfiguring") {
+      this.#traceLine("RECONFIGURED: epoch 1 began; checking it (§7.3)");
+      admin.stage = "checking";
+      admin.requestNumber = 2;
+      this.#adminStep();
+    } else if (admin.stage === "checking") {
+      this.#traceLine("CHECKED: epoch 1 runs; the old machines may go");
+      admin.stage = "done";
+      admin.generation++;
+    }
   }
 
   // ---------------------------------------------------------------- faults
@@ -1093,7 +1333,9 @@ class Simulation {
     this.queue.push(this.now + p.faultIntervalUnits, { kind: "fault" });
     if (prng.chance(p.crashProbability)) {
       // At most f replicas crashed or recovering at once (§4.3's fault model).
-      const candidates = this.replicas.filter((sim) => sim.up && this.#mayCrash(sim));
+      const candidates = this.replicas.filter((sim) =>
+        sim.up && this.#started(sim) && this.#mayCrash(sim)
+      );
       if (candidates.length > 0) {
         const primary = this.#currentPrimary();
         const sim = primary !== undefined && candidates.includes(primary) &&
@@ -1107,7 +1349,7 @@ class Simulation {
     }
     if (prng.chance(p.partitionProbability)) {
       this.network.heal();
-      const replicas = this.replicas.map((sim) => sim.index);
+      const replicas = this.replicas.filter((sim) => this.#started(sim)).map((sim) => sim.index);
       const kind = prng.int(0, 5);
       if (replicas.length >= 2) {
         if (kind === 0) {
@@ -1124,7 +1366,7 @@ class Simulation {
         } else if (kind === 2) {
           const from = prng.pick(replicas);
           let to = prng.pick(replicas);
-          if (to === from) to = (from + 1) % replicas.length;
+          if (to === from) to = replicas[(replicas.indexOf(from) + 1) % replicas.length]!;
           this.network.cutOneWay(from, to);
           this.#traceLine(`PARTITION one-way r${from} -/-> r${to}`);
         } else if (kind === 3) {
@@ -1185,7 +1427,12 @@ class Simulation {
 
   /** The number of faulty replicas the group tolerates: f, with 2f + 1 replicas. */
   #f(): number {
-    return Math.floor((this.parameters.replicaCount - 1) / 2);
+    const before = Math.floor((this.parameters.replicaCount - 1) / 2);
+    if (this.admin.stage === "waiting") return before;
+    // §7 During and after a reconfiguration: the old group must commit it and serve the state,
+    // the new one must start, with at most the smaller f faulty across both.
+    const after = Math.floor((this.parameters.reconfiguration.members.length - 1) / 2);
+    return Math.min(before, after);
   }
 
   /**
@@ -1193,6 +1440,8 @@ class Simulation {
    * acknowledged, and it is not normal since): at most f at once in the safety phase.
    */
   #isFaulty(sim: SimReplica): boolean {
+    // A new machine that never joined holds nothing the group relies on: not a fault.
+    if (!this.#started(sim) || (sim.isNew && !sim.joined)) return false;
     return !sim.up || sim.replica!.status === "recovering" || sim.storageFault;
   }
 
@@ -1246,8 +1495,16 @@ class Simulation {
         this.#scheduleClient(client, this.workloadPrng.int(0, 50));
         return;
       }
-      // §4.1: a request that timed out goes to every replica.
+      // §4.1: a request that timed out goes to every replica. §7.4: the client also asks one
+      // where the group is now, as the client library does.
       this.#clientSend(client, true);
+      const asked = this.workloadPrng.pick(client.members);
+      this.network.send(
+        client.node,
+        asked,
+        { type: "locate", clientId: client.clientId },
+        this.now,
+      );
       this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
       return;
     }
@@ -1345,8 +1602,14 @@ class Simulation {
       operation: pending.operation,
     };
     this.checker.onRequest(request);
+    if (client.members.every((id) => this.replicas[id]!.shutDown)) {
+      // Every replica it knows shut down: its operator hands it the new configuration (a real
+      // client that was away meanwhile would be given it the same way).
+      client.members = [...this.parameters.reconfiguration.members];
+      client.epoch = 1;
+    }
     if (toAll) {
-      for (const sim of this.replicas) this.network.send(client.node, sim.index, request, this.now);
+      for (const id of client.members) this.network.send(client.node, id, request, this.now);
     } else {
       // Now and then a client's guess is wrong, as a real client's can be (a stale
       // configuration, a view it missed): a read goes to a deposed primary that still believes
@@ -1355,12 +1618,23 @@ class Simulation {
       const misdirect = pending.call?.kind === "get" ? this.parameters.misdirectProbability : 0;
       const target = misdirect > 0 && this.workloadPrng.chance(misdirect)
         ? this.#misdirectTarget()
-        : client.viewGuess % this.replicas.length;
+        : client.members[client.viewGuess % client.members.length]!;
       this.network.send(client.node, target, request, this.now);
     }
   }
 
   #clientReceive(client: SimClient, message: ClientReplyMessage): void {
+    if (message.type === "configuration") {
+      // §7.4 A replica that left names the group that replaced it.
+      if (message.epoch > client.epoch) {
+        client.epoch = message.epoch;
+        client.members = message.addresses.map((address) => Number(address.slice(4)));
+        client.viewGuess = message.viewNumber;
+        this.stats.clientsRedirected++;
+        if (client.pending !== undefined) this.#clientSend(client, false);
+      }
+      return;
+    }
     if (message.type === "not_primary") {
       if (message.viewNumber > client.viewGuess) client.viewGuess = message.viewNumber;
       return;
@@ -1449,7 +1723,7 @@ class Simulation {
   }
 
   #replicaState(replica: Replica): string {
-    return `[${replica.status} v${replica.viewNumber} op${replica.opNumber} k${replica.commitNumber}]`;
+    return `[${replica.status} e${replica.epoch} v${replica.viewNumber} op${replica.opNumber} k${replica.commitNumber}]`;
   }
 
   #traceLine(text: string): void {

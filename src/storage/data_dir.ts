@@ -96,6 +96,7 @@ import {
   writeUint,
 } from "../lib/msgpack_fast.ts";
 import type { LogEntry } from "../vr/message.ts";
+import { decodeMembership, encodeMembership, type Membership } from "../vr/membership.ts";
 import type { DurableState, Effect, Superblock } from "../vr/replica.ts";
 import { assert, AssertionError } from "../vr/assert.ts";
 import { describe, readAt as readAtShared, removeIfPresent, syncDirectory } from "./_files.ts";
@@ -180,11 +181,11 @@ const READ_CHUNK_BYTES = 1024 * 1024;
 
 /** "VSSB" in little-endian: marks a superblock slot. */
 const SUPERBLOCK_MAGIC = 0x42535356;
-const SUPERBLOCK_VERSION = 1;
+const SUPERBLOCK_VERSION = 2;
 /** Magic, version, sequence, view, last normal view, recovering, checksum. */
-const SUPERBLOCK_BYTES = 40;
+const SUPERBLOCK_BYTES = 48;
 /** The bytes a slot's checksum covers: everything before the checksum. */
-const SUPERBLOCK_CHECKED_BYTES = 36;
+const SUPERBLOCK_CHECKED_BYTES = 44;
 
 const LOCK_FILE = "LOCK";
 /** The one log file of the older single-file format, migrated at open (see the module). */
@@ -201,7 +202,15 @@ const LOG_TMP_FILE = "log.tmp";
 const SUPERBLOCK_SLOT_FILES = ["superblock.a", "superblock.b"] as const;
 const SUPERBLOCK_TMP_FILE = "superblock.tmp";
 
-const SUPERBLOCK_DEFAULT: Superblock = { viewNumber: 0, lastNormalView: 0, recovering: false };
+const SUPERBLOCK_DEFAULT: Superblock = {
+  epoch: 0,
+  viewNumber: 0,
+  lastNormalView: 0,
+  recovering: false,
+};
+/** §7 The group's membership (`persist_membership`), JSON, replaced whole by a rename. */
+export const MEMBERSHIP_FILE = "membership.json";
+const MEMBERSHIP_TMP_FILE = "membership.tmp";
 
 /** A problem with the files of a data directory; the message names the file. */
 export class DataDirError extends Error {
@@ -511,7 +520,8 @@ function encodeSuperblock(sequence: number, superblock: Superblock): Uint8Array 
   view.setBigUint64(16, BigInt(superblock.viewNumber), true);
   view.setBigUint64(24, BigInt(superblock.lastNormalView), true);
   view.setUint32(32, superblock.recovering ? 1 : 0, true);
-  view.setUint32(36, crc32c(bytes.subarray(0, SUPERBLOCK_CHECKED_BYTES)), true);
+  view.setBigUint64(36, BigInt(superblock.epoch), true);
+  view.setUint32(44, crc32c(bytes.subarray(0, SUPERBLOCK_CHECKED_BYTES)), true);
   return bytes;
 }
 
@@ -525,15 +535,15 @@ function decodeSuperblock(bytes: Uint8Array, slot: number): SuperblockSlot | str
   if (bytes.length !== SUPERBLOCK_BYTES) return `is ${bytes.length} bytes, not ${SUPERBLOCK_BYTES}`;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(0, true) !== SUPERBLOCK_MAGIC) return "lacks the superblock magic";
-  if (view.getUint32(36, true) !== crc32c(bytes.subarray(0, SUPERBLOCK_CHECKED_BYTES))) {
+  if (view.getUint32(44, true) !== crc32c(bytes.subarray(0, SUPERBLOCK_CHECKED_BYTES))) {
     return "has a bad checksum";
   }
   const version = view.getUint32(4, true);
   if (version !== SUPERBLOCK_VERSION) return `has version ${version}, not ${SUPERBLOCK_VERSION}`;
-  const [sequence, viewNumber, lastNormalView] = [8, 16, 24].map((at) =>
+  const [sequence, viewNumber, lastNormalView, epoch] = [8, 16, 24, 36].map((at) =>
     Number(view.getBigUint64(at, true))
-  ) as [number, number, number];
-  if (![sequence, viewNumber, lastNormalView].every(Number.isSafeInteger)) {
+  ) as [number, number, number, number];
+  if (![sequence, viewNumber, lastNormalView, epoch].every(Number.isSafeInteger)) {
     return "holds a number beyond 2^53";
   }
   if (sequence % 2 !== slot) {
@@ -542,10 +552,29 @@ function decodeSuperblock(bytes: Uint8Array, slot: number): SuperblockSlot | str
   const recovering = view.getUint32(32, true);
   if (recovering > 1) return `has recovering flag ${recovering}`;
   if (lastNormalView > viewNumber) return "has a last normal view after its view";
-  return { sequence, superblock: { viewNumber, lastNormalView, recovering: recovering === 1 } };
+  return {
+    sequence,
+    superblock: { epoch, viewNumber, lastNormalView, recovering: recovering === 1 },
+  };
 }
 
 // ---------------------------------------------------------------- file helpers
+
+/** §7 The membership in the directory, if one was persisted; a damaged file is an error. */
+async function readMembership(path: string): Promise<Membership | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(`${path}/${MEMBERSHIP_FILE}`);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw new DataDirError(`${path}/${MEMBERSHIP_FILE}: cannot read it (${describe(error)})`);
+  }
+  const membership = decodeMembership(bytes);
+  if (typeof membership === "string") {
+    throw new DataDirError(`${path}/${MEMBERSHIP_FILE}: ${membership}`);
+  }
+  return membership;
+}
 
 /**
  * Writes are synchronous: a write into the page cache takes microseconds, far less than the round
@@ -1153,8 +1182,10 @@ export class DataDir {
           if (!isDiskFull(error)) throw error;
         });
       }
+      const membership = await readMembership(path);
       const state: DurableState | undefined = fresh ? undefined : {
         superblock: current.superblock,
+        ...(membership !== undefined ? { membership } : {}),
         // Absent means op 1 (`DurableState`): a log never truncated loads as it always did.
         ...(loaded.start > 1 ? { logStartOpNumber: loaded.start } : {}),
         log: loaded.log,
@@ -1743,13 +1774,24 @@ export class DataDir {
       for (const effect of effects) {
         if (
           effect.type !== "persist_log" && effect.type !== "persist_superblock" &&
-          effect.type !== "install_checkpoint"
+          effect.type !== "install_checkpoint" && effect.type !== "persist_membership"
         ) {
           continue;
         }
         maxId = Math.max(maxId, effect.id);
         // Durable already: an earlier attempt at this batch failed after it.
         if (effect.id <= resumeAfter) continue;
+        if (effect.type === "persist_membership") {
+          // In order: what came before it is durable first (the log up to the Reconfiguration).
+          if (group.length > 0 || this.#staged !== undefined) {
+            await this.#persistGroup(group);
+            doneId = Math.max(doneId, groupMaxId);
+            group = [];
+          }
+          await this.#writeMembership(effect.membership);
+          doneId = Math.max(doneId, effect.id);
+          continue;
+        }
         if (effect.type !== "install_checkpoint") {
           group.push(effect);
           groupMaxId = Math.max(groupMaxId, effect.id);
@@ -1771,6 +1813,29 @@ export class DataDir {
     }
     this.#resumeAfterId = undefined;
     return maxId;
+  }
+
+  /** §7 Replace the membership file: a temporary file, synced, renamed over it, the directory synced. */
+  async #writeMembership(membership: Membership): Promise<void> {
+    const tmpPath = `${this.#path}/${MEMBERSHIP_TMP_FILE}`;
+    try {
+      await Deno.writeFile(tmpPath, encodeMembership(membership));
+      if (this.#sync) {
+        const file = await Deno.open(tmpPath, { read: true, write: true });
+        try {
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+      }
+      await Deno.rename(tmpPath, `${this.#path}/${MEMBERSHIP_FILE}`);
+      if (this.#sync) await syncDirectory(this.#path);
+    } catch (error) {
+      if (isDiskFull(error)) {
+        throw new DiskFullError(tmpPath, `${tmpPath}: no room to write the membership`);
+      }
+      throw new DataDirError(`${tmpPath}: cannot write the membership (${describe(error)})`);
+    }
   }
 
   /**

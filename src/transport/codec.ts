@@ -15,32 +15,49 @@
  * request_number_query  [T, clientId, nonce]
  * request_number_reply  [T, clientId, nonce, requestNumber, replica]
  * locate                [T, clientId]
- * configuration         [T, clientId, viewNumber, replica, addresses, requestNumberFloor]
+ * reconfiguration       [T, clientId, requestNumber, epoch, addresses]
+ * check_epoch           [T, clientId, requestNumber, epoch]
+ * configuration         [T, clientId, requestNumber, epoch, viewNumber, replica, addresses,
+ *                          requestNumberFloor]
  * rejected              [T, clientId, requestNumber, reason, floor, replica]
- * prepare               [T, viewNumber, commitNumber, replica, entries]
- * prepare_ok            [T, viewNumber, opNumber, replica, readRound]
- * commit                [T, viewNumber, commitNumber, replica, readRound]
- * start_view_change     [T, viewNumber, replica]
- * do_view_change        [T, viewNumber, lastNormalView, opNumber, commitNumber, replica, entries]
- * start_view            [T, viewNumber, anchorOpNumber, opNumber, commitNumber, replica, entries]
- * request_start_view    [T, viewNumber, commitNumber, replica]
- * recovery              [T, nonce, commitNumber, replica]
- * recovery_response     [T, viewNumber, nonce, isPrimary, anchorOpNumber, opNumber, commitNumber,
- *                          replica, entries]
- * get_state             [T, viewNumber, opNumber, replica]
- * new_state             [T, viewNumber, normal, anchorOpNumber, opNumber, commitNumber, replica,
+ * prepare               [T, epoch, viewNumber, commitNumber, replica, entries]
+ * prepare_ok            [T, epoch, viewNumber, opNumber, replica, readRound]
+ * commit                [T, epoch, viewNumber, commitNumber, replica, readRound]
+ * start_view_change     [T, epoch, viewNumber, replica]
+ * do_view_change        [T, epoch, viewNumber, lastNormalView, opNumber, commitNumber, replica,
  *                          entries]
- * checkpoint_manifest   [T, viewNumber, opNumber, metadata, chunks, replica]
- * get_checkpoint_chunks [T, opNumber, indexes, replica]
- * checkpoint_chunk      [T, opNumber, index, bytes, replica]
+ * start_view            [T, epoch, viewNumber, anchorOpNumber, opNumber, commitNumber, replica,
+ *                          entries]
+ * request_start_view    [T, epoch, viewNumber, commitNumber, replica]
+ * recovery              [T, epoch, nonce, commitNumber, replica]
+ * recovery_response     [T, epoch, viewNumber, nonce, isPrimary, anchorOpNumber, opNumber,
+ *                          commitNumber, replica, entries]
+ * get_state             [T, epoch, viewNumber, opNumber, replica]
+ * new_state             [T, epoch, viewNumber, normal, anchorOpNumber, opNumber, commitNumber,
+ *                          replica, entries]
+ * checkpoint_manifest   [T, epoch, viewNumber, opNumber, metadata, chunks, replica]
+ * get_checkpoint_chunks [T, epoch, opNumber, indexes, replica]
+ * checkpoint_chunk      [T, epoch, opNumber, index, bytes, replica]
+ * start_epoch           [T, epoch, opNumber, startViewNumber, addresses, members,
+ *                          previousMembers, replica]
+ * new_epoch             [T, epoch, opNumber, startViewNumber, addresses, members,
+ *                          previousMembers, replica]
+ * epoch_started         [T, epoch, replica]
  *
  * entries    an array of [opNumber, viewNumber, clientId, requestNumber, timestamp, operation]
  * operation  msgpack bin;  result  msgpack bin;  addresses  an array of str
- * metadata   msgpack bin of CHECKPOINT_METADATA_BYTES;  bytes  msgpack bin
+ * metadata   msgpack bin of more than CHECKPOINT_METADATA_BYTES (the fixed part, then the
+ *              membership), at most CHECKPOINT_METADATA_BYTES_MAX;  bytes  msgpack bin
  * chunks     an array of [hash, length], hash a msgpack bin of CHUNK_HASH_BYTES
- * indexes    an array of integers
- * reason     a small integer: 1 conflict, 2 stale, 3 evicted, 4 too_large, 5 ahead
+ * indexes    an array of integers;  members, previousMembers  arrays of integers (member ids)
+ * reason     a small integer: 1 conflict, 2 stale, 3 evicted, 4 too_large, 5 ahead, 6 epoch,
+ *              7 bad_configuration, 8 reconfiguring
  * ```
+ *
+ * Every replica-to-replica message carries the sender's epoch right after the tag, and names its
+ * sender (`replica`) by member id: an index into the group's address book, which grows with
+ * reconfigurations, so the receiver bounds it by the size of the book it accepts
+ * (`ValidationContext.replicaCount`), not by the size of one configuration.
  *
  * Integers are msgpack integers, except that integers of 2^32 and more (timestamps in
  * milliseconds) are float64, as msgpackr writes them; the decoder accepts both, and uint64/int64.
@@ -49,8 +66,18 @@
  */
 
 import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr";
-import { CHECKPOINT_METADATA_BYTES, CHUNK_HASH_BYTES } from "../vr/checkpoint.ts";
-import { CHECKPOINT_CHUNKS_PER_REQUEST_MAX, LIMITS_DEFAULT } from "../vr/constants.ts";
+import {
+  CHECKPOINT_METADATA_BYTES,
+  CHECKPOINT_METADATA_BYTES_MAX,
+  CHUNK_HASH_BYTES,
+} from "../vr/checkpoint.ts";
+import {
+  CHECKPOINT_CHUNKS_PER_REQUEST_MAX,
+  LIMITS_DEFAULT,
+  OP_NUMBER_MAX,
+  VIEW_NUMBER_MAX,
+} from "../vr/constants.ts";
+import { ADDRESS_BOOK_MAX, ADDRESS_LENGTH_MAX, MEMBERS_MAX } from "../vr/membership.ts";
 import {
   type CheckpointChunkInfo,
   CLIENT_MESSAGE_TYPES,
@@ -99,6 +126,11 @@ export const TAG_REJECTED = 19;
 export const TAG_CHECKPOINT_MANIFEST = 20;
 export const TAG_GET_CHECKPOINT_CHUNKS = 21;
 export const TAG_CHECKPOINT_CHUNK = 22;
+export const TAG_RECONFIGURATION = 23;
+export const TAG_CHECK_EPOCH = 24;
+export const TAG_START_EPOCH = 25;
+export const TAG_NEW_EPOCH = 26;
+export const TAG_EPOCH_STARTED = 27;
 
 /** The tag of each message type; tags are never reused, so that old peers fail loudly. */
 export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
@@ -124,6 +156,11 @@ export const MESSAGE_TAGS: { readonly [type in MessageType]: number } = {
   checkpoint_manifest: TAG_CHECKPOINT_MANIFEST,
   get_checkpoint_chunks: TAG_GET_CHECKPOINT_CHUNKS,
   checkpoint_chunk: TAG_CHECKPOINT_CHUNK,
+  reconfiguration: TAG_RECONFIGURATION,
+  check_epoch: TAG_CHECK_EPOCH,
+  start_epoch: TAG_START_EPOCH,
+  new_epoch: TAG_NEW_EPOCH,
+  epoch_started: TAG_EPOCH_STARTED,
 };
 
 /** The wire code of each reason a request is rejected for; codes are never reused. */
@@ -133,6 +170,9 @@ const REJECT_REASON_CODES: { readonly [reason in RejectReason]: number } = {
   evicted: 3,
   too_large: 4,
   ahead: 5,
+  epoch: 6,
+  bad_configuration: 7,
+  reconfiguring: 8,
 };
 const REJECT_REASONS: readonly (RejectReason | undefined)[] = (() => {
   const reasons: (RejectReason | undefined)[] = [];
@@ -155,10 +195,25 @@ const TAG_TYPES: readonly (MessageType | undefined)[] = (() => {
  * it bounds the work a hostile message can cause.
  */
 export const ENTRIES_MAX = 100_000;
-/** The most addresses a Configuration may list: far more replicas than VR groups ever have. */
-export const ADDRESSES_MAX = 64;
-/** The longest address, in UTF-16 code units: room for any host name and port. */
-export const ADDRESS_LENGTH_MAX = 256;
+/**
+ * The most addresses a Configuration or a Reconfiguration may list: the most members an epoch may
+ * have (`MEMBERS_MAX`), far more replicas than VR groups ever have. A StartEpoch's or NewEpoch's
+ * address book may hold up to `ADDRESS_BOOK_MAX`.
+ */
+export const ADDRESSES_MAX = MEMBERS_MAX;
+/**
+ * The longest address, in UTF-16 code units: room for any host name and port. The core's bound
+ * (`src/vr/membership.ts`), re-exported: the wire may not carry an address the core would refuse.
+ */
+export { ADDRESS_LENGTH_MAX };
+/**
+ * The largest epoch a message may name (§7); a message naming a later one is rejected. A group
+ * moves to the next epoch only by a committed Reconfiguration, which an administrator asks for:
+ * at one a second, 2^32 epochs last 136 years. The bound keeps `epoch + 1` far from where floating
+ * point stops being exact, whatever a message names. A replica must not move past it: its
+ * messages would no longer be heard.
+ */
+export const EPOCH_MAX = 2 ** 32;
 
 /**
  * Checkpoint chunks are numbered by their place in the manifest, below 2^32 (a manifest could not
@@ -170,8 +225,8 @@ export const CHUNK_INDEX_LIMIT = 2 ** 32;
 const ENTRY_FIELDS = 6;
 /** The fields of a manifest's chunk on the wire: hash and length. */
 const CHUNK_FIELDS = 2;
-/** The longest message array: recovery_response's tag and eight fields. */
-const MESSAGE_FIELDS_MAX = 9;
+/** The longest message array: recovery_response's tag and nine fields. */
+const MESSAGE_FIELDS_MAX = 10;
 /**
  * The deepest nesting of msgpack arrays in a valid body (message, entries, entry). Checked before
  * msgpackr's recursive decoder runs so that hostile input cannot exhaust the stack.
@@ -265,10 +320,22 @@ function messageFields(message: Message): unknown[] {
       ];
     case "locate":
       return [TAG_LOCATE, message.clientId];
+    case "reconfiguration":
+      return [
+        TAG_RECONFIGURATION,
+        message.clientId,
+        message.requestNumber,
+        message.epoch,
+        message.addresses,
+      ];
+    case "check_epoch":
+      return [TAG_CHECK_EPOCH, message.clientId, message.requestNumber, message.epoch];
     case "configuration":
       return [
         TAG_CONFIGURATION,
         message.clientId,
+        message.requestNumber,
+        message.epoch,
         message.viewNumber,
         message.replica,
         message.addresses,
@@ -286,6 +353,7 @@ function messageFields(message: Message): unknown[] {
     case "prepare":
       return [
         TAG_PREPARE,
+        message.epoch,
         message.viewNumber,
         message.commitNumber,
         message.replica,
@@ -294,6 +362,7 @@ function messageFields(message: Message): unknown[] {
     case "prepare_ok":
       return [
         TAG_PREPARE_OK,
+        message.epoch,
         message.viewNumber,
         message.opNumber,
         message.replica,
@@ -302,16 +371,18 @@ function messageFields(message: Message): unknown[] {
     case "commit":
       return [
         TAG_COMMIT,
+        message.epoch,
         message.viewNumber,
         message.commitNumber,
         message.replica,
         message.readRound,
       ];
     case "start_view_change":
-      return [TAG_START_VIEW_CHANGE, message.viewNumber, message.replica];
+      return [TAG_START_VIEW_CHANGE, message.epoch, message.viewNumber, message.replica];
     case "do_view_change":
       return [
         TAG_DO_VIEW_CHANGE,
+        message.epoch,
         message.viewNumber,
         message.lastNormalView,
         message.opNumber,
@@ -322,6 +393,7 @@ function messageFields(message: Message): unknown[] {
     case "start_view":
       return [
         TAG_START_VIEW,
+        message.epoch,
         message.viewNumber,
         message.anchorOpNumber,
         message.opNumber,
@@ -330,12 +402,19 @@ function messageFields(message: Message): unknown[] {
         entriesFields(message.entries),
       ];
     case "request_start_view":
-      return [TAG_REQUEST_START_VIEW, message.viewNumber, message.commitNumber, message.replica];
+      return [
+        TAG_REQUEST_START_VIEW,
+        message.epoch,
+        message.viewNumber,
+        message.commitNumber,
+        message.replica,
+      ];
     case "recovery":
-      return [TAG_RECOVERY, message.nonce, message.commitNumber, message.replica];
+      return [TAG_RECOVERY, message.epoch, message.nonce, message.commitNumber, message.replica];
     case "recovery_response":
       return [
         TAG_RECOVERY_RESPONSE,
+        message.epoch,
         message.viewNumber,
         message.nonce,
         message.isPrimary,
@@ -346,10 +425,11 @@ function messageFields(message: Message): unknown[] {
         entriesFields(message.entries),
       ];
     case "get_state":
-      return [TAG_GET_STATE, message.viewNumber, message.opNumber, message.replica];
+      return [TAG_GET_STATE, message.epoch, message.viewNumber, message.opNumber, message.replica];
     case "new_state":
       return [
         TAG_NEW_STATE,
+        message.epoch,
         message.viewNumber,
         message.normal,
         message.anchorOpNumber,
@@ -361,6 +441,7 @@ function messageFields(message: Message): unknown[] {
     case "checkpoint_manifest":
       return [
         TAG_CHECKPOINT_MANIFEST,
+        message.epoch,
         message.viewNumber,
         message.opNumber,
         message.metadata,
@@ -368,17 +449,38 @@ function messageFields(message: Message): unknown[] {
         message.replica,
       ];
     case "get_checkpoint_chunks":
-      return [TAG_GET_CHECKPOINT_CHUNKS, message.opNumber, message.indexes, message.replica];
+      return [
+        TAG_GET_CHECKPOINT_CHUNKS,
+        message.epoch,
+        message.opNumber,
+        message.indexes,
+        message.replica,
+      ];
     case "checkpoint_chunk":
       // Written by hand (`writeFastBody`), its bytes copied once; this only for numbers the
       // hand-written path cannot write, which the receiver rejects.
       return [
         TAG_CHECKPOINT_CHUNK,
+        message.epoch,
         message.opNumber,
         message.index,
         message.bytes,
         message.replica,
       ];
+    case "start_epoch":
+    case "new_epoch":
+      return [
+        message.type === "start_epoch" ? TAG_START_EPOCH : TAG_NEW_EPOCH,
+        message.epoch,
+        message.opNumber,
+        message.startViewNumber,
+        message.addresses,
+        message.members,
+        message.previousMembers,
+        message.replica,
+      ];
+    case "epoch_started":
+      return [TAG_EPOCH_STARTED, message.epoch, message.replica];
   }
 }
 
@@ -442,20 +544,21 @@ function fastBodySize(message: Message): number {
         sizeUint(message.requestNumber) + sizeUint(message.opNumber) +
         sizeUint(message.operationChecksum) + sizeBin(message.result);
     case "prepare": {
-      let size = 2 + sizeUint(message.viewNumber) + sizeUint(message.commitNumber) +
-        sizeUint(message.replica) + sizeArrayHeader(message.entries.length);
+      let size = 2 + sizeUint(message.epoch) + sizeUint(message.viewNumber) +
+        sizeUint(message.commitNumber) + sizeUint(message.replica) +
+        sizeArrayHeader(message.entries.length);
       for (const entry of message.entries) size += sizeEntry(entry);
       return size;
     }
     case "prepare_ok":
-      return 2 + sizeUint(message.viewNumber) + sizeUint(message.opNumber) +
-        sizeUint(message.replica) + sizeUint(message.readRound);
+      return 2 + sizeUint(message.epoch) + sizeUint(message.viewNumber) +
+        sizeUint(message.opNumber) + sizeUint(message.replica) + sizeUint(message.readRound);
     case "commit":
-      return 2 + sizeUint(message.viewNumber) + sizeUint(message.commitNumber) +
-        sizeUint(message.replica) + sizeUint(message.readRound);
+      return 2 + sizeUint(message.epoch) + sizeUint(message.viewNumber) +
+        sizeUint(message.commitNumber) + sizeUint(message.replica) + sizeUint(message.readRound);
     case "checkpoint_chunk":
-      return 2 + sizeUint(message.opNumber) + sizeUint(message.index) + sizeBin(message.bytes) +
-        sizeUint(message.replica);
+      return 2 + sizeUint(message.epoch) + sizeUint(message.opNumber) +
+        sizeUint(message.index) + sizeBin(message.bytes) + sizeUint(message.replica);
     default:
       return -1;
   }
@@ -481,8 +584,9 @@ function writeFastBody(out: Uint8Array, position: number, message: Message): num
       p = writeUint(out, p, message.operationChecksum);
       return writeBin(out, p, message.result);
     case "prepare":
-      out[p++] = 0x95;
+      out[p++] = 0x96;
       out[p++] = TAG_PREPARE;
+      p = writeUint(out, p, message.epoch);
       p = writeUint(out, p, message.viewNumber);
       p = writeUint(out, p, message.commitNumber);
       p = writeUint(out, p, message.replica);
@@ -490,22 +594,25 @@ function writeFastBody(out: Uint8Array, position: number, message: Message): num
       for (const entry of message.entries) p = writeEntry(out, p, entry);
       return p;
     case "prepare_ok":
-      out[p++] = 0x95;
+      out[p++] = 0x96;
       out[p++] = TAG_PREPARE_OK;
+      p = writeUint(out, p, message.epoch);
       p = writeUint(out, p, message.viewNumber);
       p = writeUint(out, p, message.opNumber);
       p = writeUint(out, p, message.replica);
       return writeUint(out, p, message.readRound);
     case "commit":
-      out[p++] = 0x95;
+      out[p++] = 0x96;
       out[p++] = TAG_COMMIT;
+      p = writeUint(out, p, message.epoch);
       p = writeUint(out, p, message.viewNumber);
       p = writeUint(out, p, message.commitNumber);
       p = writeUint(out, p, message.replica);
       return writeUint(out, p, message.readRound);
     case "checkpoint_chunk":
-      out[p++] = 0x95;
+      out[p++] = 0x96;
       out[p++] = TAG_CHECKPOINT_CHUNK;
+      p = writeUint(out, p, message.epoch);
       p = writeUint(out, p, message.opNumber);
       p = writeUint(out, p, message.index);
       p = writeBin(out, p, message.bytes);
@@ -563,14 +670,15 @@ function decodeFast(body: Uint8Array, context: ValidationContext): Message | und
       };
     }
     case TAG_PREPARE: {
-      if (count !== 5 || context.from !== "replica") return undefined;
+      if (count !== 6 || context.from !== "replica") return undefined;
+      const epoch = r.uint();
       const viewNumber = r.uint();
       const commitNumber = r.uint();
       const replica = r.uint();
       const entryCount = r.arrayHeader();
       if (
-        viewNumber < 0 || commitNumber < 0 || replica < 0 || replica >= context.replicaCount ||
-        entryCount < 0 || entryCount > ENTRIES_MAX
+        epoch < 0 || epoch > EPOCH_MAX || viewNumber < 0 || commitNumber < 0 || replica < 0 ||
+        replica >= context.replicaCount || entryCount < 0 || entryCount > ENTRIES_MAX
       ) {
         return undefined;
       }
@@ -605,38 +713,41 @@ function decodeFast(body: Uint8Array, context: ValidationContext): Message | und
         };
       }
       if (!r.done) return undefined;
-      return { type: "prepare", viewNumber, entries, commitNumber, replica };
+      return { type: "prepare", epoch, viewNumber, entries, commitNumber, replica };
     }
     case TAG_PREPARE_OK:
     case TAG_COMMIT: {
-      if (count !== 5 || context.from !== "replica") return undefined;
+      if (count !== 6 || context.from !== "replica") return undefined;
+      const epoch = r.uint();
       const viewNumber = r.uint();
       const number = r.uint();
       const replica = r.uint();
       const readRound = r.uint();
       if (
-        viewNumber < 0 || number < 0 || replica < 0 || replica >= context.replicaCount ||
-        readRound < 0 || !r.done
+        epoch < 0 || epoch > EPOCH_MAX || viewNumber < 0 || number < 0 || replica < 0 ||
+        replica >= context.replicaCount || readRound < 0 || !r.done
       ) {
         return undefined;
       }
       return tag === TAG_PREPARE_OK
-        ? { type: "prepare_ok", viewNumber, opNumber: number, replica, readRound }
-        : { type: "commit", viewNumber, commitNumber: number, replica, readRound };
+        ? { type: "prepare_ok", epoch, viewNumber, opNumber: number, replica, readRound }
+        : { type: "commit", epoch, viewNumber, commitNumber: number, replica, readRound };
     }
     case TAG_CHECKPOINT_CHUNK: {
-      if (count !== 5 || context.from !== "replica") return undefined;
+      if (count !== 6 || context.from !== "replica") return undefined;
+      const epoch = r.uint();
       const opNumber = r.uint();
       const index = r.uint();
       const bytes = r.bin();
       const replica = r.uint();
       if (
-        opNumber < 0 || index < 0 || index >= CHUNK_INDEX_LIMIT || bytes === undefined ||
-        replica < 0 || replica >= context.replicaCount || !r.done
+        epoch < 0 || epoch > EPOCH_MAX || opNumber < 0 || index < 0 ||
+        index >= CHUNK_INDEX_LIMIT || bytes === undefined || replica < 0 ||
+        replica >= context.replicaCount || !r.done
       ) {
         return undefined;
       }
-      return { type: "checkpoint_chunk", opNumber, index, bytes, replica };
+      return { type: "checkpoint_chunk", epoch, opNumber, index, bytes, replica };
     }
     default:
       return undefined;
@@ -757,7 +868,13 @@ export interface ValidationContext {
    * replica connection), or "reply" (a replica answering a client).
    */
   readonly from: "client" | "replica" | "reply";
-  /** Number of replicas in the group: every replica index must be < this. */
+  /**
+   * The number of member ids the receiver accepts (at most `ADDRESS_BOOK_MAX`): every `replica`
+   * field, the sender's member id (an index into the group's address book, which grows with
+   * reconfigurations), must be below it. Not the size of one configuration: a member added by a
+   * reconfiguration has an id past the first configuration's, so a receiver passes the size of
+   * the address book it knows, or `ADDRESS_BOOK_MAX` to leave the check to the core.
+   */
   readonly replicaCount: number;
 }
 
@@ -833,12 +950,20 @@ function checksum(value: unknown, type: MessageType, field: string): number {
   return number;
 }
 
+/** A sender's member id, below the receiver's `ValidationContext.replicaCount`. */
 function replicaIndex(value: unknown, type: MessageType, replicaCount: number): number {
   const replica = natural(value, type, "replica");
   if (replica >= replicaCount) {
-    fail(`${type}: replica ${replica} out of range (${replicaCount} replicas)`);
+    fail(`${type}: replica ${replica} out of range (${replicaCount} member ids)`);
   }
   return replica;
+}
+
+/** §7 An epoch: a non-negative safe integer up to `EPOCH_MAX`. */
+function epochNumber(value: unknown, type: MessageType): number {
+  const epoch = natural(value, type, "epoch");
+  if (epoch > EPOCH_MAX) fail(`${type}: epoch ${epoch} exceeds ${EPOCH_MAX}`);
+  return epoch;
 }
 
 function boolean(value: unknown, type: MessageType, field: string): boolean {
@@ -876,24 +1001,71 @@ function binary(
     : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
 }
 
-function addressList(value: unknown, type: MessageType): string[] {
-  if (!Array.isArray(value)) fail(`${type}: addresses must be an array, got ${describe(value)}`);
-  if (value.length > ADDRESSES_MAX) {
-    fail(`${type}: addresses has ${value.length} elements, more than ${ADDRESSES_MAX}`);
+/**
+ * The list of strings `field`: `countMin` to `countMax` of them, each at most
+ * `ADDRESS_LENGTH_MAX` UTF-16 code units, and not empty if `nonEmpty`. Duplicates are not this
+ * codec's business: what they mean (a bad configuration, a corrupt address book) is the core's.
+ */
+function addressList(
+  value: unknown,
+  type: MessageType,
+  field: string,
+  countMin: number,
+  countMax: number,
+  nonEmpty: boolean,
+): string[] {
+  if (!Array.isArray(value)) fail(`${type}: ${field} must be an array, got ${describe(value)}`);
+  if (value.length > countMax) {
+    fail(`${type}: ${field} has ${value.length} elements, more than ${countMax}`);
+  }
+  if (value.length < countMin) {
+    fail(`${type}: ${field} has ${value.length} elements, fewer than ${countMin}`);
   }
   const out: string[] = [];
   for (let index = 0; index < value.length; index++) {
     const address: unknown = value[index];
     if (typeof address !== "string") {
-      fail(`${type}: addresses[${index}] must be a string, got ${describe(address)}`);
+      fail(`${type}: ${field}[${index}] must be a string, got ${describe(address)}`);
     }
     if (address.length > ADDRESS_LENGTH_MAX) {
       fail(
-        `${type}: addresses[${index}] is ${address.length} characters, ` +
+        `${type}: ${field}[${index}] is ${address.length} characters, ` +
           `more than ${ADDRESS_LENGTH_MAX}`,
       );
     }
+    if (nonEmpty && address.length === 0) fail(`${type}: ${field}[${index}] is empty`);
     out.push(address);
+  }
+  return out;
+}
+
+/**
+ * The member ids `field` of a StartEpoch or NewEpoch: at most `MEMBERS_MAX`, distinct, each an
+ * index into the message's address book of `bookSize` addresses.
+ */
+function memberIds(value: unknown, type: MessageType, field: string, bookSize: number): number[] {
+  if (!Array.isArray(value)) {
+    return fail(`${type}: ${field} must be an array, got ${describe(value)}`);
+  }
+  if (value.length > MEMBERS_MAX) {
+    fail(`${type}: ${field} has ${value.length} elements, more than ${MEMBERS_MAX}`);
+  }
+  const out = new Array<number>(value.length);
+  // Id to position, to name the repeated one; at most `MEMBERS_MAX`.
+  const seen = new Map<number, number>();
+  for (let position = 0; position < value.length; position++) {
+    const id = natural(value[position], type, `${field}[${position}]`);
+    if (id >= bookSize) {
+      fail(
+        `${type}: ${field}[${position}] ${id} is outside the address book (${bookSize} addresses)`,
+      );
+    }
+    const first = seen.get(id);
+    if (first !== undefined) {
+      fail(`${type}: ${field}[${position}] ${id} repeats ${field}[${first}]`);
+    }
+    seen.set(id, position);
+    out[position] = id;
   }
   return out;
 }
@@ -976,6 +1148,22 @@ function binaryOfLength(
     fail(
       `${type}: ${fieldName(field, entryIndex, list)} must be ${bytes} bytes, ` +
         `got ${out.byteLength}`,
+    );
+  }
+  return out;
+}
+
+/**
+ * A manifest's metadata, opaque here (the core decodes it, `decodeCheckpointMetadata`): the
+ * fixed part and the membership after it, so more than `CHECKPOINT_METADATA_BYTES`, and at most
+ * `CHECKPOINT_METADATA_BYTES_MAX`.
+ */
+function checkpointMetadata(value: unknown, type: MessageType): Uint8Array {
+  const out = binary(value, type, "metadata", CHECKPOINT_METADATA_BYTES_MAX);
+  if (out.byteLength <= CHECKPOINT_METADATA_BYTES) {
+    fail(
+      `${type}: metadata of ${out.byteLength} bytes must be longer than ` +
+        `${CHECKPOINT_METADATA_BYTES} (the fixed part and the membership)`,
     );
   }
   return out;
@@ -1112,14 +1300,33 @@ function toMessage(
       };
     case "locate":
       return { type, clientId: natural(f[1], type, "clientId") };
+    case "reconfiguration":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        requestNumber: natural(f[2], type, "requestNumber"),
+        epoch: epochNumber(f[3], type),
+        // Only the shape: an even, empty or repeating configuration is the replica's to answer
+        // (a Rejected "bad_configuration" the administrator sees), not a malformed message.
+        addresses: addressList(f[4], type, "addresses", 0, ADDRESSES_MAX, true),
+      };
+    case "check_epoch":
+      return {
+        type,
+        clientId: natural(f[1], type, "clientId"),
+        requestNumber: natural(f[2], type, "requestNumber"),
+        epoch: epochNumber(f[3], type),
+      };
     case "configuration":
       return {
         type,
         clientId: natural(f[1], type, "clientId"),
-        viewNumber: natural(f[2], type, "viewNumber"),
-        replica: replicaIndex(f[3], type, replicaCount),
-        addresses: addressList(f[4], type),
-        requestNumberFloor: natural(f[5], type, "requestNumberFloor"),
+        requestNumber: natural(f[2], type, "requestNumber"),
+        epoch: epochNumber(f[3], type),
+        viewNumber: natural(f[4], type, "viewNumber"),
+        replica: replicaIndex(f[5], type, replicaCount),
+        addresses: addressList(f[6], type, "addresses", 0, ADDRESSES_MAX, false),
+        requestNumberFloor: natural(f[7], type, "requestNumberFloor"),
       };
     case "rejected": {
       const code = natural(f[3], type, "reason");
@@ -1135,90 +1342,99 @@ function toMessage(
       };
     }
     case "prepare": {
-      const viewNumber = natural(f[1], type, "viewNumber");
-      const commitNumber = natural(f[2], type, "commitNumber");
-      const replica = replicaIndex(f[3], type, replicaCount);
+      const epoch = epochNumber(f[1], type);
+      const viewNumber = natural(f[2], type, "viewNumber");
+      const commitNumber = natural(f[3], type, "commitNumber");
+      const replica = replicaIndex(f[4], type, replicaCount);
       // A Prepare may start anywhere after the backup's log, and its commit-number may be ahead
       // of or behind its entries: there is nothing to check between them.
-      const entries = logEntries(f[4], type, viewNumber, -1);
-      return { type, viewNumber, entries, commitNumber, replica };
+      const entries = logEntries(f[5], type, viewNumber, -1);
+      return { type, epoch, viewNumber, entries, commitNumber, replica };
     }
     case "prepare_ok":
       return {
         type,
-        viewNumber: natural(f[1], type, "viewNumber"),
-        opNumber: natural(f[2], type, "opNumber"),
-        replica: replicaIndex(f[3], type, replicaCount),
-        readRound: natural(f[4], type, "readRound"),
+        epoch: epochNumber(f[1], type),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        opNumber: natural(f[3], type, "opNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
+        readRound: natural(f[5], type, "readRound"),
       };
     case "commit":
       return {
         type,
-        viewNumber: natural(f[1], type, "viewNumber"),
-        commitNumber: natural(f[2], type, "commitNumber"),
-        replica: replicaIndex(f[3], type, replicaCount),
-        readRound: natural(f[4], type, "readRound"),
+        epoch: epochNumber(f[1], type),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        commitNumber: natural(f[3], type, "commitNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
+        readRound: natural(f[5], type, "readRound"),
       };
     case "start_view_change":
       return {
         type,
-        viewNumber: natural(f[1], type, "viewNumber"),
-        replica: replicaIndex(f[2], type, replicaCount),
+        epoch: epochNumber(f[1], type),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        replica: replicaIndex(f[3], type, replicaCount),
       };
     case "do_view_change": {
-      const viewNumber = natural(f[1], type, "viewNumber");
-      const lastNormalView = natural(f[2], type, "lastNormalView");
-      const opNumber = natural(f[3], type, "opNumber");
-      const commitNumber = natural(f[4], type, "commitNumber");
-      const replica = replicaIndex(f[5], type, replicaCount);
+      const epoch = epochNumber(f[1], type);
+      const viewNumber = natural(f[2], type, "viewNumber");
+      const lastNormalView = natural(f[3], type, "lastNormalView");
+      const opNumber = natural(f[4], type, "opNumber");
+      const commitNumber = natural(f[5], type, "commitNumber");
+      const replica = replicaIndex(f[6], type, replicaCount);
       if (lastNormalView > viewNumber) {
         fail(`${type}: lastNormalView ${lastNormalView} exceeds viewNumber ${viewNumber}`);
       }
       checkCommitWithinOp(type, commitNumber, opNumber);
-      const entries = logEntries(f[6], type, viewNumber, commitNumber + 1);
+      const entries = logEntries(f[7], type, viewNumber, commitNumber + 1);
       if (entries.length !== opNumber - commitNumber) {
         fail(
           `${type}: entries must be commitNumber+1..opNumber (${opNumber - commitNumber} ` +
             `entries), got ${entries.length}`,
         );
       }
-      return { type, viewNumber, lastNormalView, opNumber, commitNumber, entries, replica };
+      return { type, epoch, viewNumber, lastNormalView, opNumber, commitNumber, entries, replica };
     }
     case "start_view": {
-      const viewNumber = natural(f[1], type, "viewNumber");
-      const anchorOpNumber = natural(f[2], type, "anchorOpNumber");
-      const opNumber = natural(f[3], type, "opNumber");
-      const commitNumber = natural(f[4], type, "commitNumber");
-      const replica = replicaIndex(f[5], type, replicaCount);
+      const epoch = epochNumber(f[1], type);
+      const viewNumber = natural(f[2], type, "viewNumber");
+      const anchorOpNumber = natural(f[3], type, "anchorOpNumber");
+      const opNumber = natural(f[4], type, "opNumber");
+      const commitNumber = natural(f[5], type, "commitNumber");
+      const replica = replicaIndex(f[6], type, replicaCount);
       checkCommitWithinOp(type, commitNumber, opNumber);
-      const entries = logEntries(f[6], type, viewNumber, anchorOpNumber + 1);
+      const entries = logEntries(f[7], type, viewNumber, anchorOpNumber + 1);
       checkReachesOp(type, anchorOpNumber, entries.length, opNumber);
-      return { type, viewNumber, anchorOpNumber, entries, opNumber, commitNumber, replica };
+      return { type, epoch, viewNumber, anchorOpNumber, entries, opNumber, commitNumber, replica };
     }
     case "request_start_view":
       return {
         type,
-        viewNumber: natural(f[1], type, "viewNumber"),
-        commitNumber: natural(f[2], type, "commitNumber"),
-        replica: replicaIndex(f[3], type, replicaCount),
+        epoch: epochNumber(f[1], type),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        commitNumber: natural(f[3], type, "commitNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
       };
     case "recovery":
       return {
         type,
-        nonce: natural(f[1], type, "nonce"),
-        commitNumber: natural(f[2], type, "commitNumber"),
-        replica: replicaIndex(f[3], type, replicaCount),
+        epoch: epochNumber(f[1], type),
+        nonce: natural(f[2], type, "nonce"),
+        commitNumber: natural(f[3], type, "commitNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
       };
     case "recovery_response": {
-      const viewNumber = natural(f[1], type, "viewNumber");
-      const nonce = natural(f[2], type, "nonce");
-      const isPrimary = boolean(f[3], type, "isPrimary");
-      const anchorOpNumber = natural(f[4], type, "anchorOpNumber");
-      const opNumber = natural(f[5], type, "opNumber");
-      const commitNumber = natural(f[6], type, "commitNumber");
-      const replica = replicaIndex(f[7], type, replicaCount);
+      const epoch = epochNumber(f[1], type);
+      const viewNumber = natural(f[2], type, "viewNumber");
+      const nonce = natural(f[3], type, "nonce");
+      const isPrimary = boolean(f[4], type, "isPrimary");
+      const anchorOpNumber = natural(f[5], type, "anchorOpNumber");
+      const opNumber = natural(f[6], type, "opNumber");
+      const commitNumber = natural(f[7], type, "commitNumber");
+      const replica = replicaIndex(f[8], type, replicaCount);
       checkCommitWithinOp(type, commitNumber, opNumber);
-      const entries = logEntries(f[8], type, viewNumber, anchorOpNumber + 1);
+      const entries = logEntries(f[9], type, viewNumber, anchorOpNumber + 1);
       if (isPrimary) {
         checkReachesOp(type, anchorOpNumber, entries.length, opNumber);
       } else if (entries.length > 0) {
@@ -1226,6 +1442,7 @@ function toMessage(
       }
       return {
         type,
+        epoch,
         viewNumber,
         nonce,
         isPrimary,
@@ -1239,26 +1456,29 @@ function toMessage(
     case "get_state":
       return {
         type,
-        viewNumber: natural(f[1], type, "viewNumber"),
-        opNumber: natural(f[2], type, "opNumber"),
-        replica: replicaIndex(f[3], type, replicaCount),
+        epoch: epochNumber(f[1], type),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        opNumber: natural(f[3], type, "opNumber"),
+        replica: replicaIndex(f[4], type, replicaCount),
       };
     case "new_state": {
-      const viewNumber = natural(f[1], type, "viewNumber");
-      const normal = boolean(f[2], type, "normal");
-      const anchorOpNumber = natural(f[3], type, "anchorOpNumber");
-      const opNumber = natural(f[4], type, "opNumber");
-      const commitNumber = natural(f[5], type, "commitNumber");
-      const replica = replicaIndex(f[6], type, replicaCount);
+      const epoch = epochNumber(f[1], type);
+      const viewNumber = natural(f[2], type, "viewNumber");
+      const normal = boolean(f[3], type, "normal");
+      const anchorOpNumber = natural(f[4], type, "anchorOpNumber");
+      const opNumber = natural(f[5], type, "opNumber");
+      const commitNumber = natural(f[6], type, "commitNumber");
+      const replica = replicaIndex(f[7], type, replicaCount);
       checkCommitWithinOp(type, commitNumber, opNumber);
       // The responder may send fewer entries than it holds (transfer limits), never more.
-      const entries = logEntries(f[7], type, viewNumber, anchorOpNumber + 1);
+      const entries = logEntries(f[8], type, viewNumber, anchorOpNumber + 1);
       const last = anchorOpNumber + entries.length;
       if (entries.length > 0 && last > opNumber) {
         fail(`${type}: entries end at op ${last}, past opNumber ${opNumber}`);
       }
       return {
         type,
+        epoch,
         viewNumber,
         normal,
         anchorOpNumber,
@@ -1271,28 +1491,64 @@ function toMessage(
     case "checkpoint_manifest":
       return {
         type,
-        viewNumber: natural(f[1], type, "viewNumber"),
-        opNumber: natural(f[2], type, "opNumber"),
-        // Opaque here: the core decodes it (`decodeCheckpointMetadata`) and checks it.
-        metadata: binaryOfLength(f[3], type, "metadata", CHECKPOINT_METADATA_BYTES),
-        chunks: chunkList(f[4], type),
-        replica: replicaIndex(f[5], type, replicaCount),
+        epoch: epochNumber(f[1], type),
+        viewNumber: natural(f[2], type, "viewNumber"),
+        opNumber: natural(f[3], type, "opNumber"),
+        metadata: checkpointMetadata(f[4], type),
+        chunks: chunkList(f[5], type),
+        replica: replicaIndex(f[6], type, replicaCount),
       };
     case "get_checkpoint_chunks":
       return {
         type,
-        opNumber: natural(f[1], type, "opNumber"),
-        indexes: chunkIndexes(f[2], type),
-        replica: replicaIndex(f[3], type, replicaCount),
+        epoch: epochNumber(f[1], type),
+        opNumber: natural(f[2], type, "opNumber"),
+        indexes: chunkIndexes(f[3], type),
+        replica: replicaIndex(f[4], type, replicaCount),
       };
     case "checkpoint_chunk":
       return {
         type,
-        opNumber: natural(f[1], type, "opNumber"),
-        index: chunkIndex(f[2], type, "index"),
+        epoch: epochNumber(f[1], type),
+        opNumber: natural(f[2], type, "opNumber"),
+        index: chunkIndex(f[3], type, "index"),
         // Bounded by the frame only; the receiver checks it against the manifest's hash.
-        bytes: binary(f[3], type, "bytes", Number.MAX_SAFE_INTEGER),
-        replica: replicaIndex(f[4], type, replicaCount),
+        bytes: binary(f[4], type, "bytes", Number.MAX_SAFE_INTEGER),
+        replica: replicaIndex(f[5], type, replicaCount),
+      };
+    case "start_epoch":
+    case "new_epoch": {
+      const epoch = epochNumber(f[1], type);
+      const opNumber = natural(f[2], type, "opNumber");
+      if (opNumber > OP_NUMBER_MAX) {
+        fail(`${type}: opNumber ${opNumber} exceeds ${OP_NUMBER_MAX}`);
+      }
+      const startViewNumber = natural(f[3], type, "startViewNumber");
+      if (startViewNumber > VIEW_NUMBER_MAX) {
+        fail(`${type}: startViewNumber ${startViewNumber} exceeds ${VIEW_NUMBER_MAX}`);
+      }
+      // The shape only: the core checks the membership as a whole (`membershipProblem`).
+      const addresses = addressList(f[4], type, "addresses", 1, ADDRESS_BOOK_MAX, true);
+      const members = memberIds(f[5], type, "members", addresses.length);
+      if (members.length === 0) fail(`${type}: members must not be empty`);
+      const previousMembers = memberIds(f[6], type, "previousMembers", addresses.length);
+      const replica = replicaIndex(f[7], type, replicaCount);
+      return {
+        type,
+        epoch,
+        opNumber,
+        startViewNumber,
+        addresses,
+        members,
+        previousMembers,
+        replica,
+      };
+    }
+    case "epoch_started":
+      return {
+        type,
+        epoch: epochNumber(f[1], type),
+        replica: replicaIndex(f[2], type, replicaCount),
       };
   }
 }
@@ -1305,22 +1561,27 @@ const FIELD_COUNTS: { readonly [type in MessageType]: number } = {
   request_number_query: 3,
   request_number_reply: 5,
   locate: 2,
-  configuration: 6,
+  reconfiguration: 5,
+  check_epoch: 4,
+  configuration: 8,
   rejected: 6,
-  prepare: 5,
-  prepare_ok: 5,
-  commit: 5,
-  start_view_change: 3,
-  do_view_change: 7,
-  start_view: 7,
-  request_start_view: 4,
-  recovery: 4,
-  recovery_response: 9,
-  get_state: 4,
-  new_state: 8,
-  checkpoint_manifest: 6,
-  get_checkpoint_chunks: 4,
-  checkpoint_chunk: 5,
+  prepare: 6,
+  prepare_ok: 6,
+  commit: 6,
+  start_view_change: 4,
+  do_view_change: 8,
+  start_view: 8,
+  request_start_view: 5,
+  recovery: 5,
+  recovery_response: 10,
+  get_state: 5,
+  new_state: 9,
+  checkpoint_manifest: 7,
+  get_checkpoint_chunks: 5,
+  checkpoint_chunk: 6,
+  start_epoch: 8,
+  new_epoch: 8,
+  epoch_started: 3,
 };
 
 function decodeFields(body: Uint8Array, context: ValidationContext): Message {

@@ -412,7 +412,12 @@ export class AcceptorHandshake {
       }
     }
     const target = hello.target ?? TARGET_ANY;
-    if (target !== selfIndex && (hello.role === "replica" || target !== TARGET_ANY)) {
+    // A new process not yet told its group (§7, `selfIndex` -1) does not know its member id: the
+    // StartEpoch that names it comes on a link made for that id.
+    if (
+      selfIndex >= 0 && target !== selfIndex &&
+      (hello.role === "replica" || target !== TARGET_ANY)
+    ) {
       return {
         hello,
         refuse: `the link was made for replica ${target}, this is replica ${selfIndex} ` +

@@ -13,7 +13,8 @@
 import { sha256 } from "../lib/sha256.ts";
 import process from "node:process";
 import { beginSnapshotOf, type StateMachine } from "../app/state_machine.ts";
-import type { ServerConfig } from "../config.ts";
+import { parseAddress, type ServerConfig } from "../config.ts";
+import { ADDRESS_BOOK_MAX, memberAddresses } from "../vr/membership.ts";
 import {
   type CheckpointWriter,
   DataDir,
@@ -197,12 +198,24 @@ export interface NodeOptions {
   readonly limits?: Partial<Limits> | undefined;
   /** For tests: the size of a log segment (`DataDirOptions.logSegmentBytes`). */
   readonly logSegmentBytes?: number | undefined;
+  /**
+   * §7 A new process joining a group: it waits for a StartEpoch naming its address
+   * (`config.addresses[index]`), then fetches the state. Ignored once its data directory holds
+   * the group's membership (it restarts as the member it became).
+   */
+  readonly join?: boolean | undefined;
+  /** §7.1 This replica left the group and f'+1 new members started: the process may exit. */
+  readonly onShutDown?: (() => void) | undefined;
 }
 
 /** What `vstamp status` shows for one replica. */
 export interface ReplicaStatus {
+  /** The replica's member id (its index in the configuration of epoch 0; -1 before it joined). */
   readonly index: number;
   readonly address: string;
+  /** §7 The epoch, and the addresses of its members. */
+  readonly epoch: number;
+  readonly members: readonly string[];
   readonly status: string;
   readonly viewNumber: number;
   readonly role: "primary" | "backup";
@@ -245,7 +258,8 @@ export class ReplicaNode {
   readonly #options: NodeOptions;
   readonly #listener: Deno.Listener;
   readonly #dataDir: DataDir;
-  readonly #peers: PeerLink[] = [];
+  /** Outbound links by member id, made on the first message to each (`Replica.addressOf`). */
+  readonly #peers = new Map<number, PeerLink>();
   /** Reply routes, oldest first (see `CLIENT_ROUTES_MAX`). */
   readonly #clients = new Map<number, Connection>();
   /** Per connection: the client-ids routed to it, so that closing it drops only those. */
@@ -256,7 +270,7 @@ export class ReplicaNode {
   /** Client and status connections that completed their handshake. */
   readonly #clientConnections = new Set<Connection>();
   /** Per peer replica: its inbound link, once authenticated. */
-  readonly #peerInbound: (Connection | undefined)[] = [];
+  readonly #peerInbound = new Map<number, Connection>();
   readonly #limits: ConnectionLimits;
   readonly #clientReadBudget: ReadBudget;
   /** When each refusal reason was last logged. */
@@ -327,7 +341,35 @@ export class ReplicaNode {
     });
     let durable: DurableState | undefined;
     let listener: Deno.Listener;
+    const membership = opened.state?.membership;
+    const selfAddress = config.addressTexts[index]!;
     try {
+      if (options.join === true && membership === undefined && opened.state !== undefined) {
+        throw new Error(
+          `${options.dataDir} holds the state of a join that never finished (no membership): ` +
+            "remove the directory to join afresh",
+        );
+      }
+      if (membership !== undefined) {
+        const members = memberAddresses(membership);
+        if (!membership.addresses.includes(selfAddress)) {
+          throw new Error(
+            `${options.dataDir} belongs to a group without ${selfAddress} (epoch ` +
+              `${membership.epoch}: ${
+                members.join(", ")
+              }): a wrong --index, or another replica's ` +
+              "data directory",
+          );
+        }
+        const yaml = config.addressTexts.join(", ");
+        if (yaml !== members.join(", ")) {
+          options.log(
+            "warn",
+            `the configuration file lists ${yaml}, but the group is in epoch ${membership.epoch} ` +
+              `with ${members.join(", ")} (its data directory says so): using that`,
+          );
+        }
+      }
       durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
       listener = options.listener ?? listenOn(address.host, address.port, options.tls);
     } catch (error) {
@@ -338,6 +380,8 @@ export class ReplicaNode {
       chunkHash: sha256,
       replicaIndex: index,
       addresses: config.addressTexts,
+      // A new process, or one restarting before it joined: it waits to be told its group.
+      standby: options.join === true ? { address: selfAddress } : undefined,
       app: options.app,
       seed: crypto.getRandomValues(new Uint32Array(1))[0]!,
       durable,
@@ -428,7 +472,32 @@ export class ReplicaNode {
   }
 
   get address(): string {
-    return this.#options.config.addressTexts[this.#options.index]!;
+    return this.replica.address;
+  }
+
+  /**
+   * The outbound link to member `id`, made on first use from the address the core knows for it;
+   * undefined for this replica itself, or an id the core cannot place.
+   */
+  #peer(id: number): PeerLink | undefined {
+    const existing = this.#peers.get(id);
+    if (existing !== undefined) return existing;
+    const self = this.replica.replicaIndex;
+    if (id === self || self < 0) return undefined;
+    const text = this.replica.addressOf(id);
+    const address = text === undefined ? undefined : parseAddress(text);
+    if (address === undefined || "error" in address) return undefined;
+    const link = new PeerLink(
+      address,
+      self,
+      id,
+      true,
+      this.#identity,
+      this.#options.tls,
+      this.#options.log,
+    );
+    this.#peers.set(id, link);
+    return link;
   }
 
   /**
@@ -470,7 +539,9 @@ export class ReplicaNode {
     return {
       index: r.replicaIndex,
       address: this.address,
-      status: r.status,
+      epoch: r.epoch,
+      members: r.addresses,
+      status: r.shutDown ? "shut_down" : r.status,
       viewNumber: r.viewNumber,
       role: r.isPrimary ? "primary" : "backup",
       opNumber: r.opNumber,
@@ -508,7 +579,7 @@ export class ReplicaNode {
     } catch {
       // Already closed.
     }
-    for (const peer of this.#peers) peer.close();
+    for (const peer of this.#peers.values()) peer.close();
     for (const connection of this.#inbound) connection.close();
     while (this.#persisting) await new Promise((resolve) => setTimeout(resolve, 1));
     // Each stops at its next step once it sees the node closed.
@@ -517,20 +588,8 @@ export class ReplicaNode {
   }
 
   #run(): void {
-    const { config, index } = this.#options;
-    for (let peer = 0; peer < config.addresses.length; peer++) {
-      this.#peers.push(
-        new PeerLink(
-          config.addresses[peer]!,
-          index,
-          peer,
-          peer !== index,
-          this.#identity,
-          this.#options.tls,
-          this.#options.log,
-        ),
-      );
-    }
+    // Links to the members of the group, at once (the rest as the core first sends to them).
+    for (const member of this.replica.membership.members) this.#peer(member);
     const limits = this.#limits;
     const every = Math.max(
       10,
@@ -579,12 +638,13 @@ export class ReplicaNode {
     }
     const { config } = this.#options;
     const identity = this.#identity;
-    const replicaCount = config.addresses.length;
+    // Member ids grow with reconfigurations (§7): the core checks who is a member of what.
+    const replicaCount = ADDRESS_BOOK_MAX;
     const handshake = new AcceptorHandshake({
       identity,
       requireClientAuth: config.requireClientAuth,
       replicaCount,
-      selfIndex: this.#options.index,
+      selfIndex: this.replica.replicaIndex,
     });
     let state: "hello" | "challenged" | "verifying" | "ready" = "hello";
     let role: Role | undefined;
@@ -607,14 +667,14 @@ export class ReplicaNode {
       this.#handshaking.delete(connection);
       if (role === "replica") {
         // One link per peer: a new one (the peer restarted or reconnected) replaces the old.
-        this.#peerInbound[peerIndex]?.close(`replica ${peerIndex} opened a new link`);
-        this.#peerInbound[peerIndex] = connection;
+        this.#peerInbound.get(peerIndex)?.close(`replica ${peerIndex} opened a new link`);
+        this.#peerInbound.set(peerIndex, connection);
         connection.setLimits({
           frameBodyBytesMax: FRAME_BODY_BYTES_MAX,
           readBufferBytes: READ_BUFFER_BYTES_DEFAULT,
         });
         // The peer is evidently up: reconnect to it now rather than after the backoff.
-        this.#peers[peerIndex]?.reconnectNow();
+        this.#peers.get(peerIndex)?.reconnectNow();
         return true;
       }
       if (!this.#admitClient(connection)) {
@@ -731,8 +791,8 @@ export class ReplicaNode {
         this.#inbound.delete(connection);
         this.#handshaking.delete(connection);
         this.#clientConnections.delete(connection);
-        if (role === "replica" && this.#peerInbound[peerIndex] === connection) {
-          this.#peerInbound[peerIndex] = undefined;
+        if (role === "replica" && this.#peerInbound.get(peerIndex) === connection) {
+          this.#peerInbound.delete(peerIndex);
         }
         for (const clientId of this.#routesOf.get(connection) ?? []) {
           if (this.#clients.get(clientId) === connection) this.#clients.delete(clientId);
@@ -869,7 +929,7 @@ export class ReplicaNode {
             this.#prepares++;
             this.#preparedEntries += effect.message.entries.length;
           }
-          this.#peers[effect.to]!.sendFrame(lastFrame!);
+          this.#peer(effect.to)?.sendFrame(lastFrame!);
           break;
         }
         case "reply": {
@@ -882,7 +942,15 @@ export class ReplicaNode {
         case "persist_log":
         case "persist_superblock":
         case "install_checkpoint":
+        case "persist_membership":
           this.#persistQueue.push(effect);
+          break;
+        case "shut_down":
+          this.#options.log(
+            "info",
+            `left the group: epoch ${effect.epoch} runs without this replica (§7.3)`,
+          );
+          this.#options.onShutDown?.();
           break;
         case "checkpoint":
           this.#writeCheckpoint(effect);
@@ -1079,7 +1147,8 @@ export class ReplicaNode {
       }
       return;
     }
-    const peer = this.#peers[to]!;
+    const peer = this.#peer(to);
+    if (peer === undefined) return;
     for (const index of indexes) {
       if (this.#closed) return;
       if (index >= checkpoint.chunks.length) continue;
@@ -1102,10 +1171,11 @@ export class ReplicaNode {
       if (this.#closed) return;
       const frame = this.#frameOf({
         type: "checkpoint_chunk",
+        epoch: this.replica.epoch,
         opNumber,
         index,
         bytes,
-        replica: this.#options.index,
+        replica: this.replica.replicaIndex,
       });
       if (frame !== undefined) peer.sendFrame(frame);
     }

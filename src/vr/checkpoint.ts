@@ -13,7 +13,8 @@
  *
  * The metadata, 48 bytes, little-endian: u32 magic "VSMD", u32 version, f64 view-number and f64
  * timestamp of the entry at c, f64 the client table's floor, u32 how many chunks are the client
- * table's, u32 zero, f64 the op-number c. The client table's chunks: each a msgpack array of
+ * table's, u32 zero, f64 the op-number c; then the group's membership after op c (§7, JSON, see
+ * `encodeMembership`), which a replica installing the checkpoint adopts. The client table's chunks: each a msgpack array of
  * records `[client-id, request-number, op-number, operation checksum, result]`.
  *
  * @module
@@ -27,12 +28,26 @@ import {
   type StateMachine,
 } from "../app/state_machine.ts";
 import type { ClientRecord } from "./client_table.ts";
+import {
+  ADDRESS_BOOK_MAX,
+  ADDRESS_LENGTH_MAX,
+  decodeMembership,
+  encodeMembership,
+  type Membership,
+} from "./membership.ts";
 import type { CheckpointChunkInfo } from "./message.ts";
 
 /** "VSMD" in little-endian. */
 const METADATA_MAGIC = 0x444d5356;
-const METADATA_VERSION = 1;
+const METADATA_VERSION = 2;
+/** The fixed part of the metadata; the membership follows. */
 export const CHECKPOINT_METADATA_BYTES = 48;
+/**
+ * The most bytes the metadata may take: the fixed part and a membership whose address book is
+ * full (`ADDRESS_BOOK_MAX` addresses of `ADDRESS_LENGTH_MAX` characters, escaped in JSON).
+ */
+export const CHECKPOINT_METADATA_BYTES_MAX = CHECKPOINT_METADATA_BYTES +
+  ADDRESS_BOOK_MAX * (ADDRESS_LENGTH_MAX * 6 + 8) + 4096;
 /** SHA-256. */
 export const CHUNK_HASH_BYTES = 32;
 
@@ -57,10 +72,14 @@ export interface CheckpointMetadata {
   readonly requestNumberFloor: number;
   /** How many of the chunks, from the first, are the client table's. */
   readonly tableChunkCount: number;
+  /** §7 The group's membership after op `opNumber`. */
+  readonly membership: Membership;
 }
 
 export function encodeCheckpointMetadata(metadata: CheckpointMetadata): Uint8Array {
-  const bytes = new Uint8Array(CHECKPOINT_METADATA_BYTES);
+  const membership = encodeMembership(metadata.membership);
+  const bytes = new Uint8Array(CHECKPOINT_METADATA_BYTES + membership.length);
+  bytes.set(membership, CHECKPOINT_METADATA_BYTES);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, METADATA_MAGIC, true);
   view.setUint32(4, METADATA_VERSION, true);
@@ -75,15 +94,21 @@ export function encodeCheckpointMetadata(metadata: CheckpointMetadata): Uint8Arr
 
 /** The metadata, or a string saying what is wrong with the bytes. */
 export function decodeCheckpointMetadata(bytes: Uint8Array): CheckpointMetadata | string {
-  if (bytes.byteLength !== CHECKPOINT_METADATA_BYTES) {
-    return `checkpoint metadata of ${bytes.byteLength} bytes, expected ` +
-      `${CHECKPOINT_METADATA_BYTES}`;
+  if (
+    bytes.byteLength <= CHECKPOINT_METADATA_BYTES ||
+    bytes.byteLength > CHECKPOINT_METADATA_BYTES_MAX
+  ) {
+    return `checkpoint metadata of ${bytes.byteLength} bytes, expected more than ` +
+      `${CHECKPOINT_METADATA_BYTES} and at most ${CHECKPOINT_METADATA_BYTES_MAX}`;
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(0, true) !== METADATA_MAGIC) return "checkpoint metadata: bad magic";
   const version = view.getUint32(4, true);
   if (version !== METADATA_VERSION) return `checkpoint metadata: unknown version ${version}`;
+  const membership = decodeMembership(bytes.subarray(CHECKPOINT_METADATA_BYTES));
+  if (typeof membership === "string") return `checkpoint metadata: ${membership}`;
   const metadata: CheckpointMetadata = {
+    membership,
     entryViewNumber: view.getFloat64(8, true),
     entryTimestamp: view.getFloat64(16, true),
     requestNumberFloor: view.getFloat64(24, true),

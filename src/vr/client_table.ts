@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { GROUP_CLIENT_ID } from "./membership.ts";
 import type { LogEntry } from "./message.ts";
 
 export interface ClientRecord {
@@ -88,6 +89,7 @@ export class ClientTable {
 
   /** Record that `entry` was appended to the log (not yet executed). */
   onAppend(entry: LogEntry): void {
+    if (entry.clientId === GROUP_CLIENT_ID) return; // The group's own entries (§7).
     const pending = this.#pending.get(entry.clientId);
     if (pending === undefined || pending.requestNumber < entry.requestNumber) {
       this.#pending.set(entry.clientId, {

@@ -3,13 +3,18 @@
  * names. Every message is a plain object with a `type` tag so that the transport can encode it
  * with a generic codec and validate it field by field before the core sees it.
  *
- * Replica-to-replica messages carry `replica`, the sender's index. Client-facing messages carry
- * `clientId`.
+ * Replica-to-replica messages carry `replica`, the sender's member id, and `epoch`, the sender's
+ * epoch (§7). A member id names one address of the group for good: in epoch 0 the ids are the
+ * positions in the configuration; a reconfiguration gives each address new to the group the next
+ * id (`src/vr/membership.ts`). Client-facing messages carry `clientId`.
  *
  * @module
  */
 
-/** A replica's position in the configuration, 0-based. */
+/**
+ * A replica's member id: its position in the address book of the group (`Membership.addresses`),
+ * which only grows. In epoch 0 it is the replica's position in the configuration.
+ */
 export type ReplicaIndex = number;
 
 /**
@@ -112,6 +117,16 @@ export type RejectReason =
   /** The operation is larger than `Limits.operationBytesMax`. Not executed. */
   | "too_large"
   /**
+   * §7 A Reconfiguration or CheckEpoch names another epoch than the primary's (`floor` is the
+   * primary's epoch), or a request reached a primary whose log holds a Reconfiguration: the group
+   * takes no other request until the new epoch starts.
+   */
+  | "epoch"
+  /** §7 A Reconfiguration's new configuration is invalid (even size, duplicates, empty). */
+  | "bad_configuration"
+  /** §7 A Reconfiguration arrived while another one is in progress. Not executed. */
+  | "reconfiguring"
+  /**
    * The request-number is more than `REQUEST_NUMBER_AHEAD_MAX` beyond the primary's clock in
    * microseconds (or the floor): the client's clock is far ahead, or it is not numbering from its
    * clock. Not executed; `floor` is the largest number the primary would accept.
@@ -138,11 +153,45 @@ export interface Locate {
   readonly clientId: number;
 }
 
-/** §7.4 The answer to Locate. */
+/**
+ * §7 An administrator's request to change the group: from epoch `epoch` (the current one) to the
+ * configuration `addresses` (odd in number, distinct). The primary replicates it as an operation;
+ * once it commits, the group moves to epoch `epoch + 1` and the primary answers with the new
+ * `Configuration` (`requestNumber` is this request's).
+ */
+export interface Reconfiguration {
+  readonly type: "reconfiguration";
+  readonly clientId: number;
+  readonly requestNumber: number;
+  readonly epoch: number;
+  readonly addresses: readonly string[];
+}
+
+/**
+ * §7.3 An administrator asks the group of epoch `epoch` (or a later one) to confirm it is running:
+ * the primary commits it like a request, so its answer (a `Configuration`) means that a quorum of
+ * the new group holds the state, and the old machines may be turned off.
+ */
+export interface CheckEpoch {
+  readonly type: "check_epoch";
+  readonly clientId: number;
+  readonly requestNumber: number;
+  readonly epoch: number;
+}
+
+/**
+ * §7.4 The answer to Locate, Reconfiguration and CheckEpoch; also sent, unasked, to a client that
+ * reaches a replica which left the group (it names the group that replaced it).
+ */
 export interface Configuration {
   readonly type: "configuration";
   readonly clientId: number;
+  /** The request answered (Reconfiguration, CheckEpoch), 0 for Locate and unasked ones. */
+  readonly requestNumber: number;
+  /** The epoch `addresses` are the members of. */
+  readonly epoch: number;
   readonly viewNumber: number;
+  /** The members of `epoch`, in order (the primary of view v is the one at v - its first view). */
   readonly addresses: readonly string[];
   readonly replica: ReplicaIndex;
   /**
@@ -161,6 +210,8 @@ export interface Configuration {
  */
 export interface Prepare {
   readonly type: "prepare";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly entries: readonly LogEntry[];
   readonly commitNumber: number;
@@ -170,6 +221,8 @@ export interface Prepare {
 /** §4.1 A backup holds (durably) every entry of the view's log up to `opNumber`: cumulative. */
 export interface PrepareOk {
   readonly type: "prepare_ok";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly opNumber: number;
   readonly replica: ReplicaIndex;
@@ -193,6 +246,8 @@ export interface PrepareOk {
  */
 export interface Commit {
   readonly type: "commit";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly commitNumber: number;
   readonly replica: ReplicaIndex;
@@ -204,6 +259,8 @@ export interface Commit {
 
 export interface StartViewChange {
   readonly type: "start_view_change";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly replica: ReplicaIndex;
 }
@@ -214,6 +271,8 @@ export interface StartViewChange {
  */
 export interface DoViewChange {
   readonly type: "do_view_change";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   /** The latest view in which the sender's status was normal. */
   readonly lastNormalView: number;
@@ -231,6 +290,8 @@ export interface DoViewChange {
  */
 export interface StartView {
   readonly type: "start_view";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly anchorOpNumber: number;
   readonly entries: readonly LogEntry[];
@@ -245,6 +306,8 @@ export interface StartView {
  */
 export interface RequestStartView {
   readonly type: "request_start_view";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   /** The requester's commit-number: the primary ships the log after it if that fits. */
   readonly commitNumber: number;
@@ -255,6 +318,8 @@ export interface RequestStartView {
 
 export interface Recovery {
   readonly type: "recovery";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly nonce: number;
   /** The requester's commit-number: the primary ships the log after it if that fits. */
   readonly commitNumber: number;
@@ -268,6 +333,8 @@ export interface Recovery {
  */
 export interface RecoveryResponse {
   readonly type: "recovery_response";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly nonce: number;
   readonly isPrimary: boolean;
@@ -283,6 +350,8 @@ export interface RecoveryResponse {
 /** §5.2 Ask for the log after `opNumber`. */
 export interface GetState {
   readonly type: "get_state";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly opNumber: number;
   readonly replica: ReplicaIndex;
@@ -295,6 +364,8 @@ export interface GetState {
  */
 export interface NewState {
   readonly type: "new_state";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly normal: boolean;
   readonly anchorOpNumber: number;
@@ -326,6 +397,8 @@ export interface CheckpointChunkInfo {
  */
 export interface CheckpointManifest {
   readonly type: "checkpoint_manifest";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   /** The sender's view (a hint, like NewState's). */
   readonly viewNumber: number;
   /** The op-number of the last operation the checkpoint includes. */
@@ -344,6 +417,8 @@ export interface CheckpointManifest {
 /** §5.1 Ask for chunks of the checkpoint of `opNumber` (by their place in its manifest). */
 export interface GetCheckpointChunks {
   readonly type: "get_checkpoint_chunks";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly opNumber: number;
   /** Distinct, each below the chunk count; at most `CHECKPOINT_CHUNKS_PER_REQUEST_MAX` of them. */
   readonly indexes: readonly number[];
@@ -353,14 +428,64 @@ export interface GetCheckpointChunks {
 /** §5.1 One chunk of the checkpoint of `opNumber`; the receiver checks it against the hash. */
 export interface CheckpointChunk {
   readonly type: "checkpoint_chunk";
+  /** §7 The sender's epoch. */
+  readonly epoch: number;
   readonly opNumber: number;
   readonly index: number;
   readonly bytes: Uint8Array;
   readonly replica: ReplicaIndex;
 }
 
+// ---------------------------------------------------------------- reconfiguration (§7)
+
+/**
+ * §7.1 The membership of epoch `epoch`, as the Reconfiguration at `opNumber` made it: sent to the
+ * members of the new group (they fetch the state up to `opNumber` and start), and re-sent by the
+ * replicas that leave until f'+1 new members answered EpochStarted. A replica adopts it only once
+ * it holds the Reconfiguration at `opNumber` committed (or a checkpoint after it).
+ */
+export interface StartEpoch {
+  readonly type: "start_epoch";
+  readonly epoch: number;
+  /** The op-number of the Reconfiguration that began `epoch`. */
+  readonly opNumber: number;
+  /** The first view of `epoch` (the view after the one the Reconfiguration was created in). */
+  readonly startViewNumber: number;
+  /** The address book, by member id. */
+  readonly addresses: readonly string[];
+  /** The member ids of `epoch`, in order. */
+  readonly members: readonly number[];
+  /** The member ids of the epoch before. */
+  readonly previousMembers: readonly number[];
+  readonly replica: ReplicaIndex;
+}
+
+/** §7.2 Sent to a replica that sent a message of an older epoch: the group is in `epoch` now. */
+export interface NewEpoch {
+  readonly type: "new_epoch";
+  readonly epoch: number;
+  readonly opNumber: number;
+  readonly startViewNumber: number;
+  readonly addresses: readonly string[];
+  readonly members: readonly number[];
+  readonly previousMembers: readonly number[];
+  readonly replica: ReplicaIndex;
+}
+
+/** §7.1 A member of `epoch` holds its state and runs: sent to the replicas that left. */
+export interface EpochStarted {
+  readonly type: "epoch_started";
+  readonly epoch: number;
+  readonly replica: ReplicaIndex;
+}
+
 /** Messages clients send to replicas. */
-export type ClientMessage = Request | RequestNumberQuery | Locate;
+export type ClientMessage =
+  | Request
+  | RequestNumberQuery
+  | Locate
+  | Reconfiguration
+  | CheckEpoch;
 
 /** Messages replicas send to clients. */
 export type ClientReplyMessage =
@@ -385,7 +510,10 @@ export type ReplicaMessage =
   | NewState
   | CheckpointManifest
   | GetCheckpointChunks
-  | CheckpointChunk;
+  | CheckpointChunk
+  | StartEpoch
+  | NewEpoch
+  | EpochStarted;
 
 export type Message = ClientMessage | ClientReplyMessage | ReplicaMessage;
 
@@ -396,6 +524,8 @@ export const CLIENT_MESSAGE_TYPES: readonly ClientMessage["type"][] = [
   "request",
   "request_number_query",
   "locate",
+  "reconfiguration",
+  "check_epoch",
 ];
 
 /** The types a replica accepts from a peer replica. */
@@ -414,6 +544,9 @@ export const REPLICA_MESSAGE_TYPES: readonly ReplicaMessage["type"][] = [
   "checkpoint_manifest",
   "get_checkpoint_chunks",
   "checkpoint_chunk",
+  "start_epoch",
+  "new_epoch",
+  "epoch_started",
 ];
 
 /** The types a client accepts from a replica. */
@@ -441,7 +574,22 @@ export function describeMessage(message: Message): string {
     case "locate":
       return `locate c=${message.clientId}`;
     case "configuration":
-      return `configuration v=${message.viewNumber}`;
+      return `configuration e=${message.epoch} v=${message.viewNumber} ${
+        message.addresses.join(",")
+      }`;
+    case "reconfiguration":
+      return `reconfiguration c=${message.clientId} s=${message.requestNumber} e=${message.epoch} ${
+        message.addresses.join(",")
+      }`;
+    case "check_epoch":
+      return `check_epoch c=${message.clientId} s=${message.requestNumber} e=${message.epoch}`;
+    case "start_epoch":
+    case "new_epoch":
+      return `${message.type} e=${message.epoch} n=${message.opNumber} v=${message.startViewNumber} members=${
+        message.members.join(",")
+      }`;
+    case "epoch_started":
+      return `epoch_started e=${message.epoch}`;
     case "rejected":
       return `rejected c=${message.clientId} s=${message.requestNumber} ${message.reason}`;
     case "prepare": {

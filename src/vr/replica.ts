@@ -43,19 +43,38 @@ import {
 } from "./constants.ts";
 import { Log, sameEntry } from "./log.ts";
 import {
+  ADDRESS_BOOK_MAX,
+  configurationProblem,
+  decodeGroupOperation,
+  encodeGroupOperation,
+  GROUP_CLIENT_ID,
+  type GroupOperation,
+  initialMembership,
+  memberAddresses,
+  type Membership,
+  membershipProblem,
+  nextMembership,
+  primaryOf,
+  sameMembership,
+} from "./membership.ts";
+import {
+  type CheckEpoch,
   type CheckpointChunk,
   type CheckpointManifest,
   type ClientReplyMessage,
   type Commit,
   describeMessage,
   type DoViewChange,
+  type EpochStarted,
   type GetCheckpointChunks,
   type GetState,
   type LogEntry,
   type Message,
+  type NewEpoch,
   type NewState,
   type Prepare,
   type PrepareOk,
+  type Reconfiguration,
   type Recovery,
   type RecoveryResponse,
   type RejectReason,
@@ -64,15 +83,23 @@ import {
   type Request,
   type RequestNumberQuery,
   type RequestStartView,
+  type StartEpoch,
   type StartView,
   type StartViewChange,
 } from "./message.ts";
 import { SplitMix32 } from "./_random.ts";
 
-export type Status = "normal" | "view_change" | "recovering";
+/**
+ * §7 adds `transitioning`: a replica that left the group (it serves the new members the state
+ * until f'+1 of them started, then shuts down), or one that joins it (a new member fetching the
+ * state up to the Reconfiguration, or a new process that waits to be told its group).
+ */
+export type Status = "normal" | "view_change" | "recovering" | "transitioning";
 
 /** What a replica must keep durably: the view it promised and the last view it was normal in. */
 export interface Superblock {
+  /** §7 The epoch the views are of (a later durable membership resets them, see `Membership`). */
+  readonly epoch: number;
   readonly viewNumber: number;
   readonly lastNormalView: number;
   /**
@@ -85,6 +112,11 @@ export interface Superblock {
 /** What the driver loaded from storage to restart a replica. */
 export interface DurableState {
   readonly superblock: Superblock;
+  /**
+   * §7 The membership last persisted (`persist_membership`); undefined: epoch 0 of
+   * `ReplicaOptions.addresses`.
+   */
+  readonly membership?: Membership | undefined;
   /**
    * The newest checkpoint that checked out (§5.1), already installed in the state machine by the
    * driver (`CheckpointRestorer`): the replica starts from its state and client table, and
@@ -108,6 +140,16 @@ export type Effect =
   | { readonly type: "send"; readonly to: ReplicaIndex; readonly message: ReplicaMessage }
   | { readonly type: "reply"; readonly clientId: number; readonly message: ClientReplyMessage }
   | { readonly type: "persist_superblock"; readonly id: number; readonly superblock: Superblock }
+  /**
+   * §7 A persist, in order with the others: the group's membership changed (a Reconfiguration
+   * executed, or this new member joined); a restart must use this one, not the configuration file.
+   */
+  | { readonly type: "persist_membership"; readonly id: number; readonly membership: Membership }
+  /**
+   * §7.1 This replica left the group, and f'+1 members of the new epoch have started: it has
+   * nothing more to do. The driver may stop it (it answers only clients, with the new group).
+   */
+  | { readonly type: "shut_down"; readonly epoch: number }
   | {
     readonly type: "persist_log";
     readonly id: number;
@@ -176,6 +218,13 @@ export type PlantedBug =
   | "truncate_above_checkpoint"
   // §5.1: installing a fetched checkpoint before every chunk arrived.
   | "install_incomplete_checkpoint"
+  // §7: a new member starting the new epoch from the StartEpoch alone, before it holds the
+  // Reconfiguration committed (before the state up to it).
+  | "start_epoch_before_reconfiguration_committed"
+  // §7: a replica that left shutting down at the first EpochStarted, not after f'+1.
+  | "shut_down_before_quorum_started"
+  // §7: the primary still taking requests after it logged a Reconfiguration.
+  | "accept_request_after_reconfiguration"
   // The two corrections of docs/vr-checklist.md, removed:
   | "recovery_forgets_persisted_view"
   | "adopt_newer_view_before_its_state";
@@ -183,9 +232,20 @@ export type PlantedBug =
 export type LogLevel = "debug" | "info" | "warn";
 
 export interface ReplicaOptions {
+  /** This replica's position in `addresses`: its member id in epoch 0. */
   readonly replicaIndex: ReplicaIndex;
-  /** The addresses of the group, one per replica (§7.4: told to clients that ask). */
+  /**
+   * The addresses of the group in epoch 0, one per replica (§7.4: told to clients that ask). A
+   * durable membership (`DurableState.membership`) takes precedence.
+   */
   readonly addresses: readonly string[];
+  /**
+   * §7 A new process that is to join a group: it waits for a StartEpoch naming `address` (its own),
+   * fetches the state, and then serves as a member. `replicaIndex` and `addresses` are ignored.
+   * Once it joined, its durable membership (`DurableState.membership`) names its group, and it
+   * restarts as the member it is.
+   */
+  readonly standby?: { readonly address: string } | undefined;
   readonly app: StateMachine;
   /**
    * SHA-256 (32 bytes), which names checkpoint chunks (§5.1): the driver supplies it, as it does
@@ -262,15 +322,46 @@ interface SyncTarget {
   readonly opNumberMin: number;
 }
 
+/** §7 A membership this replica learned of (StartEpoch, NewEpoch) and fetches the state for. */
+interface Joining {
+  readonly membership: Membership;
+  /** Who to ask for the state: the members of the new epoch and of the one before. */
+  readonly from: readonly ReplicaIndex[];
+  /** The next one to ask, by position in `from`. */
+  cursor: number;
+}
+
 export class Replica {
-  readonly replicaIndex: ReplicaIndex;
-  readonly replicaCount: number;
-  /** The number of failures tolerated: the group has 2f+1 replicas. */
-  readonly f: number;
   readonly app: StateMachine;
   readonly limits: Limits;
   readonly timing: Timing;
-  readonly addresses: readonly string[];
+
+  // §7 Who the group is.
+  #membership: Membership;
+  /** This replica's member id; -1 for a new process not yet told its group. */
+  #self: ReplicaIndex;
+  readonly #selfAddress: string;
+  /** The current epoch's member ids (`#membership.members`). */
+  #members: readonly ReplicaIndex[];
+  #f: number;
+  #memberAddresses: readonly string[];
+  /** A new process waiting for a StartEpoch: it has no group yet. */
+  #standby: boolean;
+  #joining: Joining | undefined;
+  #ticksSinceJoinAsk = 0;
+  /** Members of the new epoch that answered EpochStarted, while this replica is leaving. */
+  #epochStartedFrom = new Set<ReplicaIndex>();
+  #ticksSinceStartEpoch = 0;
+  #shutDown = false;
+  /** Per sender: `#ticks` when it was last told of our epoch (NewEpoch), to answer once a retry. */
+  #newEpochToldAt = new Map<ReplicaIndex, number>();
+  /** `#ticks` when this replica last asked a replica of a newer epoch for the state. */
+  #newerEpochAskedAt = -Infinity;
+  /** The op-number of a group entry (Reconfiguration) in the log not executed yet, 0 if none. */
+  #reconfigurationOpNumber = 0;
+  #epochsStarted = 0;
+  /** Members of this epoch a message of theirs came from: they know of the epoch. */
+  #heardFromMembers = new Set<ReplicaIndex>();
 
   #viewNumber = 0;
   #lastNormalView = 0;
@@ -401,21 +492,41 @@ export class Replica {
   #chunksReused = 0;
 
   constructor(options: ReplicaOptions) {
-    const count = options.addresses.length;
+    const standby = options.standby;
+    const durableMembership = options.durable?.membership;
+    let membership: Membership;
+    if (durableMembership !== undefined) {
+      const problem = membershipProblem(durableMembership);
+      assert(problem === undefined, () => `durable membership: ${problem}`);
+      membership = durableMembership;
+    } else if (standby !== undefined) {
+      // A placeholder until a StartEpoch names the group: this replica takes no part meanwhile.
+      membership = initialMembership([standby.address]);
+    } else {
+      const count = options.addresses.length;
+      assert(
+        count >= 1 && count % 2 === 1,
+        () => `a group needs an odd number of replicas, got ${count}`,
+      );
+      assert(
+        Number.isInteger(options.replicaIndex) && options.replicaIndex >= 0 &&
+          options.replicaIndex < count,
+        () => `replica index ${options.replicaIndex} out of range`,
+      );
+      membership = initialMembership(options.addresses);
+    }
+    this.#selfAddress = standby?.address ?? options.addresses[options.replicaIndex]!;
+    this.#standby = standby !== undefined && durableMembership === undefined;
+    this.#membership = membership;
+    this.#self = this.#standby ? -1 : membership.addresses.indexOf(this.#selfAddress);
     assert(
-      count >= 1 && count % 2 === 1,
-      () => `a group needs an odd number of replicas, got ${count}`,
+      this.#standby || this.#self >= 0,
+      () => `${this.#selfAddress} is not in the group's address book`,
     );
-    assert(
-      Number.isInteger(options.replicaIndex) && options.replicaIndex >= 0 &&
-        options.replicaIndex < count,
-      () => `replica index ${options.replicaIndex} out of range`,
-    );
-    this.replicaIndex = options.replicaIndex;
-    this.replicaCount = count;
-    this.f = (count - 1) / 2;
+    this.#members = membership.members;
+    this.#f = (this.#members.length - 1) / 2;
+    this.#memberAddresses = memberAddresses(membership);
     this.app = options.app;
-    this.addresses = options.addresses;
     this.limits = { ...LIMITS_DEFAULT, ...options.limits };
     this.timing = { ...TIMING_DEFAULT, ...options.timing };
     for (const [name, value] of Object.entries(this.limits)) {
@@ -450,18 +561,29 @@ export class Replica {
     this.#chunkHash = options.chunkHash;
     this.#logSink = options.log;
     this.#debug = options.debug === true && options.log !== undefined;
-    this.#acked = new Array<number>(count).fill(-1);
-    this.#heardAtTick = new Array<number>(count).fill(0);
-    this.#progressAtTick = new Array<number>(count).fill(0);
-    this.#readRoundAcked = new Array<number>(count).fill(0);
-    this.#sentTo = new Array<number>(count).fill(0);
-    this.#spare = new Array<boolean>(count).fill(false);
+    const ids = membership.addresses.length;
+    this.#acked = new Array<number>(ids).fill(-1);
+    this.#heardAtTick = new Array<number>(ids).fill(0);
+    this.#progressAtTick = new Array<number>(ids).fill(0);
+    this.#readRoundAcked = new Array<number>(ids).fill(0);
+    this.#sentTo = new Array<number>(ids).fill(0);
+    this.#spare = new Array<boolean>(ids).fill(false);
     this.#primaryTimeoutTicks = this.#drawPrimaryTimeout();
+    if (this.#standby) {
+      this.#status = "transitioning";
+      this.#log_("info", `${this.#selfAddress}: waiting to be told its group (StartEpoch)`);
+    }
 
-    const durable = options.durable;
+    const durable = this.#standby ? undefined : options.durable;
     if (durable !== undefined) {
       this.#viewNumber = durable.superblock.viewNumber;
       this.#lastNormalView = durable.superblock.lastNormalView;
+      if (durable.superblock.epoch < membership.epoch) {
+        // The membership of a later epoch is durable, its first superblock not yet: this replica
+        // promised nothing in that epoch.
+        this.#viewNumber = membership.startViewNumber;
+        this.#lastNormalView = membership.startViewNumber;
+      }
       assert(this.#lastNormalView <= this.#viewNumber, "superblock: last normal view > view");
       if (this.#viewNumber > VIEW_NUMBER_MAX) {
         // Written before the bound existed: the replica can serve, but never change views again.
@@ -487,13 +609,64 @@ export class Replica {
           this.#viewNumber = 0;
           this.#lastNormalView = 0;
         }
-        this.#startRecovery();
+        if (this.#memberPosition(this.#self) < 0) this.#enterLeaving();
+        else this.#startRecovery();
       }
+    }
+    if (
+      !this.#standby && this.#memberPosition(this.#self) < 0 && this.#status !== "transitioning"
+    ) {
+      this.#enterLeaving(); // It left the group before it stopped: serve the new members.
     }
     this.#chooseSpares(); // For the view this replica starts in: view 0, or the view on disk.
   }
 
   // ------------------------------------------------------------------ read-only state
+
+  /** This replica's member id (its index in epoch 0); -1 for a new process not told its group. */
+  get replicaIndex(): ReplicaIndex {
+    return this.#self;
+  }
+  /** This replica's own address. */
+  get address(): string {
+    return this.#selfAddress;
+  }
+  /** How many replicas the current epoch has. */
+  get replicaCount(): number {
+    return this.#members.length;
+  }
+  /** The number of failures tolerated: the group has 2f+1 replicas. */
+  get f(): number {
+    return this.#f;
+  }
+  /** The addresses of the current epoch's members, in order. */
+  get addresses(): readonly string[] {
+    return this.#memberAddresses;
+  }
+  /** §7 The group: epoch, members, address book. */
+  get membership(): Membership {
+    return this.#membership;
+  }
+  get epoch(): number {
+    return this.#membership.epoch;
+  }
+  /** The address of member `id`, if this replica knows it. */
+  addressOf(id: ReplicaIndex): string | undefined {
+    return this.#membership.addresses[id] ?? this.#joining?.membership.addresses[id];
+  }
+  /** §7 Whether this replica is a member of its current epoch (false: it left, or it joins). */
+  get isMember(): boolean {
+    return !this.#standby && this.#memberPosition(this.#self) >= 0 &&
+      this.#status !== "transitioning";
+  }
+  /** §7.1 Whether this replica left the group and f'+1 new members started: it may stop. */
+  get shutDown(): boolean {
+    return this.#shutDown;
+  }
+  /** §7 How many epochs this replica started as a member (a counter for the simulator). */
+  get epochsStarted(): number {
+    return this.#epochsStarted;
+  }
 
   get viewNumber(): number {
     return this.#viewNumber;
@@ -513,7 +686,7 @@ export class Replica {
   get logDurableOpNumber(): number {
     return this.#logDurableOpNumber;
   }
-  /** The primary of the current view: replica `viewNumber mod N` (§4). */
+  /** The primary of the current view: member `(viewNumber - first view) mod N` (§4, §7). */
   get primaryIndex(): ReplicaIndex {
     return this.#primaryOf(this.#viewNumber);
   }
@@ -581,20 +754,24 @@ export class Replica {
   onMessage(message: Message): void {
     switch (message.type) {
       case "request":
+        if (this.#redirectClient(message.clientId)) break;
         this.#onRequest(message);
         break;
       case "request_number_query":
+        if (this.#redirectClient(message.clientId)) break;
         this.#onRequestNumberQuery(message);
         break;
       case "locate":
-        this.#emitReply(message.clientId, {
-          type: "configuration",
-          clientId: message.clientId,
-          viewNumber: this.#viewNumber,
-          addresses: this.addresses,
-          replica: this.replicaIndex,
-          requestNumberFloor: this.#clientTable.requestNumberFloor,
-        });
+        if (this.#standby) return this.#ignore("locate: not told its group yet");
+        this.#replyConfiguration(message.clientId, 0);
+        break;
+      case "reconfiguration":
+        if (this.#redirectClient(message.clientId, message.requestNumber)) break;
+        this.#onReconfiguration(message);
+        break;
+      case "check_epoch":
+        if (this.#redirectClient(message.clientId, message.requestNumber)) break;
+        this.#onCheckEpoch(message);
         break;
       case "reply":
       case "not_primary":
@@ -615,6 +792,8 @@ export class Replica {
       this.#log_("warn", `${describeMessage(message)} from ${message.replica}: ${implausible}`);
       return;
     }
+    if (this.#shutDown) return this.#ignore(`${message.type}: shut down`);
+    if (!this.#sameEpochMember(message)) return;
     switch (message.type) {
       case "prepare":
         this.#onPrepare(message);
@@ -658,6 +837,13 @@ export class Replica {
       case "checkpoint_chunk":
         this.#onCheckpointChunk(message);
         break;
+      case "start_epoch":
+      case "new_epoch":
+        this.#onEpochNews(message);
+        break;
+      case "epoch_started":
+        this.#onEpochStarted(message);
+        break;
       default: {
         const never: never = message;
         throw new Error(`unknown message ${JSON.stringify(never)}`);
@@ -674,10 +860,10 @@ export class Replica {
    */
   #implausible(message: ReplicaMessage): string | undefined {
     const sender = message.replica;
-    if (!(Number.isInteger(sender) && sender >= 0 && sender < this.replicaCount)) {
+    if (!(Number.isInteger(sender) && sender >= 0 && sender < ADDRESS_BOOK_MAX)) {
       return "no such replica";
     }
-    if (sender === this.replicaIndex) {
+    if (sender === this.#self) {
       return "claims to come from this replica (is another process using its index?)";
     }
     let viewNumber = 0;
@@ -717,6 +903,13 @@ export class Replica {
       case "checkpoint_chunk":
         opNumber = message.opNumber;
         break;
+      case "start_epoch":
+      case "new_epoch":
+        viewNumber = message.startViewNumber;
+        opNumber = message.opNumber;
+        break;
+      case "epoch_started":
+        break;
       case "start_view":
       case "recovery_response":
       case "new_state": {
@@ -747,8 +940,18 @@ export class Replica {
       case "recovering":
         this.#tickRecovering();
         break;
+      case "transitioning":
+        this.#tickTransitioning();
+        break;
     }
+    if (this.#joining !== undefined) this.#tickJoining();
     if (this.#fetch !== undefined) this.#tickFetch();
+    if (
+      this.#membership.epoch > 0 && (this.#status === "normal" || this.#status === "view_change") &&
+      this.#ticks % (this.timing.retryTicks * 4) === 0
+    ) {
+      this.#remindEpoch();
+    }
     if ((this.#fetchAbandoned?.checkpoint.opNumber ?? Infinity) <= this.#commitNumber) {
       this.#fetchAbandoned = undefined; // Its chunks could only serve an older checkpoint.
     }
@@ -837,12 +1040,23 @@ export class Replica {
         clientId: request.clientId,
         requestNumber: request.requestNumber,
         viewNumber: this.#viewNumber,
-        replica: this.replicaIndex,
+        replica: this.#self,
       });
       return;
     }
     if (request.operation.length > this.limits.operationBytesMax) {
       return this.#reject(request, "too_large", request.requestNumber);
+    }
+    if (request.clientId === GROUP_CLIENT_ID) {
+      return this.#ignore("request: client-id 0 is the group's own (§7)");
+    }
+    if (
+      this.#reconfigurationOpNumber > 0 &&
+      this.#plantedBug !== "accept_request_after_reconfiguration"
+    ) {
+      // §7.1 The primary takes no request once it logged a Reconfiguration: the new group starts
+      // from the state at the Reconfiguration. The client retries and finds the new group.
+      return this.#ignore(`request c=${request.clientId}: the group is reconfiguring`);
     }
     const table = this.#clientTable;
     const executed = table.executed(request.clientId);
@@ -950,7 +1164,7 @@ export class Replica {
       requestNumber: request.requestNumber,
       reason,
       floor,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -964,7 +1178,7 @@ export class Replica {
         this.#clientTable.latestRequestNumber(query.clientId),
         this.#readRequestNumbers.get(query.clientId) ?? 0,
       ),
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -1090,26 +1304,33 @@ export class Replica {
     const replying = this.#status === "normal" && this.isPrimary;
     while (this.#commitNumber < commitNumber) {
       const entry = this.#log.entry(this.#commitNumber + 1)!;
-      const result = this.app.apply(entry.operation, {
-        opNumber: entry.opNumber,
-        timestamp: entry.timestamp,
-        clientId: entry.clientId,
-        requestNumber: entry.requestNumber,
-      });
-      this.#commitNumber = entry.opNumber;
-      this.#uncommittedBytes -= entry.operation.length;
-      const checksum = crc32c(entry.operation);
-      this.#clientTable.onExecute(entry, result, checksum);
-      if (replying) {
-        this.#emitReply(entry.clientId, {
-          type: "reply",
-          viewNumber: this.#viewNumber,
+      let epochChanged = false;
+      if (entry.clientId === GROUP_CLIENT_ID) {
+        this.#commitNumber = entry.opNumber;
+        this.#uncommittedBytes -= entry.operation.length;
+        epochChanged = this.#executeGroupEntry(entry, replying);
+      } else {
+        const result = this.app.apply(entry.operation, {
+          opNumber: entry.opNumber,
+          timestamp: entry.timestamp,
           clientId: entry.clientId,
           requestNumber: entry.requestNumber,
-          opNumber: entry.opNumber,
-          operationChecksum: checksum,
-          result,
         });
+        this.#commitNumber = entry.opNumber;
+        this.#uncommittedBytes -= entry.operation.length;
+        const checksum = crc32c(entry.operation);
+        this.#clientTable.onExecute(entry, result, checksum);
+        if (replying) {
+          this.#emitReply(entry.clientId, {
+            type: "reply",
+            viewNumber: this.#viewNumber,
+            clientId: entry.clientId,
+            requestNumber: entry.requestNumber,
+            opNumber: entry.opNumber,
+            operationChecksum: checksum,
+            result,
+          });
+        }
       }
       this.#bytesSinceCheckpoint += entry.operation.length;
       this.#bytesSinceCheckpointBegun += entry.operation.length;
@@ -1122,6 +1343,9 @@ export class Replica {
             this.limits.checkpointWriteAmplificationMax >= this.#checkpointBytes();
         if (worth || logFull) this.#beginCheckpoint(entry);
       }
+      // §7 The rest of the commit-number was the old epoch's to give: it has none after its
+      // Reconfiguration (a caller committing more passes committed entries one by one).
+      if (epochChanged) break;
     }
     if (this.#commitNumber - this.#log.packedOpNumber >= this.limits.logPackOps) {
       this.#log.packThrough(this.#commitNumber);
@@ -1148,6 +1372,7 @@ export class Replica {
 
   #appendEntry(entry: LogEntry): void {
     this.#log.append(entry);
+    if (entry.clientId === GROUP_CLIENT_ID) this.#noteGroupEntry(entry);
     if (this.#logDirtyFrom > entry.opNumber) this.#logDirtyFrom = entry.opNumber;
     this.#clientTable.onAppend(entry);
     this.#uncommittedBytes += entry.operation.length;
@@ -1160,9 +1385,10 @@ export class Replica {
     this.#prepareOkSentOpNumber = durable;
     this.#send(this.primaryIndex, {
       type: "prepare_ok",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       opNumber: durable,
-      replica: this.replicaIndex,
+      replica: this.#self,
       readRound: this.#readRoundSeen,
     });
   }
@@ -1176,8 +1402,8 @@ export class Replica {
   #abdicating(): boolean {
     if (this.f === 0) return false;
     let heard = 0;
-    for (let replica = 0; replica < this.replicaCount; replica++) {
-      if (replica === this.replicaIndex) continue;
+    for (const replica of this.#members) {
+      if (replica === this.#self) continue;
       if (this.#ticks - this.#heardAtTick[replica]! < this.timing.primaryTimeoutTicks) heard++;
     }
     return heard < this.f;
@@ -1194,8 +1420,8 @@ export class Replica {
     ) {
       this.#beginReadRound();
     }
-    for (let replica = 0; replica < this.replicaCount; replica++) {
-      if (replica === this.replicaIndex) continue;
+    for (const replica of this.#members) {
+      if (replica === this.#self) continue;
       // A spare gets what low-load Prepares left out every `spareCatchUpTicks`.
       if (
         this.#sentTo[replica]! < this.#preparedOpNumber &&
@@ -1222,6 +1448,27 @@ export class Replica {
     if (this.#ticksSinceSend >= this.timing.heartbeatTicks) {
       this.#ticksSinceSend = 0;
       this.#broadcast(this.#commitMessage(0));
+    }
+  }
+
+  /**
+   * §7.1 A member of an epoch re-sends StartEpoch to the members it never heard from in it (new
+   * ones whose StartEpoch was lost: in a group that only grows, no replica that leaves re-sends
+   * it), and EpochStarted to the replicas that left, which may not have learned of the epoch at
+   * all (the old primary's Commit lost) and would otherwise never shut down.
+   */
+  #remindEpoch(): void {
+    let startEpoch: StartEpoch | NewEpoch | undefined;
+    for (const member of this.#members) {
+      if (member === this.#self || this.#heardFromMembers.has(member)) continue;
+      startEpoch ??= this.#epochMessage("start_epoch");
+      this.#send(member, startEpoch);
+    }
+    this.#announceEpochStarted();
+    // One that left but lags does not know our ids: NewEpoch brings the address book.
+    const news = this.#epochMessage("new_epoch");
+    for (const replica of this.#membership.previousMembers) {
+      if (this.#memberPosition(replica) < 0) this.#send(replica, news);
     }
   }
 
@@ -1264,13 +1511,11 @@ export class Replica {
    */
   #chooseSpares(): void {
     this.#spare.fill(false);
-    const primary = this.primaryIndex;
-    const prompt = Math.min(
-      this.replicaCount - 1,
-      Math.max(this.f, this.limits.quietPrepareBackups),
-    );
-    for (let k = 1 + prompt; k < this.replicaCount; k++) {
-      this.#spare[(primary + k) % this.replicaCount] = true;
+    const count = this.#members.length;
+    const primary = Math.max(0, this.#memberPosition(this.primaryIndex));
+    const prompt = Math.min(count - 1, Math.max(this.f, this.limits.quietPrepareBackups));
+    for (let k = 1 + prompt; k < count; k++) {
+      this.#spare[this.#members[(primary + k) % count]!] = true;
     }
   }
 
@@ -1287,12 +1532,12 @@ export class Replica {
     const acked = this.#acked;
     // A backup demoted in this tick is stalled itself: it must not be swapped straight back in.
     const demoted: number[] = [];
-    for (let replica = 0; replica < this.replicaCount; replica++) {
-      if (replica === this.replicaIndex || this.#spare[replica]) continue;
+    for (const replica of this.#members) {
+      if (replica === this.#self || this.#spare[replica]) continue;
       if (acked[replica]! >= this.#sentTo[replica]!) continue;
       if (this.#ticks - this.#progressAtTick[replica]! < this.timing.spareSwapTicks) continue;
       let best = -1;
-      for (let spare = 0; spare < this.replicaCount; spare++) {
+      for (const spare of this.#members) {
         if (!this.#spare[spare] || demoted.includes(spare)) continue;
         if (best < 0 || acked[spare]! > acked[best]!) best = spare;
       }
@@ -1312,10 +1557,11 @@ export class Replica {
   #prepareMessage(entries: readonly LogEntry[]): Prepare {
     return {
       type: "prepare",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       entries,
       commitNumber: this.#commitNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     };
   }
 
@@ -1341,8 +1587,8 @@ export class Replica {
       const message = this.#prepareMessage(entries);
       const last = entries[entries.length - 1]!.opNumber;
       const quiet = inFlight.length === 0 && entries.length === 1;
-      for (let replica = 0; replica < this.replicaCount; replica++) {
-        if (replica === this.replicaIndex) continue;
+      for (const replica of this.#members) {
+        if (replica === this.#self) continue;
         if (quiet && this.#spare[replica]) continue;
         // A backup that had acknowledged everything starts its retry period now.
         if (this.#ackedOrCommit(replica) >= this.#sentTo[replica]!) {
@@ -1378,9 +1624,10 @@ export class Replica {
   #commitMessage(readRound: number): Commit {
     return {
       type: "commit",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       commitNumber: this.#commitNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
       readRound,
     };
   }
@@ -1446,13 +1693,16 @@ export class Replica {
   #reachedByBackups(perReplica: readonly number[], needed: number): number {
     if (needed <= 0) return Infinity;
     let best = -Infinity;
-    for (let candidate = 0; candidate < this.replicaCount; candidate++) {
-      if (candidate === this.replicaIndex) continue;
+    const members = this.#members;
+    for (let c = 0; c < members.length; c++) {
+      const candidate = members[c]!;
+      if (candidate === this.#self) continue;
       const value = perReplica[candidate]!;
       if (value <= best) continue;
       let reached = 0;
-      for (let replica = 0; replica < this.replicaCount; replica++) {
-        if (replica !== this.replicaIndex && perReplica[replica]! >= value) reached++;
+      for (let r = 0; r < members.length; r++) {
+        const replica = members[r]!;
+        if (replica !== this.#self && perReplica[replica]! >= value) reached++;
       }
       if (reached >= needed) best = value;
     }
@@ -1515,6 +1765,7 @@ export class Replica {
       if (write.toOp > opNumber) write.toOp = opNumber;
     }
     if (this.#prepareOkSentOpNumber > opNumber) this.#prepareOkSentOpNumber = opNumber;
+    if (this.#reconfigurationOpNumber > opNumber) this.#reconfigurationOpNumber = 0;
     this.#recomputeUncommitted();
   }
 
@@ -1556,8 +1807,9 @@ export class Replica {
   #broadcastStartViewChange(): void {
     this.#broadcast({
       type: "start_view_change",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -1598,6 +1850,7 @@ export class Replica {
   #sendDoViewChange(): void {
     const message: DoViewChange = {
       type: "do_view_change",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       lastNormalView: this.#lastNormalView,
       opNumber: this.opNumber,
@@ -1605,7 +1858,7 @@ export class Replica {
       entries: this.opNumber > this.#commitNumber
         ? this.#log.slice(this.#commitNumber + 1, this.opNumber)
         : [],
-      replica: this.replicaIndex,
+      replica: this.#self,
     };
     if (this.isPrimary) {
       this.#onDoViewChange(message);
@@ -1656,7 +1909,7 @@ export class Replica {
     let best: DoViewChange | undefined;
     let chosen: DoViewChange | undefined;
     let commitMax = 0;
-    let commitMaxFrom: ReplicaIndex = this.replicaIndex;
+    let commitMaxFrom: ReplicaIndex = this.#self;
     for (const message of this.#doViewChanges.values()) {
       if (best === undefined || this.#betterLog(message, best)) best = message;
       if (message.commitNumber > commitMax) {
@@ -1704,8 +1957,8 @@ export class Replica {
     for (const message of this.#doViewChanges.values()) {
       commits.set(message.replica, message.commitNumber);
     }
-    for (let replica = 0; replica < this.replicaCount; replica++) {
-      if (replica === this.replicaIndex) continue;
+    for (const replica of this.#members) {
+      if (replica === this.#self) continue;
       this.#sendStartView(replica, commits.get(replica) ?? commitMax);
     }
     this.#doViewChanges = new Map();
@@ -1790,12 +2043,13 @@ export class Replica {
     const anchor = this.#transferAnchor(commitNumber);
     this.#send(replica, {
       type: "start_view",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       anchorOpNumber: anchor,
       entries: anchor < this.opNumber ? this.#log.slice(anchor + 1, this.opNumber) : [],
       opNumber: this.opNumber,
       commitNumber: this.#commitNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -1872,9 +2126,10 @@ export class Replica {
     this.#ticksSinceRequestStartView = 0;
     this.#send(this.#primaryOf(viewNumber), {
       type: "request_start_view",
+      epoch: this.#membership.epoch,
       viewNumber,
       commitNumber: this.#commitNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -2088,9 +2343,10 @@ export class Replica {
   #broadcastRecovery(): void {
     this.#broadcast({
       type: "recovery",
+      epoch: this.#membership.epoch,
       nonce: this.#recoveryNonce,
       commitNumber: this.#commitNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -2100,6 +2356,7 @@ export class Replica {
     const anchor = isPrimary ? this.#transferAnchor(message.commitNumber) : 0;
     this.#send(message.replica, {
       type: "recovery_response",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       nonce: message.nonce,
       isPrimary,
@@ -2109,7 +2366,7 @@ export class Replica {
         : [],
       opNumber: isPrimary ? this.opNumber : 0,
       commitNumber: isPrimary ? this.#commitNumber : 0,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -2184,18 +2441,21 @@ export class Replica {
     if (to === this.replicaIndex) return;
     this.#send(to, {
       type: "get_state",
+      epoch: this.#membership.epoch,
       viewNumber,
       opNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
   #onGetState(message: GetState): void {
     if (this.#status === "recovering") return this.#ignore("get_state: recovering");
+    if (this.#standby) return this.#ignore("get_state: not told its group yet");
     const normal = this.#status === "normal";
-    // Uncommitted entries are only meaningful to a replica of the same view; send committed ones
-    // to anyone else.
-    const upTo = normal && message.viewNumber === this.#viewNumber
+    // Uncommitted entries are only meaningful to a replica of the same view (and epoch); send
+    // committed ones to anyone else.
+    const upTo = normal && message.viewNumber === this.#viewNumber &&
+        message.epoch === this.#membership.epoch
       ? this.opNumber
       : this.#commitNumber;
     if (message.opNumber > upTo) return this.#ignore("get_state: nothing to send");
@@ -2211,17 +2471,31 @@ export class Replica {
     const entries = all.filter((entry) => entry.opNumber <= upTo);
     this.#send(message.replica, {
       type: "new_state",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       normal,
       anchorOpNumber: message.opNumber,
       entries,
       opNumber: this.opNumber,
       commitNumber: this.#commitNumber,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
   #onNewState(message: NewState): void {
+    if (
+      message.epoch !== this.#membership.epoch || this.#joining !== undefined ||
+      this.#status === "transitioning"
+    ) {
+      // §7 From another epoch, or while joining one: only the committed entries are of use, and
+      // they are facts whoever sends them. They bring the Reconfiguration that moves us on.
+      const before = this.#commitNumber;
+      this.#appendCommitted(message.entries, message.commitNumber);
+      if (this.#commitNumber > before && message.commitNumber > this.#commitNumber) {
+        this.#sendGetState(message.replica, this.#viewNumber, this.#commitNumber);
+      }
+      return;
+    }
     // A replica adopting the log of a view from that view's primary (after StartView,
     // RequestStartView or recovery): install the state once it reaches the primary's op-number,
     // and meanwhile keep the committed entries it carries.
@@ -2317,6 +2591,7 @@ export class Replica {
    */
   #beginCheckpoint(entry: LogEntry): void {
     if (this.#checkpointWriting !== undefined) return; // One at a time; a later op-number tries.
+    if (this.#standby) return; // Joining: it does not know the group's membership at this op.
     if (entry.opNumber <= (this.#checkpoint?.opNumber ?? 0)) return;
     this.#checkpointWriting = entry.opNumber;
     this.#bytesSinceCheckpointBegun = 0;
@@ -2332,6 +2607,7 @@ export class Replica {
       entryTimestamp: entry.timestamp,
       requestNumberFloor: this.#clientTable.requestNumberFloor,
       tableChunkCount: table.length,
+      membership: this.#membership,
     });
     const effect: Extract<Effect, { type: "checkpoint" }> = {
       type: "checkpoint",
@@ -2383,11 +2659,12 @@ export class Replica {
     if (checkpoint === undefined) return this.#ignore("no checkpoint to send");
     this.#send(to, {
       type: "checkpoint_manifest",
+      epoch: this.#membership.epoch,
       viewNumber: this.#viewNumber,
       opNumber: checkpoint.opNumber,
       metadata: checkpoint.metadata,
       chunks: checkpoint.chunks,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -2398,7 +2675,10 @@ export class Replica {
    */
   #onCheckpointManifest(message: CheckpointManifest): void {
     if (message.opNumber <= this.#commitNumber) return this.#ignore("checkpoint_manifest: behind");
-    if (this.#status === "normal" && this.isPrimary && this.#syncTarget === undefined) {
+    if (
+      this.#status === "normal" && this.isPrimary && this.#syncTarget === undefined &&
+      this.#joining === undefined
+    ) {
       // It holds every committed op of its view; a later view's state comes by StartView.
       return this.#ignore("checkpoint_manifest: the normal primary needs none");
     }
@@ -2416,6 +2696,13 @@ export class Replica {
       : undefined;
     if (bad !== undefined || typeof metadata === "string") {
       return this.#log_("warn", `checkpoint_manifest from ${message.replica}: ${bad}: ignored`);
+    }
+    if (
+      !this.#standby && metadata.membership.epoch < this.#membership.epoch &&
+      message.opNumber >= this.#membership.opNumber
+    ) {
+      // After our epoch's Reconfiguration, yet of an earlier epoch: not the group's history.
+      return this.#log_("warn", `checkpoint_manifest from ${message.replica}: of an older epoch`);
     }
     const previous = this.#fetch ?? this.#fetchAbandoned;
     this.#fetchAbandoned = undefined;
@@ -2557,9 +2844,10 @@ export class Replica {
     for (const index of indexes) fetch.asked.add(index);
     this.#send(fetch.from, {
       type: "get_checkpoint_chunks",
+      epoch: this.#membership.epoch,
       opNumber: fetch.checkpoint.opNumber,
       indexes,
-      replica: this.replicaIndex,
+      replica: this.#self,
     });
   }
 
@@ -2570,7 +2858,8 @@ export class Replica {
       return this.#log_("info", `caught up past op ${fetch.checkpoint.opNumber} by the log`);
     }
     if (this.#ticks - fetch.progressAtTick < this.timing.retryTicks) return;
-    if (fetch.fruitlessAsks >= this.replicaCount) {
+    const candidates = this.#stateSources();
+    if (fetch.fruitlessAsks >= candidates.length + 1) {
       // Every other replica was asked and none sent a chunk: none holds this checkpoint any more
       // (its holder lost it, or every holder has two newer ones). Give up on it; the next
       // manifest, newer or older, starts another fetch, which keeps the chunks held so far.
@@ -2584,9 +2873,8 @@ export class Replica {
     fetch.fruitlessAsks++;
     // No chunk for a while: the sender crashed, lost our requests, or no longer holds the
     // checkpoint. Every replica checkpoints at the same op-numbers, so ask the next one.
-    let next = (fetch.from + 1) % this.replicaCount;
-    if (next === this.replicaIndex) next = (next + 1) % this.replicaCount;
-    fetch.from = next;
+    const at = candidates.indexOf(fetch.from);
+    fetch.from = candidates[(at + 1) % candidates.length] ?? fetch.from;
     fetch.asked.clear();
     fetch.cursor = 0;
     fetch.progressAtTick = this.#ticks;
@@ -2661,13 +2949,567 @@ export class Replica {
       `installed the checkpoint of op ${op} (${chunks.length} chunks; kept ${kept.length} ` +
         "entries after it)",
     );
+    const membership = restored.metadata.membership;
+    const joiningEpoch = this.#joining?.membership.epoch ?? Infinity;
+    if (
+      this.#standby ? membership.epoch >= joiningEpoch : membership.epoch > this.#membership.epoch
+    ) {
+      return this.#enterEpochByCheckpoint(membership);
+    }
     // Carry on with what needed the state: the log after the checkpoint.
+    if (this.#joining !== undefined) {
+      this.#ticksSinceJoinAsk = 0;
+      return this.#sendGetState(fetch.from, this.#viewNumber, this.#commitNumber);
+    }
     if (this.#syncTarget !== undefined) return this.#retrySync();
     if (this.#status === "view_change" && this.isPrimary) return this.#maybeStartView();
     if (this.#status === "normal" && !this.isPrimary) {
       this.#ticksSinceGetState = this.timing.retryTicks;
       this.#requestState(`installed the checkpoint of op ${op}`);
     }
+  }
+
+  // ------------------------------------------------------------------ §7 reconfiguration
+
+  /**
+   * A client message that this replica cannot serve because it is not (or not yet) a member:
+   * a replica that left tells the client of the group that replaced it (§7.4); a new process not
+   * told its group says nothing. True when handled.
+   */
+  #redirectClient(clientId: number, requestNumber = 0): boolean {
+    if (this.#standby) {
+      this.#ignore("client message: not told its group yet");
+      return true;
+    }
+    if (this.#status !== "transitioning" || this.#memberPosition(this.#self) >= 0) return false;
+    this.#replyConfiguration(clientId, requestNumber);
+    return true;
+  }
+
+  #replyConfiguration(clientId: number, requestNumber: number): void {
+    this.#emitReply(clientId, {
+      type: "configuration",
+      clientId,
+      requestNumber,
+      epoch: this.#membership.epoch,
+      viewNumber: this.#viewNumber,
+      addresses: this.#memberAddresses,
+      replica: this.#self,
+      requestNumberFloor: this.#clientTable.requestNumberFloor,
+    });
+  }
+
+  /** Whether the primary may take a request now; answers the client (or not) otherwise. */
+  #primaryTakes(clientId: number, requestNumber: number, what: string): boolean {
+    if (this.#status !== "normal") {
+      this.#ignore(`${what}: status ${this.#status}`);
+      return false;
+    }
+    if (!this.isPrimary) {
+      this.#emitReply(clientId, {
+        type: "not_primary",
+        clientId,
+        requestNumber,
+        viewNumber: this.#viewNumber,
+        replica: this.#self,
+      });
+      return false;
+    }
+    if (this.opNumber - this.#commitNumber >= this.limits.pipelineOpsMax) {
+      this.#ignore(`${what}: pipeline full`);
+      return false;
+    }
+    return true;
+  }
+
+  /** §7.1 An administrator asks to move the group to a new configuration. */
+  #onReconfiguration(message: Reconfiguration): void {
+    const what = `reconfiguration c=${message.clientId} s=${message.requestNumber}`;
+    const epoch = this.#membership.epoch;
+    if (message.epoch < epoch) {
+      // A retry of one that committed, or one decided before another: the group is past it.
+      return this.#replyConfiguration(message.clientId, message.requestNumber);
+    }
+    if (!this.#primaryTakes(message.clientId, message.requestNumber, what)) return;
+    const reject = (reason: RejectReason, floor: number) =>
+      this.#emitReply(message.clientId, {
+        type: "rejected",
+        clientId: message.clientId,
+        requestNumber: message.requestNumber,
+        reason,
+        floor,
+        replica: this.#self,
+      });
+    if (message.clientId === GROUP_CLIENT_ID) return this.#ignore(`${what}: client-id 0`);
+    if (message.epoch > epoch) return this.#ignore(`${what}: epoch ${message.epoch} is ahead`);
+    if (this.#reconfigurationOpNumber > 0) {
+      const pending = decodeGroupOperation(
+        this.#log.entry(this.#reconfigurationOpNumber)!.operation,
+      );
+      if (
+        typeof pending !== "string" && pending.clientId === message.clientId &&
+        pending.requestNumber === message.requestNumber
+      ) {
+        return this.#ignore(`${what}: in progress`);
+      }
+      return reject("reconfiguring", epoch);
+    }
+    const problem = configurationProblem(message.addresses, this.#membership);
+    if (problem !== undefined) {
+      this.#log_("info", `${what}: refused: ${problem}`);
+      return reject("bad_configuration", epoch);
+    }
+    this.#log_(
+      "info",
+      `${what}: epoch ${epoch + 1} with ${message.addresses.join(", ")}: no other request until ` +
+        "it commits",
+    );
+    this.#appendGroupEntry({
+      kind: "reconfiguration",
+      clientId: message.clientId,
+      requestNumber: message.requestNumber,
+      addresses: [...message.addresses],
+    });
+  }
+
+  /** §7.3 An administrator asks the new group to confirm it runs: committed like a request. */
+  #onCheckEpoch(message: CheckEpoch): void {
+    const what = `check_epoch c=${message.clientId} s=${message.requestNumber}`;
+    if (message.clientId === GROUP_CLIENT_ID) return this.#ignore(`${what}: client-id 0`);
+    if (!this.#primaryTakes(message.clientId, message.requestNumber, what)) return;
+    if (message.epoch > this.#membership.epoch) {
+      // This replica lags (the group is in that epoch, or the administrator is wrong): it cannot
+      // tell which, and does not answer; the administrator asks the others.
+      return this.#ignore(`${what}: epoch ${message.epoch} is ahead of ours`);
+    }
+    if (this.#reconfigurationOpNumber > 0) return this.#ignore(`${what}: reconfiguring`);
+    this.#appendGroupEntry({
+      kind: "check_epoch",
+      clientId: message.clientId,
+      requestNumber: message.requestNumber,
+      epoch: message.epoch,
+    });
+  }
+
+  #appendGroupEntry(operation: GroupOperation): void {
+    if (this.opNumber >= OP_NUMBER_MAX) {
+      return this.#log_("warn", "group operation: the log reached OP_NUMBER_MAX");
+    }
+    this.#appendEntry({
+      opNumber: this.opNumber + 1,
+      viewNumber: this.#viewNumber,
+      clientId: GROUP_CLIENT_ID,
+      requestNumber: operation.requestNumber,
+      operation: encodeGroupOperation(operation),
+      timestamp: Math.max(this.#clockMs, this.#log.lastTimestamp),
+    });
+  }
+
+  /** A group entry joined the log: a Reconfiguration stops the primary taking requests. */
+  #noteGroupEntry(entry: LogEntry): void {
+    const operation = decodeGroupOperation(entry.operation);
+    if (typeof operation !== "string" && operation.kind === "reconfiguration") {
+      this.#reconfigurationOpNumber = entry.opNumber;
+    }
+  }
+
+  /**
+   * Execute a group entry (client-id 0). A Reconfiguration moves the group to its next epoch
+   * (§7.1): true then. The primary answers the administrator.
+   */
+  #executeGroupEntry(entry: LogEntry, replying: boolean): boolean {
+    if (this.#reconfigurationOpNumber === entry.opNumber) this.#reconfigurationOpNumber = 0;
+    const operation = decodeGroupOperation(entry.operation);
+    if (typeof operation === "string") {
+      // Committed, so every replica skips it alike; only a bug or a forged log writes one.
+      this.#log_("warn", `op ${entry.opNumber}: ${operation}: skipped`);
+      return false;
+    }
+    if (operation.kind === "check_epoch") {
+      if (replying) this.#replyConfiguration(operation.clientId, operation.requestNumber);
+      return false;
+    }
+    const joining = this.#joining;
+    if (this.#standby) {
+      // A new process learns the group only from the Reconfiguration it was told of: earlier ones
+      // are of epochs it never belonged to.
+      if (joining === undefined || entry.opNumber !== joining.membership.opNumber) return false;
+      const named = memberAddresses(joining.membership);
+      if (
+        operation.addresses.length !== named.length ||
+        operation.addresses.some((address, index) => address !== named[index])
+      ) {
+        this.#log_(
+          "warn",
+          `op ${entry.opNumber} is not the Reconfiguration the StartEpoch named: not joining`,
+        );
+        this.#joining = undefined;
+        return false;
+      }
+      this.#enterEpoch(joining.membership, false);
+      return true;
+    }
+    if (entry.opNumber <= this.#membership.opNumber) return false; // Adopted already (restart).
+    const next = nextMembership(
+      this.#membership,
+      operation.addresses,
+      entry.opNumber,
+      entry.viewNumber,
+    );
+    if (
+      joining !== undefined && joining.membership.epoch === next.epoch &&
+      !sameMembership(joining.membership, next)
+    ) {
+      this.#log_("warn", `epoch ${next.epoch}: a StartEpoch named another membership than the log`);
+    }
+    this.#enterEpoch(next, replying);
+    if (replying) this.#replyConfiguration(operation.clientId, operation.requestNumber);
+    return true;
+  }
+
+  /** Take `membership` as the group's, with everything that depends on it. */
+  #setMembership(membership: Membership): void {
+    this.#membership = membership;
+    this.#members = membership.members;
+    this.#f = (membership.members.length - 1) / 2;
+    this.#memberAddresses = memberAddresses(membership);
+    this.#self = membership.addresses.indexOf(this.#selfAddress);
+    this.#standby = false;
+    const ids = membership.addresses.length;
+    const grow = <T>(array: T[], fill: T) => {
+      while (array.length < ids) array.push(fill);
+    };
+    grow(this.#acked, -1);
+    grow(this.#heardAtTick, this.#ticks);
+    grow(this.#progressAtTick, this.#ticks);
+    grow(this.#readRoundAcked, 0);
+    grow(this.#sentTo, 0);
+    grow(this.#spare, false);
+    if ((this.#joining?.membership.epoch ?? Infinity) <= membership.epoch) {
+      this.#joining = undefined;
+    }
+    this.#epochStartedFrom = new Set();
+    this.#newEpochToldAt.clear();
+    this.#heardFromMembers = new Set();
+    this.#reconfigurationOpNumber = 0;
+  }
+
+  /**
+   * §7.1 Move to the epoch of `membership`, whose Reconfiguration this replica just executed (the
+   * log up to it is here; nothing after it is the old epoch's). A member starts the epoch's first
+   * view; a replica that leaves serves the new members until f'+1 of them started.
+   */
+  #enterEpoch(membership: Membership, wasPrimary: boolean): void {
+    const recovering = this.#status === "recovering";
+    const previousMembers = this.#membership.members;
+    if (this.opNumber > this.#commitNumber) this.#truncateLog(this.#commitNumber);
+    this.#setMembership(membership);
+    this.#syncTarget = undefined;
+    this.#startViewChangeFrom = new Set();
+    this.#doViewChanges = new Map();
+    this.#viewNumber = membership.startViewNumber;
+    this.#lastNormalView = membership.startViewNumber;
+    this.#persistMembership();
+    const epoch = membership.epoch;
+    if (this.#memberPosition(this.#self) < 0) {
+      this.#log_("info", `epoch ${epoch} began at op ${membership.opNumber} without this replica`);
+      this.#enterLeaving();
+      return;
+    }
+    // Normal in the epoch's first view, even after a recovery in the old epoch: its membership of
+    // the new epoch was never durable before (it is persisted before anything is sent in it), so
+    // it promised nothing in the new epoch. If the epoch has moved on, this replica is a backup
+    // (or a primary) of a view the others left, as if it had been slow: a quorum of them moved
+    // on, so none commits in this view without them.
+    if (recovering) {
+      this.#log_("info", `recovered by the Reconfiguration at op ${membership.opNumber}`);
+    }
+    this.#transitionToNormal(membership.startViewNumber);
+    this.#epochsStarted++;
+    this.#log_(
+      "info",
+      `epoch ${epoch} began at op ${membership.opNumber}: ${this.#memberAddresses.join(", ")}; ` +
+        `view ${this.#viewNumber}, primary ${this.addressOf(this.primaryIndex)}`,
+    );
+    this.#announceEpochStarted();
+    if (wasPrimary) {
+      // §7.1 The old primary tells the new members (those that leave re-send it until answered).
+      const message = this.#epochMessage("start_epoch");
+      for (const member of membership.members) {
+        if (!previousMembers.includes(member)) this.#send(member, message);
+      }
+    }
+  }
+
+  /** §7.1 Tell the replicas that left that this member runs the epoch. */
+  #announceEpochStarted(): void {
+    for (const replica of this.#membership.previousMembers) {
+      if (this.#memberPosition(replica) >= 0) continue;
+      this.#send(replica, {
+        type: "epoch_started",
+        epoch: this.#membership.epoch,
+        replica: this.#self,
+      });
+    }
+  }
+
+  /** §7.1 This replica is not in the current epoch: it serves the state until f'+1 started. */
+  #enterLeaving(): void {
+    this.#status = "transitioning";
+    this.#epochStartedFrom = new Set();
+    this.#ticksSinceStartEpoch = 0;
+    this.#fetch = undefined;
+    this.#pendingReads = [];
+    this.#persistSuperblock();
+    this.#log_(
+      "info",
+      `left the group: serving the state to epoch ${this.#membership.epoch} until ${
+        this.#f + 1
+      } of its members started`,
+    );
+    this.#sendStartEpoch();
+  }
+
+  #sendStartEpoch(): void {
+    const message = this.#epochMessage("start_epoch");
+    for (const member of this.#members) {
+      if (!this.#epochStartedFrom.has(member)) this.#send(member, message);
+    }
+  }
+
+  #epochMessage<T extends "start_epoch" | "new_epoch">(type: T): StartEpoch | NewEpoch {
+    const m = this.#membership;
+    return {
+      type,
+      epoch: m.epoch,
+      opNumber: m.opNumber,
+      startViewNumber: m.startViewNumber,
+      addresses: m.addresses,
+      members: m.members,
+      previousMembers: m.previousMembers,
+      replica: this.#self,
+    } as StartEpoch | NewEpoch;
+  }
+
+  #persistMembership(): void {
+    this.#flushLogPersist(); // The log up to the Reconfiguration is durable first.
+    this.#effects.push({
+      type: "persist_membership",
+      id: this.#persistIdNext++,
+      membership: this.#membership,
+    });
+  }
+
+  /**
+   * §7.2 Epochs. Messages of this epoch are handled from its members; the state-transfer ones
+   * (committed entries and checkpoints, facts whoever sends them) from anyone; the epochs'
+   * own messages always. A message of an older epoch gets the sender told of ours (NewEpoch); one
+   * of a newer epoch makes this replica ask its sender for the state, which brings it the
+   * Reconfiguration. True when the message is to be handled.
+   */
+  #sameEpochMember(message: ReplicaMessage): boolean {
+    switch (message.type) {
+      case "start_epoch":
+      case "new_epoch":
+      case "epoch_started":
+      case "get_state":
+      case "new_state":
+      case "checkpoint_manifest":
+      case "get_checkpoint_chunks":
+      case "checkpoint_chunk":
+        return true;
+    }
+    const epoch = this.#membership.epoch;
+    if (this.#standby) {
+      this.#ignore(`${message.type}: not told its group yet`);
+      return false;
+    }
+    if (message.epoch < epoch) {
+      this.#tellNewEpoch(message.replica);
+      this.#ignore(`${message.type}: epoch ${message.epoch} is over`);
+      return false;
+    }
+    if (message.epoch > epoch) {
+      this.#askNewerEpoch(message.replica, `${message.type} of epoch ${message.epoch}`);
+      return false;
+    }
+    if (this.#status === "transitioning" || this.#memberPosition(message.replica) < 0) {
+      this.#ignore(`${message.type}: not between members of epoch ${epoch}`);
+      return false;
+    }
+    this.#heardFromMembers.add(message.replica);
+    return true;
+  }
+
+  #tellNewEpoch(to: ReplicaIndex): void {
+    if (this.#membership.addresses[to] === undefined) return;
+    const at = this.#newEpochToldAt.get(to);
+    if (at !== undefined && this.#ticks - at < this.timing.retryTicks) return;
+    this.#newEpochToldAt.set(to, this.#ticks);
+    this.#send(to, this.#epochMessage("new_epoch"));
+  }
+
+  /** A replica of a newer epoch spoke: fetch the committed log from it (it holds our next ops). */
+  #askNewerEpoch(from: ReplicaIndex, what: string): void {
+    if (this.#membership.addresses[from] === undefined) {
+      return this.#ignore(`${what}: from an unknown member`);
+    }
+    if (this.#ticks - this.#newerEpochAskedAt < this.timing.retryTicks) return;
+    this.#newerEpochAskedAt = this.#ticks;
+    this.#debugLog(() => `${what}: fetching the state from ${from}`);
+    this.#sendGetState(from, this.#viewNumber, this.#commitNumber);
+  }
+
+  /**
+   * §7.1, §7.2 A StartEpoch (to a new member, or re-sent by a replica that left) or a NewEpoch
+   * (the answer to a message of an older epoch) names an epoch. A member of it that started
+   * answers EpochStarted; a replica behind it fetches the state up to its Reconfiguration.
+   */
+  #onEpochNews(message: StartEpoch | NewEpoch): void {
+    const named: Membership = {
+      epoch: message.epoch,
+      addresses: message.addresses,
+      members: message.members,
+      previousMembers: message.previousMembers,
+      startViewNumber: message.startViewNumber,
+      opNumber: message.opNumber,
+    };
+    const problem = membershipProblem(named);
+    if (problem !== undefined || message.epoch === 0 || message.opNumber === 0) {
+      return this.#log_(
+        "warn",
+        `${describeMessage(message)} from ${message.replica}: ${problem ?? "epoch 0"}: ignored`,
+      );
+    }
+    const self = named.addresses.indexOf(this.#selfAddress);
+    const own = this.#membership.epoch;
+    if (!this.#standby && message.epoch <= own) {
+      // A replica that left epoch `message.epoch - 1` waits for f'+1 of its members: we are one
+      // if it names us, and we got that far (the book only grows, so its ids are ours).
+      const started = message.epoch < own || this.#status === "normal" ||
+        this.#status === "view_change";
+      if (message.type === "start_epoch" && self >= 0 && named.members.includes(self) && started) {
+        this.#send(message.replica, {
+          type: "epoch_started",
+          epoch: message.epoch,
+          replica: this.#self,
+        });
+      }
+      return this.#ignore(`${message.type}: epoch ${message.epoch} is not ahead of ours`);
+    }
+    if (self < 0) return this.#ignore(`${message.type}: names a group without this address`);
+    if (this.#joining !== undefined && this.#joining.membership.epoch >= message.epoch) {
+      return this.#ignore(`${message.type}: joining epoch ${this.#joining.membership.epoch}`);
+    }
+    if (
+      this.#plantedBug === "start_epoch_before_reconfiguration_committed" &&
+      message.type === "start_epoch" && named.members.includes(self) &&
+      this.#commitNumber < named.opNumber
+    ) {
+      // The bug: start the epoch from the StartEpoch alone, with whatever state is here.
+      this.#commitNumber = Math.min(this.#commitNumber, this.opNumber);
+      this.#truncateLog(this.#commitNumber);
+      this.#enterEpoch(named, false);
+      return;
+    }
+    const from = [...new Set([message.replica, ...named.members, ...named.previousMembers])]
+      .filter((id) => id !== self);
+    this.#joining = { membership: named, from, cursor: 0 };
+    if (this.#standby) this.#self = self; // Its id in the group it joins.
+    this.#log_(
+      "info",
+      `${message.type} from ${message.replica}: epoch ${named.epoch} began at op ` +
+        `${named.opNumber}; fetching the state up to it`,
+    );
+    this.#ticksSinceJoinAsk = 0;
+    this.#sendGetState(message.replica, this.#viewNumber, this.#commitNumber);
+  }
+
+  /** §7.1 A member of the new epoch started: shut down once f'+1 have. */
+  #onEpochStarted(message: EpochStarted): void {
+    if (message.epoch > this.#membership.epoch && !this.#standby) {
+      // An epoch after ours started: its Reconfiguration is in the log of the one that says so.
+      return this.#askNewerEpoch(message.replica, `epoch_started of epoch ${message.epoch}`);
+    }
+    if (
+      this.#status !== "transitioning" || this.#standby || this.#memberPosition(this.#self) >= 0
+    ) {
+      return this.#ignore("epoch_started: not leaving");
+    }
+    if (message.epoch !== this.#membership.epoch) {
+      return this.#ignore(`epoch_started: of epoch ${message.epoch}`);
+    }
+    if (this.#memberPosition(message.replica) < 0) {
+      return this.#ignore("epoch_started: not from a member of the epoch");
+    }
+    this.#epochStartedFrom.add(message.replica);
+    const needed = this.#plantedBug === "shut_down_before_quorum_started" ? 1 : this.#f + 1;
+    if (this.#epochStartedFrom.size < needed || this.#shutDown) return;
+    this.#shutDown = true;
+    this.#log_(
+      "info",
+      `${this.#epochStartedFrom.size} members of epoch ${this.#membership.epoch} started: ` +
+        "shutting down",
+    );
+    this.#effects.push({ type: "shut_down", epoch: this.#membership.epoch });
+  }
+
+  #tickTransitioning(): void {
+    if (this.#standby || this.#shutDown || this.#memberPosition(this.#self) >= 0) return;
+    this.#ticksSinceStartEpoch++;
+    if (this.#ticksSinceStartEpoch < this.timing.retryTicks) return;
+    this.#ticksSinceStartEpoch = 0;
+    this.#sendStartEpoch();
+  }
+
+  /** Ask the next source for the state up to the Reconfiguration we were told of. */
+  #tickJoining(): void {
+    const joining = this.#joining!;
+    if (this.#membership.epoch >= joining.membership.epoch && !this.#standby) {
+      this.#joining = undefined;
+      return;
+    }
+    this.#ticksSinceJoinAsk++;
+    if (this.#ticksSinceJoinAsk < this.timing.retryTicks || this.#fetch !== undefined) return;
+    this.#ticksSinceJoinAsk = 0;
+    joining.cursor = (joining.cursor + 1) % joining.from.length;
+    this.#sendGetState(joining.from[joining.cursor]!, this.#viewNumber, this.#commitNumber);
+  }
+
+  /** Who may hold the state this replica fetches: the members it knows of, but itself. */
+  #stateSources(): ReplicaIndex[] {
+    const ids = new Set<ReplicaIndex>([
+      ...this.#members,
+      ...this.#membership.previousMembers,
+      ...this.#joining?.from ?? [],
+    ]);
+    ids.delete(this.#self);
+    return [...ids];
+  }
+
+  /**
+   * §7 A fetched checkpoint is of a later epoch than ours (or this new process had none): take its
+   * membership, as if it had executed the Reconfiguration (`#enterEpoch`): it never promised
+   * anything in that epoch (its membership of it was never durable), so it starts the epoch's
+   * first view, and catches up with the view the epoch is in like any slow backup.
+   */
+  #enterEpochByCheckpoint(membership: Membership): void {
+    if (membership.addresses.indexOf(this.#selfAddress) < 0) {
+      this.#joining = undefined;
+      return this.#log_("warn", "a checkpoint of a group without this address: ignored");
+    }
+    this.#dropCheckpointInProgress();
+    this.#setMembership(membership);
+    this.#syncTarget = undefined;
+    this.#viewNumber = membership.startViewNumber;
+    this.#lastNormalView = membership.startViewNumber;
+    this.#persistMembership();
+    this.#log_("info", `the checkpoint is of epoch ${membership.epoch}: adopting it`);
+    if (this.#memberPosition(this.#self) < 0) return this.#enterLeaving();
+    this.#transitionToNormal(membership.startViewNumber);
+    this.#epochsStarted++;
+    this.#announceEpochStarted();
+    if (!this.isPrimary) this.#requestState(`joined epoch ${membership.epoch} by checkpoint`);
   }
 
   // ------------------------------------------------------------------ restart from disk
@@ -2680,6 +3522,13 @@ export class Replica {
     this.#logDurableOpNumber = checkpoint.opNumber;
     this.#clientTable.restore(metadata.requestNumberFloor, clientTable);
     this.#setCheckpoint(checkpoint);
+    if (metadata.membership.epoch > this.#membership.epoch) {
+      // Installed before a crash, its membership not persisted yet.
+      this.#setMembership(metadata.membership);
+      this.#viewNumber = metadata.membership.startViewNumber;
+      this.#lastNormalView = metadata.membership.startViewNumber;
+      this.#persistMembership();
+    }
     this.#log_("info", `restored the checkpoint of op ${checkpoint.opNumber}`);
   }
 
@@ -2707,6 +3556,9 @@ export class Replica {
     this.#logDirtyFrom = Infinity;
     this.#advanceCommit(Math.min(durable.commitNumber, this.opNumber));
     this.#recomputeUncommitted();
+    const status = this.#status as Status; // A Reconfiguration replayed may have changed it.
+    if (status === "transitioning" || status === "normal") return; // It began a new epoch.
+    if (this.#memberPosition(this.#self) < 0) return this.#enterLeaving();
     if (this.#viewNumber === this.#lastNormalView && !this.isPrimary) {
       this.#status = "normal";
       this.#resetViewState();
@@ -2726,8 +3578,15 @@ export class Replica {
 
   // ------------------------------------------------------------------ helpers
 
+  /** The member id of the primary of `viewNumber` in this epoch; -1 before the epoch's views. */
   #primaryOf(viewNumber: number): ReplicaIndex {
-    return viewNumber % this.replicaCount;
+    if (viewNumber < this.#membership.startViewNumber) return -1;
+    return primaryOf(this.#membership, viewNumber);
+  }
+
+  /** The position of member `id` in the current epoch, -1 if it is not a member. */
+  #memberPosition(id: ReplicaIndex): number {
+    return this.#members.indexOf(id);
   }
 
   #uncommittedEntries(): LogEntry[] {
@@ -2743,6 +3602,10 @@ export class Replica {
     for (const entry of uncommitted) bytes += entry.operation.length;
     this.#uncommittedBytes = bytes;
     this.#clientTable.rebuildPending(uncommitted);
+    this.#reconfigurationOpNumber = 0;
+    for (const entry of uncommitted) {
+      if (entry.clientId === GROUP_CLIENT_ID) this.#noteGroupEntry(entry);
+    }
   }
 
   #persistSuperblock(): void {
@@ -2753,6 +3616,7 @@ export class Replica {
       type: "persist_superblock",
       id,
       superblock: {
+        epoch: this.#membership.epoch,
         viewNumber: this.#viewNumber,
         lastNormalView: this.#lastNormalView,
         recovering: this.#status === "recovering",
@@ -2767,8 +3631,8 @@ export class Replica {
   }
 
   #broadcast(message: ReplicaMessage): void {
-    for (let replica = 0; replica < this.replicaCount; replica++) {
-      if (replica !== this.replicaIndex) this.#emit({ type: "send", to: replica, message });
+    for (const replica of this.#members) {
+      if (replica !== this.#self) this.#emit({ type: "send", to: replica, message });
     }
   }
 
