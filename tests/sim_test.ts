@@ -72,6 +72,16 @@ Deno.test("simulator sweep of 3-replica seeds passes and exercises every protoco
   assert.ok(withoutLog.length > 0 && withoutLog.length < results.length);
   assert.ok(withoutLog.some((r) => r.stats.readsWithoutLog > 0));
   assert.ok(results.every((r) => r.stats.readsWithoutLog === 0 || r.parameters.readsWithoutLog));
+  // §7 Most seeds reconfigure the group, every kind of reconfiguration runs, and the replicas
+  // that left shut down.
+  assert.ok(summary.seedsWithEpochs > results.length / 2, `epochs in ${summary.seedsWithEpochs}`);
+  for (const plan of ["grow", "replace_one", "replace_all"]) {
+    assert.ok(
+      results.some((r) => r.parameters.reconfiguration.plan === plan && r.stats.epochsStarted > 0),
+      plan,
+    );
+  }
+  assert.ok(t.shutDowns > 0 && t.clientsRedirected > 0, `shut downs ${t.shutDowns}`);
 });
 
 Deno.test("simulator sweep of 5-replica seeds passes", async () => {

@@ -155,6 +155,11 @@ async function sweep(flags: SimFlags): Promise<number> {
       `another replica in ${summary.seedsWithTransfers}`,
   );
   console.log(
+    `reconfigurations (§7): ${t.reconfigurations} issued, a new epoch started in ` +
+      `${summary.seedsWithEpochs} of ${count} seeds; ${t.shutDowns} old replicas shut down; ` +
+      `clients redirected ${t.clientsRedirected} times`,
+  );
+  console.log(
     `speed: ${(count / (summary.seconds / 60)).toFixed(0)} seeds/min, ${
       (t.events / summary.seconds).toFixed(0)
     } events/s (${summary.seconds.toFixed(1)} s)`,

@@ -1087,6 +1087,17 @@ class Simulation {
     sim.incarnation++;
     this.network.setNodeUp(sim.index, false);
     this.checker.onCrash(sim.index);
+    // The moment the old group leaves is the new group's most fragile: a new member that
+    // started may be the only one holding the state (if the old ones left too early). Crash one,
+    // losing its log, now and then.
+    if (this.phase !== "safety" || !this.faultPrng.chance(0.5)) return;
+    const joined = this.replicas.filter((other) =>
+      other.up && other.joined && this.#mayCrash(other)
+    );
+    if (joined.length === 0) return;
+    const victim = this.faultPrng.pick(joined);
+    this.#crash(victim, true);
+    this.queue.push(this.now + this.#drawDowntime(), { kind: "restart", replica: victim.index });
   }
 
   #deliver(delivery: Delivery<Message>): void {

@@ -26,6 +26,8 @@ export interface SweepSummary {
   /** §5.1 Seeds in which a replica checkpointed, and in which one fetched a checkpoint. */
   readonly seedsWithCheckpoints: number;
   readonly seedsWithTransfers: number;
+  /** §7 Seeds in which a new epoch started (a reconfiguration committed). */
+  readonly seedsWithEpochs: number;
   readonly seconds: number;
 }
 
@@ -37,6 +39,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
   const totals: SimulationStats = emptyStats();
   let seedsWithCheckpoints = 0;
   let seedsWithTransfers = 0;
+  let seedsWithEpochs = 0;
   const failed: SimulationResult[] = [];
   let passed = 0;
   const seeds: number[] = [];
@@ -75,6 +78,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
         }
         if (data.stats.checkpointsTaken > 0) seedsWithCheckpoints++;
         if (data.stats.checkpointTransfers > 0) seedsWithTransfers++;
+        if (data.stats.epochsStarted > 0) seedsWithEpochs++;
         if (data.ok) passed++;
         else failed.push(data);
         options.onResult?.(data);
@@ -97,6 +101,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
     totals,
     seedsWithCheckpoints,
     seedsWithTransfers,
+    seedsWithEpochs,
     seconds: (performance.now() - started) / 1000,
   };
 }

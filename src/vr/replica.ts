@@ -223,7 +223,8 @@ export type PlantedBug =
   | "start_epoch_before_reconfiguration_committed"
   // §7: a replica that left shutting down at the first EpochStarted, not after f'+1.
   | "shut_down_before_quorum_started"
-  // §7: the primary still taking requests after it logged a Reconfiguration.
+  // §7: the primary still taking requests after it logged a Reconfiguration (and the replicas
+  // executing what follows it in the old epoch's log).
   | "accept_request_after_reconfiguration"
   // The two corrections of docs/vr-checklist.md, removed:
   | "recovery_forgets_persisted_view"
@@ -1345,7 +1346,7 @@ export class Replica {
       }
       // §7 The rest of the commit-number was the old epoch's to give: it has none after its
       // Reconfiguration (a caller committing more passes committed entries one by one).
-      if (epochChanged) break;
+      if (epochChanged && this.#plantedBug !== "accept_request_after_reconfiguration") break;
     }
     if (this.#commitNumber - this.#log.packedOpNumber >= this.limits.logPackOps) {
       this.#log.packThrough(this.#commitNumber);
@@ -3202,7 +3203,12 @@ export class Replica {
   #enterEpoch(membership: Membership, wasPrimary: boolean): void {
     const recovering = this.#status === "recovering";
     const previousMembers = this.#membership.members;
-    if (this.opNumber > this.#commitNumber) this.#truncateLog(this.#commitNumber);
+    if (
+      this.opNumber > this.#commitNumber &&
+      this.#plantedBug !== "accept_request_after_reconfiguration"
+    ) {
+      this.#truncateLog(this.#commitNumber);
+    }
     this.#setMembership(membership);
     this.#syncTarget = undefined;
     this.#startViewChangeFrom = new Set();
