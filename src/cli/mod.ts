@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { benchCommand } from "./bench.ts";
 import { clusterCommand } from "./cluster.ts";
+import { reconfigureCommand } from "./reconfigure.ts";
 import { replCommand } from "./repl.ts";
 import { serverCommand } from "./server.ts";
 import { simCommand } from "./sim.ts";
@@ -23,6 +24,7 @@ export function buildCli(): Command {
   program.addCommand(replCommand());
   program.addCommand(clusterCommand());
   program.addCommand(statusCommand());
+  program.addCommand(reconfigureCommand());
   program.addCommand(benchCommand());
   program.addCommand(simCommand());
   return program;

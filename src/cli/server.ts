@@ -31,6 +31,7 @@ interface ServerFlags {
   bind?: string;
   bindTlsCert?: string;
   bindTlsKey?: string;
+  join?: boolean;
 }
 
 export function serverCommand(): Command {
@@ -56,6 +57,11 @@ export function serverCommand(): Command {
     .addOption(
       new Option("--log-level <level>", "least severe log lines shown").choices(Object.keys(LEVELS))
         .default("info"),
+    )
+    .option(
+      "--join",
+      "a new replica for a running group: wait until `vstamp reconfigure` adds its address " +
+        "(--index names it in --config), fetch the state, then serve",
     )
     .addOption(
       new Option(
@@ -144,9 +150,12 @@ async function runServer(flags: ServerFlags): Promise<number> {
   let node: ReplicaNode;
   // Set once the wait below begins; a fatal error before then has nothing to stop yet.
   let onFatal = () => {};
+  let onShutDown = () => {};
   try {
     node = await ReplicaNode.start({
       onFatal: () => onFatal(),
+      onShutDown: () => onShutDown(),
+      join: flags.join === true,
       config,
       index: flags.index,
       dataDir,
@@ -193,7 +202,9 @@ async function runServer(flags: ServerFlags): Promise<number> {
   }
   log(
     "info",
-    `serving replica ${flags.index} of ${config.addresses.length} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
+    r.replicaIndex < 0
+      ? `waiting on ${node.address} to join a group (data in ${dataDir}, sync ${flags.sync})`
+      : `serving replica ${r.replicaIndex} of ${r.replicaCount} in epoch ${r.epoch} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
   );
   let stopWatchingStdin: (() => void) | undefined;
   let exitCode = 0;
@@ -215,6 +226,8 @@ async function runServer(flags: ServerFlags): Promise<number> {
       exitCode = 1;
       stop("cannot go on");
     };
+    // §7.3 It left the group, and the new one runs without it: nothing more to do here.
+    onShutDown = () => stop("left the group");
     Deno.addSignalListener("SIGINT", onInt);
     Deno.addSignalListener("SIGTERM", onTerm);
     if (flags.bind !== undefined) {

@@ -26,6 +26,8 @@ export interface StatusRow {
   readonly address: string;
   readonly reachable: boolean;
   readonly status?: string | undefined;
+  /** §7 The epoch the replica is in (its view is of that epoch). */
+  readonly epoch?: number | undefined;
   readonly viewNumber?: number | undefined;
   readonly role?: string | undefined;
   readonly opNumber?: number | undefined;
@@ -120,7 +122,12 @@ export async function collectStatus(
   for (const answer of answers) {
     if ("error" in answer) continue;
     if (answer.role === "primary" && answer.status === "normal") {
-      if (primary === undefined || answer.viewNumber > primary.viewNumber) primary = answer;
+      if (
+        primary === undefined || answer.epoch > primary.epoch ||
+        (answer.epoch === primary.epoch && answer.viewNumber > primary.viewNumber)
+      ) {
+        primary = answer;
+      }
     }
   }
   return answers.map((answer, index) => {
@@ -132,6 +139,7 @@ export async function collectStatus(
       address: addresses[index]!,
       reachable: true,
       status: answer.status,
+      epoch: answer.epoch,
       viewNumber: answer.viewNumber,
       role: answer.role,
       opNumber: answer.opNumber,
@@ -154,6 +162,7 @@ export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]
     "ADDRESS",
     "REACHABLE",
     "STATUS",
+    "EPOCH",
     "VIEW",
     "ROLE",
     "OP",
@@ -170,6 +179,7 @@ export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]
     ...(pids !== undefined ? [String(pids[index] ?? "-")] : []),
     row.reachable ? "yes" : `no (${row.error})`,
     row.status ?? "-",
+    row.epoch === undefined ? "-" : String(row.epoch),
     row.viewNumber === undefined ? "-" : String(row.viewNumber),
     row.role ?? "-",
     row.opNumber === undefined ? "-" : String(row.opNumber),

@@ -19,7 +19,14 @@ import { FRAME_BODY_BYTES_MAX } from "../transport/frame.ts";
 import { connectTo, type TlsMaterial } from "../transport/tls.ts";
 import { crc32c } from "../lib/crc32c.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
-import type { ClientMessage, ClientReplyMessage, Rejected, Reply } from "../vr/message.ts";
+import { ADDRESS_BOOK_MAX } from "../vr/membership.ts";
+import type {
+  ClientMessage,
+  ClientReplyMessage,
+  Configuration,
+  Rejected,
+  Reply,
+} from "../vr/message.ts";
 
 /** Thrown when the group cannot be reached or does not answer in time. */
 export class ClientError extends Error {
@@ -75,6 +82,7 @@ export class Client {
   readonly #retryMs: number;
   readonly #deadlineMs: number;
   #addresses: Address[];
+  #epoch = 0;
   /** `formatAddress` of each address: the transport's key for its connection. */
   #addressKeys: string[];
   #viewNumber = 0;
@@ -191,6 +199,9 @@ export class Client {
     if (now >= pending.retryAt) {
       pending.retryAt = now + this.#retryMs;
       for (let i = 0; i < this.#addresses.length; i++) this.#send(i, pending.frame);
+      // §7.4 The group may have moved on (a reconfiguration): one replica says where it is now.
+      const asked = Math.floor(Math.random() * this.#addresses.length);
+      this.#send(asked, encodeFramedMessage({ type: "locate", clientId: this.clientId }));
     }
   }
 
@@ -274,12 +285,91 @@ export class Client {
   }
 
   #send(index: number, frame: Uint8Array): void {
+    // Replies name member ids, which grow with reconfigurations (§7): any id the group may use.
     this.#transport.send(
       this.#addressKeys[index]!,
       this.#addresses[index]!,
       frame,
-      this.#addresses.length,
+      ADDRESS_BOOK_MAX,
     );
+  }
+
+  /** §7 The epoch of the configuration this client uses. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /**
+   * §7.4 Take the configuration a replica sent if it is of a later epoch (or the first one):
+   * the group was reconfigured, and requests go to its new members from now on.
+   */
+  #adopt(configuration: Configuration, first: boolean): boolean {
+    if (!first && configuration.epoch <= this.#epoch) return false;
+    const addresses: Address[] = [];
+    for (const text of configuration.addresses) {
+      const parsed = parseAddress(text);
+      if ("error" in parsed) return false; // A bad answer: the next one will do.
+      addresses.push(parsed);
+    }
+    if (addresses.length === 0) return false;
+    this.#addresses = addresses;
+    this.#addressKeys = addresses.map(formatAddress);
+    // Views are of an epoch: a later epoch's may be lower than the ones this client saw.
+    this.#viewNumber = configuration.epoch > this.#epoch
+      ? configuration.viewNumber
+      : Math.max(this.#viewNumber, configuration.viewNumber);
+    this.#epoch = configuration.epoch;
+    // Above every number of a client the group evicted (ClientTable.requestNumberFloor).
+    this.#requestNumber = Math.max(this.#requestNumber, configuration.requestNumberFloor);
+    return true;
+  }
+
+  /**
+   * §7 Ask the group to move to a new configuration (`addresses`, odd in number, distinct):
+   * resolves with the new epoch's configuration once the Reconfiguration committed, which this
+   * client then uses. Rejects with a one-line reason if the group refuses it (an invalid
+   * configuration, or another reconfiguration in progress) or does not answer in time.
+   */
+  async reconfigure(addresses: readonly string[]): Promise<Configuration> {
+    const epoch = this.#epoch;
+    const requestNumber = this.#nextRequestNumber();
+    const answer = (await this.#ask(
+      { type: "reconfiguration", clientId: this.clientId, requestNumber, epoch, addresses },
+      (message) =>
+        (message.type === "configuration" && message.epoch > epoch) ||
+        (message.type === "rejected" && message.requestNumber === requestNumber),
+      1,
+    ))[0]!;
+    if (answer.type === "rejected") {
+      throw new ClientError(
+        answer.reason === "reconfiguring"
+          ? "the group is already changing its configuration: wait for it, then try again"
+          : answer.reason === "bad_configuration"
+          ? "the group refused the configuration (an even number of replicas, duplicates, or " +
+            "the current configuration)"
+          : `the group refused the reconfiguration (${answer.reason})`,
+      );
+    }
+    const configuration = answer as Configuration;
+    this.#adopt(configuration, false);
+    return configuration;
+  }
+
+  /**
+   * §7.3 Ask the group of this client's epoch to confirm it runs: the primary commits the check,
+   * so its answer means a quorum of the group holds the state (the old machines may go).
+   */
+  async checkEpoch(): Promise<Configuration> {
+    const epoch = this.#epoch;
+    const requestNumber = this.#nextRequestNumber();
+    const [answer] = await this.#ask(
+      { type: "check_epoch", clientId: this.clientId, requestNumber, epoch },
+      (message) =>
+        message.type === "configuration" && message.requestNumber === requestNumber &&
+        message.epoch >= epoch,
+      1,
+    );
+    return answer as Configuration;
   }
 
   /** @internal A reply for this client, from the transport. */
@@ -313,7 +403,12 @@ export class Client {
       case "rejected":
         this.#onRejected(message);
         break;
-      case "configuration":
+      case "configuration": {
+        if (!this.#adopt(message, false)) break;
+        const pending = this.#pending;
+        if (pending !== undefined) this.#send(this.#primary(), pending.frame);
+        break;
+      }
       case "request_number_reply":
         break;
     }
@@ -328,17 +423,11 @@ export class Client {
     );
     const configuration = answer[0]!;
     if (configuration.type !== "configuration") return;
-    const addresses: Address[] = [];
     for (const text of configuration.addresses) {
       const parsed = parseAddress(text);
       if ("error" in parsed) throw new ClientError(`replica sent a bad address: ${parsed.error}`);
-      addresses.push(parsed);
     }
-    this.#addresses = addresses;
-    this.#addressKeys = addresses.map(formatAddress);
-    this.#viewNumber = Math.max(this.#viewNumber, configuration.viewNumber);
-    // Above every number of a client the group evicted (ClientTable.requestNumberFloor).
-    this.#requestNumber = Math.max(this.#requestNumber, configuration.requestNumberFloor);
+    this.#adopt(configuration, true);
   }
 
   /**

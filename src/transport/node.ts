@@ -13,7 +13,7 @@
 import { sha256 } from "../lib/sha256.ts";
 import process from "node:process";
 import { beginSnapshotOf, type StateMachine } from "../app/state_machine.ts";
-import { parseAddress, type ServerConfig } from "../config.ts";
+import { formatAddress, parseAddress, type ServerConfig } from "../config.ts";
 import { ADDRESS_BOOK_MAX, memberAddresses } from "../vr/membership.ts";
 import {
   type CheckpointWriter,
@@ -480,13 +480,19 @@ export class ReplicaNode {
    * undefined for this replica itself, or an id the core cannot place.
    */
   #peer(id: number): PeerLink | undefined {
-    const existing = this.#peers.get(id);
-    if (existing !== undefined) return existing;
     const self = this.replica.replicaIndex;
     if (id === self || self < 0) return undefined;
     const text = this.replica.addressOf(id);
     const address = text === undefined ? undefined : parseAddress(text);
     if (address === undefined || "error" in address) return undefined;
+    const existing = this.#peers.get(id);
+    if (
+      existing !== undefined && existing.selfIndex === self &&
+      formatAddress(existing.address) === formatAddress(address)
+    ) {
+      return existing;
+    }
+    existing?.close(); // Made before this replica knew its id or the peer's address.
     const link = new PeerLink(
       address,
       self,

@@ -49,10 +49,13 @@ export function initialMembership(addresses: readonly string[]): Membership {
   };
 }
 
-/** The primary of `viewNumber` (a view of this epoch): §4's round robin over the members. */
+/**
+ * The primary of `viewNumber` (a view of this epoch): §4's round robin over the members, by the
+ * view-number alone, so that a client that knows the members and a view finds the primary.
+ */
 export function primaryOf(membership: Membership, viewNumber: number): ReplicaIndex {
   const members = membership.members;
-  return members[(viewNumber - membership.startViewNumber) % members.length]!;
+  return members[viewNumber % members.length]!;
 }
 
 /** The addresses of the members of the current epoch, in order. */

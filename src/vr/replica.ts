@@ -653,6 +653,9 @@ export class Replica {
   }
   /** The address of member `id`, if this replica knows it. */
   addressOf(id: ReplicaIndex): string | undefined {
+    // A new process's own membership is a placeholder until it joins: the group it joins names
+    // the ids.
+    if (this.#standby) return this.#joining?.membership.addresses[id];
     return this.#membership.addresses[id] ?? this.#joining?.membership.addresses[id];
   }
   /** §7 Whether this replica is a member of its current epoch (false: it left, or it joins). */
