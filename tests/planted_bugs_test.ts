@@ -143,7 +143,7 @@ Deno.test("planted simulator bug: a damaged log handed over as trusted loses a c
   assert.ok(correct.stats.corruptedLogs > 0 && correct.stats.recoveries > 0);
 });
 
-// §7 reconfiguration. Each bug is caught at a seed below 40 (measured: 10, 17 and 34).
+// §7 reconfiguration. Measured: the first seed that catches each is 1, 17 and 81.
 
 Deno.test("planted bug new epoch started before the Reconfiguration committed is caught", () => {
   const found = firstFailure("start_epoch_before_reconfiguration_committed", 40);
@@ -161,7 +161,8 @@ Deno.test("planted bug old replicas shut down before f'+1 EpochStarted is caught
 });
 
 Deno.test("planted bug request accepted by the old primary after the Reconfiguration is caught", () => {
-  const found = firstFailure("accept_request_after_reconfiguration", 40);
+  // Only requests that reach the old primary between its Reconfiguration and the commit count.
+  const found = firstFailure("accept_request_after_reconfiguration", 120);
   assert.ok(found, "no seed failed");
   assert.match(found.failure, /agreement|differs|linearizab|lacks committed op/);
   assert.ok(runSimulation({ seed: found.seed }).ok, "the correct core passes that seed");
