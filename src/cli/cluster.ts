@@ -9,6 +9,7 @@
  * @module
  */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { ClientError } from "../client/client.ts";
 import {
   CHECKPOINT_OPS_MAX,
   generateSecret,
@@ -17,6 +18,7 @@ import {
   loadConfig,
   renderConfig,
 } from "../config.ts";
+import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
 import { parseCount } from "./sim.ts";
@@ -33,6 +35,15 @@ interface UpFlags {
   checkpointInterval?: number;
   logRetain?: number;
 }
+
+const encoder = new TextEncoder();
+
+/** The commands `cluster up --repl` adds to the REPL's. */
+const CLUSTER_HELP = `cluster commands (§7, live):
+  members          the group's replicas, numbered, with their status
+  add              start two new replicas and add them (a group stays odd)
+  remove <i> <j>   remove replicas i and j (they exit once the new group runs)
+  replace <i>      start a new replica and put it in place of replica i`;
 
 /** How long the children may take to report their ports and to become reachable. */
 const START_TIMEOUT_MS = 30_000;
@@ -197,16 +208,17 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     const tlsFiles = flags.tls === true
       ? await localCertificates(flags.dataDir, flags.host)
       : undefined;
-    for (let index = 0; index < flags.replicas; index++) {
+    const spawnChild = (index: number, join: boolean): Child => {
       const { command, args } = vstampCommand([
         "server",
+        ...(join ? ["--join"] : []),
         ...(tlsFiles === undefined
           ? []
           : ["--bind-tls-cert", tlsFiles.certFile, "--bind-tls-key", tlsFiles.keyFile]),
         "--index",
-        String(index),
+        String(join ? 0 : index),
         "--bind",
-        `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:0`,
+        `${hostText}:0`,
         "--data-dir",
         `${flags.dataDir}/replica-${index}`,
         "--sync",
@@ -234,29 +246,108 @@ async function clusterUp(flags: UpFlags): Promise<number> {
           console.error(`replica ${index} (pid ${process.pid}) exited with code ${status.code}`);
         }
       });
-    }
+      return child;
+    };
+    const hostText = flags.host.includes(":") ? `[${flags.host}]` : flags.host;
+    for (let index = 0; index < flags.replicas; index++) spawnChild(index, false);
     const ports = await Promise.all(children.map((child) => readPort(child)));
     const addresses = ports.map((port) =>
       `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`
     );
     const group = await clusterIdentity(flags.dataDir);
-    await Deno.writeTextFile(
-      flags.configOut,
-      renderConfig(addresses, {
+    const configText = (list: readonly string[]) =>
+      renderConfig(list, {
         ...group,
         ...(tlsFiles === undefined ? {} : { tls: tlsFiles }),
         checkpointIntervalOps: flags.checkpointInterval,
         logRetainOps: flags.logRetain,
-      }),
-    );
+      });
+    await Deno.writeTextFile(flags.configOut, configText(addresses));
     const access = await loadAccess(await loadConfig(flags.configOut));
-    const encoder = new TextEncoder();
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
     const rows = await waitUntilServing(addresses, access);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
-      await runSession(addresses, addresses[0]!, undefined, access);
+      // §7 live: new processes join, members leave; the configuration file follows the group.
+      let members = [...addresses];
+      const pidOf = (address: string) =>
+        children.find((child) => !child.exited && `${hostText}:${child.port}` === address)
+          ?.process.pid;
+      const startJoiner = async (): Promise<string> => {
+        const child = spawnChild(children.length, true);
+        const port = await readPort(child);
+        const address = `${hostText}:${port}`;
+        // A joining replica takes its own address from the file (and the group's identity).
+        const path = `${flags.configOut}.join-${child.index}`;
+        await Deno.writeTextFile(path, configText([address]));
+        await child.stdin.write(encoder.encode(`${path}\n`));
+        return address;
+      };
+      const change = async (target: string[]) => {
+        await reconfigureGroup(members, target, access, { log: (line) => console.log(line) });
+        members = target;
+        await Deno.writeTextFile(flags.configOut, configText(members));
+        console.log(`configuration written to ${flags.configOut}`);
+      };
+      const extra = async (line: string): Promise<boolean> => {
+        const words = line.trim().split(/\s+/);
+        const command = words[0]?.toLowerCase() ?? "";
+        const positionsOf = () =>
+          words.slice(1).map((word) => {
+            const n = Number(word);
+            if (!/^\d+$/.test(word) || n >= members.length) {
+              throw new ReconfigureError(
+                `no replica ${word}: the group has ${members.length} (0 to ${
+                  members.length - 1
+                }; see members)`,
+              );
+            }
+            return n;
+          });
+        try {
+          switch (command) {
+            case "help":
+              console.log(CLUSTER_HELP);
+              return false;
+            case "members": {
+              const rows = await collectStatus(members, access);
+              console.log(renderTable(rows, members.map((address) => pidOf(address) ?? 0)));
+              return true;
+            }
+            case "add": {
+              if (words.length !== 1) throw new ReconfigureError("usage: add (adds two replicas)");
+              const added = [await startJoiner(), await startJoiner()];
+              await change([...members, ...added]);
+              return true;
+            }
+            case "remove": {
+              const positions = positionsOf();
+              if (positions.length !== 2 || positions[0] === positions[1]) {
+                throw new ReconfigureError(
+                  "usage: remove <i> <j>: a group needs an odd number of replicas, so two go",
+                );
+              }
+              await change(members.filter((_, at) => !positions.includes(at)));
+              return true;
+            }
+            case "replace": {
+              const positions = positionsOf();
+              if (positions.length !== 1) throw new ReconfigureError("usage: replace <i>");
+              const added = await startJoiner();
+              await change(members.map((address, at) => at === positions[0] ? added : address));
+              return true;
+            }
+            default:
+              return false;
+          }
+        } catch (error) {
+          if (!(error instanceof ReconfigureError || error instanceof ClientError)) throw error;
+          console.log(`(error) ${error.message}`);
+          return true;
+        }
+      };
+      await runSession(addresses, addresses[0]!, undefined, access, extra);
       await stopAll();
       return 0;
     }

@@ -82,6 +82,11 @@ export async function runSession(
   promptAddress: string,
   clientId?: number | undefined,
   access?: GroupAccess | undefined,
+  /**
+   * More commands (`cluster up --repl`'s): given each line first; true when it handled the line,
+   * false to let the REPL run it.
+   */
+  extra?: ((line: string, client: Client) => Promise<boolean>) | undefined,
 ): Promise<number> {
   const interactive = Deno.stdin.isTerminal();
   let client: Client;
@@ -104,7 +109,7 @@ export async function runSession(
   try {
     if (interactive) {
       console.log(
-        `connected to a group of ${client.addresses.length} (client id ${client.clientId}); type help`,
+        `connected to a group of ${client.addresses.length} in epoch ${client.epoch} (client id ${client.clientId}); type help`,
       );
       while (true) {
         let line: string;
@@ -113,10 +118,12 @@ export async function runSession(
         } catch {
           break; // Ctrl-D or Ctrl-C.
         }
+        if (extra !== undefined && await extra(line, client)) continue;
         if (!(await runLine(client, line))) break;
       }
     } else {
       for await (const line of rl) {
+        if (extra !== undefined && await extra(line, client)) continue;
         if (!(await runLine(client, line))) break;
       }
     }
