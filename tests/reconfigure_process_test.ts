@@ -12,7 +12,9 @@ import { checkLinearizable, type HistoryOperation } from "../src/sim/linearizabi
 import {
   OutputCollector,
   processGone,
+  type RunningProcess,
   signalChild,
+  startServer,
   statusRows,
   vstampArgs,
   waitFor,
@@ -175,6 +177,7 @@ Deno.test({
         return path;
       };
       const joiners: Joiner[] = [];
+      let restarted: RunningProcess | undefined;
       const workers: Worker[] = [];
       try {
         for (const name of ["a", "b"]) {
@@ -231,6 +234,25 @@ Deno.test({
         await n1.configure();
         await step("replace one", a, first);
         await waitFor(() => processGone(cluster.pids[2]!), STEP_TIMEOUT_MS, "replica 2 to exit");
+        // Replica 0 restarted with the old configuration file: it says so, and serves in the
+        // epoch its data directory names.
+        await cluster.killReplica(0);
+        restarted = startServer(0, cluster.configPath, cluster.replicaDataDir(0), {
+          logLevel: "warn",
+        });
+        await waitFor(
+          async () => {
+            const [row] = await statusRows([a[0]!], access);
+            return row!.reachable && row!.status === "normal" && row!.epoch === 1 &&
+              row!.pid === restarted!.process.pid;
+          },
+          STEP_TIMEOUT_MS,
+          () => `replica 0 back in epoch 1; stderr:\n${restarted!.output().stderr}`,
+        );
+        assert.match(
+          restarted.output().stderr,
+          /the configuration file lists .*, but the group is in epoch 1 with .*: using that/,
+        );
 
         // 2. Grow to five.
         const n2 = await startJoiner(cluster.dir, "n2", write);
@@ -252,10 +274,11 @@ Deno.test({
         await step("shrink to three new", second, third);
         // Every process of the groups before exits by itself.
         await waitFor(
-          () => processGone(cluster.pids[0]!) && processGone(cluster.pids[1]!),
+          () => processGone(cluster.pids[1]!),
           STEP_TIMEOUT_MS,
-          "replicas 0 and 1 to exit",
+          "replica 1 to exit",
         );
+        assert.equal((await restarted.process.status).code, 0, restarted.output().stderr);
         for (const joiner of [n1, n2, n3]) {
           const status = await joiner.process.status;
           assert.equal(
@@ -297,6 +320,7 @@ Deno.test({
           worker.client.close();
         }
         for (const joiner of joiners) await joiner.stop();
+        await restarted?.stop();
       }
     });
   },
