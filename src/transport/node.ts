@@ -163,6 +163,13 @@ const CHUNK_SEND_QUEUED_BYTES_MAX = 8 * 1024 * 1024;
 /** A chunk request whose peer's link stays that full this long is dropped (the peer asks again). */
 const CHUNK_SEND_WAIT_MS_MAX = 5_000;
 
+/** How long a replica that left the group keeps answering clients before it exits (§7.4). */
+export const SHUT_DOWN_LINGER_MS = 3_000;
+
+/** A link's first frames, sent before it ever connected, are held up to these bounds. */
+const EARLY_FRAMES_HELD_MAX = 64;
+const EARLY_BYTES_HELD_MAX = 1024 * 1024;
+
 /** Peer reconnection backoff: doubles from the minimum up to the maximum. */
 export const RECONNECT_MS_MIN = 20;
 export const RECONNECT_MS_MAX = 1000;
@@ -951,13 +958,19 @@ export class ReplicaNode {
         case "persist_membership":
           this.#persistQueue.push(effect);
           break;
-        case "shut_down":
+        case "shut_down": {
+          // §7.4 It lingers a little, answering clients with the new group's configuration: a
+          // client that had not heard of the new epoch yet learns it here rather than finding
+          // every address it knows gone.
           this.#options.log(
             "info",
-            `left the group: epoch ${effect.epoch} runs without this replica (§7.3)`,
+            `left the group: epoch ${effect.epoch} runs without this replica (§7.3); ` +
+              `exiting in ${SHUT_DOWN_LINGER_MS} ms`,
           );
-          this.#options.onShutDown?.();
+          const timer = setTimeout(() => this.#options.onShutDown?.(), SHUT_DOWN_LINGER_MS);
+          Deno.unrefTimer(timer);
           break;
+        }
         case "checkpoint":
           this.#writeCheckpoint(effect);
           break;
@@ -1300,6 +1313,9 @@ class PeerLink {
   #closed = false;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #wasConnected = false;
+  /** Frames sent before the link first connected (see `sendFrame`). */
+  #early: Uint8Array[] = [];
+  #earlyBytes = 0;
 
   /** The last refusal logged, so that a peer refusing on every reconnect is logged once. */
   #lastRefusal: string | undefined;
@@ -1325,12 +1341,22 @@ class PeerLink {
 
   sendFrame(frame: Uint8Array): void {
     const connection = this.#connection;
-    // Messages to an unreachable peer are dropped: the protocol re-sends what matters.
-    if (connection !== undefined && !connection.closed) connection.sendFrame(frame);
+    if (connection !== undefined && !connection.closed) return connection.sendFrame(frame);
+    // Messages to an unreachable peer are dropped: the protocol re-sends what matters. Only the
+    // first few, sent while a link never connected yet is being made (a new member's first
+    // StartEpoch, §7), wait for it: else each first message costs a retry period.
+    if (
+      !this.#wasConnected && this.#early.length < EARLY_FRAMES_HELD_MAX &&
+      this.#earlyBytes + frame.length <= EARLY_BYTES_HELD_MAX
+    ) {
+      this.#early.push(frame);
+      this.#earlyBytes += frame.length;
+    }
   }
 
   close(): void {
     this.#closed = true;
+    this.#early = [];
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
     this.#connection?.close();
     this.#handshaking?.close();
@@ -1371,6 +1397,9 @@ class PeerLink {
         if (this.#handshaking === connection) this.#handshaking = undefined;
         if (this.#closed) return connection.close();
         this.#connection = connection;
+        for (const frame of this.#early) connection.sendFrame(frame);
+        this.#early = [];
+        this.#earlyBytes = 0;
         this.#backoffMs = RECONNECT_MS_MIN;
         this.#lastRefusal = undefined;
         if (!this.#wasConnected) {

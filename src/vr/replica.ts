@@ -361,6 +361,8 @@ export class Replica {
   /** The op-number of a group entry (Reconfiguration) in the log not executed yet, 0 if none. */
   #reconfigurationOpNumber = 0;
   #epochsStarted = 0;
+  /** Clients whose requests waited for a Reconfiguration to commit: told the new group then. */
+  #waitingForEpoch = new Set<number>();
   /** Members of this epoch a message of theirs came from: they know of the epoch. */
   #heardFromMembers = new Set<ReplicaIndex>();
 
@@ -1059,7 +1061,11 @@ export class Replica {
       this.#plantedBug !== "accept_request_after_reconfiguration"
     ) {
       // §7.1 The primary takes no request once it logged a Reconfiguration: the new group starts
-      // from the state at the Reconfiguration. The client retries and finds the new group.
+      // from the state at the Reconfiguration. The client is told the new configuration as soon
+      // as it is in force (`#enterEpoch`), and sends its request there.
+      if (this.#waitingForEpoch.size < this.limits.clientsMax) {
+        this.#waitingForEpoch.add(request.clientId);
+      }
       return this.#ignore(`request c=${request.clientId}: the group is reconfiguring`);
     }
     const table = this.#clientTable;
@@ -3220,6 +3226,8 @@ export class Replica {
     this.#lastNormalView = membership.startViewNumber;
     this.#persistMembership();
     const epoch = membership.epoch;
+    for (const clientId of this.#waitingForEpoch) this.#replyConfiguration(clientId, 0);
+    this.#waitingForEpoch.clear();
     if (this.#memberPosition(this.#self) < 0) {
       this.#log_("info", `epoch ${epoch} began at op ${membership.opNumber} without this replica`);
       this.#enterLeaving();
