@@ -3571,7 +3571,12 @@ export class Replica {
     }
     this.#logDurableOpNumber = this.opNumber;
     this.#logDirtyFrom = Infinity;
-    this.#advanceCommit(Math.min(durable.commitNumber, this.opNumber));
+    // The stored commit-number is a lower bound. A durable membership says more: it was written
+    // once its Reconfiguration executed, hence committed, after the log up to it (§7): without
+    // this, a replica restarted in the new epoch with the Reconfiguration uncommitted could not
+    // hand it to a new member, which joins only once it holds it committed.
+    const committed = Math.max(durable.commitNumber, this.#membership.opNumber);
+    this.#advanceCommit(Math.min(committed, this.opNumber));
     this.#recomputeUncommitted();
     const status = this.#status as Status; // A Reconfiguration replayed may have changed it.
     if (status === "transitioning" || status === "normal") return; // It began a new epoch.
