@@ -207,7 +207,8 @@ export async function reconfigureGroup(
   if (removed.length > 0) {
     log(
       stillUp.length === 0
-        ? `the old replicas ${removed.join(", ")} left the group and exited`
+        ? `the old replicas ${removed.join(", ")} left the group (each exits by itself, after ` +
+          "answering clients with the new configuration for a few seconds)"
         : `still up after ${timeoutMs} ms: ${stillUp.join(", ")} (they exit once they hear ` +
           "that the new group started; it is safe to stop them)",
     );
