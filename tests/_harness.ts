@@ -83,6 +83,8 @@ export class Cluster {
   /** Everything replicas sent to clients, per client-id, in order. */
   readonly replies = new Map<number, ClientReplyMessage[]>();
   readonly trace: string[] = [];
+  /** §7 The replicas that emitted `shut_down`, in order. */
+  readonly shutDowns: number[] = [];
   /** The harness clock; each replica sees it plus its offset. */
   nowMs = 0;
 
@@ -479,7 +481,7 @@ export class Cluster {
           chunks.forEach((bytes, position) =>
             this.#enqueue(i, effect.to, {
               type: "checkpoint_chunk",
-              epoch: 0,
+              epoch: replica.epoch,
               opNumber: effect.opNumber,
               index: effect.indexes[position]!,
               bytes,
@@ -491,7 +493,11 @@ export class Cluster {
         case "install_checkpoint":
         case "persist_log":
         case "persist_superblock":
+        case "persist_membership":
           this.#pendingPersists[i]!.push(effect);
+          break;
+        case "shut_down":
+          this.shutDowns.push(i);
           break;
       }
     }

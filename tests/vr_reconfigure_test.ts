@@ -1,0 +1,119 @@
+/**
+ * §7 scenarios in the harness: what the primary accepts as a Reconfiguration, what the group does
+ * meanwhile, and a group of three shrinking to one.
+ */
+import { strict as assert } from "node:assert";
+import { encodeKvOperation } from "../src/app/kv.ts";
+import type { ClientReplyMessage } from "../src/vr/message.ts";
+import { Cluster } from "./_harness.ts";
+
+const ADMIN = 77;
+const CLIENT = 78;
+const encoder = new TextEncoder();
+
+function reconfiguration(requestNumber: number, addresses: string[], epoch = 0) {
+  return { type: "reconfiguration" as const, clientId: ADMIN, requestNumber, epoch, addresses };
+}
+
+function last(cluster: Cluster, clientId: number): ClientReplyMessage | undefined {
+  const replies = cluster.repliesTo(clientId);
+  return replies[replies.length - 1];
+}
+
+Deno.test("§7 the primary refuses an even, duplicated or current configuration", () => {
+  const cluster = new Cluster();
+  const a = cluster.addresses;
+  for (
+    const [n, addresses] of [[1, [a[0]!, a[1]!]], [2, [a[0]!, a[0]!, a[1]!]], [3, [...a]]] as const
+  ) {
+    cluster.clientSend(0, reconfiguration(n, [...addresses]));
+    const reply = last(cluster, ADMIN);
+    assert.equal(reply?.type, "rejected", JSON.stringify(reply));
+    assert.equal(reply.type === "rejected" && reply.reason, "bad_configuration");
+  }
+  // A backup points at the primary; a later epoch than the primary's is not answered.
+  cluster.clientSend(1, reconfiguration(4, [a[1]!, a[0]!, a[2]!]));
+  assert.equal(last(cluster, ADMIN)?.type, "not_primary");
+  const before = cluster.repliesTo(ADMIN).length;
+  cluster.clientSend(0, reconfiguration(5, [a[1]!, a[0]!, a[2]!], 3));
+  assert.equal(cluster.repliesTo(ADMIN).length, before);
+  cluster.settle(5);
+  assert.ok([0, 1, 2].every((i) => cluster.replica(i).epoch === 0));
+});
+
+Deno.test("§7 while a Reconfiguration commits, the primary takes nothing else, then names the new group", () => {
+  const cluster = new Cluster();
+  const a = cluster.addresses;
+  const target = [a[2]!, a[0]!, a[1]!];
+  // Hold the Prepares, so that the Reconfiguration stays uncommitted.
+  cluster.hold((envelope) => envelope.message.type === "prepare");
+  cluster.clientSend(0, reconfiguration(1, target));
+  cluster.clientSend(0, reconfiguration(2, [a[1]!, a[0]!, a[2]!]));
+  const refused = last(cluster, ADMIN);
+  assert.equal(refused?.type === "rejected" && refused.reason, "reconfiguring");
+  const set = encodeKvOperation({
+    command: "SET",
+    key: encoder.encode("k"),
+    value: encoder.encode("v"),
+  });
+  cluster.clientSend(0, { type: "request", clientId: CLIENT, requestNumber: 1, operation: set });
+  assert.equal(cluster.replica(0).opNumber, 1, "the request was not logged");
+  cluster.release();
+  cluster.settleUntil(() => [0, 1, 2].every((i) => cluster.replica(i).epoch === 1));
+  // The administrator learns the new epoch; the client whose request waited learns it too.
+  const answer = cluster.repliesTo(ADMIN).find((m) => m.type === "configuration" && m.epoch === 1);
+  assert.ok(answer !== undefined && answer.type === "configuration");
+  assert.deepEqual(answer.addresses, target);
+  const told = last(cluster, CLIENT);
+  assert.ok(told?.type === "configuration" && told.epoch === 1, JSON.stringify(told));
+  // The new epoch's first view is after the Reconfiguration's, and its primary is member v mod 3.
+  const replica = cluster.replica(0);
+  assert.equal(replica.viewNumber, 1);
+  assert.equal(replica.addresses[1 % 3], target[1]);
+  // A retry of the committed Reconfiguration gets the configuration again, not a second epoch.
+  cluster.clientSend(0, reconfiguration(1, target));
+  cluster.settle(5);
+  assert.equal(cluster.replica(0).epoch, 1);
+});
+
+Deno.test("§7 a group of three shrinks to one: the two that leave shut down, the one serves", () => {
+  const cluster = new Cluster();
+  const a = cluster.addresses;
+  cluster.clientSend(0, reconfiguration(1, [a[0]!]));
+  cluster.settleUntil(() => cluster.shutDowns.length === 2);
+  assert.deepEqual([...cluster.shutDowns].sort(), [1, 2]);
+  assert.equal(cluster.replica(1).status, "transitioning");
+  assert.ok(cluster.replica(1).shutDown);
+  const survivor = cluster.replica(0);
+  assert.equal(survivor.epoch, 1);
+  assert.equal(survivor.replicaCount, 1);
+  assert.ok(survivor.isPrimary && survivor.status === "normal");
+  // It serves alone.
+  const set = encodeKvOperation({
+    command: "SET",
+    key: encoder.encode("x"),
+    value: encoder.encode("1"),
+  });
+  cluster.clientSend(0, { type: "request", clientId: CLIENT, requestNumber: 1, operation: set });
+  cluster.settle(3);
+  assert.equal(cluster.kvGet(0, "x"), "1");
+  // A message of the old epoch gets its sender told of the new one.
+  cluster.inject(1, 0, {
+    type: "commit",
+    epoch: 0,
+    viewNumber: 0,
+    commitNumber: 0,
+    replica: 1,
+    readRound: 0,
+  });
+  cluster.deliver((envelope) => envelope.message.type === "commit" && envelope.to === 0);
+  const told = cluster.peek((envelope) =>
+    envelope.message.type === "new_epoch" && envelope.to === 1
+  );
+  assert.equal(told.length, 1);
+  // A replica that left answers clients with the group that replaced it (§7.4).
+  cluster.clientSend(1, { type: "request", clientId: CLIENT, requestNumber: 2, operation: set });
+  const redirect = last(cluster, CLIENT);
+  assert.ok(redirect?.type === "configuration" && redirect.epoch === 1);
+  assert.deepEqual(redirect.addresses, [a[0]]);
+});
