@@ -2493,6 +2493,11 @@ export class Replica {
   }
 
   #onNewState(message: NewState): void {
+    if (this.#standby && this.#joining === undefined) {
+      // An answer meant for an earlier run of this process: a new process takes no state before
+      // a StartEpoch tells it which Reconfiguration it joins at (else it could pass it unseen).
+      return this.#ignore("new_state: not told its group yet");
+    }
     if (
       message.epoch !== this.#membership.epoch || this.#joining !== undefined ||
       this.#status === "transitioning"
@@ -2684,6 +2689,9 @@ export class Replica {
    * shares most chunks with a recent checkpoint when we were away briefly).
    */
   #onCheckpointManifest(message: CheckpointManifest): void {
+    if (this.#standby && this.#joining === undefined) {
+      return this.#ignore("checkpoint_manifest: not told its group yet");
+    }
     if (message.opNumber <= this.#commitNumber) return this.#ignore("checkpoint_manifest: behind");
     if (
       this.#status === "normal" && this.isPrimary && this.#syncTarget === undefined &&
