@@ -130,6 +130,10 @@ Deno.test("simulator: a replica whose log was damaged restarts in §4.3 recovery
  * - 788778535 (high load): a recovering replica answered every NewState, duplicates and stale ones
  *   included, with another GetState, so duplicated messages multiplied the requests in flight until
  *   the simulator ran out of memory.
+ * - 301693 (3 replicas, §7): a continuing member restarted in the new epoch with its
+ *   Reconfiguration uncommitted, so the new member could never get it committed and join.
+ * - 701912 (3 replicas, §7): a restarted new process took the answer to its previous run's
+ *   GetState, executed the Reconfiguration before a StartEpoch named it, and never joined.
  */
 const REGRESSION_SEEDS: readonly {
   seed: number;
@@ -138,6 +142,8 @@ const REGRESSION_SEEDS: readonly {
 }[] = [
   { seed: 479877611, replicas: 3 },
   { seed: 788778535, load: "high" },
+  { seed: 301693, replicas: 3 },
+  { seed: 701912, replicas: 3 },
 ];
 
 Deno.test("simulator regression seeds pass", () => {
