@@ -438,14 +438,8 @@ export interface CheckpointChunk {
 
 // ---------------------------------------------------------------- reconfiguration (§7)
 
-/**
- * §7.1 The membership of epoch `epoch`, as the Reconfiguration at `opNumber` made it: sent to the
- * members of the new group (they fetch the state up to `opNumber` and start), and re-sent by the
- * replicas that leave until f'+1 new members answered EpochStarted. A replica adopts it only once
- * it holds the Reconfiguration at `opNumber` committed (or a checkpoint after it).
- */
-export interface StartEpoch {
-  readonly type: "start_epoch";
+/** §7 A membership as StartEpoch and NewEpoch carry it (see `Membership`, `src/vr/membership.ts`). */
+interface EpochNews {
   readonly epoch: number;
   /** The op-number of the Reconfiguration that began `epoch`. */
   readonly opNumber: number;
@@ -460,16 +454,19 @@ export interface StartEpoch {
   readonly replica: ReplicaIndex;
 }
 
+/**
+ * §7.1 The membership of epoch `epoch`, as the Reconfiguration at `opNumber` made it: sent to the
+ * members of the new group (they fetch the state up to `opNumber` and start), and re-sent by the
+ * replicas that leave until f'+1 new members answered EpochStarted. A replica adopts it only once
+ * it holds the Reconfiguration at `opNumber` committed (or a checkpoint after it).
+ */
+export interface StartEpoch extends EpochNews {
+  readonly type: "start_epoch";
+}
+
 /** §7.2 Sent to a replica that sent a message of an older epoch: the group is in `epoch` now. */
-export interface NewEpoch {
+export interface NewEpoch extends EpochNews {
   readonly type: "new_epoch";
-  readonly epoch: number;
-  readonly opNumber: number;
-  readonly startViewNumber: number;
-  readonly addresses: readonly string[];
-  readonly members: readonly number[];
-  readonly previousMembers: readonly number[];
-  readonly replica: ReplicaIndex;
 }
 
 /** §7.1 A member of `epoch` holds its state and runs: sent to the replicas that left. */
