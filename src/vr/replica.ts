@@ -2607,6 +2607,9 @@ export class Replica {
   #beginCheckpoint(entry: LogEntry): void {
     if (this.#checkpointWriting !== undefined) return; // One at a time; a later op-number tries.
     if (this.#standby) return; // Joining: it does not know the group's membership at this op.
+    // Replaying below the membership this replica holds (a restart): that membership is not the
+    // one after this op, and a checkpoint must carry the one after its op (found by review).
+    if (entry.opNumber < this.#membership.opNumber) return;
     if (entry.opNumber <= (this.#checkpoint?.opNumber ?? 0)) return;
     this.#checkpointWriting = entry.opNumber;
     this.#bytesSinceCheckpointBegun = 0;
@@ -2714,6 +2717,14 @@ export class Replica {
       : undefined;
     if (bad !== undefined || typeof metadata === "string") {
       return this.#log_("warn", `checkpoint_manifest from ${message.replica}: ${bad}: ignored`);
+    }
+    if (metadata.membership.opNumber > message.opNumber) {
+      // A membership begun after the checkpoint's op cannot be the one after it.
+      return this.#log_(
+        "warn",
+        `checkpoint_manifest from ${message.replica}: of op ${message.opNumber}, with the ` +
+          `membership of op ${metadata.membership.opNumber}: ignored`,
+      );
     }
     if (
       !this.#standby && metadata.membership.epoch < this.#membership.epoch &&
@@ -3154,6 +3165,7 @@ export class Replica {
       if (joining === undefined || entry.opNumber !== joining.membership.opNumber) return false;
       const named = memberAddresses(joining.membership);
       if (
+        joining.membership.startViewNumber !== entry.viewNumber + 1 ||
         operation.addresses.length !== named.length ||
         operation.addresses.some((address, index) => address !== named[index])
       ) {
@@ -3168,6 +3180,13 @@ export class Replica {
       return true;
     }
     if (entry.opNumber <= this.#membership.opNumber) return false; // Adopted already (restart).
+    const problem = configurationProblem(operation.addresses, this.#membership);
+    if (problem !== undefined) {
+      // The primary checked it; only a bug or a forged log writes one. Every replica skips it
+      // alike (the check depends on the membership and the entry only).
+      this.#log_("warn", `op ${entry.opNumber}: a Reconfiguration to ${problem}: skipped`);
+      return false;
+    }
     const next = nextMembership(
       this.#membership,
       operation.addresses,
