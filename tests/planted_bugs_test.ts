@@ -135,7 +135,10 @@ Deno.test("planted simulator bug: a damaged log handed over as trusted loses a c
     }
   }
   assert.ok(found, "no seed failed");
-  assert.match(found.failure, /lacks committed op|agreement|without op \d+|linearizab|differs/);
+  assert.match(
+    found.failure,
+    /lacks committed op|agreement|without op \d+|linearizab|differs|before the Reconfiguration/,
+  );
   // The same seed, with the damaged log handed over as the data directory does (untrusted, the
   // superblock marked recovering): the replica recovers (§4.3) and nothing is lost.
   const correct = runSimulation({ seed: found.seed, replicas: 3 });
@@ -143,12 +146,16 @@ Deno.test("planted simulator bug: a damaged log handed over as trusted loses a c
   assert.ok(correct.stats.corruptedLogs > 0 && correct.stats.recoveries > 0);
 });
 
-// §7 reconfiguration. Measured: the first seed that catches each is 1, 17 and 81.
+// §7 reconfiguration. Measured: the first seed that catches each is 1, 13 and 37.
 
 Deno.test("planted bug new epoch started before the Reconfiguration committed is caught", () => {
   const found = firstFailure("start_epoch_before_reconfiguration_committed", 40);
   assert.ok(found, "no seed failed");
-  assert.match(found.failure, /lacks committed op|agreement|differs|linearizab|not converged/);
+  // Most often as a new member normal in the new epoch before it executed the Reconfiguration.
+  assert.match(
+    found.failure,
+    /before the Reconfiguration at op|lacks committed op|agreement|differs|linearizab|not converged/,
+  );
   assert.ok(runSimulation({ seed: found.seed }).ok, "the correct core passes that seed");
 });
 

@@ -4,6 +4,8 @@
  */
 import { strict as assert } from "node:assert";
 import { encodeKvOperation } from "../src/app/kv.ts";
+import { decodeCheckpointMetadata } from "../src/vr/checkpoint.ts";
+import { encodeGroupOperation, GROUP_CLIENT_ID } from "../src/vr/membership.ts";
 import type { ClientReplyMessage } from "../src/vr/message.ts";
 import { Cluster } from "./_harness.ts";
 
@@ -116,4 +118,115 @@ Deno.test("§7 a group of three shrinks to one: the two that leave shut down, th
   const redirect = last(cluster, CLIENT);
   assert.ok(redirect?.type === "configuration" && redirect.epoch === 1);
   assert.deepEqual(redirect.addresses, [a[0]]);
+});
+
+// ---------------------------------------------------------------- regressions of the §7 review
+
+function setOperation(key: string, value: string): Uint8Array {
+  return encodeKvOperation({
+    command: "SET",
+    key: encoder.encode(key),
+    value: encoder.encode(value),
+  });
+}
+
+Deno.test("§7 a committed Reconfiguration to an invalid configuration is skipped alike everywhere", () => {
+  // Found by review: an empty configuration, once committed, was adopted and wedged every
+  // replica for good. The primary refuses one; only a bug or a forged log can commit one. Here a
+  // forged Prepare puts it in the backups' logs, and the view change that isolating the primary
+  // causes commits it.
+  const cluster = new Cluster();
+  const bad = encodeGroupOperation({
+    kind: "reconfiguration",
+    clientId: ADMIN,
+    requestNumber: 1,
+    addresses: [],
+  });
+  const entry = {
+    opNumber: 1,
+    viewNumber: 0,
+    clientId: GROUP_CLIENT_ID,
+    requestNumber: 1,
+    operation: bad,
+    timestamp: 1,
+  };
+  for (const to of [1, 2]) {
+    cluster.inject(0, to, {
+      type: "prepare",
+      epoch: 0,
+      viewNumber: 0,
+      entries: [entry],
+      commitNumber: 0,
+      replica: 0,
+    });
+  }
+  cluster.deliver((envelope) => envelope.message.type === "prepare");
+  assert.equal(cluster.replica(1).opNumber, 1);
+  cluster.isolate(0);
+  cluster.settleUntil(() => cluster.replica(1).status === "normal" && cluster.replica(1).isPrimary);
+  // The new primary takes a request; its commit commits the bad entry before it.
+  cluster.clientSend(1, {
+    type: "request",
+    clientId: CLIENT,
+    requestNumber: 1,
+    operation: setOperation("after", "1"),
+  });
+  cluster.settleUntil(() =>
+    cluster.replica(1).commitNumber >= 2 && cluster.replica(2).commitNumber >= 2
+  );
+  cluster.heal();
+  cluster.settleUntil(() => cluster.replica(0).commitNumber >= 2);
+  for (const i of [0, 1, 2]) {
+    const replica = cluster.replica(i);
+    assert.equal(replica.epoch, 0, `r${i} adopted the bad configuration`);
+    assert.equal(replica.replicaCount, 3);
+    assert.equal(replica.logEntry(1)?.clientId, GROUP_CLIENT_ID, `r${i} holds the bad entry`);
+    assert.equal(cluster.kvGet(i, "after"), "1");
+  }
+  // And the group goes on serving.
+  cluster.clientSend(1, {
+    type: "request",
+    clientId: CLIENT,
+    requestNumber: 2,
+    operation: setOperation("later", "2"),
+  });
+  cluster.settleUntil(() => [0, 1, 2].every((i) => cluster.kvGet(i, "later") === "2"));
+});
+
+Deno.test("§7 a restart that replays below its membership takes no checkpoint there", () => {
+  // Found by review: a replica that restarted from an older checkpoint replayed the ops before
+  // the Reconfiguration it had executed, and checkpointed one of them with the later epoch's
+  // membership (a fetcher of that checkpoint then joined the epoch too early).
+  const cluster = new Cluster({ limits: { checkpointOpsInterval: 3, logRetainOps: 1_000 } });
+  const a = cluster.addresses;
+  for (let n = 1; n <= 7; n++) {
+    cluster.clientSend(0, {
+      type: "request",
+      clientId: CLIENT,
+      requestNumber: n,
+      operation: setOperation(`k${n}`, `${n}`),
+    });
+    cluster.settleUntil(() => cluster.replica(2).commitNumber >= n);
+  }
+  cluster.clientSend(0, reconfiguration(1, [a[1]!, a[0]!, a[2]!]));
+  cluster.settleUntil(() => [0, 1, 2].every((i) => cluster.replica(i).epoch === 1));
+  const reconfigurationOp = cluster.replica(2).membership.opNumber;
+  assert.equal(reconfigurationOp, 8);
+  // Replica 2 loses its checkpoint of op 6 (a damaged file) and restarts from the one of op 3.
+  cluster.crash(2);
+  const disk = cluster.disks[2]!;
+  assert.deepEqual(disk.checkpoints.map((c) => c.checkpoint.opNumber).includes(6), true);
+  disk.checkpoints = disk.checkpoints.filter((c) => c.checkpoint.opNumber !== 6);
+  const restarted = cluster.restart(2);
+  cluster.settleUntil(() => restarted.commitNumber >= reconfigurationOp);
+  assert.equal(restarted.epoch, 1);
+  for (const stored of disk.checkpoints) {
+    const metadata = decodeCheckpointMetadata(stored.checkpoint.metadata);
+    assert.ok(typeof metadata !== "string");
+    assert.ok(
+      metadata.membership.opNumber <= stored.checkpoint.opNumber,
+      `checkpoint of op ${stored.checkpoint.opNumber} carries the membership of op ${metadata.membership.opNumber}`,
+    );
+  }
+  assert.ok(!disk.checkpoints.some((c) => c.checkpoint.opNumber === 6), "re-took op 6's");
 });

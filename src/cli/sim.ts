@@ -156,7 +156,9 @@ async function sweep(flags: SimFlags): Promise<number> {
   );
   console.log(
     `reconfigurations (§7): ${t.reconfigurations} issued, a new epoch started in ` +
-      `${summary.seedsWithEpochs} of ${count} seeds; ${t.shutDowns} old replicas shut down; ` +
+      `${summary.seedsWithEpochs} of ${count} seeds (a second one in ` +
+      `${summary.seedsWithTwoEpochs}); ${t.shutDowns} old replicas shut down (${t.turnedOff} turned ` +
+      `off by the operator an epoch later); ` +
       `clients redirected ${t.clientsRedirected} times`,
   );
   console.log(

@@ -127,6 +127,18 @@ export class Checker {
       this.#fail(index, cause, `commit went back from ${track.commitNumber}`);
     }
     if (replica.commitNumber > replica.opNumber) this.#fail(index, cause, "commit beyond op");
+    if (
+      replica.status === "normal" && replica.isMember &&
+      replica.commitNumber < replica.membership.opNumber
+    ) {
+      // §7 A member of an epoch executed the Reconfiguration that began it.
+      this.#fail(
+        index,
+        cause,
+        `normal in epoch ${replica.epoch} with commit ${replica.commitNumber}, before the ` +
+          `Reconfiguration at op ${replica.membership.opNumber} that began it`,
+      );
+    }
     if (replica.commitNumber !== track.commitNumber) {
       this.#checkCommits(index, replica, track.commitNumber);
     }
@@ -140,11 +152,15 @@ export class Checker {
         `its log starts after op ${replica.logBaseOpNumber}, beyond its checkpoint of op ${covered}`,
       );
     }
-    if (enteredNormal && track.status === "recovering" && track.epoch === replica.epoch) {
-      // (A recovery that ended with a Reconfiguration, §7, enters the new epoch's first view as
-      // any member does: it promised nothing there, and catches up like a slow backup.)
-      // Durability through recovery: see `committedAtRecoveryStart`.
-      for (let op = replica.logBaseOpNumber + 1; op <= track.committedAtRecoveryStart; op++) {
+    if (enteredNormal && track.status === "recovering") {
+      // Durability through recovery: see `committedAtRecoveryStart`. (A recovery that ended
+      // with a Reconfiguration, §7, enters the new epoch's first view as any member does: it
+      // promised nothing there, and catches up like a slow backup; but it holds every op up to
+      // the Reconfiguration that was committed before it began.)
+      const upTo = track.epoch === replica.epoch
+        ? track.committedAtRecoveryStart
+        : Math.min(track.committedAtRecoveryStart, replica.membership.opNumber);
+      for (let op = replica.logBaseOpNumber + 1; op <= upTo; op++) {
         const entry = replica.logEntry(op);
         if (entry === undefined || !sameEntry(entry, this.#committed[op - 1]!)) {
           this.#fail(

@@ -165,16 +165,13 @@ export interface SwarmParameters {
     readonly checkpointWriteUnits: number;
   };
   /**
-   * §7 The reconfiguration of the seed: issued by an administrator at `atUnits` (in the safety
-   * phase), from the group of `replicaCount` to `addresses` (machine ids: the first replicaCount
-   * are the initial members, the ones after are new machines, started as new processes).
+   * §7 The reconfigurations of the seed, in order: each issued by an administrator at `atUnits`
+   * (or once the one before it has finished, if later), from the group the one before left (at
+   * first the `replicaCount` initial members, machine ids 0..replicaCount-1) to `members`
+   * (machine ids: ids not used before are new machines, started as new processes). Step k takes
+   * the group from epoch k to epoch k + 1. Empty: the group keeps its members.
    */
-  readonly reconfiguration: {
-    readonly plan: ReconfigurationPlan;
-    readonly atUnits: number;
-    /** The new configuration, as machine ids. */
-    readonly members: readonly number[];
-  };
+  readonly reconfigurations: readonly ReconfigurationStep[];
   readonly limits: {
     readonly operationBytesMax: number;
     readonly pipelineOpsMax: number;
@@ -189,6 +186,14 @@ export interface SwarmParameters {
 
 /** §7 What a seed's reconfiguration does. */
 export type ReconfigurationPlan = "none" | "grow" | "shrink" | "replace_one" | "replace_all";
+
+/** §7 One reconfiguration of a seed (see `SwarmParameters.reconfigurations`). */
+export interface ReconfigurationStep {
+  readonly plan: Exclude<ReconfigurationPlan, "none">;
+  readonly atUnits: number;
+  /** The new configuration, as machine ids. */
+  readonly members: readonly number[];
+}
 
 /** The size of a large value (see `SwarmParameters.largeValueProbability`). */
 const LARGE_VALUE_BYTES = 3_000;
@@ -283,6 +288,8 @@ export interface SimulationStats {
   reconfigurations: number;
   epochsStarted: number;
   shutDowns: number;
+  /** §7.3 Machines that left an epoch before the last and were turned off by the operator. */
+  turnedOff: number;
   /** §7.4 Times a client learned a new configuration from a replica. */
   clientsRedirected: number;
 }
@@ -321,6 +328,7 @@ export function emptyStats(): SimulationStats {
     reconfigurations: 0,
     epochsStarted: 0,
     shutDowns: 0,
+    turnedOff: 0,
     clientsRedirected: 0,
   };
 }
@@ -435,46 +443,68 @@ export function drawParameters(
       options.defaultCheckpoints === true ? DEFAULT_CHECKPOINTS : undefined,
     ),
     // Drawn last, so that the draws before are as they were.
-    reconfiguration: drawReconfiguration(prng, replicaCount, options),
+    reconfigurations: drawReconfigurations(prng, replicaCount, options),
   };
 }
 
-/** §7 A reconfiguration in most seeds: grow, shrink, replace one member or all of them. */
-function drawReconfiguration(
+/**
+ * §7 A reconfiguration in most seeds (grow, shrink, replace one member or all of them), and a
+ * second one, from the group the first left, in some: epochs 1 and 2.
+ */
+function drawReconfigurations(
   prng: Prng,
   count: number,
   options: SimulationOptions,
-): SwarmParameters["reconfiguration"] {
+): ReconfigurationStep[] {
+  const safety = options.safetyUnits ?? SAFETY_UNITS_DEFAULT;
+  const initial = Array.from({ length: count }, (_, id) => id);
+  const first = drawStep(prng, initial, count, () => 100 + Math.floor(prng.float() * safety * 0.6));
+  if (options.reconfigure === false || first === undefined) return [];
+  // Drawn after the first step, so that the first is as it was before seeds drew a second.
+  if (!prng.chance(SECOND_RECONFIGURATION_PROBABILITY)) return [first];
+  const machines = Math.max(count, ...first.members.map((id) => id + 1));
+  const at = () => first.atUnits + 500 + Math.floor(prng.float() * safety * 0.3);
+  const second = drawStep(prng, first.members, machines, at);
+  return second === undefined ? [first] : [first, second];
+}
+
+/** The share of seeds with a first reconfiguration that draw a second one. */
+const SECOND_RECONFIGURATION_PROBABILITY = 0.35;
+
+/** One reconfiguration from `from` (machine ids); new machines take ids from `nextId`. */
+function drawStep(
+  prng: Prng,
+  from: readonly number[],
+  nextId: number,
+  at: () => number,
+): ReconfigurationStep | undefined {
+  const count = from.length;
   const plans: ReconfigurationPlan[] = count === 1
     ? ["none", "grow", "replace_all", "grow"]
     : count === 3
     ? ["none", "grow", "replace_one", "replace_all", "grow", "replace_one", "replace_all"]
     : ["none", "shrink", "replace_one", "replace_all", "shrink", "replace_one", "shrink"];
-  const drawn = prng.pick(plans);
-  const safety = options.safetyUnits ?? SAFETY_UNITS_DEFAULT;
-  const atUnits = 100 + Math.floor(prng.float() * safety * 0.6);
+  const plan = prng.pick(plans);
+  const atUnits = at();
   const position = prng.int(0, count - 1);
   const second = prng.int(0, Math.max(0, count - 2));
-  const plan = options.reconfigure === false ? "none" : drawn;
-  const initial = Array.from({ length: count }, (_, id) => id);
   let members: number[];
   switch (plan) {
     case "none":
-      members = initial;
-      break;
+      return undefined;
     case "grow":
-      members = [...initial, count, count + 1];
+      members = [...from, nextId, nextId + 1];
       break;
     case "shrink": {
-      members = initial.filter((id) => id !== position);
+      members = from.filter((_, i) => i !== position);
       members.splice(second % members.length, 1);
       break;
     }
     case "replace_one":
-      members = initial.map((id) => id === position ? count : id);
+      members = from.map((id, i) => i === position ? nextId : id);
       break;
     case "replace_all":
-      members = initial.map((id) => count + id);
+      members = from.map((_, i) => nextId + i);
       break;
   }
   return { plan, atUnits, members };
@@ -564,8 +594,12 @@ class SimReplica {
   chunksReusedCounted = 0;
   /** The durable state: what survives a crash. */
   disk = new MemoryDisk();
-  /** §7 A machine new to the group: not started before the reconfiguration, then as standby. */
-  isNew = false;
+  /**
+   * §7 The reconfiguration (index into `SwarmParameters.reconfigurations`) that brings this
+   * machine into the group, or -1 for an initial member. A new machine is not started before it
+   * is issued, and then starts as a standby.
+   */
+  joinsAt = -1;
   /** §7 It left the group and shut down (for good). */
   shutDown = false;
   /** §7 A new machine that was normal in the new epoch once: from then on, one of the group. */
@@ -588,6 +622,11 @@ class SimReplica {
 
   get up(): boolean {
     return this.replica !== undefined;
+  }
+
+  /** §7 A machine new to the group (see `joinsAt`). */
+  get isNew(): boolean {
+    return this.joinsAt >= 0;
   }
 }
 
@@ -645,8 +684,13 @@ class Simulation {
   readonly livenessUnitsMax: number;
   readonly addresses: string[];
   readonly plantedBug: PlantedBug | undefined;
-  /** §7 The administrator: its stage, request-numbers and timer generation. */
+  /**
+   * §7 The administrator: the reconfiguration it is at (`step`, into
+   * `SwarmParameters.reconfigurations`), its stage there ("done" only after the last), its
+   * request-numbers and timer generation.
+   */
   admin: {
+    step: number;
     stage: "waiting" | "reconfiguring" | "checking" | "done";
     requestNumber: number;
     generation: number;
@@ -682,20 +726,26 @@ class Simulation {
     );
     this.addresses = [];
     for (let i = 0; i < p.replicaCount; i++) this.addresses.push(`sim:${i}`);
-    const machines = Math.max(p.replicaCount, ...p.reconfiguration.members.map((id) => id + 1));
+    const machines = Math.max(
+      p.replicaCount,
+      ...p.reconfigurations.flatMap((step) => step.members.map((id) => id + 1)),
+    );
     this.checker = new Checker(machines, p.clientsMax);
-    for (let i = 0; i < machines; i++) {
-      const sim = new SimReplica(i);
-      sim.isNew = i >= p.replicaCount;
-      this.replicas.push(sim);
-    }
+    for (let i = 0; i < machines; i++) this.replicas.push(new SimReplica(i));
+    p.reconfigurations.forEach((step, k) => {
+      for (const id of step.members) {
+        const sim = this.replicas[id]!;
+        if (id >= p.replicaCount && sim.joinsAt < 0) sim.joinsAt = k;
+      }
+    });
     for (let i = 0; i < p.clientCount; i++) {
       const client = new SimClient(i, CLIENT_ID_BASE + i, machines + i);
       client.members = Array.from({ length: p.replicaCount }, (_, id) => id);
       this.clients.push(client);
     }
     this.admin = {
-      stage: p.reconfiguration.plan === "none" ? "done" : "waiting",
+      step: 0,
+      stage: p.reconfigurations.length === 0 ? "done" : "waiting",
       requestNumber: 0,
       generation: 0,
       node: machines + p.clientCount,
@@ -739,7 +789,10 @@ class Simulation {
     for (const sim of this.replicas) if (!sim.isNew) this.#start(sim);
     for (const client of this.clients) this.#scheduleClient(client, this.workloadPrng.int(0, 50));
     if (this.admin.stage === "waiting") {
-      this.queue.push(this.parameters.reconfiguration.atUnits, { kind: "admin", generation: 0 });
+      this.queue.push(this.parameters.reconfigurations[0]!.atUnits, {
+        kind: "admin",
+        generation: 0,
+      });
     }
     this.queue.push(this.parameters.faultIntervalUnits, { kind: "fault" });
     this.#runUntil(this.safetyUnits);
@@ -768,18 +821,31 @@ class Simulation {
     this.checker.checkFinal(this.#finalMembers().map((sim) => sim.replica!));
   }
 
-  /** The machines of the group at the end: the new configuration's, or the initial one. */
+  /** The machines of the group at the end: the last configuration's (once reached). */
   #finalMembers(): SimReplica[] {
-    const ids = this.admin.stage === "done" && this.parameters.reconfiguration.plan !== "none"
-      ? this.parameters.reconfiguration.members
-      : this.replicas.filter((sim) => !sim.isNew).map((sim) => sim.index);
-    return ids.map((id) => this.replicas[id]!);
+    return this.#membersOfEpoch(this.admin.stage === "done" ? this.#epochsPlanned() : 0)
+      .map((id) => this.replicas[id]!);
+  }
+
+  /** §7 The number of reconfigurations of the seed: the epoch the group ends in. */
+  #epochsPlanned(): number {
+    return this.parameters.reconfigurations.length;
+  }
+
+  /** §7 The machine ids of epoch `epoch`'s configuration (0: the initial one). */
+  #membersOfEpoch(epoch: number): readonly number[] {
+    if (epoch === 0) {
+      return this.replicas.slice(0, this.parameters.replicaCount).map((s) => s.index);
+    }
+    return this.parameters.reconfigurations[epoch - 1]!.members;
   }
 
   /** Whether `sim` was started once and has not shut down: a machine of the run. */
   #started(sim: SimReplica): boolean {
     if (sim.shutDown) return false;
-    return !sim.isNew || this.admin.stage !== "waiting";
+    if (!sim.isNew) return true;
+    const admin = this.admin;
+    return admin.step > sim.joinsAt || (admin.step === sim.joinsAt && admin.stage !== "waiting");
   }
 
   #converged(): boolean {
@@ -1078,6 +1144,21 @@ class Simulation {
     }
   }
 
+  /** §7.3 The operator turns off a machine that left the group (see `#adminReceive`). */
+  #turnOff(sim: SimReplica): void {
+    this.#traceLine(
+      `TURN OFF r${sim.index} ${
+        sim.replica === undefined ? "down" : this.#replicaState(sim.replica)
+      }`,
+    );
+    this.stats.turnedOff++;
+    sim.shutDown = true;
+    sim.replica = undefined;
+    sim.incarnation++;
+    this.network.setNodeUp(sim.index, false);
+    this.checker.onCrash(sim.index);
+  }
+
   /** §7.1 A replica that left and saw f'+1 new members start stops for good. */
   #shutDown(sim: SimReplica): void {
     this.#traceLine(`SHUTDOWN r${sim.index} ${this.#replicaState(sim.replica!)}`);
@@ -1263,7 +1344,9 @@ class Simulation {
   /** Issue, or re-send, the Reconfiguration, then the CheckEpoch (§7.3), until answered. */
   #adminStep(): void {
     const admin = this.admin;
-    const plan = this.parameters.reconfiguration;
+    const plan = this.parameters.reconfigurations[admin.step]!;
+    // Step k takes the group from epoch k to epoch k + 1.
+    const epoch = admin.step;
     if (admin.stage === "done") return;
     if (admin.stage === "waiting") {
       const after = Math.floor((plan.members.length - 1) / 2);
@@ -1273,12 +1356,15 @@ class Simulation {
         return;
       }
       // The new machines start as new processes, waiting to be told their group.
-      for (const sim of this.replicas) if (sim.isNew && !sim.up) this.#start(sim);
+      for (const sim of this.replicas) {
+        if (sim.joinsAt === admin.step && !sim.up) this.#start(sim);
+      }
       admin.stage = "reconfiguring";
-      admin.requestNumber = 1;
+      admin.requestNumber = 2 * admin.step + 1;
       this.stats.reconfigurations++;
       this.#traceLine(
-        `RECONFIGURE ${plan.plan} to ${plan.members.map((id) => `r${id}`).join(",")}`,
+        `RECONFIGURE ${plan.plan} to ${plan.members.map((id) => `r${id}`).join(",")} ` +
+          `(epoch ${epoch} to ${epoch + 1})`,
       );
     }
     if (admin.stage === "reconfiguring") {
@@ -1286,17 +1372,19 @@ class Simulation {
         type: "reconfiguration",
         clientId: ADMIN_CLIENT_ID,
         requestNumber: admin.requestNumber,
-        epoch: 0,
+        epoch,
         addresses: plan.members.map((id) => `sim:${id}`),
       };
       // To the old group, and to the new one (which answers a retry once it runs).
-      for (const sim of this.replicas) this.network.send(admin.node, sim.index, message, this.now);
+      for (const sim of this.replicas) {
+        if (sim.joinsAt <= admin.step) this.network.send(admin.node, sim.index, message, this.now);
+      }
     } else {
       const message: ClientMessage = {
         type: "check_epoch",
         clientId: ADMIN_CLIENT_ID,
         requestNumber: admin.requestNumber,
-        epoch: 1,
+        epoch: epoch + 1,
       };
       for (const id of plan.members) this.network.send(admin.node, id, message, this.now);
     }
@@ -1315,23 +1403,41 @@ class Simulation {
       );
     }
     if (message.type !== "configuration" || message.requestNumber !== admin.requestNumber) return;
-    const wanted = this.parameters.reconfiguration.members.map((id) => `sim:${id}`).join(",");
-    if (message.epoch < 1) return;
-    if (message.epoch !== 1 || message.addresses.join(",") !== wanted) {
+    if (admin.stage !== "reconfiguring" && admin.stage !== "checking") return;
+    const epoch = admin.step + 1;
+    const wanted = this.parameters.reconfigurations[admin.step]!.members.map((id) => `sim:${id}`)
+      .join(",");
+    if (message.epoch < epoch) return;
+    if (message.epoch !== epoch || message.addresses.join(",") !== wanted) {
       throw new InvariantViolation(
         `administrator: told epoch ${message.epoch} is ${message.addresses.join(",")}, ` +
-          `wanted epoch 1 with ${wanted}`,
+          `wanted epoch ${epoch} with ${wanted}`,
       );
     }
     if (admin.stage === "reconfiguring") {
-      this.#traceLine("RECONFIGURED: epoch 1 began; checking it (§7.3)");
+      this.#traceLine(`RECONFIGURED: epoch ${epoch} began; checking it (§7.3)`);
       admin.stage = "checking";
-      admin.requestNumber = 2;
+      admin.requestNumber = 2 * admin.step + 2;
       this.#adminStep();
-    } else if (admin.stage === "checking") {
-      this.#traceLine("CHECKED: epoch 1 runs; the old machines may go");
-      admin.stage = "done";
+    } else {
+      this.#traceLine(`CHECKED: epoch ${epoch} runs; the old machines may go`);
       admin.generation++;
+      // §7.3 Machines that left an epoch before, and did not shut down by themselves (one that
+      // was down or recovering throughout the epoch it left in heard from no one), the
+      // operator turns off now. (The machines that left just now must shut down by themselves.)
+      const kept = new Set([...this.#membersOfEpoch(epoch - 1), ...this.#membersOfEpoch(epoch)]);
+      for (const sim of this.replicas) {
+        if (this.#started(sim) && !kept.has(sim.index)) this.#turnOff(sim);
+      }
+      if (admin.step + 1 < this.#epochsPlanned()) {
+        // The next reconfiguration, from the group that now runs.
+        admin.step++;
+        admin.stage = "waiting";
+        const at = Math.max(this.now + 1, this.parameters.reconfigurations[admin.step]!.atUnits);
+        this.queue.push(at, { kind: "admin", generation: admin.generation });
+      } else {
+        admin.stage = "done";
+      }
     }
   }
 
@@ -1438,11 +1544,13 @@ class Simulation {
 
   /** The number of faulty replicas the group tolerates: f, with 2f + 1 replicas. */
   #f(): number {
-    const before = Math.floor((this.parameters.replicaCount - 1) / 2);
-    if (this.admin.stage === "waiting") return before;
+    const admin = this.admin;
+    // The group of epoch `admin.step` runs; the administrator may be taking it to the next.
+    const before = Math.floor((this.#membersOfEpoch(admin.step).length - 1) / 2);
+    if (admin.stage === "waiting" || this.#epochsPlanned() === 0) return before;
     // §7 During and after a reconfiguration: the old group must commit it and serve the state,
     // the new one must start, with at most the smaller f faulty across both.
-    const after = Math.floor((this.parameters.reconfiguration.members.length - 1) / 2);
+    const after = Math.floor((this.#membersOfEpoch(admin.step + 1).length - 1) / 2);
     return Math.min(before, after);
   }
 
@@ -1616,8 +1724,10 @@ class Simulation {
     if (client.members.every((id) => this.replicas[id]!.shutDown)) {
       // Every replica it knows shut down: its operator hands it the new configuration (a real
       // client that was away meanwhile would be given it the same way).
-      client.members = [...this.parameters.reconfiguration.members];
-      client.epoch = 1;
+      // (The latest epoch some replica reached: the one whose start shut the old ones down.)
+      const epoch = Math.min(this.stats.epochsStarted, this.#epochsPlanned());
+      client.members = [...this.#membersOfEpoch(epoch)];
+      client.epoch = epoch;
     }
     if (toAll) {
       for (const id of client.members) this.network.send(client.node, id, request, this.now);

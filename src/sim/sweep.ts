@@ -28,6 +28,8 @@ export interface SweepSummary {
   readonly seedsWithTransfers: number;
   /** §7 Seeds in which a new epoch started (a reconfiguration committed). */
   readonly seedsWithEpochs: number;
+  /** §7 Seeds in which a second new epoch started (two reconfigurations, one after the other). */
+  readonly seedsWithTwoEpochs: number;
   readonly seconds: number;
 }
 
@@ -40,6 +42,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
   let seedsWithCheckpoints = 0;
   let seedsWithTransfers = 0;
   let seedsWithEpochs = 0;
+  let seedsWithTwoEpochs = 0;
   const failed: SimulationResult[] = [];
   let passed = 0;
   const seeds: number[] = [];
@@ -79,6 +82,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
         if (data.stats.checkpointsTaken > 0) seedsWithCheckpoints++;
         if (data.stats.checkpointTransfers > 0) seedsWithTransfers++;
         if (data.stats.epochsStarted > 0) seedsWithEpochs++;
+        if (data.stats.epochsStarted > 1) seedsWithTwoEpochs++;
         if (data.ok) passed++;
         else failed.push(data);
         options.onResult?.(data);
@@ -102,6 +106,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
     seedsWithCheckpoints,
     seedsWithTransfers,
     seedsWithEpochs,
+    seedsWithTwoEpochs,
     seconds: (performance.now() - started) / 1000,
   };
 }
