@@ -211,6 +211,14 @@ const SUPERBLOCK_DEFAULT: Superblock = {
 /** §7 The group's membership (`persist_membership`), JSON, replaced whole by a rename. */
 export const MEMBERSHIP_FILE = "membership.json";
 const MEMBERSHIP_TMP_FILE = "membership.tmp";
+/**
+ * §7 The replica's id in its group's address book (its `--index` in epoch 0, or where its address
+ * was added), as decimal text: recorded on the first run, so that a restart under another
+ * replica's identity (a wrong `--index`, another replica's directory) is refused. Addresses can
+ * change between runs (`cluster up` binds new ports), ids do not.
+ */
+export const REPLICA_ID_FILE = "replica.id";
+const REPLICA_ID_TMP_FILE = "replica.id.tmp";
 
 /** A problem with the files of a data directory; the message names the file. */
 export class DataDirError extends Error {
@@ -1813,6 +1821,46 @@ export class DataDir {
     }
     this.#resumeAfterId = undefined;
     return maxId;
+  }
+
+  /**
+   * §7 The replica id recorded in the directory (`REPLICA_ID_FILE`), or undefined if none was
+   * (a new directory, or one from before ids were recorded). A damaged file is an error.
+   */
+  async readReplicaId(): Promise<number | undefined> {
+    const path = `${this.#path}/${REPLICA_ID_FILE}`;
+    let text: string;
+    try {
+      text = await Deno.readTextFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw new DataDirError(`${path}: cannot read it (${describe(error)})`);
+    }
+    const id = /^\d{1,9}\n?$/.test(text) ? Number.parseInt(text, 10) : NaN;
+    if (!Number.isSafeInteger(id)) {
+      throw new DataDirError(`${path}: not a replica id: ${JSON.stringify(text.slice(0, 40))}`);
+    }
+    return id;
+  }
+
+  /** §7 Record the replica id (`REPLICA_ID_FILE`): a temporary file, synced, renamed over it. */
+  async writeReplicaId(id: number): Promise<void> {
+    const tmpPath = `${this.#path}/${REPLICA_ID_TMP_FILE}`;
+    try {
+      await Deno.writeTextFile(tmpPath, `${id}\n`);
+      if (this.#sync) {
+        const file = await Deno.open(tmpPath, { read: true, write: true });
+        try {
+          await file.syncData();
+        } finally {
+          file.close();
+        }
+      }
+      await Deno.rename(tmpPath, `${this.#path}/${REPLICA_ID_FILE}`);
+      if (this.#sync) await syncDirectory(this.#path);
+    } catch (error) {
+      throw new DataDirError(`${tmpPath}: cannot record the replica id (${describe(error)})`);
+    }
   }
 
   /** §7 Replace the membership file: a temporary file, synced, renamed over it, the directory synced. */

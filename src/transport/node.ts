@@ -377,6 +377,27 @@ export class ReplicaNode {
           );
         }
       }
+      // §7 The id this directory's replica has in the address book: a restart under another
+      // replica's identity would answer for it (its votes, its log) with this one's state.
+      const selfId = membership !== undefined
+        ? membership.addresses.indexOf(selfAddress)
+        : options.join === true
+        ? undefined
+        : index;
+      const recorded = await opened.dataDir.readReplicaId();
+      if (recorded !== undefined && selfId !== undefined && recorded !== selfId) {
+        throw new Error(
+          `${options.dataDir} is the data directory of replica ${recorded}` +
+            (membership !== undefined && recorded < membership.addresses.length
+              ? ` (${membership.addresses[recorded]})`
+              : "") +
+            `, not of replica ${selfId} (${selfAddress}): a wrong --index, or another ` +
+            "replica's data directory",
+        );
+      }
+      if (recorded === undefined && selfId !== undefined) {
+        await opened.dataDir.writeReplicaId(selfId);
+      }
       durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
       listener = options.listener ?? listenOn(address.host, address.port, options.tls);
     } catch (error) {
