@@ -3,10 +3,12 @@
  * meanwhile, and a group of three shrinking to one.
  */
 import { strict as assert } from "node:assert";
-import { encodeKvOperation } from "../src/app/kv.ts";
+import { encodeKvOperation, KvStore } from "../src/app/kv.ts";
+import { sha256 } from "../src/lib/sha256.ts";
 import { decodeCheckpointMetadata } from "../src/vr/checkpoint.ts";
 import { encodeGroupOperation, GROUP_CLIENT_ID } from "../src/vr/membership.ts";
 import type { ClientReplyMessage } from "../src/vr/message.ts";
+import { Replica } from "../src/vr/replica.ts";
 import { Cluster } from "./_harness.ts";
 
 const ADMIN = 77;
@@ -229,4 +231,47 @@ Deno.test("§7 a restart that replays below its membership takes no checkpoint t
     );
   }
   assert.ok(!disk.checkpoints.some((c) => c.checkpoint.opNumber === 6), "re-took op 6's");
+});
+
+Deno.test("§7 a new process told of an epoch no one holds gives up, and joins the real one", () => {
+  // A StartEpoch of a far epoch (a bug elsewhere: the frames are authenticated) once kept a
+  // standby waiting for it for ever, refusing the group's real StartEpoch as older.
+  const lines: string[] = [];
+  const standby = new Replica({
+    chunkHash: sha256,
+    replicaIndex: 0,
+    addresses: ["test:0", "test:1", "test:2"],
+    standby: { address: "test:3" },
+    app: new KvStore(),
+    seed: 7,
+    durable: undefined,
+    log: (level, text) => lines.push(`${level} ${text}`),
+  });
+  const news = (epoch: number, opNumber: number) => ({
+    type: "start_epoch" as const,
+    epoch,
+    opNumber,
+    startViewNumber: 1,
+    addresses: ["test:0", "test:1", "test:2", "test:3"],
+    members: [1, 2, 3],
+    previousMembers: [0, 1, 2],
+    replica: 0,
+  });
+  const asked = () =>
+    standby.drainEffects().filter((e) => e.type === "send" && e.message.type === "get_state")
+      .length;
+  standby.onMessage(news(1_000, 1_000_000));
+  assert.equal(asked(), 1, "it asks the sender for the state");
+  // No source answers; it keeps asking, then gives up.
+  let ticks = 0;
+  while (!lines.some((line) => line.includes("no source gave the state")) && ticks < 10_000) {
+    standby.tick(ticks * 10);
+    standby.drainEffects();
+    ticks++;
+  }
+  assert.ok(ticks < 10_000, "it never gave up");
+  // The group's real StartEpoch, an older epoch than the one it gave up on, is taken.
+  standby.onMessage(news(1, 5));
+  assert.equal(asked(), 1, "the real StartEpoch was refused");
+  assert.ok(lines.some((line) => line.includes("epoch 1 began at op 5")), lines.join("\n"));
 });

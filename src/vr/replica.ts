@@ -330,7 +330,19 @@ interface Joining {
   readonly from: readonly ReplicaIndex[];
   /** The next one to ask, by position in `from`. */
   cursor: number;
+  /** Asks in a row after which the commit-number had not moved (see `JOIN_STALLED_ROUNDS`). */
+  stalled: number;
+  /** The commit-number at the last ask. */
+  commitAtAsk: number;
 }
+
+/**
+ * §7 A join gives up after asking each of its sources this many times with no progress (the
+ * commit-number did not move): the StartEpoch or NewEpoch that began it named something no source
+ * holds (a later epoch than any, an op no log reaches). It then waits for the next one (the old
+ * group re-sends StartEpoch until f'+1 new members answer), instead of waiting for ever.
+ */
+export const JOIN_STALLED_ROUNDS = 3;
 
 export class Replica {
   readonly app: StateMachine;
@@ -3458,7 +3470,13 @@ export class Replica {
     }
     const from = [...new Set([message.replica, ...named.members, ...named.previousMembers])]
       .filter((id) => id !== self);
-    this.#joining = { membership: named, from, cursor: 0 };
+    this.#joining = {
+      membership: named,
+      from,
+      cursor: 0,
+      stalled: 0,
+      commitAtAsk: this.#commitNumber,
+    };
     if (this.#standby) this.#self = self; // Its id in the group it joins.
     this.#log_(
       "info",
@@ -3516,6 +3534,17 @@ export class Replica {
     this.#ticksSinceJoinAsk++;
     if (this.#ticksSinceJoinAsk < this.timing.retryTicks || this.#fetch !== undefined) return;
     this.#ticksSinceJoinAsk = 0;
+    if (this.#commitNumber > joining.commitAtAsk) joining.stalled = 0;
+    else joining.stalled++;
+    joining.commitAtAsk = this.#commitNumber;
+    if (joining.stalled >= JOIN_STALLED_ROUNDS * joining.from.length) {
+      this.#joining = undefined;
+      return this.#log_(
+        "warn",
+        `joining epoch ${joining.membership.epoch} (op ${joining.membership.opNumber}): no source ` +
+          "gave the state up to it; waiting to be told again",
+      );
+    }
     joining.cursor = (joining.cursor + 1) % joining.from.length;
     this.#sendGetState(joining.from[joining.cursor]!, this.#viewNumber, this.#commitNumber);
   }
