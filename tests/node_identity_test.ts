@@ -36,7 +36,7 @@ Deno.test("§7 a data directory refuses to run as another replica than the one i
     assert.equal(await Deno.readTextFile(`${dataDir}/${REPLICA_ID_FILE}`), "1\n");
     await assert.rejects(
       () => startAs(0, dataDir, addresses),
-      /is the data directory of replica 1, not of replica 0 \(127\.0\.0\.1:1\): a wrong --index/,
+      /is the data directory of replica 1 \(127\.0\.0\.1:2\), not of replica 0 \(127\.0\.0\.1:1\): a wrong --index/,
     );
     // Its own index still starts, even on other ports (as `cluster up` gives it).
     const again = await startAs(1, dataDir, ["127.0.0.1:4", "127.0.0.1:5", "127.0.0.1:6"]);

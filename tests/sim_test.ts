@@ -138,6 +138,9 @@ Deno.test("simulator: a replica whose log was damaged restarts in §4.3 recovery
  *   Reconfiguration uncommitted, so the new member could never get it committed and join.
  * - 701912 (3 replicas, §7): a restarted new process took the answer to its previous run's
  *   GetState, executed the Reconfiguration before a StartEpoch named it, and never joined.
+ * - 880313 (5 replicas, §7): an isolated primary of epoch 0 fell silent (it heard from no
+ *   backup) and stayed so: the group went on to epoch 2 without it, and no member of that epoch
+ *   ever sent it anything that would have told it. (Before, the operator turned it off.)
  */
 const REGRESSION_SEEDS: readonly {
   seed: number;
@@ -148,6 +151,7 @@ const REGRESSION_SEEDS: readonly {
   { seed: 788778535, load: "high" },
   { seed: 301693, replicas: 3 },
   { seed: 701912, replicas: 3 },
+  { seed: 880313, replicas: 5 },
 ];
 
 Deno.test("simulator regression seeds pass", () => {

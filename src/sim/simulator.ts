@@ -1144,6 +1144,22 @@ class Simulation {
     }
   }
 
+  /**
+   * Whether a running member of `epoch` is one that `sim` knows of (in the membership it holds
+   * or last persisted), and so answers `sim`'s messages of an old epoch with NewEpoch (§7.2).
+   */
+  #canBeTold(sim: SimReplica, epoch: number): boolean {
+    const current = this.#membersOfEpoch(epoch);
+    const known = sim.replica?.membership ?? sim.disk.membership;
+    const machines = known === undefined
+      ? this.#membersOfEpoch(0)
+      : known.members.map((id) => Number(known.addresses[id]!.slice("sim:".length)));
+    return machines.some((index) => {
+      const other = this.replicas[index];
+      return current.includes(index) && other !== undefined && this.#started(other);
+    });
+  }
+
   /** §7.3 The operator turns off a machine that left the group (see `#adminReceive`). */
   #turnOff(sim: SimReplica): void {
     this.#traceLine(
@@ -1422,12 +1438,15 @@ class Simulation {
     } else {
       this.#traceLine(`CHECKED: epoch ${epoch} runs; the old machines may go`);
       admin.generation++;
-      // §7.3 Machines that left an epoch before, and did not shut down by themselves (one that
-      // was down or recovering throughout the epoch it left in heard from no one), the
-      // operator turns off now. (The machines that left just now must shut down by themselves.)
+      // §7.3 A machine that left an epoch before and did not shut down by itself, the operator
+      // turns off now, but only one that no member of the new epoch would ever tell of it (down
+      // or recovering throughout the epoch it left, it knows only members that are gone or
+      // going). Any other must shut down by itself: the liveness phase waits for it.
       const kept = new Set([...this.#membersOfEpoch(epoch - 1), ...this.#membersOfEpoch(epoch)]);
       for (const sim of this.replicas) {
-        if (this.#started(sim) && !kept.has(sim.index)) this.#turnOff(sim);
+        if (this.#started(sim) && !kept.has(sim.index) && !this.#canBeTold(sim, epoch)) {
+          this.#turnOff(sim);
+        }
       }
       if (admin.step + 1 < this.#epochsPlanned()) {
         // The next reconfiguration, from the group that now runs.

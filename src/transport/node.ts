@@ -348,10 +348,19 @@ export class ReplicaNode {
     });
     let durable: DurableState | undefined;
     let listener: Deno.Listener;
-    const membership = opened.state?.membership;
     const selfAddress = config.addressTexts[index]!;
     try {
-      if (options.join === true && membership === undefined && opened.state !== undefined) {
+      durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
+      // The membership persisted, else that of the checkpoint installed (a crash can come
+      // between installing a checkpoint of a later epoch and persisting its membership).
+      const checkpointMembership = durable?.checkpoint?.metadata.membership;
+      const membership = durable?.membership ??
+        (checkpointMembership !== undefined && checkpointMembership.epoch > 0
+          ? checkpointMembership
+          : undefined);
+      if (
+        options.join === true && durable?.membership === undefined && opened.state !== undefined
+      ) {
         throw new Error(
           `${options.dataDir} holds the state of a join that never finished (no membership): ` +
             "remove the directory to join afresh",
@@ -388,8 +397,8 @@ export class ReplicaNode {
       if (recorded !== undefined && selfId !== undefined && recorded !== selfId) {
         throw new Error(
           `${options.dataDir} is the data directory of replica ${recorded}` +
-            (membership !== undefined && recorded < membership.addresses.length
-              ? ` (${membership.addresses[recorded]})`
+            ((membership?.addresses ?? config.addressTexts)[recorded] !== undefined
+              ? ` (${(membership?.addresses ?? config.addressTexts)[recorded]})`
               : "") +
             `, not of replica ${selfId} (${selfAddress}): a wrong --index, or another ` +
             "replica's data directory",
@@ -398,7 +407,6 @@ export class ReplicaNode {
       if (recorded === undefined && selfId !== undefined) {
         await opened.dataDir.writeReplicaId(selfId);
       }
-      durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
       listener = options.listener ?? listenOn(address.host, address.port, options.tls);
     } catch (error) {
       await opened.dataDir.close();

@@ -452,6 +452,8 @@ export class Replica {
 
   // Backup state.
   #ticksSincePrimary = 0;
+  /** Ticks the primary has been abdicating (`#abdicating`) without a break. */
+  #ticksAbdicating = 0;
   #primaryTimeoutTicks: number;
   /** The op-number a PrepareOk was last sent for in this view. */
   #prepareOkSentOpNumber = 0;
@@ -1433,7 +1435,19 @@ export class Replica {
 
   #tickPrimary(): void {
     this.#ticksSinceSend++;
-    if (this.#abdicating()) return;
+    if (this.#abdicating()) {
+      // Silent, so that the backups elect another primary. One that hears from no one for as long
+      // again starts a view change itself, as a backup would: a group that moved on without it
+      // (a later view, or a later epoch it is not in) answers that, where it sends nothing to
+      // a primary it left behind (§7.2: NewEpoch to a message of an older epoch).
+      if (++this.#ticksAbdicating >= this.#primaryTimeoutTicks) {
+        this.#ticksAbdicating = 0;
+        this.#log_("info", `heard from too few backups: starting a view change`);
+        this.#startViewChange(this.#viewNumber + 1);
+      }
+      return;
+    }
+    this.#ticksAbdicating = 0;
     this.#swapStalledBackup();
     // A read round whose Commits or PrepareOks were lost: a new round covers its reads too.
     if (
@@ -3539,6 +3553,7 @@ export class Replica {
     joining.commitAtAsk = this.#commitNumber;
     if (joining.stalled >= JOIN_STALLED_ROUNDS * joining.from.length) {
       this.#joining = undefined;
+      if (this.#standby) this.#self = -1; // The id was that group's; the next may differ.
       return this.#log_(
         "warn",
         `joining epoch ${joining.membership.epoch} (op ${joining.membership.opNumber}): no source ` +
