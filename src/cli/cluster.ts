@@ -18,7 +18,16 @@ import {
   loadConfig,
   renderConfig,
 } from "../config.ts";
+import {
+  type ConsoleProcess,
+  describeFaults,
+  FAULT_HELP,
+  FaultCommandError,
+  type FaultTarget,
+  runFaultCommand,
+} from "./fault_console.ts";
 import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
+import { FaultNetwork } from "./relays.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
 import { parseCount } from "./sim.ts";
@@ -31,6 +40,7 @@ interface UpFlags {
   sync: "fsync" | "none";
   logLevel: string;
   repl?: boolean;
+  faults?: boolean;
   tls?: boolean;
   checkpointInterval?: number;
   logRetain?: number;
@@ -90,6 +100,10 @@ export function clusterCommand(): Command {
       .option("--host <host>", "address to bind", "127.0.0.1")
       .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
       .option(
+        "--faults",
+        "route peer traffic through relays here, so that the REPL can cut and heal links",
+      )
+      .option(
         "--tls",
         "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
       )
@@ -120,6 +134,8 @@ export function clusterCommand(): Command {
         `
 Examples:
   vstamp cluster up -n 3 --repl        a group and a prompt to type into
+  vstamp cluster up -n 5 --repl --faults
+                                       ... and kill, pause, cut and heal replicas there
   vstamp cluster up -n 3 --config-out c.yaml
   vstamp repl --config c.yaml          (in another terminal)
   vstamp status --config c.yaml`,
@@ -161,18 +177,40 @@ interface Child {
   readonly process: Deno.ChildProcess;
   readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
   port: number;
+  /** The address the group knows it by: its own port, or its relay's (`--faults`). */
+  address: string;
   exited: boolean;
+  /** Sent SIGKILL by the fault console (`exited` follows when the process is gone). */
+  killed: boolean;
+  /** SIGSTOP'ed by the fault console. */
+  paused: boolean;
 }
 
 async function clusterUp(flags: UpFlags): Promise<number> {
+  if (flags.faults === true && flags.tls === true) {
+    console.error(
+      "cluster up: --faults cannot be used with --tls (the relays read who is speaking from " +
+        "each connection's first frame, which TLS encrypts)",
+    );
+    return 2;
+  }
+  if (flags.faults === true && flags.repl !== true) {
+    console.error("cluster up: --faults is for the fault console of --repl: add --repl");
+    return 2;
+  }
+  /** Indexed by `Child.index`: a restarted replica takes its old place. */
   const children: Child[] = [];
+  const relays = flags.faults === true ? FaultNetwork.start(0, flags.host) : undefined;
   let stopping = false;
   const stopAll = async () => {
     if (stopping) return;
     stopping = true;
+    relays?.close();
     for (const child of children) {
       if (!child.exited) {
         try {
+          // A stopped process takes SIGTERM only once it runs again.
+          if (child.paused) child.process.kill("SIGCONT");
           child.process.kill("SIGTERM");
         } catch {
           // Already gone.
@@ -208,7 +246,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     const tlsFiles = flags.tls === true
       ? await localCertificates(flags.dataDir, flags.host)
       : undefined;
-    const spawnChild = (index: number, join: boolean): Child => {
+    const spawnChild = (index: number, join: boolean, bindPort = 0, position = index): Child => {
       const { command, args } = vstampCommand([
         "server",
         ...(join ? ["--join"] : []),
@@ -216,9 +254,9 @@ async function clusterUp(flags: UpFlags): Promise<number> {
           ? []
           : ["--bind-tls-cert", tlsFiles.certFile, "--bind-tls-key", tlsFiles.keyFile]),
         "--index",
-        String(join ? 0 : index),
+        String(join ? 0 : position),
         "--bind",
-        `${hostText}:0`,
+        `${hostText}:${bindPort}`,
         "--data-dir",
         `${flags.dataDir}/replica-${index}`,
         "--sync",
@@ -237,9 +275,12 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         process,
         stdin: process.stdin.getWriter(),
         port: 0,
+        address: "",
         exited: false,
+        killed: false,
+        paused: false,
       };
-      children.push(child);
+      children[index] = child;
       process.status.then((status) => {
         child.exited = true;
         if (!stopping) {
@@ -250,10 +291,12 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     };
     const hostText = flags.host.includes(":") ? `[${flags.host}]` : flags.host;
     for (let index = 0; index < flags.replicas; index++) spawnChild(index, false);
-    const ports = await Promise.all(children.map((child) => readPort(child)));
-    const addresses = ports.map((port) =>
-      `${flags.host.includes(":") ? `[${flags.host}]` : flags.host}:${port}`
-    );
+    await Promise.all(children.map((child) => readPort(child)));
+    for (const child of children) {
+      child.address = relays === undefined ? `${hostText}:${child.port}` : relays.add();
+      relays?.setUpstream(child.index, child.port);
+    }
+    const addresses = children.map((child) => child.address);
     const group = await clusterIdentity(flags.dataDir);
     const configText = (list: readonly string[]) =>
       renderConfig(list, {
@@ -271,13 +314,18 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     if (flags.repl) {
       // §7 live: new processes join, members leave; the configuration file follows the group.
       let members = [...addresses];
-      const pidOf = (address: string) =>
-        children.find((child) => !child.exited && `${hostText}:${child.port}` === address)
-          ?.process.pid;
+      const childOf = (address: string | undefined) =>
+        children.find((child) => child.address === address);
+      const pidOf = (address: string) => {
+        const child = childOf(address);
+        return child === undefined || child.exited ? undefined : child.process.pid;
+      };
       const startJoiner = async (): Promise<string> => {
         const child = spawnChild(children.length, true);
         const port = await readPort(child);
-        const address = `${hostText}:${port}`;
+        const address = relays === undefined ? `${hostText}:${port}` : relays.add();
+        child.address = address;
+        relays?.setUpstream(child.index, port);
         // A joining replica takes its own address from the file (and the group's identity).
         const path = `${flags.configOut}.join-${child.index}`;
         await Deno.writeTextFile(path, configText([address]));
@@ -290,7 +338,71 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         await Deno.writeTextFile(flags.configOut, configText(members));
         console.log(`configuration written to ${flags.configOut}`);
       };
+      // The fault console: its commands act on the processes and relays here.
+      const consoleProcess = (child: Child): ConsoleProcess => ({
+        get pid() {
+          return child.process.pid;
+        },
+        get exited() {
+          return child.exited || child.killed;
+        },
+        get paused() {
+          return child.paused;
+        },
+        set paused(value: boolean) {
+          child.paused = value;
+        },
+        kill(signal: Deno.Signal) {
+          if (signal === "SIGKILL") {
+            child.killed = true;
+            relays?.setUpstream(child.index, undefined);
+          }
+          child.process.kill(signal);
+        },
+      });
+      const faults: FaultTarget = {
+        get members() {
+          return members;
+        },
+        relays,
+        processAt: (position) => {
+          const child = childOf(members[position]);
+          return child === undefined ? undefined : consoleProcess(child);
+        },
+        idAt: (position) => childOf(members[position])?.index ?? position,
+        restart: async (position) => {
+          const old = childOf(members[position]);
+          if (old === undefined) {
+            throw new FaultCommandError(`replica ${position} was not started here`);
+          }
+          await old.process.status; // Killed: gone in a moment.
+          await old.stdin.close().catch(() => {});
+          // Without relays it must listen where the group knows it: its old port.
+          const child = spawnChild(old.index, false, relays === undefined ? old.port : 0, position);
+          const port = await readPort(child);
+          child.address = old.address;
+          relays?.setUpstream(child.index, port);
+          await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
+          return consoleProcess(child);
+        },
+        status: async () => {
+          const rows = await collectStatus(members, access);
+          const pids = members.map((address) => pidOf(address) ?? 0);
+          return `${renderTable(rows, pids)}\n${describeFaults(faults)}`;
+        },
+      };
       const extra = async (line: string): Promise<boolean> => {
+        try {
+          const answer = await runFaultCommand(line, faults);
+          if (answer !== undefined) {
+            console.log(answer);
+            return true;
+          }
+        } catch (error) {
+          if (!(error instanceof FaultCommandError || error instanceof ClientError)) throw error;
+          console.log(`(error) ${error.message}`);
+          return true;
+        }
         const words = line.trim().split(/\s+/);
         const command = words[0]?.toLowerCase() ?? "";
         const positionsOf = () =>
@@ -308,7 +420,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         try {
           switch (command) {
             case "help":
-              console.log(CLUSTER_HELP);
+              console.log(`${CLUSTER_HELP}\n${FAULT_HELP}`);
               return false;
             case "members": {
               const rows = await collectStatus(members, access);
