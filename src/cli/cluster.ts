@@ -34,6 +34,7 @@ interface UpFlags {
   tls?: boolean;
   checkpointInterval?: number;
   logRetain?: number;
+  metrics?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -93,6 +94,7 @@ export function clusterCommand(): Command {
         "--tls",
         "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
       )
+      .option("--metrics", "serve each replica's Prometheus metrics on a free port (printed)")
       .addOption(
         new Option("--sync <mode>", "as for `server`").choices(["fsync", "none"]).default("fsync"),
       )
@@ -161,6 +163,8 @@ interface Child {
   readonly process: Deno.ChildProcess;
   readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
   port: number;
+  /** With `--metrics`: the port of its `/metrics` page. */
+  metricsPort?: number;
   exited: boolean;
 }
 
@@ -225,6 +229,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         flags.sync,
         "--log-level",
         flags.logLevel,
+        ...(flags.metrics === true ? ["--metrics-port", "0", "--metrics-host", flags.host] : []),
       ]);
       const process = new Deno.Command(command, {
         args,
@@ -267,6 +272,11 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
     const rows = await waitUntilServing(addresses, access);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
+    for (const child of flags.metrics === true ? children : []) {
+      console.log(
+        `metrics of replica ${child.index}: http://${hostText}:${child.metricsPort}/metrics`,
+      );
+    }
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
       // §7 live: new processes join, members leave; the configuration file follows the group.
@@ -482,7 +492,7 @@ async function localCertificates(
   return files;
 }
 
-/** Read the child's "listening <port>" line from its stdout. */
+/** Read the child's "listening <port>" line (and "metrics <port>" before it) from its stdout. */
 async function readPort(child: Child): Promise<number> {
   const reader = child.process.stdout.getReader();
   const decoder = new TextDecoder();
@@ -496,6 +506,9 @@ async function readPort(child: Child): Promise<number> {
       const match = /listening (\d+)\n/.exec(text);
       if (match) {
         child.port = Number(match[1]);
+        // `server --metrics-port` prints "metrics <port>" before it binds the replica's port.
+        const metrics = /metrics (\d+)\n/.exec(text);
+        if (metrics) child.metricsPort = Number(metrics[1]);
         // Keep draining stdout so the child never blocks writing to it.
         (async () => {
           try {
