@@ -8,6 +8,7 @@ import { PromHistogram } from "../src/metrics/histogram.ts";
 import { LatencyTracker, PENDING_REQUESTS_MAX } from "../src/metrics/latency.ts";
 import { PrometheusText } from "../src/metrics/prometheus.ts";
 import { serveMetrics } from "../src/transport/metrics_http.ts";
+import { Cluster as SimCluster, kvSet, ofType } from "./_harness.ts";
 import { set } from "./_kv.ts";
 import { runVstamp, waitFor, withCluster } from "./_process.ts";
 
@@ -141,6 +142,39 @@ function valueOf(
 }
 
 // ------------------------------------------------------------------ units
+
+Deno.test("core counts view changes, recoveries and state transfers as they happen", () => {
+  const cluster = new SimCluster();
+  const stats = (i: number) => cluster.replica(i).protocolStats;
+  cluster.cut(0, 2);
+  for (let s = 1; s <= 3; s++) {
+    cluster.request(0, 1, s, kvSet(`k${s}`, `v${s}`));
+    cluster.run();
+  }
+  assert.deepEqual(stats(2), { viewChanges: 0, recoveries: 0, stateTransfers: 0 });
+  assert.equal(cluster.replica(0).clientTableSize, 1);
+  // §5.2 r2 missed ops 1-3: the Prepare of op 4 makes it fetch them, in one NewState.
+  cluster.heal();
+  cluster.request(0, 1, 4, kvSet("k4", "v4"));
+  cluster.deliver(ofType("prepare", 0, 2));
+  cluster.run();
+  assert.equal(cluster.replica(2).opNumber, 4);
+  assert.equal(stats(2).stateTransfers, 1);
+  // §4.2 The primary goes: both backups change views once.
+  cluster.crash(0);
+  for (let t = 0; t < 40 && cluster.replica(1).viewNumber === 0; t++) {
+    cluster.tick(1);
+    cluster.tick(2);
+    cluster.run();
+  }
+  assert.equal(cluster.replica(1).viewNumber, 1);
+  assert.equal(stats(1).viewChanges, 1);
+  assert.equal(stats(2).viewChanges, 1);
+  // §4.3 A replica that lost its disk recovers.
+  cluster.crash(2, { diskless: true });
+  cluster.restart(2);
+  assert.equal(stats(2).recoveries, 1);
+});
 
 Deno.test("histogram puts a value equal to a bound in that bound's bucket", () => {
   const histogram = new PromHistogram([0.001, 0.01]);
