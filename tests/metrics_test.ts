@@ -200,7 +200,7 @@ Deno.test("latency tracker times a request from its first arrival to its reply",
 Deno.test("latency tracker forgets the oldest request when full", () => {
   const tracker = new LatencyTracker();
   for (let id = 1; id <= PENDING_REQUESTS_MAX + 1; id++) tracker.requestArrived(id, 1, 0);
-  assert.equal(tracker.pendingRequests, PENDING_REQUESTS_MAX);
+  assert.equal(tracker.trackedClients, PENDING_REQUESTS_MAX);
   tracker.replied(1, 1, 5);
   assert.equal(tracker.requestDuration.count, 0, "the oldest was forgotten");
   tracker.replied(2, 1, 5);

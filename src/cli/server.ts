@@ -235,6 +235,7 @@ async function runReplica(
       listener,
       log,
       debug: flags.logLevel === "debug",
+      timeLatencies: flags.metricsPort !== undefined,
     });
   } catch (error) {
     listener?.close();

@@ -20,33 +20,36 @@ export class LatencyTracker {
   readonly requestDuration: PromHistogram = new PromHistogram();
   /** Per backup (member id): a Prepare sent to its first PrepareOk covering it, in seconds. */
   readonly prepareOkDuration: Map<number, PromHistogram> = new Map();
-  /** clientId → the request-number awaiting its reply, and when it arrived (insertion order). */
-  readonly #requestNumbers = new Map<number, number>();
-  readonly #requestArrivedMs = new Map<number, number>();
+  /** clientId → the request awaiting its reply, oldest first (for eviction). */
+  readonly #requests = new Map<number, { requestNumber: number; arrivedMs: number }>();
   /** Per backup: the last op-number of each Prepare sent and not yet acknowledged, ascending. */
   readonly #prepares = new Map<number, { ops: number[]; sentMs: number[] }>();
 
-  /** A client's request arrived at the primary. A re-sent one keeps its first arrival time. */
+  /**
+   * A client's request arrived at the primary. A re-sent one keeps its first arrival time; a
+   * client's next request reuses its entry (one map lookup on the hot path, no allocation).
+   */
   requestArrived(clientId: number, requestNumber: number, nowMs: number): void {
-    if (this.#requestNumbers.get(clientId) === requestNumber) return;
-    this.#requestNumbers.delete(clientId);
-    this.#requestArrivedMs.delete(clientId);
-    if (this.#requestNumbers.size >= PENDING_REQUESTS_MAX) {
-      const oldest = this.#requestNumbers.keys().next().value!;
-      this.#requestNumbers.delete(oldest);
-      this.#requestArrivedMs.delete(oldest);
+    const pending = this.#requests.get(clientId);
+    if (pending !== undefined) {
+      if (pending.requestNumber === requestNumber) return;
+      pending.requestNumber = requestNumber;
+      pending.arrivedMs = nowMs;
+      return;
     }
-    this.#requestNumbers.set(clientId, requestNumber);
-    this.#requestArrivedMs.set(clientId, nowMs);
+    if (this.#requests.size >= PENDING_REQUESTS_MAX) {
+      this.#requests.delete(this.#requests.keys().next().value!);
+    }
+    this.#requests.set(clientId, { requestNumber, arrivedMs: nowMs });
   }
 
   /** A reply left for a client: the request it answers is done. */
   replied(clientId: number, requestNumber: number, nowMs: number): void {
-    if (this.#requestNumbers.get(clientId) !== requestNumber) return;
-    const arrived = this.#requestArrivedMs.get(clientId)!;
-    this.#requestNumbers.delete(clientId);
-    this.#requestArrivedMs.delete(clientId);
-    this.requestDuration.observe((nowMs - arrived) / 1000);
+    const pending = this.#requests.get(clientId);
+    if (pending === undefined || pending.requestNumber !== requestNumber) return;
+    // Marked done rather than deleted, so the client's next request finds its entry.
+    pending.requestNumber = NaN; // Equal to no request-number.
+    this.requestDuration.observe((nowMs - pending.arrivedMs) / 1000);
   }
 
   /**
@@ -54,12 +57,12 @@ export class LatencyTracker {
    * from a later view would time a view change rather than a request.
    */
   forgetRequests(): void {
-    this.#requestNumbers.clear();
-    this.#requestArrivedMs.clear();
+    this.#requests.clear();
   }
 
-  get pendingRequests(): number {
-    return this.#requestNumbers.size;
+  /** Clients with an entry (awaiting a reply, or answered and kept for their next request). */
+  get trackedClients(): number {
+    return this.#requests.size;
   }
 
   /** A Prepare whose entries end at `opNumber` went to `backup`; a re-sent one is not timed again. */
