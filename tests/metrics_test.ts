@@ -417,3 +417,30 @@ Deno.test("status refuses --count without --watch, and a bad --interval", async 
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /--interval must be at least 50 ms, got "5"/);
 });
+
+Deno.test("cluster up --metrics: a view change shows at the survivors, and the new primary times requests", async () => {
+  await withCluster(3, async (cluster) => {
+    const urls = metricsUrls(cluster.output().stdout, 3);
+    const before = await Promise.all(urls.map(scrape));
+    const old = before.findIndex((page) => valueOf(page, "vstamp_is_primary") === 1);
+    assert.ok(old >= 0);
+    await cluster.killReplica(old);
+    const client = await Client.connect({ addresses: cluster.addresses, deadlineMs: 15_000 });
+    try {
+      for (let i = 0; i < 5; i++) await set(client, `after${i}`, String(i));
+    } finally {
+      client.close();
+    }
+    const survivors = [0, 1, 2].filter((i) => i !== old);
+    const pages = await Promise.all(survivors.map((i) => scrape(urls[i]!)));
+    for (const page of pages) {
+      assert.ok(valueOf(page, "vstamp_view_changes_total") >= 1);
+      assert.ok(valueOf(page, "vstamp_view") >= 1);
+    }
+    const now = pages.findIndex((page) => valueOf(page, "vstamp_is_primary") === 1);
+    assert.ok(now >= 0, "a survivor is the new primary");
+    assert.ok(valueOf(pages[now]!, "vstamp_request_duration_seconds_count") >= 5);
+    // The old primary's links are down: the new primary counts one replica link each way.
+    assert.equal(valueOf(pages[now]!, "vstamp_connections", { kind: "peer_in" }), 1);
+  }, { sync: "none", args: ["--metrics"] });
+});
