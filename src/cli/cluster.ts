@@ -44,6 +44,7 @@ interface UpFlags {
   tls?: boolean;
   checkpointInterval?: number;
   logRetain?: number;
+  metrics?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -107,6 +108,7 @@ export function clusterCommand(): Command {
         "--tls",
         "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
       )
+      .option("--metrics", "serve each replica's Prometheus metrics on a free port (printed)")
       .addOption(
         new Option("--sync <mode>", "as for `server`").choices(["fsync", "none"]).default("fsync"),
       )
@@ -179,6 +181,8 @@ interface Child {
   port: number;
   /** The address the group knows it by: its own port, or its relay's (`--faults`). */
   address: string;
+  /** With `--metrics`: the port of its `/metrics` page. */
+  metricsPort?: number;
   exited: boolean;
   /** Sent SIGKILL by the fault console (`exited` follows when the process is gone). */
   killed: boolean;
@@ -263,6 +267,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         flags.sync,
         "--log-level",
         flags.logLevel,
+        ...(flags.metrics === true ? ["--metrics-port", "0", "--metrics-host", flags.host] : []),
       ]);
       const process = new Deno.Command(command, {
         args,
@@ -310,6 +315,11 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
     const rows = await waitUntilServing(addresses, access);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
+    for (const child of flags.metrics === true ? children : []) {
+      console.log(
+        `metrics of replica ${child.index}: http://${hostText}:${child.metricsPort}/metrics`,
+      );
+    }
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
       // §7 live: new processes join, members leave; the configuration file follows the group.
@@ -594,7 +604,7 @@ async function localCertificates(
   return files;
 }
 
-/** Read the child's "listening <port>" line from its stdout. */
+/** Read the child's "listening <port>" line (and "metrics <port>" before it) from its stdout. */
 async function readPort(child: Child): Promise<number> {
   const reader = child.process.stdout.getReader();
   const decoder = new TextDecoder();
@@ -608,6 +618,9 @@ async function readPort(child: Child): Promise<number> {
       const match = /listening (\d+)\n/.exec(text);
       if (match) {
         child.port = Number(match[1]);
+        // `server --metrics-port` prints "metrics <port>" before it binds the replica's port.
+        const metrics = /metrics (\d+)\n/.exec(text);
+        if (metrics) child.metricsPort = Number(metrics[1]);
         // Keep draining stdout so the child never blocks writing to it.
         (async () => {
           try {

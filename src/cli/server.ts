@@ -18,6 +18,11 @@ import {
 import { DataDirError } from "../storage/data_dir.ts";
 import { ReplicaNode } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
+import { type MetricsServer, serveMetrics } from "../transport/metrics_http.ts";
+import { renderNodeMetrics } from "../metrics/node_metrics.ts";
+
+/** Where `--metrics-port` listens unless `--metrics-host` says otherwise: the page has no auth. */
+export const METRICS_HOST_DEFAULT = "127.0.0.1";
 
 export type LogLevelName = "debug" | "info" | "warn" | "error";
 const LEVELS: Record<LogLevelName, number> = { debug: 0, info: 1, warn: 2, error: 3 };
@@ -32,6 +37,8 @@ interface ServerFlags {
   bindTlsCert?: string;
   bindTlsKey?: string;
   join?: boolean;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 export function serverCommand(): Command {
@@ -62,6 +69,16 @@ export function serverCommand(): Command {
       "--join",
       "a new replica for a running group: wait until `vstamp reconfigure` adds its address " +
         "(--index names it in --config), fetch the state, then serve",
+    )
+    .option(
+      "--metrics-port <port>",
+      "serve Prometheus metrics on http://<metrics-host>:<port>/metrics (0: any free port, logged)",
+      parsePort("--metrics-port"),
+    )
+    .option(
+      "--metrics-host <host>",
+      "the address --metrics-port binds (the page has no authentication)",
+      METRICS_HOST_DEFAULT,
     )
     .addOption(
       new Option(
@@ -100,8 +117,58 @@ export function makeLogger(level: LogLevelName, prefix: string) {
   };
 }
 
+/** A TCP port, 0 to 65535 (0: any free port). */
+function parsePort(name: string): (value: string) => number {
+  return (value) => {
+    const port = Number(value);
+    if (!/^\d+$/.test(value) || port > 65535) {
+      throw new InvalidArgumentError(`${name} must be a port from 0 to 65535, got "${value}"`);
+    }
+    return port;
+  };
+}
+
 async function runServer(flags: ServerFlags): Promise<number> {
   const log = makeLogger(flags.logLevel, `r${flags.index}`);
+  if (flags.metricsPort === undefined) return await runReplica(flags, log, () => {});
+  // The page is served from before the replica starts (a 503 until then), so that `cluster up`
+  // learns its port with the replica's.
+  let node: ReplicaNode | undefined;
+  let metrics: MetricsServer;
+  const where = `${flags.metricsHost}:${flags.metricsPort}`;
+  try {
+    metrics = serveMetrics(
+      { hostname: flags.metricsHost, port: flags.metricsPort },
+      () => node === undefined ? undefined : renderNodeMetrics(node.metrics()),
+    );
+  } catch (error) {
+    console.error(
+      `Cannot serve metrics on ${where}: ${
+        error instanceof Deno.errors.AddrInUse
+          ? "the address is in use"
+          : error instanceof Error
+          ? error.message
+          : String(error)
+      }`,
+    );
+    return 1;
+  }
+  const host = metrics.hostname.includes(":") ? `[${metrics.hostname}]` : metrics.hostname;
+  log("info", `metrics on http://${host}:${metrics.port}/metrics`);
+  if (flags.bind !== undefined) console.log(`metrics ${metrics.port}`);
+  try {
+    return await runReplica(flags, log, (started) => node = started);
+  } finally {
+    node = undefined;
+    await metrics.close();
+  }
+}
+
+async function runReplica(
+  flags: ServerFlags,
+  log: ReturnType<typeof makeLogger>,
+  onStarted: (node: ReplicaNode) => void,
+): Promise<number> {
   let listener: Deno.Listener | undefined;
   let config: ServerConfig;
   let identity: Awaited<ReturnType<typeof loadIdentity>>;
@@ -168,6 +235,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
       listener,
       log,
       debug: flags.logLevel === "debug",
+      timeLatencies: flags.metricsPort !== undefined,
     });
   } catch (error) {
     listener?.close();
@@ -190,6 +258,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
     );
     return 1;
   }
+  onStarted(node);
   const r = node.replica;
   if (identity.source === undefined) {
     log(

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { Command } from "commander";
+import { Command, InvalidArgumentError } from "commander";
 import { Client, ClientError } from "../client/client.ts";
 import { fetchStatus } from "../client/status.ts";
 import { ConfigError, type GroupAccess, loadAccess, loadConfig, parseAddress } from "../config.ts";
@@ -12,6 +12,12 @@ import { parseCount } from "./sim.ts";
 
 /** How long a replica may take to answer a status query with its digest. */
 const DIGEST_STATUS_TIMEOUT_MS = 60_000;
+/** `--watch` polls this often unless `--interval` says otherwise. */
+const WATCH_INTERVAL_MS_DEFAULT = 1000;
+/** The shortest `--interval`: each poll opens a connection to every replica. */
+const WATCH_INTERVAL_MS_MIN = 50;
+/** Move the cursor home and clear the screen (a terminal redraws in place, like `watch`). */
+const CLEAR_SCREEN = "\x1b[H\x1b[2J";
 
 interface StatusFlags {
   config?: string;
@@ -19,6 +25,9 @@ interface StatusFlags {
   port?: number;
   json?: boolean;
   digest?: boolean;
+  watch?: boolean;
+  interval?: number;
+  count?: number;
 }
 
 export interface StatusRow {
@@ -44,6 +53,8 @@ export interface StatusRow {
   /** What the replica did since it started (`--json` only). */
   readonly counters?: NodeCounters | undefined;
   readonly error?: string | undefined;
+  /** `--watch`: ops committed per second since the previous poll (unset on the first one). */
+  readonly opsPerSecond?: number | undefined;
 }
 
 export function statusCommand(): Command {
@@ -59,12 +70,23 @@ export function statusCommand(): Command {
       "--digest",
       "also each replica's state digest (replicas at the same commit-number must agree)",
     )
+    .option("--watch", "redraw the table live, with each replica's ops/s, until Ctrl-C")
+    .option(
+      "--interval <ms>",
+      `with --watch: poll every this many ms (default ${WATCH_INTERVAL_MS_DEFAULT})`,
+      parseInterval,
+    )
+    .option("--count <n>", "with --watch: stop after n tables", parsePositive("--count"))
     .action(async (flags: StatusFlags) => {
       Deno.exitCode = await runStatus(flags);
     });
 }
 
 async function runStatus(flags: StatusFlags): Promise<number> {
+  if (flags.watch !== true && (flags.interval !== undefined || flags.count !== undefined)) {
+    console.error("--interval and --count go with --watch");
+    return 2;
+  }
   let addresses: string[];
   let access: GroupAccess;
   try {
@@ -82,6 +104,7 @@ async function runStatus(flags: StatusFlags): Promise<number> {
     }
     throw error;
   }
+  if (flags.watch === true) return await watchStatus(addresses, flags, access);
   const rows = await collectStatus(addresses, { digest: flags.digest === true, ...access });
   if (flags.json) {
     for (const row of rows) console.log(JSON.stringify(row));
@@ -89,6 +112,92 @@ async function runStatus(flags: StatusFlags): Promise<number> {
     console.log(renderTable(rows));
   }
   return rows.every((row) => row.reachable) ? 0 : 1;
+}
+
+function parsePositive(name: string): (value: string) => number {
+  const count = parseCount(name);
+  return (value) => {
+    const n = count(value);
+    if (n < 1) throw new InvalidArgumentError(`${name} must be at least 1, got "${value}"`);
+    return n;
+  };
+}
+
+function parseInterval(value: string): number {
+  const n = parseCount("--interval")(value);
+  if (n < WATCH_INTERVAL_MS_MIN) {
+    throw new InvalidArgumentError(
+      `--interval must be at least ${WATCH_INTERVAL_MS_MIN} ms, got "${value}"`,
+    );
+  }
+  return n;
+}
+
+/**
+ * `status --watch`: polls every replica each interval and redraws the table, with the ops each
+ * replica committed per second since the previous poll (the rise of its commit-number over the
+ * time between the polls). On a terminal the table is redrawn in place; otherwise each table
+ * follows the last, after a line with its time. Ctrl-C (or `--count`) stops it; the exit code is
+ * the last poll's, as for one `status`.
+ */
+async function watchStatus(
+  addresses: readonly string[],
+  flags: StatusFlags,
+  access: GroupAccess,
+): Promise<number> {
+  const intervalMs = flags.interval ?? WATCH_INTERVAL_MS_DEFAULT;
+  const tty = Deno.stdout.isTerminal();
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  const onInterrupt = () => {
+    stopped = true;
+    wake?.();
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  let previous: { readonly atMs: number; readonly commits: (number | undefined)[] } | undefined;
+  let code = 0;
+  try {
+    for (let drawn = 0; !stopped && (flags.count === undefined || drawn < flags.count); drawn++) {
+      if (drawn > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, intervalMs);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = undefined;
+        if (stopped) break;
+      }
+      const polled = await collectStatus(addresses, { digest: flags.digest === true, ...access });
+      const atMs = performance.now();
+      const rows = polled.map((row, index) => {
+        const before = previous?.commits[index];
+        if (previous === undefined || before === undefined || row.commitNumber === undefined) {
+          return row;
+        }
+        const seconds = (atMs - previous.atMs) / 1000;
+        return { ...row, opsPerSecond: Math.max(0, row.commitNumber - before) / seconds };
+      });
+      previous = { atMs, commits: polled.map((row) => row.commitNumber) };
+      code = rows.every((row) => row.reachable) ? 0 : 1;
+      if (flags.json) {
+        for (const row of rows) console.log(JSON.stringify(row));
+        continue;
+      }
+      const stamp = `${new Date().toISOString()}  every ${intervalMs} ms` +
+        (tty ? "  (Ctrl-C stops)" : "");
+      const table = renderTable(rows, undefined, { opsPerSecond: true });
+      if (tty) {
+        await Deno.stdout.write(new TextEncoder().encode(`${CLEAR_SCREEN}${stamp}\n${table}\n`));
+      } else {
+        console.log(`--- ${stamp}\n${table}`);
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+  }
+  return code;
 }
 
 async function resolveAddresses(flags: StatusFlags, access: GroupAccess): Promise<string[]> {
@@ -156,7 +265,11 @@ export async function collectStatus(
   });
 }
 
-export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]): string {
+export function renderTable(
+  rows: readonly StatusRow[],
+  pids?: readonly number[],
+  options: { readonly opsPerSecond?: boolean } = {},
+): string {
   const header = [
     "INDEX",
     "ADDRESS",
@@ -171,6 +284,7 @@ export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]
     "CHECKPOINT",
   ];
   if (pids !== undefined) header.splice(2, 0, "PID");
+  if (options.opsPerSecond === true) header.push("OPS/S");
   const digests = rows.some((row) => row.digest !== undefined);
   if (digests) header.push("DIGEST");
   const body = rows.map((row, index) => [
@@ -186,6 +300,9 @@ export function renderTable(rows: readonly StatusRow[], pids?: readonly number[]
     row.commitNumber === undefined ? "-" : String(row.commitNumber),
     row.lag === undefined ? "-" : String(row.lag),
     row.checkpointOpNumber === undefined ? "-" : String(row.checkpointOpNumber),
+    ...(options.opsPerSecond === true
+      ? [row.opsPerSecond === undefined ? "-" : row.opsPerSecond.toFixed(0)]
+      : []),
     ...(digests ? [row.digest ?? "-"] : []),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));

@@ -49,6 +49,7 @@ import {
   type Role,
 } from "./handshake.ts";
 import { connectTo, listenOn, type TlsMaterial } from "./tls.ts";
+import { LatencyTracker } from "../metrics/latency.ts";
 
 /**
  * What connections may hold of a replica, named (see `CONNECTION_LIMITS_DEFAULT` for the values
@@ -213,6 +214,11 @@ export interface NodeOptions {
   readonly join?: boolean | undefined;
   /** §7.1 This replica left the group and f'+1 new members started: the process may exit. */
   readonly onShutDown?: (() => void) | undefined;
+  /**
+   * Time requests and PrepareOks for `metrics()` (`server --metrics-port`): about 0.2 µs per
+   * request, spent only when something will show them.
+   */
+  readonly timeLatencies?: boolean | undefined;
 }
 
 /** What `vstamp status` shows for one replica. */
@@ -260,6 +266,46 @@ export interface NodeCounters extends IoCounters {
   cpuSystemSeconds: number;
 }
 
+/** What `/metrics` shows for one replica (`src/metrics/node_metrics.ts` renders it). */
+export interface NodeMetrics {
+  /** The replica's member id (-1 before it joined a group). */
+  readonly replica: number;
+  readonly epoch: number;
+  readonly viewNumber: number;
+  readonly status: string;
+  readonly isPrimary: boolean;
+  readonly opNumber: number;
+  readonly commitNumber: number;
+  /** Ops committed while this process ran (the commit-number less the one it started with). */
+  readonly commits: number;
+  readonly requests: number;
+  readonly replies: number;
+  readonly prepares: number;
+  readonly persists: number;
+  readonly viewChanges: number;
+  readonly recoveries: number;
+  /** §5.2 NewStates that brought news; §5.1 checkpoints fetched from peers and installed. */
+  readonly stateTransfers: number;
+  readonly checkpointsInstalled: number;
+  readonly checkpointsWritten: number;
+  readonly checkpointOpNumber: number;
+  /** Log entries in memory (after the newest checkpoint's truncation). */
+  readonly logEntries: number;
+  readonly clientTableEntries: number;
+  /** Authenticated connections: replica links in and out, and clients (status included). */
+  readonly connections: {
+    readonly peerIn: number;
+    readonly peerOut: number;
+    readonly client: number;
+  };
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly cpuUserSeconds: number;
+  readonly cpuSystemSeconds: number;
+  readonly uptimeSeconds: number;
+  readonly latency: LatencyTracker;
+}
+
 export class ReplicaNode {
   readonly replica: Replica;
   readonly #options: NodeOptions;
@@ -298,6 +344,16 @@ export class ReplicaNode {
   #preparedEntries = 0;
   #replies = 0;
   #persists = 0;
+  /** Requests that arrived from clients (every one, retries and requests to a backup included). */
+  #requests = 0;
+  /** §5.1 Checkpoints this process wrote to disk. */
+  #checkpointsWritten = 0;
+  /** The commit-number when this process started: commits since then are its own. */
+  #commitNumberAtStart = 0;
+  /** Request and PrepareOk latencies (the core has no clock: the node times what it sees pass). */
+  readonly #latency = new LatencyTracker();
+  /** The view whose requests and Prepares are being timed; -1 when not primary. */
+  #timedView = -1;
   /**
    * Whether a checkpoint is being written (the core asks for one at a time). Cleared before the
    * core hears of the outcome, so that the core may ask for the next one at once.
@@ -332,6 +388,7 @@ export class ReplicaNode {
     this.#listener = listener;
     this.#dataDir = dataDir;
     this.replica = replica;
+    this.#commitNumberAtStart = replica.commitNumber;
   }
 
   static async start(options: NodeOptions): Promise<ReplicaNode> {
@@ -598,6 +655,48 @@ export class ReplicaNode {
     };
   }
 
+  /** The numbers `/metrics` shows: plain reads of counters, cheap enough for any scrape rate. */
+  metrics(): NodeMetrics {
+    const r = this.replica;
+    const protocol = r.protocolStats;
+    const counters = this.counters();
+    let peerOut = 0;
+    for (const peer of this.#peers.values()) if (peer.connected) peerOut++;
+    return {
+      replica: r.replicaIndex,
+      epoch: r.epoch,
+      viewNumber: r.viewNumber,
+      status: r.shutDown ? "shut_down" : r.status,
+      isPrimary: r.isPrimary,
+      opNumber: r.opNumber,
+      commitNumber: r.commitNumber,
+      commits: Math.max(0, r.commitNumber - this.#commitNumberAtStart),
+      requests: this.#requests,
+      replies: this.#replies,
+      prepares: this.#prepares,
+      persists: this.#persists,
+      viewChanges: protocol.viewChanges,
+      recoveries: protocol.recoveries,
+      stateTransfers: protocol.stateTransfers,
+      checkpointsInstalled: r.checkpointStats.installed,
+      checkpointsWritten: this.#checkpointsWritten,
+      checkpointOpNumber: r.checkpointOpNumber,
+      logEntries: Math.max(0, r.opNumber - r.logBaseOpNumber),
+      clientTableEntries: r.clientTableSize,
+      connections: {
+        peerIn: this.#peerInbound.size,
+        peerOut,
+        client: this.#clientConnections.size,
+      },
+      bytesIn: counters.bytesIn,
+      bytesOut: counters.bytesOut,
+      cpuUserSeconds: counters.cpuUserSeconds,
+      cpuSystemSeconds: counters.cpuSystemSeconds,
+      uptimeSeconds: (Date.now() - this.#started) / 1000,
+      latency: this.#latency,
+    };
+  }
+
   counters(): NodeCounters {
     const cpu = process.cpuUsage();
     return {
@@ -763,6 +862,14 @@ export class ReplicaNode {
         return;
       }
       if (role === "client" && "clientId" in message) this.#route(message.clientId, connection);
+      if (message.type === "request") {
+        this.#requests++;
+        if (this.#timedView >= 0) {
+          this.#latency.requestArrived(message.clientId, message.requestNumber, performance.now());
+        }
+      } else if (message.type === "prepare_ok" && this.#timedView >= 0) {
+        this.#latency.prepareOkArrived(message.replica, message.opNumber, performance.now());
+      }
       if (this.#options.debug) {
         this.#options.log("debug", `<- ${role} ${peerIndex}: ${describeMessage(message)}`);
       }
@@ -958,6 +1065,18 @@ export class ReplicaNode {
     const effects = this.replica.drainEffects();
     let lastMessage: Message | undefined;
     let lastFrame: Uint8Array | undefined;
+    const r = this.replica;
+    // Time requests and Prepares only as the normal primary of one view: across a view change a
+    // reply or a PrepareOk would time the view change, not the request.
+    const timedView = this.#options.timeLatencies === true && r.isPrimary && r.status === "normal"
+      ? r.viewNumber
+      : -1;
+    if (timedView !== this.#timedView) {
+      this.#timedView = timedView;
+      this.#latency.forgetRequests();
+      this.#latency.forgetPrepares();
+    }
+    let nowMs = -1;
     for (const effect of effects) {
       switch (effect.type) {
         case "send": {
@@ -969,13 +1088,22 @@ export class ReplicaNode {
           if (lastFrame === undefined) break;
           if (effect.message.type === "prepare") {
             this.#prepares++;
-            this.#preparedEntries += effect.message.entries.length;
+            const entries = effect.message.entries;
+            this.#preparedEntries += entries.length;
+            if (timedView >= 0 && entries.length > 0) {
+              if (nowMs < 0) nowMs = performance.now();
+              this.#latency.prepareSent(effect.to, entries[entries.length - 1]!.opNumber, nowMs);
+            }
           }
           this.#peer(effect.to)?.sendFrame(lastFrame!);
           break;
         }
         case "reply": {
           this.#replies++;
+          if (timedView >= 0 && effect.message.type === "reply") {
+            if (nowMs < 0) nowMs = performance.now();
+            this.#latency.replied(effect.clientId, effect.message.requestNumber, nowMs);
+          }
           const connection = this.#clients.get(effect.clientId);
           const frame = connection === undefined ? undefined : this.#frameOf(effect.message);
           if (frame !== undefined) connection!.sendFrame(frame);
@@ -1091,6 +1219,7 @@ export class ReplicaNode {
     }
     reader.close();
     this.#checkpointing = false;
+    this.#checkpointsWritten++;
     if (this.#closed) return;
     this.#options.log(
       "info",
@@ -1361,6 +1490,11 @@ class PeerLink {
     readonly log: (level: LogLevel | "error", text: string) => void,
   ) {
     if (enabled) this.#connect();
+  }
+
+  /** Whether the link is up (its handshake done). */
+  get connected(): boolean {
+    return this.#connection !== undefined && !this.#connection.closed;
   }
 
   /** Bytes queued or being written on the link, 0 when it is down. */

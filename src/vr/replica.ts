@@ -507,6 +507,10 @@ export class Replica {
   #checkpointsInstalled = 0;
   #chunksFetched = 0;
   #chunksReused = 0;
+  /** Counters for metrics (`protocolStats`): plain numbers, no clock. */
+  #viewChanges = 0;
+  #recoveries = 0;
+  #stateTransfers = 0;
 
   constructor(options: ReplicaOptions) {
     const standby = options.standby;
@@ -749,6 +753,26 @@ export class Replica {
       chunksReused: this.#chunksReused,
     };
   }
+  /**
+   * Counters for metrics: view changes this replica began or joined (§4.2), recoveries it began
+   * (§4.3), and state transfers (§5.2) that brought it news (a NewState that moved its op- or
+   * commit-number; a long catch-up takes several).
+   */
+  get protocolStats(): {
+    readonly viewChanges: number;
+    readonly recoveries: number;
+    readonly stateTransfers: number;
+  } {
+    return {
+      viewChanges: this.#viewChanges,
+      recoveries: this.#recoveries,
+      stateTransfers: this.#stateTransfers,
+    };
+  }
+  /** §4.5 Clients in the client table. */
+  get clientTableSize(): number {
+    return this.#clientTable.size;
+  }
   /** The client table's executed records, as text (`ClientTable.digest`), for checks. */
   clientTableDigest(): string {
     return this.#clientTable.digest();
@@ -845,9 +869,12 @@ export class Replica {
       case "get_state":
         this.#onGetState(message);
         break;
-      case "new_state":
+      case "new_state": {
+        const op = this.opNumber, commit = this.#commitNumber;
         this.#onNewState(message);
+        if (this.opNumber > op || this.#commitNumber > commit) this.#stateTransfers++;
         break;
+      }
       case "checkpoint_manifest":
         this.#onCheckpointManifest(message);
         break;
@@ -1826,6 +1853,7 @@ export class Replica {
 
   #transitionToViewChange(viewNumber: number): void {
     this.#log_("info", `view change to view ${viewNumber}`);
+    this.#viewChanges++;
     this.#viewNumber = viewNumber;
     this.#status = "view_change";
     this.#syncTarget = undefined;
@@ -2368,6 +2396,7 @@ export class Replica {
 
   #startRecovery(): void {
     this.#status = "recovering";
+    this.#recoveries++;
     this.#recoveryNonce = this.#random.nextUint32() + 1;
     this.#recoveryResponses = new Map();
     this.#ticksSinceRecoverySend = 0;
