@@ -336,6 +336,11 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         const address = relays === undefined ? `${hostText}:${port}` : relays.add();
         child.address = address;
         relays?.setUpstream(child.index, port);
+        if (child.metricsPort !== undefined) {
+          console.log(
+            `metrics of replica ${child.index}: http://${hostText}:${child.metricsPort}/metrics`,
+          );
+        }
         // A joining replica takes its own address from the file (and the group's identity).
         const path = `${flags.configOut}.join-${child.index}`;
         await Deno.writeTextFile(path, configText([address]));

@@ -141,10 +141,12 @@ function parseInterval(value: string): number {
  * the last poll's, as for one `status`.
  */
 async function watchStatus(
-  addresses: readonly string[],
+  initialAddresses: readonly string[],
   flags: StatusFlags,
   access: GroupAccess,
 ): Promise<number> {
+  let addresses = initialAddresses;
+  let epochSeen = -1;
   const intervalMs = flags.interval ?? WATCH_INTERVAL_MS_DEFAULT;
   const tty = Deno.stdout.isTerminal();
   let stopped = false;
@@ -154,7 +156,11 @@ async function watchStatus(
     wake?.();
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
-  let previous: { readonly atMs: number; readonly commits: (number | undefined)[] } | undefined;
+  let previous: {
+    readonly atMs: number;
+    readonly addresses: readonly string[];
+    readonly commits: (number | undefined)[];
+  } | undefined;
   let code = 0;
   try {
     for (let drawn = 0; !stopped && (flags.count === undefined || drawn < flags.count); drawn++) {
@@ -169,17 +175,34 @@ async function watchStatus(
         wake = undefined;
         if (stopped) break;
       }
-      const polled = await collectStatus(addresses, { digest: flags.digest === true, ...access });
+      let polled = await collectStatus(addresses, { digest: flags.digest === true, ...access });
+      // §7.4 The group moved to a later epoch: follow it to its new members.
+      const epoch = Math.max(-1, ...polled.map((row) => row.epoch ?? -1));
+      if (epochSeen >= 0 && epoch > epochSeen) {
+        const moved = await followGroup(addresses, access);
+        if (moved !== undefined && moved.join(",") !== addresses.join(",")) {
+          addresses = moved;
+          previous = undefined;
+          polled = await collectStatus(addresses, { digest: flags.digest === true, ...access });
+        }
+      }
+      epochSeen = Math.max(epochSeen, epoch);
       const atMs = performance.now();
       const rows = polled.map((row, index) => {
-        const before = previous?.commits[index];
+        const before = previous?.addresses[index] === row.address
+          ? previous.commits[index]
+          : undefined;
         if (previous === undefined || before === undefined || row.commitNumber === undefined) {
           return row;
         }
         const seconds = (atMs - previous.atMs) / 1000;
         return { ...row, opsPerSecond: Math.max(0, row.commitNumber - before) / seconds };
       });
-      previous = { atMs, commits: polled.map((row) => row.commitNumber) };
+      previous = {
+        atMs,
+        addresses: polled.map((row) => row.address),
+        commits: polled.map((row) => row.commitNumber),
+      };
       code = rows.every((row) => row.reachable) ? 0 : 1;
       if (flags.json) {
         for (const row of rows) console.log(JSON.stringify(row));
@@ -198,6 +221,21 @@ async function watchStatus(
     Deno.removeSignalListener("SIGINT", onInterrupt);
   }
   return code;
+}
+
+/** The members of the group's current epoch, as a client locates them; undefined if none answers. */
+async function followGroup(
+  addresses: readonly string[],
+  access: GroupAccess,
+): Promise<string[] | undefined> {
+  try {
+    const client = await Client.connect({ addresses, deadlineMs: 3000, ...access });
+    client.close();
+    return [...client.addresses];
+  } catch (error) {
+    if (error instanceof ClientError) return undefined;
+    throw error;
+  }
 }
 
 async function resolveAddresses(flags: StatusFlags, access: GroupAccess): Promise<string[]> {
