@@ -2349,6 +2349,7 @@ export class Replica {
     this.#status = "normal";
     this.#lastNormalView = viewNumber;
     this.#syncTarget = undefined;
+    this.#ticksAbdicating = 0;
     this.#resetViewState();
     this.#persistSuperblock();
   }
