@@ -18,6 +18,8 @@ import {
   loadConfig,
   renderConfig,
 } from "../config.ts";
+import { RespGateway } from "../resp/gateway.ts";
+import { parsePort } from "./gateway.ts";
 import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
@@ -34,6 +36,7 @@ interface UpFlags {
   tls?: boolean;
   checkpointInterval?: number;
   logRetain?: number;
+  respPort?: number;
 }
 
 const encoder = new TextEncoder();
@@ -90,6 +93,11 @@ export function clusterCommand(): Command {
       .option("--host <host>", "address to bind", "127.0.0.1")
       .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
       .option(
+        "--resp-port <port>",
+        "also serve the Redis protocol here, in this process (0: any free port, printed)",
+        parsePort,
+      )
+      .option(
         "--tls",
         "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
       )
@@ -121,6 +129,7 @@ export function clusterCommand(): Command {
 Examples:
   vstamp cluster up -n 3 --repl        a group and a prompt to type into
   vstamp cluster up -n 3 --config-out c.yaml
+  vstamp cluster up -n 3 --resp-port 6380    then: redis-cli -p 6380 SET a 1
   vstamp repl --config c.yaml          (in another terminal)
   vstamp status --config c.yaml`,
       )
@@ -166,10 +175,12 @@ interface Child {
 
 async function clusterUp(flags: UpFlags): Promise<number> {
   const children: Child[] = [];
+  let gateway: RespGateway | undefined;
   let stopping = false;
   const stopAll = async () => {
     if (stopping) return;
     stopping = true;
+    await gateway?.close();
     for (const child of children) {
       if (!child.exited) {
         try {
@@ -267,6 +278,15 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
     const rows = await waitUntilServing(addresses, access);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
+    if (flags.respPort !== undefined) {
+      gateway = RespGateway.start({
+        addresses,
+        access,
+        host: flags.host,
+        port: flags.respPort,
+      });
+      console.log(`resp gateway listening on ${hostText}:${gateway.port}`);
+    }
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
       // §7 live: new processes join, members leave; the configuration file follows the group.
