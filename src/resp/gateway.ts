@@ -17,16 +17,15 @@
  * @module
  */
 import { ClientError, ClientTransport } from "../client/client.ts";
+import type { KvOperation, KvResult } from "../app/kv.ts";
 import { KvClient } from "../client/kv_client.ts";
 import type { GroupAccess } from "../config.ts";
 import { RESP_LIMITS_DEFAULT, type RespCommand, RespParser } from "./parser.ts";
 
-/** The store operations the gateway needs (a `KvClient`). */
+/** What the gateway needs of a client session (a `KvClient`). */
 export interface KvSession {
-  get(key: Uint8Array): Promise<Uint8Array | null>;
-  set(key: Uint8Array, value: Uint8Array): Promise<void>;
-  del(key: Uint8Array): Promise<boolean>;
-  size(): Promise<number>;
+  /** Execute a prefix of `operations` (at least one) in order, in one request: its results. */
+  batch(operations: readonly KvOperation[]): Promise<KvResult[]>;
 }
 
 export interface GatewayOptions {
@@ -57,6 +56,11 @@ const TRANSPORTS = 2;
 export const GATEWAY_DEADLINE_MS_DEFAULT = 60_000;
 /** Redis's default maxclients. */
 export const CONNECTIONS_MAX_DEFAULT = 10_000;
+/**
+ * Most operations the gateway sends as one batch: a pipeline of up to this many commands of a
+ * connection costs the group one request.
+ */
+const GATEWAY_BATCH_OPERATIONS = 256;
 /** Replies kept before they are written, within one chunk of pipelined commands. */
 const REPLY_BYTES_FLUSH = 64 * 1024;
 /** Longest text of an argument quoted in an error, as Redis cuts them. */
@@ -150,114 +154,202 @@ export const COMMANDS = [
 ] as const;
 
 /**
- * Run one Redis command against the store. Errors of the command (arity, syntax, the store's
- * limits) and of the group (no answer in time) become error replies; nothing here throws for
- * anything a client sent.
+ * What a command needs: a reply made here (`local`), or operations of the store and how to make
+ * the reply from their results (`store`).
  */
+export type CommandPlan =
+  | { readonly kind: "local"; readonly outcome: CommandOutcome }
+  | {
+    readonly kind: "store";
+    readonly operations: readonly KvOperation[];
+    readonly reply: (results: readonly KvResult[]) => Uint8Array;
+  };
+
+/**
+ * Decide what one Redis command does. Errors of the command (arity, syntax) are local error
+ * replies; nothing here throws for anything a client sent.
+ */
+export function planCommand(args: RespCommand, connection: ConnectionState): CommandPlan {
+  const name = decoder.decode(args[0]!).toUpperCase();
+  const local = (reply: Uint8Array): CommandPlan => ({ kind: "local", outcome: { reply } });
+  const store = (
+    operations: readonly KvOperation[],
+    reply: (results: readonly KvResult[]) => Uint8Array,
+  ): CommandPlan => ({
+    kind: "store",
+    operations,
+    // A result that is an error (a key or value beyond the store's limits) is the reply.
+    reply: (results) => {
+      const failed = results.find((result) => result.kind === "error");
+      return failed?.kind === "error" ? errorReply(`ERR ${failed.message}`) : reply(results);
+    },
+  });
+  const wrongArity = () =>
+    local(errorReply(`ERR wrong number of arguments for '${name.toLowerCase()}' command`));
+  switch (name) {
+    case "GET":
+      if (args.length !== 2) return wrongArity();
+      return store([{ command: "GET", key: args[1]! }], ([result]) => bulkReply(bytesOf(result)));
+    case "SET":
+      if (args.length < 3) return wrongArity();
+      if (args.length > 3) {
+        // NX, XX, EX, PX, GET, KEEPTTL: the store has no expiry nor conditional writes.
+        return local(
+          errorReply(`ERR syntax error: SET options are not supported (got ${quoted(args[3]!)})`),
+        );
+      }
+      return store([{ command: "SET", key: args[1]!, value: args[2]! }], () => OK);
+    case "DEL":
+      // One DEL per key, in one batch when they fit (see `runCommands`).
+      if (args.length < 2) return wrongArity();
+      return store(
+        args.slice(1).map((key) => ({ command: "DEL", key })),
+        (results) => integerReply(results.filter((r) => r.kind === "integer" && r.value).length),
+      );
+    case "EXISTS":
+      // As Redis, a key named twice counts twice.
+      if (args.length < 2) return wrongArity();
+      return store(
+        args.slice(1).map((key) => ({ command: "GET", key })),
+        (results) => integerReply(results.filter((r) => r.kind === "bytes").length),
+      );
+    case "DBSIZE":
+      if (args.length !== 1) return wrongArity();
+      return store(
+        [{ command: "SIZE" }],
+        ([result]) =>
+          result?.kind === "integer"
+            ? integerReply(result.value)
+            : errorReply(`ERR SIZE: unexpected ${result?.kind} result`),
+      );
+    case "PING":
+      if (args.length > 2) return wrongArity();
+      return local(args.length === 2 ? bulkReply(args[1]!) : PONG);
+    case "ECHO":
+      if (args.length !== 2) return wrongArity();
+      return local(bulkReply(args[1]!));
+    case "QUIT":
+      return { kind: "local", outcome: { reply: OK, close: true } };
+    case "HELLO":
+      return { kind: "local", outcome: hello(args, connection) };
+    case "CLIENT":
+      return { kind: "local", outcome: client(args, connection) };
+    case "COMMAND":
+      return { kind: "local", outcome: command(args) };
+    case "INFO":
+      // ioredis's ready check reads `loading` from INFO before it sends anything else.
+      return local(bulkReply(
+        "# Server\r\nredis_version:7.0.0\r\nvstamp:gateway\r\nredis_mode:standalone\r\n" +
+          "\r\n# Persistence\r\nloading:0\r\n",
+      ));
+    case "SELECT":
+      if (args.length !== 2) return wrongArity();
+      // One keyspace: database 0 (clients configured with a db select it at connect time).
+      return local(
+        decoder.decode(args[1]!) === "0" ? OK : errorReply("ERR DB index is out of range"),
+      );
+    default: {
+      const rest = args.slice(1, 1 + 16).map((arg) => `${quoted(arg)} `).join("");
+      return local(
+        errorReply(`ERR unknown command ${quoted(args[0]!)}, with args beginning with: ${rest}`),
+      );
+    }
+  }
+}
+
+function bytesOf(result: KvResult | undefined): Uint8Array | null {
+  return result?.kind === "bytes" ? result.value : null;
+}
+
+/** Runs `use` with a session of the pool (`SessionPool.with`). */
+export type WithSession = <T>(use: (session: KvSession) => Promise<T>) => Promise<T>;
+
+/**
+ * Run a connection's commands in their order, handing each reply to `emit` in that order; true if
+ * one of them closes the connection (QUIT: the commands after it are not run).
+ *
+ * The operations of consecutive store commands go together as batches (`KvClient.batch`): each
+ * batch is one request, so its operations execute in this order with nothing of another client
+ * between them (a DEL of several keys is atomic when it fits in one), and the next batch goes once
+ * this one was answered. A pipeline thus costs the group one request per batch, not per command.
+ */
+export async function runCommands(
+  commands: readonly RespCommand[],
+  connection: ConnectionState,
+  withSession: WithSession,
+  emit: (reply: Uint8Array) => void | Promise<void>,
+): Promise<boolean> {
+  let next = 0;
+  while (next < commands.length) {
+    const plan = planCommand(commands[next]!, connection);
+    next++;
+    if (plan.kind === "local") {
+      await emit(plan.outcome.reply);
+      if (plan.outcome.close) return true;
+      continue;
+    }
+    // This store command and the ones right after it, up to a batch's worth of operations.
+    const plans = [plan];
+    let count = plan.operations.length;
+    while (next < commands.length && count < GATEWAY_BATCH_OPERATIONS) {
+      const following = planCommand(commands[next]!, connection);
+      if (following.kind !== "store") break;
+      plans.push(following);
+      count += following.operations.length;
+      next++;
+    }
+    await runStorePlans(plans, withSession, emit);
+  }
+  return false;
+}
+
+async function runStorePlans(
+  plans: readonly Extract<CommandPlan, { kind: "store" }>[],
+  withSession: WithSession,
+  emit: (reply: Uint8Array) => void | Promise<void>,
+): Promise<void> {
+  const operations = plans.flatMap((plan) => plan.operations);
+  let done = 0;
+  let planAt = 0;
+  let results: KvResult[] = [];
+  while (done < operations.length) {
+    let answered: KvResult[];
+    try {
+      answered = await withSession((session) =>
+        session.batch(operations.slice(done, done + GATEWAY_BATCH_OPERATIONS))
+      );
+    } catch (error) {
+      if (!(error instanceof ClientError)) throw error;
+      // No answer from the group in time (the outcome of a write is then unknown), or a reply
+      // that made no sense: every command not answered yet gets the error.
+      for (; planAt < plans.length; planAt++) await emit(errorReply(`ERR ${error.message}`));
+      return;
+    }
+    // The store may stop a batch early (the size of its results): the rest goes next round.
+    for (const result of answered) {
+      results.push(result);
+      done++;
+      const plan = plans[planAt]!;
+      if (results.length === plan.operations.length) {
+        await emit(plan.reply(results));
+        results = [];
+        planAt++;
+      }
+    }
+  }
+}
+
+/** Run one command (as `runCommands`); its reply, and whether the connection closes. */
 export async function executeCommand(
   args: RespCommand,
   connection: ConnectionState,
-  withSession: <T>(use: (session: KvSession) => Promise<T>) => Promise<T>,
+  withSession: WithSession,
 ): Promise<CommandOutcome> {
-  const name = decoder.decode(args[0]!).toUpperCase();
-  const arity = (ok: boolean): CommandOutcome | undefined =>
-    ok ? undefined : {
-      reply: errorReply(`ERR wrong number of arguments for '${name.toLowerCase()}' command`),
-    };
-  try {
-    switch (name) {
-      case "GET": {
-        const bad = arity(args.length === 2);
-        if (bad) return bad;
-        return { reply: bulkReply(await withSession((s) => s.get(args[1]!))) };
-      }
-      case "SET": {
-        if (args.length < 3) return arity(false)!;
-        if (args.length > 3) {
-          // NX, XX, EX, PX, GET, KEEPTTL: the store has no expiry nor conditional writes.
-          return {
-            reply: errorReply(
-              `ERR syntax error: SET options are not supported (got ${quoted(args[3]!)})`,
-            ),
-          };
-        }
-        await withSession((s) => s.set(args[1]!, args[2]!));
-        return { reply: OK };
-      }
-      case "DEL": {
-        if (args.length < 2) return arity(false)!;
-        // One operation per key, one after another: not atomic across keys (the store's DEL
-        // takes one key), but each key's deletion is linearizable.
-        let count = 0;
-        for (const key of args.slice(1)) {
-          if (await withSession((s) => s.del(key))) count++;
-        }
-        return { reply: integerReply(count) };
-      }
-      case "EXISTS": {
-        if (args.length < 2) return arity(false)!;
-        // As Redis, a key named twice counts twice. A read per key, each linearizable.
-        let count = 0;
-        for (const key of args.slice(1)) {
-          if ((await withSession((s) => s.get(key))) !== null) count++;
-        }
-        return { reply: integerReply(count) };
-      }
-      case "DBSIZE": {
-        const bad = arity(args.length === 1);
-        if (bad) return bad;
-        return { reply: integerReply(await withSession((s) => s.size())) };
-      }
-      case "PING": {
-        if (args.length > 2) return arity(false)!;
-        return { reply: args.length === 2 ? bulkReply(args[1]!) : PONG };
-      }
-      case "ECHO": {
-        const bad = arity(args.length === 2);
-        if (bad) return bad;
-        return { reply: bulkReply(args[1]!) };
-      }
-      case "QUIT":
-        return { reply: OK, close: true };
-      case "HELLO":
-        return hello(args, connection);
-      case "CLIENT":
-        return client(args, connection);
-      case "COMMAND":
-        return command(args);
-      case "INFO":
-        // ioredis's ready check reads `loading` from INFO before it sends anything else.
-        return {
-          reply: bulkReply(
-            "# Server\r\nredis_version:7.0.0\r\nvstamp:gateway\r\nredis_mode:standalone\r\n" +
-              "\r\n# Persistence\r\nloading:0\r\n",
-          ),
-        };
-      case "SELECT": {
-        const bad = arity(args.length === 2);
-        if (bad) return bad;
-        // One keyspace: database 0 (clients configured with a db select it at connect time).
-        return {
-          reply: decoder.decode(args[1]!) === "0" ? OK : errorReply("ERR DB index is out of range"),
-        };
-      }
-      default: {
-        const rest = args.slice(1, 1 + 16).map((arg) => `${quoted(arg)} `).join("");
-        return {
-          reply: errorReply(
-            `ERR unknown command ${quoted(args[0]!)}, with args beginning with: ${rest}`,
-          ),
-        };
-      }
-    }
-  } catch (error) {
-    if (error instanceof ClientError) {
-      // Its class says which: KvError (the store refused the operation: a key or value too
-      // large) or no answer from the group in time (the outcome of a write is unknown).
-      return { reply: errorReply(`ERR ${error.message}`) };
-    }
-    throw error;
-  }
+  const replies: Uint8Array[] = [];
+  const close = await runCommands([args], connection, withSession, (reply) => {
+    replies.push(reply);
+  });
+  return { reply: concat(replies), close };
 }
 
 /** HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only. */
@@ -521,7 +613,7 @@ export class RespGateway {
     const parser = new RespParser(RESP_LIMITS_DEFAULT);
     const state: ConnectionState = { id: this.#nextConnectionId++, name: null };
     const chunk = new Uint8Array(64 * 1024);
-    const withSession = <T>(use: (session: KvSession) => Promise<T>) => this.#pool.with(use);
+    const withSession: WithSession = (use) => this.#pool.with(use);
     for (;;) {
       let n: number | null;
       try {
@@ -540,15 +632,14 @@ export class RespGateway {
         pending = 0;
         await writeAll(conn, bytes);
       };
-      for (const args of commands) {
-        const outcome = await executeCommand(args, state, withSession);
-        replies.push(outcome.reply);
-        pending += outcome.reply.byteLength;
-        if (outcome.close) {
-          await flush();
-          return;
-        }
+      const close = await runCommands(commands, state, withSession, async (reply) => {
+        replies.push(reply);
+        pending += reply.byteLength;
         if (pending >= REPLY_BYTES_FLUSH) await flush();
+      });
+      if (close) {
+        await flush();
+        return;
       }
       if (error !== undefined) replies.push(errorReply(`ERR Protocol error: ${error}`));
       await flush();
