@@ -140,6 +140,15 @@ Deno.test("resp pipelined commands go as batches, answered in order", async () =
   session.requests.length = 0;
   assert.equal((await run(session, state, "DEL", ...keys, "missing")).text, ":600\r\n");
   assert.deepEqual(session.requests.map((ops) => ops.length), [256, 256, 89]);
+  // A command that would cross a batch's end goes whole in the next one.
+  session.requests.length = 0;
+  const pipeline = [
+    ...keys.slice(0, 200).map((key) => args("SET", key, "w")),
+    args("DEL", ...keys.slice(0, 100)),
+  ];
+  await runCommands(pipeline, state, (use) => use(session), () => {});
+  assert.deepEqual(session.requests.map((ops) => ops.length), [200, 100]);
+  assert.equal(session.store.size, 100);
 });
 
 /** Output of a Redis tool, failing clearly when the tool is not installed. */

@@ -158,7 +158,7 @@ export const COMMANDS = [
  * the reply from their results (`store`).
  */
 export type CommandPlan =
-  | { readonly kind: "local"; readonly outcome: CommandOutcome }
+  | { readonly kind: "local"; readonly run: () => CommandOutcome }
   | {
     readonly kind: "store";
     readonly operations: readonly KvOperation[];
@@ -166,12 +166,12 @@ export type CommandPlan =
   };
 
 /**
- * Decide what one Redis command does. Errors of the command (arity, syntax) are local error
- * replies; nothing here throws for anything a client sent.
+ * Decide what one Redis command does, changing nothing yet. Errors of the command (arity, syntax)
+ * are local error replies; nothing here throws for anything a client sent.
  */
 export function planCommand(args: RespCommand, connection: ConnectionState): CommandPlan {
   const name = decoder.decode(args[0]!).toUpperCase();
-  const local = (reply: Uint8Array): CommandPlan => ({ kind: "local", outcome: { reply } });
+  const local = (reply: Uint8Array): CommandPlan => ({ kind: "local", run: () => ({ reply }) });
   const store = (
     operations: readonly KvOperation[],
     reply: (results: readonly KvResult[]) => Uint8Array,
@@ -229,13 +229,14 @@ export function planCommand(args: RespCommand, connection: ConnectionState): Com
       if (args.length !== 2) return wrongArity();
       return local(bulkReply(args[1]!));
     case "QUIT":
-      return { kind: "local", outcome: { reply: OK, close: true } };
+      return { kind: "local", run: () => ({ reply: OK, close: true }) };
     case "HELLO":
-      return { kind: "local", outcome: hello(args, connection) };
+      // Run when its turn comes, not when planned: they change the connection's state.
+      return { kind: "local", run: () => hello(args, connection) };
     case "CLIENT":
-      return { kind: "local", outcome: client(args, connection) };
+      return { kind: "local", run: () => client(args, connection) };
     case "COMMAND":
-      return { kind: "local", outcome: command(args) };
+      return { kind: "local", run: () => command(args) };
     case "INFO":
       // ioredis's ready check reads `loading` from INFO before it sends anything else.
       return local(bulkReply(
@@ -284,16 +285,24 @@ export async function runCommands(
     const plan = planCommand(commands[next]!, connection);
     next++;
     if (plan.kind === "local") {
-      await emit(plan.outcome.reply);
-      if (plan.outcome.close) return true;
+      const outcome = plan.run();
+      await emit(outcome.reply);
+      if (outcome.close) return true;
       continue;
     }
     // This store command and the ones right after it, up to a batch's worth of operations.
     const plans = [plan];
     let count = plan.operations.length;
-    while (next < commands.length && count < GATEWAY_BATCH_OPERATIONS) {
+    while (next < commands.length) {
       const following = planCommand(commands[next]!, connection);
-      if (following.kind !== "store") break;
+      // A command goes whole in the next batch rather than across two (a DEL of several keys
+      // stays atomic); one that ends the batch is planned again (planning changes nothing).
+      if (
+        following.kind !== "store" ||
+        count + following.operations.length > GATEWAY_BATCH_OPERATIONS
+      ) {
+        break;
+      }
       plans.push(following);
       count += following.operations.length;
       next++;
