@@ -20,7 +20,16 @@ import {
   type KvSession,
   runCommands,
 } from "../src/resp/gateway.ts";
-import { type Cluster, primaryRow, statusRows, waitFor, withCluster } from "./_process.ts";
+import {
+  type Cluster,
+  OutputCollector,
+  primaryRow,
+  signalChild,
+  statusRows,
+  vstampArgs,
+  waitFor,
+  withCluster,
+} from "./_process.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -271,6 +280,36 @@ Deno.test("resp gateway serves redis-cli, redis-benchmark and ioredis", async (t
         redis.disconnect();
       }
     });
+
+    await t.step(
+      "vstamp gateway: a second gateway sees at once what the first acknowledged",
+      async () => {
+        const process = new Deno.Command(Deno.execPath(), {
+          args: vstampArgs(["gateway", "--config", cluster.configPath, "--port", "0"]),
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        const stdout = new OutputCollector(process.stdout);
+        const stderr = new OutputCollector(process.stderr);
+        try {
+          await stdout.waitForText("\n", 30_000);
+          const match = /^resp gateway listening on 127\.0\.0\.1:(\d+)\n/.exec(stdout.text);
+          assert.ok(match, stdout.text);
+          const other = match[1]!;
+          for (let i = 0; i < 20; i++) {
+            assert.equal(await cli("SET", "shared", `v${i}`), "OK");
+            const read = await redisTool("redis-cli", ["-p", other, "GET", "shared"]);
+            assert.equal(read.stdout.trimEnd(), `v${i}`);
+          }
+        } finally {
+          signalChild(process, "SIGTERM");
+          await process.status;
+          await Promise.all([stdout.done, stderr.done]);
+        }
+        assert.equal(stderr.text, "");
+      },
+    );
 
     await t.step("redis-benchmark -c 200 -P 16 completes without errors", async () => {
       const before = Number(await cli("DBSIZE"));

@@ -95,7 +95,7 @@ export function clusterCommand(): Command {
       .option(
         "--resp-port <port>",
         "also serve the Redis protocol here, in this process (0: any free port, printed)",
-        parsePort,
+        parsePort("--resp-port"),
       )
       .option(
         "--tls",

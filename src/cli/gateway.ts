@@ -22,7 +22,12 @@ export function gatewayCommand(): Command {
     .description("Serve the Redis protocol (RESP2) for the group: redis-cli, redis-benchmark, …")
     .option("--config <file>", "the group's configuration (YAML)", CONFIG_PATH_DEFAULT)
     .option("--host <host>", "address to listen on", "127.0.0.1")
-    .option("--port <port>", "port to listen on (0: any free one, printed)", parsePort, 6379)
+    .option(
+      "--port <port>",
+      "port to listen on (0: any free one, printed)",
+      parsePort("--port"),
+      6379,
+    )
     .option(
       "--sessions <n>",
       "client sessions (client ids) at most: concurrent commands beyond wait",
@@ -48,11 +53,15 @@ Example:
     });
 }
 
-/** A TCP port, 0 to 65535, with an error naming the option. */
-export function parsePort(value: string): number {
-  const n = parseCount("--port")(value);
-  if (n > 65535) throw new InvalidArgumentError(`--port must be from 0 to 65535, got "${value}"`);
-  return n;
+/** A parser of a TCP port, 0 to 65535, whose errors name the option. */
+export function parsePort(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = parseCount(name)(value);
+    if (n > 65535) {
+      throw new InvalidArgumentError(`${name} must be from 0 to 65535, got "${value}"`);
+    }
+    return n;
+  };
 }
 
 async function runGateway(flags: GatewayFlags): Promise<number> {
