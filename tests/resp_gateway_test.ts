@@ -88,6 +88,12 @@ Deno.test("resp commands answer as Redis does", async () => {
   );
   assert.equal(await r("SELECT", "0"), "+OK\r\n");
   assert.equal(await r("SELECT", "1"), "-ERR DB index is out of range\r\n");
+  // Beyond the store's limits: its error, and the connection goes on.
+  assert.equal(
+    await r("SET", "k".repeat(70 * 1024), "v"),
+    "-ERR key is 71680 bytes, the limit is 65536\r\n",
+  );
+  assert.match(await r("EXISTS", "a", "k".repeat(70 * 1024)), /^-ERR key is 71680 bytes/);
   assert.deepEqual(await run(session, state, "QUIT"), { text: "+OK\r\n", close: true });
 });
 
