@@ -61,6 +61,8 @@ export const CONNECTIONS_MAX_DEFAULT = 10_000;
  * connection costs the group one request.
  */
 const GATEWAY_BATCH_OPERATIONS = 256;
+/** Bytes read from a connection at a time (Redis reads 16 KiB too). */
+const READ_BYTES = 16 * 1024;
 /** Replies kept before they are written, within one chunk of pipelined commands. */
 const REPLY_BYTES_FLUSH = 64 * 1024;
 /** Longest text of an argument quoted in an error, as Redis cuts them. */
@@ -621,7 +623,7 @@ export class RespGateway {
     conn.setNoDelay(true);
     const parser = new RespParser(RESP_LIMITS_DEFAULT);
     const state: ConnectionState = { id: this.#nextConnectionId++, name: null };
-    const chunk = new Uint8Array(64 * 1024);
+    const chunk = new Uint8Array(READ_BYTES);
     const withSession: WithSession = (use) => this.#pool.with(use);
     for (;;) {
       let n: number | null;

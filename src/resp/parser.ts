@@ -45,9 +45,10 @@ export interface RespFeedResult {
 }
 
 const CR = 0x0d;
-/** The parse buffer's first size, and the largest kept once it is empty. */
-const BUFFER_BYTES_INITIAL = 16 * 1024;
+/** The size of a buffer made for a cut command, and the largest kept across feeds beyond it. */
+const BUFFER_BYTES_INITIAL = 4 * 1024;
 const BUFFER_BYTES_KEPT_MAX = 64 * 1024;
+const EMPTY = new Uint8Array(0);
 const LF = 0x0a;
 
 /** Where the parser is inside the current command. */
@@ -64,8 +65,12 @@ type State =
 
 export class RespParser {
   readonly #limits: RespLimits;
-  /** Unparsed bytes: `#buffer[#start, #end)`. */
-  #buffer = new Uint8Array(BUFFER_BYTES_INITIAL);
+  /**
+   * Unparsed bytes: `#buffer[#start, #end)`. Between feeds it is owned, and empty unless a command
+   * was cut by a chunk's end; during a feed that found it empty, it is the caller's chunk itself.
+   */
+  #buffer: Uint8Array = EMPTY;
+  #borrowed = false;
   #start = 0;
   #end = 0;
   #state: State = { kind: "start" };
@@ -90,22 +95,27 @@ export class RespParser {
       if (outcome === undefined) break; // Needs more bytes.
       if (typeof outcome === "string") {
         this.#error = outcome;
+        this.#buffer = EMPTY;
+        this.#borrowed = false;
         this.#start = this.#end = 0;
         return { commands, error: outcome };
       }
       if (outcome !== true) commands.push(outcome);
     }
-    // A large argument grew the buffer: give the memory back once it has been parsed, so that
-    // many idle connections do not each keep a megabyte.
-    if (this.#start === this.#end && this.#buffer.byteLength > BUFFER_BYTES_KEPT_MAX) {
-      this.#buffer = new Uint8Array(BUFFER_BYTES_INITIAL);
-      this.#start = this.#end = 0;
-    }
+    this.#settle();
     return { commands };
   }
 
   #append(chunk: Uint8Array): void {
     const pending = this.#end - this.#start;
+    if (pending === 0) {
+      // The usual case, a chunk of whole commands: parse it where it is, copying nothing.
+      this.#buffer = chunk;
+      this.#borrowed = true;
+      this.#start = 0;
+      this.#end = chunk.byteLength;
+      return;
+    }
     if (this.#end + chunk.byteLength > this.#buffer.byteLength) {
       // Compact, and grow only as far as the unparsed bytes need: at most one bulk string or
       // one line beyond the limits, since complete pieces leave the buffer as they are parsed.
@@ -122,6 +132,26 @@ export class RespParser {
     }
     this.#buffer.set(chunk, this.#end);
     this.#end += chunk.byteLength;
+  }
+
+  /**
+   * After a feed: keep what is left of a cut command in a buffer of its own (the caller reuses
+   * its chunk), and nothing once everything was parsed, so an idle connection holds no buffer
+   * and one that sent a large argument gives the memory back.
+   */
+  #settle(): void {
+    const pending = this.#end - this.#start;
+    if (pending === 0) {
+      this.#buffer = EMPTY;
+      this.#start = this.#end = 0;
+    } else if (this.#borrowed || this.#buffer.byteLength > BUFFER_BYTES_KEPT_MAX) {
+      const owned = new Uint8Array(Math.max(pending, BUFFER_BYTES_INITIAL));
+      owned.set(this.#buffer.subarray(this.#start, this.#end), 0);
+      this.#buffer = owned;
+      this.#start = 0;
+      this.#end = pending;
+    }
+    this.#borrowed = false;
   }
 
   /**
