@@ -9,10 +9,11 @@
  * write in flight at a failover executes once, and the Redis client never sees the failover.
  *
  * VR allows one outstanding request per client id (§4.5), so the gateway keeps a pool of client
- * sessions (several ids on a few shared connections): each command borrows one for its round.
- * Commands of one connection run one after another, each only once the one before was answered,
- * so a connection sees its commands executed in the order it sent them, as Redis promises; a
- * pipeline of many commands saves the Redis client its round trips, not the group its rounds.
+ * sessions (several ids on a few shared connections): each request borrows one for its round. The
+ * store commands of a connection that arrive together (a pipeline) go as one KV `BATCH`, which the
+ * group executes in order in one request, and the next batch goes once this one was answered, so a
+ * connection sees its commands executed in the order it sent them, as Redis promises, and a
+ * pipeline of 16 commands costs the group one request.
  *
  * @module
  */
@@ -45,7 +46,10 @@ export interface GatewayOptions {
   readonly log?: ((line: string) => void) | undefined;
 }
 
-/** Enough sessions for `redis-benchmark -c 200`; each is a client id in the group's table. */
+/**
+ * Enough sessions for `redis-benchmark -c 200`; each is a client id in the group's table (which
+ * holds 4,096), so a gateway takes few of them however many Redis connections it serves.
+ */
 export const SESSIONS_MAX_DEFAULT = 256;
 /** Connections to each replica shared by the sessions (as `vstamp bench` shares them). */
 const TRANSPORTS = 2;
