@@ -26,8 +26,13 @@ export {
 } from "./src/vr/constants.ts";
 export type { ApplyContext, StateMachine } from "./src/app/state_machine.ts";
 export {
+  BATCH_OPERATIONS_MAX,
+  BATCH_RESULT_BYTES_MAX,
+  decodeKvBatch,
+  decodeKvBatchResult,
   decodeKvOperation,
   decodeKvResult,
+  encodeKvBatch,
   encodeKvOperation,
   encodeKvResult,
   formatKvResult,
@@ -47,6 +52,8 @@ export {
 } from "./src/sim/linearizability.ts";
 export { Client, ClientError, type ClientOptions, ClientTransport } from "./src/client/client.ts";
 export { type KvBytes, KvClient, KvError } from "./src/client/kv_client.ts";
+export { type GatewayOptions, RespGateway } from "./src/resp/gateway.ts";
+export { type RespCommand, type RespLimits, RespParser } from "./src/resp/parser.ts";
 export {
   CONNECTION_LIMITS_DEFAULT,
   type ConnectionLimits,

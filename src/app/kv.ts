@@ -6,6 +6,8 @@
  * - an operation is the array `[command, ...arguments]`, the command a string and every key or
  *   value a msgpack bin;
  * - a result is nil, a bin, an integer, or the map `{ error: string }`;
+ * - a batch (see "batches") is the array `["BATCH", operation, ...]`, each operation a bin holding
+ *   one encoded operation, and its result an array of bins, each one encoded result;
  * - a snapshot is a sequence of chunks, each an array of `[key, value]` bins (see "snapshots").
  *
  * @module
@@ -367,6 +369,103 @@ export function decodeKvOperationGeneral(
   return { command, key, value: setValue };
 }
 
+// ---------------------------------------------------------------- batches
+
+/**
+ * Most operations in one batch. A batch lets a client with one request in flight (VR allows no
+ * more per client id, §4.5) have many operations executed in its order, in one log entry: the RESP
+ * gateway sends a connection's pipelined commands as one.
+ */
+export const BATCH_OPERATIONS_MAX = 1024;
+/**
+ * A batch executes its operations in order and stops once their results reach this many bytes
+ * (always executing at least one), so that a batch of large GETs cannot build a reply beyond a
+ * frame or keep more than about two values' worth in the client table. The result says how many
+ * ran; the client sends the rest again as a new batch.
+ */
+export const BATCH_RESULT_BYTES_MAX = 1024 * 1024;
+
+/** "BATCH" as msgpack writes it (a fixstr). */
+const BATCH_NAME = Uint8Array.of(0xa5, 0x42, 0x41, 0x54, 0x43, 0x48);
+
+/** Encodes `["BATCH", ...operations]`, each operation as `encodeKvOperation` writes it. */
+export function encodeKvBatch(operations: readonly KvOperation[]): Uint8Array {
+  const encoded = operations.map(encodeKvOperation);
+  let size = sizeArrayHeader(encoded.length + 1) + BATCH_NAME.byteLength;
+  for (const operation of encoded) size += sizeBin(operation);
+  const out = new Uint8Array(size);
+  let position = writeArrayHeader(out, 0, encoded.length + 1);
+  out.set(BATCH_NAME, position);
+  position += BATCH_NAME.byteLength;
+  for (const operation of encoded) position = writeBin(out, position, operation);
+  return out;
+}
+
+/**
+ * The operations of a batch, as views into `bytes`; undefined when `bytes` are not a batch (any
+ * other operation), an error when they name BATCH but are not a well-formed one. Only the form
+ * `encodeKvBatch` writes is a batch: every replica decides alike.
+ */
+export function decodeKvBatch(
+  bytes: Uint8Array,
+): Uint8Array[] | { readonly error: string } | undefined {
+  const reader = new MsgpackReader(bytes);
+  const count = reader.arrayHeader();
+  if (count < 1) return undefined;
+  for (let i = 0; i < BATCH_NAME.byteLength; i++) {
+    if (bytes[reader.position + i] !== BATCH_NAME[i]) return undefined;
+  }
+  reader.position += BATCH_NAME.byteLength;
+  if (count < 2 || count - 1 > BATCH_OPERATIONS_MAX) {
+    return { error: `BATCH expects 1 to ${BATCH_OPERATIONS_MAX} operations, got ${count - 1}` };
+  }
+  const operations: Uint8Array[] = [];
+  for (let i = 1; i < count; i++) {
+    const operation = reader.bin();
+    if (operation === undefined) {
+      return { error: `BATCH operation ${i} must be an encoded operation (msgpack bin)` };
+    }
+    operations.push(operation);
+  }
+  if (!reader.done) return { error: "BATCH has bytes after its last operation" };
+  return operations;
+}
+
+/** Encodes the results of a batch's executed operations (each as `encodeKvResult` writes it). */
+function encodeBatchResult(results: readonly Uint8Array[]): Uint8Array {
+  let size = sizeArrayHeader(results.length);
+  for (const result of results) size += sizeBin(result);
+  const out = new Uint8Array(size);
+  let position = writeArrayHeader(out, 0, results.length);
+  for (const result of results) position = writeBin(out, position, result);
+  return out;
+}
+
+/**
+ * Decodes a batch's result from untrusted bytes: the results of the operations executed, in order
+ * (a prefix of the batch, see `BATCH_RESULT_BYTES_MAX`), or the error result of a batch refused
+ * whole (or of malformed bytes). Never throws.
+ */
+export function decodeKvBatchResult(bytes: Uint8Array): KvResult[] | KvErrorResult {
+  const reader = new MsgpackReader(bytes);
+  const count = reader.arrayHeader();
+  if (count < 0) {
+    const single = decodeKvResult(bytes);
+    return single.kind === "error" ? single : malformedResult(`a batch result is an array`);
+  }
+  if (count === 0 || count > BATCH_OPERATIONS_MAX) {
+    return malformedResult(`a batch result holds ${count} results`);
+  }
+  const results: KvResult[] = [];
+  for (let i = 0; i < count; i++) {
+    const result = reader.bin();
+    if (result === undefined) return malformedResult(`batch result ${i} is not a bin`);
+    results.push(decodeKvResult(result));
+  }
+  if (!reader.done) return malformedResult("bytes after a batch result");
+  return results;
+}
+
 // ---------------------------------------------------------------- results
 
 /** Encodes a result. Throws a RangeError if an integer result is not a safe integer. */
@@ -393,7 +492,10 @@ export function encodeKvResult(result: KvResult): Uint8Array {
   }
 }
 
-function malformedResult(reason: string): KvResult {
+/** An error result. */
+export type KvErrorResult = Extract<KvResult, { readonly kind: "error" }>;
+
+function malformedResult(reason: string): KvErrorResult {
   return { kind: "error", message: `malformed result: ${reason}` };
 }
 
@@ -1154,7 +1256,38 @@ export class KvStore implements StateMachine {
     return this.#pairs.size;
   }
 
-  apply(operation: Uint8Array, _context: ApplyContext): Uint8Array {
+  apply(operation: Uint8Array, context: ApplyContext): Uint8Array {
+    // A SET (0x93 with "SET" after it) is by far the most common: no batch check for it.
+    if (operation[1] !== 0xa3) {
+      const batch = decodeKvBatch(operation);
+      if (batch !== undefined) return this.#batch(batch, (one) => this.#applyOne(one, context));
+    }
+    return this.#applyOne(operation, context);
+  }
+
+  /**
+   * Run the operations of a batch in order, until their results reach `BATCH_RESULT_BYTES_MAX`
+   * (at least one). A batch inside a batch is refused in its place: one level only.
+   */
+  #batch(
+    batch: Uint8Array[] | { readonly error: string },
+    run: (operation: Uint8Array) => Uint8Array,
+  ): Uint8Array {
+    if ("error" in batch) return encodeKvResult({ kind: "error", message: batch.error });
+    const results: Uint8Array[] = [];
+    let bytes = 0;
+    for (const operation of batch) {
+      if (results.length > 0 && bytes >= BATCH_RESULT_BYTES_MAX) break;
+      const result = decodeKvBatch(operation) === undefined
+        ? run(operation)
+        : encodeKvResult({ kind: "error", message: "a BATCH cannot hold another BATCH" });
+      results.push(result);
+      bytes += result.byteLength;
+    }
+    return encodeBatchResult(results);
+  }
+
+  #applyOne(operation: Uint8Array, _context: ApplyContext): Uint8Array {
     const decoded = decodeKvOperation(operation);
     if ("error" in decoded) return encodeKvResult({ kind: "error", message: decoded.error });
     switch (decoded.command) {
@@ -1170,14 +1303,35 @@ export class KvStore implements StateMachine {
 
   /** GET and SIZE, well formed, only read: the primary may answer them without the log (§6.3). */
   readOnly(operation: Uint8Array): boolean {
-    // A SET, the only operation of three elements (msgpack 0x93), is decided without decoding:
-    // the primary asks this of every write.
+    // A SET (three elements, msgpack 0x93, then "SET") is decided without decoding: the primary
+    // asks this of every write.
+    if (operation[0] === 0x93 && operation[1] === 0xa3) return false;
+    if (operation[1] !== 0xa3) {
+      // A batch of reads only reads (one that is malformed gets its error through the log).
+      const batch = decodeKvBatch(operation);
+      if (batch !== undefined) {
+        return !("error" in batch) &&
+          batch.every((one) => decodeKvBatch(one) === undefined && this.#readOnlyOne(one));
+      }
+    }
+    return this.#readOnlyOne(operation);
+  }
+
+  #readOnlyOne(operation: Uint8Array): boolean {
     if (operation[0] === 0x93) return false;
     const decoded = decodeKvOperation(operation);
     return !("error" in decoded) && (decoded.command === "GET" || decoded.command === "SIZE");
   }
 
   query(operation: Uint8Array): Uint8Array {
+    if (operation[1] !== 0xa3) {
+      const batch = decodeKvBatch(operation);
+      if (batch !== undefined) return this.#batch(batch, (one) => this.#queryOne(one));
+    }
+    return this.#queryOne(operation);
+  }
+
+  #queryOne(operation: Uint8Array): Uint8Array {
     const decoded = decodeKvOperation(operation);
     if ("error" in decoded || (decoded.command !== "GET" && decoded.command !== "SIZE")) {
       throw new Error("KvStore.query: not a read-only operation (see readOnly)");

@@ -18,6 +18,7 @@ import {
   loadConfig,
   renderConfig,
 } from "../config.ts";
+import { RespGateway } from "../resp/gateway.ts";
 import {
   type ConsoleProcess,
   describeFaults,
@@ -26,6 +27,7 @@ import {
   type FaultTarget,
   runFaultCommand,
 } from "./fault_console.ts";
+import { parsePort } from "./gateway.ts";
 import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
 import { FaultNetwork } from "./relays.ts";
 import { runSession } from "./repl.ts";
@@ -45,6 +47,7 @@ interface UpFlags {
   checkpointInterval?: number;
   logRetain?: number;
   metrics?: boolean;
+  respPort?: number;
 }
 
 const encoder = new TextEncoder();
@@ -105,6 +108,11 @@ export function clusterCommand(): Command {
         "route peer traffic through relays here, so that the REPL can cut and heal links",
       )
       .option(
+        "--resp-port <port>",
+        "also serve the Redis protocol here, in this process (0: any free port, printed)",
+        parsePort("--resp-port"),
+      )
+      .option(
         "--tls",
         "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
       )
@@ -139,6 +147,7 @@ Examples:
   vstamp cluster up -n 5 --repl --faults
                                        ... and kill, pause, cut and heal replicas there
   vstamp cluster up -n 3 --config-out c.yaml
+  vstamp cluster up -n 3 --resp-port 6380    then: redis-cli -p 6380 SET a 1
   vstamp repl --config c.yaml          (in another terminal)
   vstamp status --config c.yaml`,
       )
@@ -205,10 +214,12 @@ async function clusterUp(flags: UpFlags): Promise<number> {
   /** Indexed by `Child.index`: a restarted replica takes its old place. */
   const children: Child[] = [];
   const relays = flags.faults === true ? FaultNetwork.start(0, flags.host) : undefined;
+  let gateway: RespGateway | undefined;
   let stopping = false;
   const stopAll = async () => {
     if (stopping) return;
     stopping = true;
+    await gateway?.close();
     relays?.close();
     for (const child of children) {
       if (!child.exited) {
@@ -319,6 +330,15 @@ async function clusterUp(flags: UpFlags): Promise<number> {
       console.log(
         `metrics of replica ${child.index}: http://${hostText}:${child.metricsPort}/metrics`,
       );
+    }
+    if (flags.respPort !== undefined) {
+      gateway = RespGateway.start({
+        addresses,
+        access,
+        host: flags.host,
+        port: flags.respPort,
+      });
+      console.log(`resp gateway listening on ${hostText}:${gateway.port}`);
     }
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {

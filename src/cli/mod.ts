@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { benchCommand } from "./bench.ts";
 import { clusterCommand } from "./cluster.ts";
+import { gatewayCommand } from "./gateway.ts";
 import { reconfigureCommand } from "./reconfigure.ts";
 import { replCommand } from "./repl.ts";
 import { serverCommand } from "./server.ts";
@@ -25,6 +26,7 @@ export function buildCli(): Command {
   program.addCommand(clusterCommand());
   program.addCommand(statusCommand());
   program.addCommand(reconfigureCommand());
+  program.addCommand(gatewayCommand());
   program.addCommand(benchCommand());
   program.addCommand(simCommand());
   return program;

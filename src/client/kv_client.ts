@@ -4,7 +4,15 @@
  *
  * @module
  */
-import { decodeKvResult, encodeKvOperation, type KvOperation, type KvResult } from "../app/kv.ts";
+import {
+  BATCH_OPERATIONS_MAX,
+  decodeKvBatchResult,
+  decodeKvResult,
+  encodeKvBatch,
+  encodeKvOperation,
+  type KvOperation,
+  type KvResult,
+} from "../app/kv.ts";
 import { Client, ClientError, type ClientOptions } from "./client.ts";
 
 /** The store answered with an error result (a malformed or oversized operation). */
@@ -16,6 +24,11 @@ export class KvError extends ClientError {
 export type KvBytes = Uint8Array | string;
 
 const encoder = new TextEncoder();
+/**
+ * The most bytes of operations `batch` puts in one request, below the group's 2 MiB limit on an
+ * operation; a larger operation goes alone.
+ */
+export const BATCH_BYTES_MAX = 1024 * 1024;
 const decoder = new TextDecoder();
 
 function bytesOf(value: KvBytes): Uint8Array {
@@ -65,8 +78,52 @@ export class KvClient {
     return this.#integer({ command: "SIZE" });
   }
 
+  /**
+   * Execute `operations` in this order, as few requests as they fit in (a batch: one request, one
+   * log entry, or none if they only read, §6.3), each operation's result in its place, errors
+   * included (they are not thrown). Operations of one batch execute together, nothing of any
+   * other client between them; a long list goes as several batches, one after another.
+   */
+  async batch(operations: readonly KvOperation[]): Promise<KvResult[]> {
+    const results: KvResult[] = [];
+    let from = 0;
+    while (from < operations.length) {
+      let to = from;
+      let bytes = 0;
+      const encoded: KvOperation[] = [];
+      while (to < operations.length && encoded.length < BATCH_OPERATIONS_MAX) {
+        const operation = operations[to]!;
+        const size = operationBytes(operation);
+        if (encoded.length > 0 && bytes + size > BATCH_BYTES_MAX) break;
+        encoded.push(operation);
+        bytes += size;
+        to++;
+      }
+      if (encoded.length === 1) {
+        results.push(await this.#result(encoded[0]!));
+        from = to;
+        continue;
+      }
+      const answer = decodeKvBatchResult(
+        await this.client.request(encodeKvBatch(encoded)),
+      );
+      if (!Array.isArray(answer)) throw new KvError(`BATCH: ${answer.message}`);
+      if (answer.length > encoded.length) {
+        throw new KvError(`BATCH: ${answer.length} results for ${encoded.length} operations`);
+      }
+      // The store may stop a batch early (its results' size): the rest goes in the next one.
+      results.push(...answer);
+      from += answer.length;
+    }
+    return results;
+  }
+
   close(): void {
     this.client.close();
+  }
+
+  async #result(operation: KvOperation): Promise<KvResult> {
+    return decodeKvResult(await this.client.request(encodeKvOperation(operation)));
   }
 
   async #integer(operation: KvOperation): Promise<number> {
@@ -78,8 +135,15 @@ export class KvClient {
   }
 
   async #run(operation: KvOperation): Promise<KvResult> {
-    const result = decodeKvResult(await this.client.request(encodeKvOperation(operation)));
+    const result = await this.#result(operation);
     if (result.kind === "error") throw new KvError(`${operation.command}: ${result.message}`);
     return result;
   }
+}
+
+/** About the bytes `operation` takes in a batch (its key and value, and a few of framing). */
+function operationBytes(operation: KvOperation): number {
+  if (operation.command === "SIZE") return 8;
+  return 16 + operation.key.byteLength +
+    (operation.command === "SET" ? operation.value.byteLength : 0);
 }
