@@ -18,6 +18,8 @@ import {
   loadConfig,
   renderConfig,
 } from "../config.ts";
+import type { App } from "../app/app.ts";
+import { absoluteAppSpecifier, appOption, withApp } from "./app_option.ts";
 import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
 import { runSession } from "./repl.ts";
 import { collectStatus, renderTable } from "./status.ts";
@@ -34,6 +36,7 @@ interface UpFlags {
   tls?: boolean;
   checkpointInterval?: number;
   logRetain?: number;
+  app?: string;
 }
 
 const encoder = new TextEncoder();
@@ -89,6 +92,7 @@ export function clusterCommand(): Command {
       )
       .option("--host <host>", "address to bind", "127.0.0.1")
       .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
+      .addOption(appOption())
       .option(
         "--tls",
         "TLS on every connection, with a local CA and certificate made by openssl (kept in <data-dir>/tls)",
@@ -120,12 +124,16 @@ export function clusterCommand(): Command {
         `
 Examples:
   vstamp cluster up -n 3 --repl        a group and a prompt to type into
+  vstamp cluster up -n 3 --app examples/ledger.ts --repl
+                                       the same, replicating the example ledger
   vstamp cluster up -n 3 --config-out c.yaml
   vstamp repl --config c.yaml          (in another terminal)
   vstamp status --config c.yaml`,
       )
       .action(async (flags: UpFlags) => {
-        Deno.exitCode = await clusterUp(flags);
+        // Loaded here first, so that a module that cannot serve is one line before any child
+        // starts; each child loads it again by its absolute path.
+        Deno.exitCode = await withApp(flags.app, (app) => clusterUp(flags, app));
       }),
   );
   return cluster;
@@ -164,7 +172,8 @@ interface Child {
   exited: boolean;
 }
 
-async function clusterUp(flags: UpFlags): Promise<number> {
+async function clusterUp(flags: UpFlags, app: App): Promise<number> {
+  const appArgs = flags.app === undefined ? [] : ["--app", absoluteAppSpecifier(flags.app)];
   const children: Child[] = [];
   let stopping = false;
   const stopAll = async () => {
@@ -225,6 +234,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         flags.sync,
         "--log-level",
         flags.logLevel,
+        ...appArgs,
       ]);
       const process = new Deno.Command(command, {
         args,
@@ -347,7 +357,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
           return true;
         }
       };
-      await runSession(addresses, addresses[0]!, undefined, access, extra);
+      await runSession(addresses, addresses[0]!, undefined, access, extra, app);
       await stopAll();
       return 0;
     }

@@ -55,6 +55,11 @@ export interface ClientOptions {
   readonly identity?: ClusterIdentity | undefined;
   /** TLS to the group (its CA), when it uses TLS; for a client's own transport, as `identity`. */
   readonly tls?: TlsMaterial | undefined;
+  /**
+   * The app this client speaks (`name@version`, `appTag` in `src/app/app.ts`): a replica running
+   * another app refuses the connection, naming both. For a client's own transport, as `identity`.
+   */
+  readonly app?: string | undefined;
 }
 
 export const RETRY_MS_DEFAULT = 300;
@@ -101,7 +106,7 @@ export class Client {
     this.#addressKeys = addresses.map(formatAddress);
     this.#ownsTransport = options.transport === undefined;
     this.#transport = options.transport ??
-      new ClientTransport({ identity: options.identity, tls: options.tls });
+      new ClientTransport({ identity: options.identity, tls: options.tls, app: options.app });
     this.#transport.register(this.clientId, this);
   }
 
@@ -517,6 +522,7 @@ function randomClientId(): number {
 export class ClientTransport {
   readonly #identity: ClusterIdentity;
   readonly #tls: TlsMaterial | undefined;
+  readonly #app: string;
   readonly #connections = new Map<string, Connection>();
   /** Every open connection, those still in their handshake included: `close` closes them all. */
   readonly #open = new Set<Connection>();
@@ -530,16 +536,19 @@ export class ClientTransport {
 
   /**
    * `identity` is presented to every replica (by default none: a group without client auth);
-   * `tls` is how to reach a group that uses TLS.
+   * `tls` is how to reach a group that uses TLS; `app` the app its clients speak (see
+   * `ClientOptions.app`).
    */
   constructor(
     options: {
       readonly identity?: ClusterIdentity | undefined;
       readonly tls?: TlsMaterial | undefined;
+      readonly app?: string | undefined;
     } = {},
   ) {
     this.#identity = options.identity ?? { clusterId: "", key: undefined };
     this.#tls = options.tls;
+    this.#app = options.app ?? "";
   }
 
   register(clientId: number, client: Client): void {
@@ -616,7 +625,7 @@ export class ClientTransport {
       frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX,
       readPauseBytes: Infinity,
     });
-    const handshake = new ConnectorHandshake(this.#identity, "client", 0);
+    const handshake = new ConnectorHandshake(this.#identity, "client", 0, undefined, this.#app);
     connection.send(handshake.hello);
     this.#open.add(connection);
     const usable = () => {

@@ -189,6 +189,11 @@ export interface NodeOptions {
   readonly dataDir: string;
   readonly sync?: "fsync" | "none" | undefined;
   readonly app: StateMachine;
+  /**
+   * The app the state machine belongs to, as `name@version` (`appTag` in `src/app/app.ts`):
+   * peers and clients that name another app in their hello are refused. Undefined: unchecked.
+   */
+  readonly appTag?: string | undefined;
   /** A listener already bound to this replica's address (used by `cluster up`). */
   readonly listener?: Deno.Listener | undefined;
   readonly log: (level: LogLevel | "error", text: string) => void;
@@ -529,6 +534,7 @@ export class ReplicaNode {
       this.#identity,
       this.#options.tls,
       this.#options.log,
+      this.#options.appTag ?? "",
     );
     this.#peers.set(id, link);
     return link;
@@ -679,6 +685,7 @@ export class ReplicaNode {
       requireClientAuth: config.requireClientAuth,
       replicaCount,
       selfIndex: this.replica.replicaIndex,
+      app: this.#options.appTag,
     });
     let state: "hello" | "challenged" | "verifying" | "ready" = "hello";
     let role: Role | undefined;
@@ -1351,6 +1358,7 @@ class PeerLink {
     readonly identity: ClusterIdentity,
     readonly tls: TlsMaterial | undefined,
     readonly log: (level: LogLevel | "error", text: string) => void,
+    readonly appTag: string = "",
   ) {
     if (enabled) this.#connect();
   }
@@ -1411,6 +1419,7 @@ class PeerLink {
         "replica",
         this.selfIndex,
         this.peerIndex,
+        this.appTag,
       );
       const where = `${this.address.host}:${this.address.port}`;
       this.#handshaking = connection;
