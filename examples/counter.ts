@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { defineApp, type StateMachine } from "../mod.ts";
+import { type ApplyContext, defineApp, type StateMachine } from "../mod.ts";
 
 /** The largest magnitude a counter may reach: beyond it doubles lose integers. */
 const VALUE_MAX = Number.MAX_SAFE_INTEGER;
@@ -53,7 +53,8 @@ function decode(bytes: Uint8Array): CounterOp | { readonly error: string } {
 export class Counters implements StateMachine {
   #values = new Map<string, number>();
 
-  apply(operation: Uint8Array): Uint8Array {
+  /** The counters need no context: nothing here depends on time or on who asked. */
+  apply(operation: Uint8Array, _context?: ApplyContext): Uint8Array {
     const op = decode(operation);
     if ("error" in op) return json(op);
     if (op.op === "get") return this.query(operation);
