@@ -211,7 +211,7 @@ Deno.test("appHelpText lists an app's commands and describes one", () => {
     assert.match(all, new RegExp(`^  ${usage} `, "m"), usage);
   }
   const hold = appHelpText(ledgerApp.commands, "hold");
-  assert.match(hold, /^HOLD from to amount seconds\n  The money is taken/);
+  assert.ok(hold.startsWith("HOLD from to amount seconds\n  The money is taken"), hold);
   assert.match(hold, /Example: HOLD alice bob 20 60$/);
 });
 
