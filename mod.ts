@@ -65,10 +65,20 @@ export {
   runSimulation,
   type SimulationOptions,
   type SimulationResult,
+  type SimulationStats,
 } from "./src/sim/simulator.ts";
 export { Client, ClientError, type ClientOptions, ClientTransport } from "./src/client/client.ts";
 export { type KvBytes, KvClient, KvError } from "./src/client/kv_client.ts";
 export { type NodeOptions, ReplicaNode, type ReplicaStatus } from "./src/transport/node.ts";
-export { loadConfig, loadIdentity, loadTls, parseConfig, type ServerConfig } from "./src/config.ts";
+export type { LogLevel } from "./src/vr/replica.ts";
+export {
+  type Address,
+  loadConfig,
+  loadIdentity,
+  loadTls,
+  parseConfig,
+  type SecretSource,
+  type ServerConfig,
+} from "./src/config.ts";
 export type { ClusterIdentity } from "./src/transport/handshake.ts";
 export type { TlsMaterial } from "./src/transport/tls.ts";

@@ -102,7 +102,9 @@ export class ConfigError extends Error {
 
 /** A replica's network address. An IPv6 host is held without its brackets. */
 export interface Address {
+  /** A host name or IP address. */
   readonly host: string;
+  /** A TCP port, 1 to 65535. */
   readonly port: number;
 }
 

@@ -57,6 +57,7 @@ export interface WorkloadRandom {
 
 /** One operation a workload draws. */
 export interface WorkloadOperation {
+  /** The operation's bytes, as a client would send them. */
   readonly operation: Uint8Array;
 }
 
@@ -88,6 +89,7 @@ export const APP_NAME_BYTES_MAX = 48;
 
 /** A module that cannot be used as an app; the message is one line naming what is wrong. */
 export class AppError extends Error {
+  /** "AppError". */
   override name = "AppError";
 }
 

@@ -30,9 +30,11 @@ import type {
 
 /** Thrown when the group cannot be reached or does not answer in time. */
 export class ClientError extends Error {
+  /** "ClientError". */
   override name = "ClientError";
 }
 
+/** How `Client.connect` reaches the group. */
 export interface ClientOptions {
   /** One or more replica addresses to start from ("host:port"); the rest are located. */
   readonly addresses: readonly string[];
@@ -82,7 +84,12 @@ interface Pending {
   readonly deadline: number;
 }
 
+/**
+ * A client of a group: sends one operation at a time to the primary, follows view changes and
+ * reconfigurations, and takes only the reply to the very operation it sent (see README).
+ */
 export class Client {
+  /** Its client id (§4.5). */
   readonly clientId: number;
   readonly #retryMs: number;
   readonly #deadlineMs: number;
@@ -149,6 +156,7 @@ export class Client {
     return this.#viewNumber;
   }
 
+  /** The addresses of the group's replicas as it knows them now. */
   get addresses(): readonly string[] {
     return [...this.#addressKeys];
   }
@@ -210,6 +218,7 @@ export class Client {
     }
   }
 
+  /** Stop: a pending request fails, and its own transport (if it made one) closes. */
   close(): void {
     this.#closed = true;
     this.#transport.unregister(this.clientId);
@@ -335,6 +344,7 @@ export class Client {
    * client then uses. Rejects with a one-line reason if the group refuses it (an invalid
    * configuration, or another reconfiguration in progress) or does not answer in time.
    */
+  /** @ignore For `vstamp reconfigure`; not part of the library's API. */
   async reconfigure(addresses: readonly string[]): Promise<Configuration> {
     const epoch = this.#epoch;
     const requestNumber = this.#nextRequestNumber();
@@ -361,6 +371,7 @@ export class Client {
   }
 
   /**
+   * @ignore For `vstamp reconfigure`; not part of the library's API.
    * §7.3 Ask the group of this client's epoch to confirm it runs: the primary commits the check,
    * so its answer means a quorum of the group holds the state (the old machines may go).
    */
@@ -551,6 +562,7 @@ export class ClientTransport {
     this.#app = options.app ?? "";
   }
 
+  /** @ignore Called by `Client`: route replies for `clientId` to it. */
   register(clientId: number, client: Client): void {
     if (this.#clients.has(clientId)) {
       throw new ClientError(`client id ${clientId} is already in use on this transport`);
@@ -562,6 +574,7 @@ export class ClientTransport {
     }, TIMER_MS);
   }
 
+  /** @ignore Called by `Client.close`. */
   unregister(clientId: number): void {
     this.#clients.delete(clientId);
     if (this.#clients.size === 0 && this.#timer !== undefined) {
@@ -576,6 +589,7 @@ export class ClientTransport {
   }
 
   /**
+   * @ignore Called by `Client`.
    * Send a frame to a replica, connecting first if needed (frames wait meanwhile). `key` is
    * `formatAddress(address)`, which the caller keeps rather than rebuilding it per request.
    */
@@ -596,6 +610,7 @@ export class ClientTransport {
     queue.push(frame);
   }
 
+  /** Close every connection; the clients that share it can send no more. */
   close(): void {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);

@@ -200,7 +200,9 @@ export interface ReconfigurationStep {
 /** The size of a large value (see `SwarmParameters.largeValueProbability`). */
 const LARGE_VALUE_BYTES = 3_000;
 
+/** What `runSimulation` runs: a seed, and what the seed does not draw. */
 export interface SimulationOptions {
+  /** Decides everything else: faults, network, disks, workload. */
   readonly seed: number;
   /** Force the replica count instead of drawing it. */
   readonly replicas?: 1 | 3 | 5 | undefined;
@@ -211,6 +213,7 @@ export interface SimulationOptions {
    * of the small ones most seeds draw: seeds found before §5.1 replay as they ran then.
    */
   readonly defaultCheckpoints?: boolean | undefined;
+  /** @ignore A known protocol bug planted in the replicas, for vstamp's own tests. */
   readonly plantedBug?: PlantedBug | undefined;
   /** Keep a one-line-per-event trace (slower; for replaying a seed). */
   readonly trace?: boolean | undefined;
@@ -256,14 +259,21 @@ export const LIVENESS_UNITS_MAX_DEFAULT = 30_000;
 
 /** What a run exercised, for the sweep's totals. */
 export interface SimulationStats {
+  /** Events the simulator handled (deliveries, ticks, disk completions, faults, ...). */
   events: number;
+  /** Operations in the committed sequence at the end. */
   opsCommitted: number;
+  /** Client requests answered (and checked against the model). */
   requestsCompleted: number;
   /** Reads the primary answered without the log (§6.3), each checked against the model. */
   readsWithoutLog: number;
+  /** §4.2 Views a replica started. */
   viewChanges: number;
+  /** §4.3 Recoveries (a replica restarted without its log). */
   recoveries: number;
+  /** Restarts that kept the durable log. */
   restartsFromDisk: number;
+  /** §5.2 State transfers. */
   stateTransfers: number;
   /** A primary swapped a stalled backup for a spare (see `Limits.quietPrepareBackups`). */
   spareSwaps: number;
@@ -271,12 +281,19 @@ export interface SimulationStats {
   clientRestarts: number;
   /** Requests the primary rejected, by reason (see `RejectReason`). */
   rejectedConflict: number;
+  /** Rejected `evicted` (see `rejectedConflict`). */
   rejectedEvicted: number;
+  /** Rejected `stale` (see `rejectedConflict`). */
   rejectedStale: number;
+  /** Replica crashes. */
   crashes: number;
+  /** Messages the network carried, dropped and duplicated. */
   messagesSent: number;
+  /** Messages lost, cut by a partition, over a link's capacity, or sent to a crashed replica. */
   messagesDropped: number;
+  /** Messages delivered twice. */
   messagesDuplicated: number;
+  /** Network partitions begun. */
   partitions: number;
   /** Crashes that tore the last log write in flight (see `SwarmParameters.tornWriteProbability`). */
   tornWrites: number;
@@ -288,6 +305,7 @@ export interface SimulationStats {
   tornSuperblocks: number;
   /** §5.1 Checkpoints begun, and lost to a crash before they were durable. */
   checkpointsTaken: number;
+  /** §5.1 Checkpoint writes lost to a crash before they were durable. */
   checkpointWritesLost: number;
   /** §5.1 Log truncations after a checkpoint. */
   logTruncations: number;
@@ -295,10 +313,13 @@ export interface SimulationStats {
   checkpointTransfers: number;
   /** §5.1 Checkpoint chunks sent, and chunks a fetching replica found in its own state. */
   checkpointChunksSent: number;
+  /** §5.1 Chunks a fetching replica found in its own state, so were not sent. */
   checkpointChunksReused: number;
   /** §7 Reconfigurations issued, epochs started (the latest epoch reached), old replicas shut down. */
   reconfigurations: number;
+  /** §7 New epochs started (the latest epoch reached). */
   epochsStarted: number;
+  /** §7.3 Old replicas that shut themselves down. */
   shutDowns: number;
   /** §7.3 Machines that left an epoch before the last and were turned off by the operator. */
   turnedOff: number;
@@ -345,15 +366,21 @@ export function emptyStats(): SimulationStats {
   };
 }
 
+/** The outcome of one seed. */
 export interface SimulationResult {
+  /** The seed run. */
   readonly seed: number;
+  /** Whether every invariant held, in the safety and the liveness phase. */
   readonly ok: boolean;
   /** The first invariant that failed, with its explanation. */
   readonly failure?: string | undefined;
+  /** @ignore The fault parameters the seed drew (printed by `vstamp sim --seed`). */
   readonly parameters: SwarmParameters;
+  /** What the run exercised: ops committed, view changes, crashes, state transfers, ... */
   readonly stats: SimulationStats;
   /** FNV-1a over the trace lines (only when tracing). */
   readonly traceHash?: string | undefined;
+  /** One line per event, with `SimulationOptions.trace`. */
   readonly trace?: readonly string[] | undefined;
 }
 

@@ -112,6 +112,7 @@ export type HandshakeFrame =
 
 /** The identity a process presents and checks: its cluster id and, if any, the secret's key. */
 export interface ClusterIdentity {
+  /** The group's name (`cluster_id` in the configuration). */
   readonly clusterId: string;
   /** The HMAC key made from the cluster secret; undefined when the group has no secret. */
   readonly key: CryptoKey | undefined;

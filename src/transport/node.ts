@@ -174,7 +174,9 @@ const EARLY_BYTES_HELD_MAX = 1024 * 1024;
 export const RECONNECT_MS_MIN = 20;
 export const RECONNECT_MS_MAX = 1000;
 
+/** What `ReplicaNode.start` runs: one replica of the group in `config`. */
 export interface NodeOptions {
+  /** The group: its addresses, cluster id, limits (see `loadConfig`). */
   readonly config: ServerConfig;
   /**
    * The cluster id and secret this replica presents and requires (see `loadIdentity`); by
@@ -183,11 +185,15 @@ export interface NodeOptions {
   readonly identity?: ClusterIdentity | undefined;
   /** TLS for every connection (`tls.ts`); plain TCP when undefined. */
   readonly tls?: TlsMaterial | undefined;
-  /** Lower limits for tests; the defaults otherwise. */
+  /** @ignore Lower limits for tests; the defaults otherwise. */
   readonly connectionLimits?: Partial<ConnectionLimits> | undefined;
+  /** Which address of `config` this replica is (its index in the configuration). */
   readonly index: number;
+  /** Where it keeps its superblock, log and checkpoints (made if missing). */
   readonly dataDir: string;
+  /** "fsync" (the default): durable before acknowledging; "none": survives a killed process. */
   readonly sync?: "fsync" | "none" | undefined;
+  /** The state machine it replicates (put an app's behind `guardStateMachine`). */
   readonly app: StateMachine;
   /**
    * The app the state machine belongs to, as `name@version` (`appTag` in `src/app/app.ts`):
@@ -196,7 +202,9 @@ export interface NodeOptions {
   readonly appTag?: string | undefined;
   /** A listener already bound to this replica's address (used by `cluster up`). */
   readonly listener?: Deno.Listener | undefined;
+  /** Where its log lines go, one line each. */
   readonly log: (level: LogLevel | "error", text: string) => void;
+  /** Log the core's debug lines too. */
   readonly debug?: boolean | undefined;
   /**
    * Told once when the node cannot go on: a disk write failed for a reason other than a full
@@ -204,11 +212,11 @@ export interface NodeOptions {
    * exits (see `vstamp server`).
    */
   readonly onFatal?: ((error: unknown) => void) | undefined;
-  /** For tests: faults to inject into the data directory's writes (`DataDirOptions`). */
+  /** @ignore For tests: faults to inject into the data directory's writes (`DataDirOptions`). */
   readonly injectFault?: DataDirOptions["injectFault"];
-  /** For tests: the core's limits (checkpoint intervals, say), the defaults otherwise. */
+  /** @ignore For tests: the core's limits (checkpoint intervals, say), the defaults otherwise. */
   readonly limits?: Partial<Limits> | undefined;
-  /** For tests: the size of a log segment (`DataDirOptions.logSegmentBytes`). */
+  /** @ignore For tests: the size of a log segment (`DataDirOptions.logSegmentBytes`). */
   readonly logSegmentBytes?: number | undefined;
   /**
    * §7 A new process joining a group: it waits for a StartEpoch naming its address
@@ -224,24 +232,38 @@ export interface NodeOptions {
 export interface ReplicaStatus {
   /** The replica's member id (its index in the configuration of epoch 0; -1 before it joined). */
   readonly index: number;
+  /** The address it serves on. */
   readonly address: string;
   /** §7 The epoch, and the addresses of its members. */
   readonly epoch: number;
+  /** §7 The addresses of the epoch's members. */
   readonly members: readonly string[];
+  /** normal, view-change, recovering, transferring, ... */
   readonly status: string;
+  /** The view it is in. */
   readonly viewNumber: number;
+  /** Whether it is the primary of that view. */
   readonly role: "primary" | "backup";
+  /** The op-number of the last entry in its log. */
   readonly opNumber: number;
+  /** The op-number of the last committed entry it knows. */
   readonly commitNumber: number;
+  /** The last view in which it was normal. */
   readonly lastNormalView: number;
+  /** Clients in its client table. */
   readonly clients: number;
+  /** Seconds since its process started. */
   readonly uptimeSeconds: number;
+  /** Its process id. */
   readonly pid: number;
   /** §5.1 The op-number of the newest durable checkpoint, 0 if none. */
   readonly checkpointOpNumber: number;
   /** The op-number of the first log entry on disk: entries before it left with a checkpoint. */
   readonly logStartOpNumber: number;
-  /** Counters since the process started: how well messages and disk writes are batched. */
+  /**
+   * @ignore Counters since the process started: how well messages and disk writes are batched
+   * (for `vstamp bench`).
+   */
   readonly counters: NodeCounters;
   /**
    * A digest of the state machine's state after executing every op up to `commitNumber` (the
@@ -265,7 +287,13 @@ export interface NodeCounters extends IoCounters {
   cpuSystemSeconds: number;
 }
 
+/**
+ * One replica of a group in this process: it drives the pure protocol core (`src/vr/`) with the
+ * network, a clock and its data directory. Start it with `ReplicaNode.start`, stop it with
+ * `close`.
+ */
 export class ReplicaNode {
+  /** @ignore The protocol core it drives, for vstamp's own CLI and tests. */
   readonly replica: Replica;
   readonly #options: NodeOptions;
   readonly #listener: Deno.Listener;
@@ -339,6 +367,11 @@ export class ReplicaNode {
     this.replica = replica;
   }
 
+  /**
+   * Open the data directory (restoring the newest checkpoint and replaying the log), listen on
+   * the replica's address, and start serving. Throws if the data directory cannot be used or
+   * the address is taken.
+   */
   static async start(options: NodeOptions): Promise<ReplicaNode> {
     const { config, index } = options;
     const address = config.addresses[index]!;
@@ -504,6 +537,7 @@ export class ReplicaNode {
     return { ...state, checkpoint: restored, logStartOpNumber: logStart };
   }
 
+  /** The address it serves on ("host:port"). */
   get address(): string {
     return this.replica.address;
   }
@@ -596,6 +630,7 @@ export class ReplicaNode {
     };
   }
 
+  /** @ignore What the process did since it started (for `vstamp bench`). */
   counters(): NodeCounters {
     const cpu = process.cpuUsage();
     return {
@@ -609,6 +644,7 @@ export class ReplicaNode {
     };
   }
 
+  /** Stop serving: close every connection, the listener and the data directory. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
