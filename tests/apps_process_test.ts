@@ -142,3 +142,29 @@ Deno.test("a replica started with another app is refused by its peers, naming bo
     }
   }, { sync: "none" });
 });
+
+Deno.test("a data directory of one app refuses to start a replica of another", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vstamp-test-" });
+  try {
+    const ledger = new URL("../examples/ledger.ts", import.meta.url).pathname;
+    const args = ["--config-out", "c.yaml", "--data-dir", "data", "--sync", "none"];
+    const first = await runVstamp(
+      ["cluster", "up", "-n", "1", "--app", ledger, "--repl", ...args],
+      { stdin: "OPEN alice\nQUIT\n", cwd: dir, timeoutMs: 60_000 },
+    );
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(await Deno.readTextFile(`${dir}/data/replica-0/app.id`), "ledger@1\n");
+    // The check comes before the replica listens: the port in c.yaml is never bound.
+    const server = ["server", "--index", "0", "--config", "c.yaml", "--data-dir", "data/replica-0"];
+    const counter = new URL("../examples/counter.ts", import.meta.url).pathname;
+    const wrong = await runVstamp([...server, "--app", counter, "--sync", "none"], { cwd: dir });
+    assert.equal(wrong.code, 1);
+    assert.equal(
+      wrong.stderr.trim(),
+      "Cannot start replica 0: data/replica-0 holds the state of app ledger@1, not counter@1: " +
+        "a wrong --app, or another group's data directory",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -436,6 +436,17 @@ export class ReplicaNode {
       if (recorded === undefined && selfId !== undefined) {
         await opened.dataDir.writeReplicaId(selfId);
       }
+      // The log and checkpoints are operations and state of one app: another cannot read them.
+      if (options.appTag !== undefined) {
+        const app = await opened.dataDir.readApp();
+        if (app !== undefined && app !== options.appTag) {
+          throw new Error(
+            `${options.dataDir} holds the state of app ${app}, not ${options.appTag}: ` +
+              "a wrong --app, or another group's data directory",
+          );
+        }
+        if (app === undefined) await opened.dataDir.writeApp(options.appTag);
+      }
       durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
       listener = options.listener ?? listenOn(address.host, address.port, options.tls);
     } catch (error) {
