@@ -19,6 +19,7 @@ import {
   renderConfig,
 } from "../config.ts";
 import type { App } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
 import { absoluteAppSpecifier, appOption, withApp } from "./app_option.ts";
 import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
 import { runSession } from "./repl.ts";
@@ -28,7 +29,7 @@ import { parseCount } from "./sim.ts";
 interface UpFlags {
   replicas: number;
   configOut: string;
-  dataDir: string;
+  dataDir?: string;
   host: string;
   sync: "fsync" | "none";
   logLevel: string;
@@ -87,8 +88,8 @@ export function clusterCommand(): Command {
       )
       .option(
         "--data-dir <dir>",
-        "replica i keeps its data in <dir>/replica-<i>",
-        "./vstamp-data/cluster",
+        "replica i keeps its data in <dir>/replica-<i> (default ./vstamp-data/cluster, " +
+          "or ./vstamp-data/cluster-<app name> with --app)",
       )
       .option("--host <host>", "address to bind", "127.0.0.1")
       .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
@@ -172,7 +173,13 @@ interface Child {
   exited: boolean;
 }
 
-async function clusterUp(flags: UpFlags, app: App): Promise<number> {
+async function clusterUp(options: UpFlags, app: App): Promise<number> {
+  // Each app's group keeps its data apart: a data directory refuses a replica of another app.
+  const flags = {
+    ...options,
+    dataDir: options.dataDir ??
+      (app === kvApp ? "./vstamp-data/cluster" : `./vstamp-data/cluster-${app.name}`),
+  };
   const appArgs = flags.app === undefined ? [] : ["--app", absoluteAppSpecifier(flags.app)];
   const children: Child[] = [];
   let stopping = false;
@@ -275,7 +282,7 @@ async function clusterUp(flags: UpFlags, app: App): Promise<number> {
     await Deno.writeTextFile(flags.configOut, configText(addresses));
     const access = await loadAccess(await loadConfig(flags.configOut));
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
-    const rows = await waitUntilServing(addresses, access);
+    const rows = await waitUntilServing(addresses, access, children);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     console.log(`configuration written to ${flags.configOut}`);
     if (flags.repl) {
@@ -522,9 +529,16 @@ async function readPort(child: Child): Promise<number> {
   }
 }
 
-async function waitUntilServing(addresses: readonly string[], access: GroupAccess) {
+async function waitUntilServing(
+  addresses: readonly string[],
+  access: GroupAccess,
+  children: readonly Child[],
+) {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (true) {
+    // A child that exited said why on stderr (which it shares with us): waiting is in vain.
+    const exited = children.find((child) => child.exited);
+    if (exited !== undefined) throw new Error(`replica ${exited.index} exited before serving`);
     const rows = await collectStatus(addresses, access);
     if (rows.every((row) => row.reachable && row.status === "normal")) return rows;
     if (Date.now() > deadline) {
