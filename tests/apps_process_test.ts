@@ -168,3 +168,15 @@ Deno.test("a data directory of one app refuses to start a replica of another", a
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("cluster up --app --repl: a replica that joins (§7) runs the app and gets its state", async () => {
+  const out = await clusterRepl("examples/counter.ts", [
+    "INCR a 3",
+    "replace 2",
+    "remove 0 1",
+    "GET a", // Answered by a group of the new replica alone.
+    "QUIT",
+  ]);
+  assert.ok(out.some((line) => /^epoch 2 runs: /.test(line)), out.join("\n"));
+  assert.deepEqual(out.filter((line) => line.startsWith("(")), ["(integer) 3", "(integer) 3"]);
+});
