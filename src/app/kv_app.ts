@@ -4,8 +4,7 @@
  *
  * @module
  */
-import { wrongArguments } from "../cli/repl_parse.ts";
-import { kvCommandHelp } from "../cli/repl_parse.ts";
+import { kvCommandHelp, wrongArguments } from "../cli/repl_parse.ts";
 import { type App, type AppCommand, defineApp } from "./app.ts";
 import {
   decodeKvResult,
@@ -17,15 +16,15 @@ import {
 
 const encoder = new TextEncoder();
 
-/** A command of the store: `arity` arguments, made into an operation by `make`. */
+/** A command of the store, its arguments made into an operation by `make`. */
 function kvCommand(
   name: "SET" | "GET" | "DEL" | "SIZE",
-  arity: number,
   make: (raw: readonly Uint8Array[]) => KvOperation,
 ): AppCommand {
+  const { arity, ...help } = kvCommandHelp(name);
   return {
     name,
-    ...kvCommandHelp(name),
+    ...help,
     readOnly: name === "GET" || name === "SIZE",
     encode: (_args, raw) =>
       raw.length === arity ? encodeKvOperation(make(raw)) : wrongArguments(name),
@@ -42,10 +41,10 @@ export const kvApp: App = defineApp({
   // digests after every step, makes its own stores.
   createStateMachine: () => new KvStore({ incrementalDigest: false }),
   commands: [
-    kvCommand("SET", 2, ([key, value]) => ({ command: "SET", key: key!, value: value! })),
-    kvCommand("GET", 1, ([key]) => ({ command: "GET", key: key! })),
-    kvCommand("DEL", 1, ([key]) => ({ command: "DEL", key: key! })),
-    kvCommand("SIZE", 0, () => ({ command: "SIZE" })),
+    kvCommand("SET", ([key, value]) => ({ command: "SET", key: key!, value: value! })),
+    kvCommand("GET", ([key]) => ({ command: "GET", key: key! })),
+    kvCommand("DEL", ([key]) => ({ command: "DEL", key: key! })),
+    kvCommand("SIZE", () => ({ command: "SIZE" })),
   ],
   workload(random) {
     const key = encoder.encode(`k${random.int(1, 8)}`);

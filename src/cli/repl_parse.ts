@@ -364,38 +364,17 @@ export function parseReplLine(line: string): ReplCommand | { readonly error: str
 }
 
 /**
- * Help text: without a topic, every command with a one-line summary and the quoting rules; with a
- * command name (any case), its usage, description and example; with an unknown topic, an `ERR`
- * line pointing back at `help`.
+ * Help text for the key-value store's REPL: without a topic, every command with a one-line
+ * summary and the quoting rules; with a command name (any case), its usage, description and
+ * example; with an unknown topic, an `ERR` line pointing back at `help`. (`appHelpText` for the
+ * store's commands.)
  */
 export function helpText(topic?: string): string {
-  if (topic === undefined) {
-    const width = Math.max(...REPL_COMMANDS.map((name) => COMMAND_HELP[name]!.usage.length));
-    const lines = REPL_COMMANDS.map((name) => {
-      const help = COMMAND_HELP[name]!;
-      return `  ${help.usage.padEnd(width)}  ${help.summary}`;
-    });
-    return [
-      "Commands (case-insensitive):",
-      ...lines,
-      "",
-      'Arguments are separated by spaces; quote one that holds spaces: SET k "a b".',
-      'Inside double quotes, \\" \\\\ \\n \\r \\t and \\xHH (any byte) are escapes;',
-      "inside single quotes everything is literal except \\'.",
-      'Type "help <command>" for details.',
-    ].join("\n");
-  }
-  const upper = topic.replace(/[a-z]/g, (c) => c.toUpperCase());
-  const help = own(COMMAND_HELP, own(COMMAND_ALIASES, upper) ?? upper);
-  if (help === undefined) {
-    const shown = displayName(new TextEncoder().encode(topic));
-    return `ERR unknown help topic '${shown}', type "help" for the list of commands`;
-  }
-  return [
-    help.usage,
-    ...help.description.map((line) => `  ${line}`),
-    `  Example: ${help.example}`,
-  ].join("\n");
+  const commands = (["SET", "GET", "DEL", "SIZE"] as const).map((name) => ({
+    name,
+    ...kvCommandHelp(name),
+  }));
+  return appHelpText(commands, topic);
 }
 
 // ---------------------------------------------------------------- any app's commands
@@ -459,11 +438,11 @@ export function parseAppLine<C extends ReplAppCommand>(
  * usage, the rest of its help and its example.
  */
 export function appHelpText(commands: readonly ReplAppCommand[], topic?: string): string {
-  const all: ReplAppCommand[] = [
-    ...commands,
-    { ...COMMAND_HELP.HELP!, help: COMMAND_HELP.HELP!.summary, name: "HELP" },
-    { ...COMMAND_HELP.QUIT!, help: COMMAND_HELP.QUIT!.summary, name: "QUIT" },
-  ];
+  const replOwn = (name: "HELP" | "QUIT"): ReplAppCommand => {
+    const help = COMMAND_HELP[name]!;
+    return { ...help, name, help: [help.summary, ...help.description].join("\n") };
+  };
+  const all: ReplAppCommand[] = [...commands, replOwn("HELP"), replOwn("QUIT")];
   if (topic === undefined) {
     const width = Math.max(...all.map((c) => c.usage.length));
     return [
@@ -492,14 +471,21 @@ export function appHelpText(commands: readonly ReplAppCommand[], topic?: string)
   ].join("\n");
 }
 
-/** The help of the key-value store's commands, for its app module (`src/app/kv_app.ts`). */
-export function kvCommandHelp(
-  name: "SET" | "GET" | "DEL" | "SIZE",
-): { readonly usage: string; readonly help: string; readonly example: string } {
+/**
+ * The help and the number of arguments of the key-value store's commands, for its app module
+ * (`src/app/kv_app.ts`), so that `repl` and `repl --app kv` describe and check them alike.
+ */
+export function kvCommandHelp(name: "SET" | "GET" | "DEL" | "SIZE"): {
+  readonly usage: string;
+  readonly help: string;
+  readonly example: string;
+  readonly arity: number;
+} {
   const help = COMMAND_HELP[name]!;
   return {
     usage: help.usage,
     help: [help.summary, ...help.description].join("\n"),
     example: help.example,
+    arity: ARITY[name]!.max,
   };
 }
