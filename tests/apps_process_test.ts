@@ -180,3 +180,29 @@ Deno.test("cluster up --app --repl: a replica that joins (§7) runs the app and 
   assert.ok(out.some((line) => /^epoch 2 runs: /.test(line)), out.join("\n"));
   assert.deepEqual(out.filter((line) => line.startsWith("(")), ["(integer) 3", "(integer) 3"]);
 });
+
+Deno.test("bench --app sends the app's workload to a group of that app", async () => {
+  const counter = new URL("../examples/counter.ts", import.meta.url).pathname;
+  await withCluster(1, async (cluster) => {
+    const result = await runVstamp([
+      "bench",
+      "--config",
+      cluster.configPath,
+      "--app",
+      counter,
+      "--requests",
+      "200",
+      "--warmup",
+      "0",
+      "--json",
+    ], { cwd: cluster.dir });
+    assert.equal(result.code, 0, result.stderr);
+    const report = JSON.parse(result.stdout.trim().split("\n").at(-1)!);
+    assert.equal(report.app, "counter@1");
+    assert.equal(report.ops, 200);
+    assert.equal(report.errors, 0);
+    // The workload's INCRs and RESETs went through the log (its GETs need none): about 70%.
+    const [row] = await statusRows(cluster.configPath);
+    assert.ok(row!.commitNumber! > 100, `commit ${row!.commitNumber}`);
+  }, { sync: "none", args: ["--app", counter] });
+});
