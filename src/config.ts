@@ -102,7 +102,9 @@ export class ConfigError extends Error {
 
 /** A replica's network address. An IPv6 host is held without its brackets. */
 export interface Address {
+  /** A host name or IP address. */
   readonly host: string;
+  /** A TCP port, 1 to 65535. */
   readonly port: number;
 }
 
@@ -541,7 +543,9 @@ export async function loadTls(
 
 /** What a client needs to reach a group: its identity (cluster id, secret) and its TLS. */
 export interface GroupAccess {
+  /** The group's cluster id and secret (the handshake proves both). */
   readonly identity: ClusterIdentity;
+  /** TLS for every connection, or undefined for plain TCP. */
   readonly tls: TlsMaterial | undefined;
 }
 

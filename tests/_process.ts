@@ -329,11 +329,17 @@ export function startServer(
   index: number,
   configPath: string,
   dataDir: string,
-  options: { sync?: "fsync" | "none"; cwd?: string; logLevel?: "info" | "warn" } = {},
+  options: {
+    sync?: "fsync" | "none";
+    cwd?: string;
+    logLevel?: "info" | "warn";
+    /** More arguments for `server` (`--app m`, say). */
+    args?: readonly string[];
+  } = {},
 ): RunningProcess {
   const args = ["server", "--index", String(index), "--config", configPath];
   args.push("--data-dir", dataDir, "--sync", options.sync ?? "fsync");
-  args.push("--log-level", options.logLevel ?? "warn");
+  args.push("--log-level", options.logLevel ?? "warn", ...options.args ?? []);
   const spawned = spawnVstamp(args, options.cwd ?? Deno.cwd());
   return {
     process: spawned.process,

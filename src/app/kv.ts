@@ -1219,6 +1219,7 @@ class KvSnapshotWriter implements SnapshotWriter {
 
 // ---------------------------------------------------------------- the store
 
+/** How a `KvStore` keeps its digest. */
 export interface KvStoreOptions {
   /**
    * Keep the digest up to date on every change (O(1) `digest()`, as the simulator needs after
@@ -1247,6 +1248,7 @@ export class KvStore implements StateMachine {
   /** The open snapshot readers of `#pairs`, told of every change before it happens. */
   #readers: KvSnapshotReader[] = [];
 
+  /** An empty store. */
   constructor(options: KvStoreOptions = {}) {
     this.#incremental = options.incrementalDigest ?? true;
   }

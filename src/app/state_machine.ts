@@ -10,7 +10,9 @@ export interface ApplyContext {
   readonly opNumber: number;
   /** Milliseconds chosen by the primary; non-decreasing along the log. */
   readonly timestamp: number;
+  /** The client that sent the operation. */
   readonly clientId: number;
+  /** That client's number for the request (§4.5). */
   readonly requestNumber: number;
 }
 

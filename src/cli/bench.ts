@@ -11,6 +11,10 @@ import { Histogram } from "../bench/histogram.ts";
 import { Client, ClientError, ClientTransport } from "../client/client.ts";
 import { ConfigError, type GroupAccess, loadAccess, loadConfig, parseAddress } from "../config.ts";
 import { vstampCommand } from "./cluster.ts";
+import { type App, appTag } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
+import { Prng } from "../lib/prng.ts";
+import { absoluteAppSpecifier, appOption, withApp } from "./app_option.ts";
 import { parseCount } from "./sim.ts";
 import { fetchStatus } from "../client/status.ts";
 import type { NodeCounters } from "../transport/node.ts";
@@ -29,6 +33,7 @@ interface BenchFlags {
   json?: boolean;
   sync: "fsync" | "none";
   tls?: boolean;
+  app?: string;
 }
 
 /** Logical clients at most: each holds its own connections. */
@@ -89,6 +94,7 @@ export function benchCommand(): Command {
         .default("fsync"),
     )
     .option("--tls", "with --cluster: TLS on every connection (as `cluster up --tls`)")
+    .addOption(appOption())
     .option("--json", "print one JSON line (fields as the etcd and Redis baselines print)")
     .addHelpText(
       "after",
@@ -113,7 +119,16 @@ Examples:
       if (flags.connections !== undefined && flags.connections < 1) {
         command.error("error: --connections must be at least 1", { exitCode: 2 });
       }
-      Deno.exitCode = await runBench(flags);
+      Deno.exitCode = await withApp(flags.app, (app) => {
+        if (app.workload === undefined) {
+          console.error(
+            `--app ${flags.app}: app ${appTag(app)} has no \`workload\`, which bench needs to ` +
+              'draw operations (see README, "Your own app")',
+          );
+          return 2;
+        }
+        return runBench(flags, app);
+      });
     });
 }
 
@@ -136,6 +151,7 @@ async function startCluster(
   replicas: number,
   sync: "fsync" | "none",
   tls: boolean,
+  app: string | undefined,
 ): Promise<Cluster> {
   const dir = await Deno.makeTempDir({ prefix: "vstamp-bench-" });
   const configPath = `${dir}/cluster.yaml`;
@@ -151,6 +167,7 @@ async function startCluster(
     "--sync",
     sync,
     ...(tls ? ["--tls"] : []),
+    ...(app === undefined ? [] : ["--app", absoluteAppSpecifier(app)]),
     "--log-level",
     "error",
   ]);
@@ -197,12 +214,12 @@ function fetchCounters(
   }));
 }
 
-async function runBench(flags: BenchFlags): Promise<number> {
+async function runBench(flags: BenchFlags, app: App): Promise<number> {
   let cluster: Cluster | undefined;
   let configPath = flags.config;
   try {
     if (flags.cluster !== undefined) {
-      cluster = await startCluster(flags.cluster, flags.sync, flags.tls === true);
+      cluster = await startCluster(flags.cluster, flags.sync, flags.tls === true, flags.app);
       configPath = cluster.configPath;
     }
     const config = await loadConfig(configPath!);
@@ -217,7 +234,7 @@ async function runBench(flags: BenchFlags): Promise<number> {
     );
     const transports = Array.from(
       { length: connections },
-      () => new ClientTransport(access),
+      () => new ClientTransport({ ...access, app: appTag(app) }),
     );
     const clients = await Promise.all(
       Array.from(
@@ -225,10 +242,14 @@ async function runBench(flags: BenchFlags): Promise<number> {
         (_, i) => Client.connect({ addresses, transport: transports[i % connections] }),
       ),
     );
-    const result = await load(clients, flags, addresses, connections, access);
+    // Another app's operations come from its workload (the key-value store keeps its own
+    // options: --keys, --value-size, --read-ratio).
+    const prng = new Prng(crypto.getRandomValues(new Uint32Array(1))[0]!);
+    const draw = app === kvApp ? undefined : () => app.workload!(prng).operation;
+    const result = await load(clients, flags, addresses, connections, access, draw);
     for (const client of clients) client.close();
     for (const transport of transports) transport.close();
-    report(flags, config.addresses.length, result);
+    report(flags, config.addresses.length, result, app);
     return 0;
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -273,6 +294,7 @@ async function load(
   addresses: readonly string[],
   connections: number,
   access: GroupAccess,
+  draw?: (() => Uint8Array) | undefined,
 ): Promise<LoadResult> {
   const value = new Uint8Array(flags.valueSize).fill(0x78);
   const keys: Uint8Array[] = [];
@@ -311,7 +333,11 @@ async function load(
     while (!stop) {
       if (measuring && requestsMax !== undefined && issued >= requestsMax) break;
       const index = Math.floor(random() * keys.length);
-      const operation = random() < flags.readRatio ? getOperation(index) : setOperation(index);
+      const operation = draw !== undefined
+        ? draw()
+        : random() < flags.readRatio
+        ? getOperation(index)
+        : setOperation(index);
       if (measuring) issued++;
       const counted = measuring;
       const started = performance.now();
@@ -372,13 +398,14 @@ async function load(
   };
 }
 
-function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
+function report(flags: BenchFlags, replicas: number, result: LoadResult, app: App): void {
   const h = result.histogram;
   const ms = (us: number) => Math.round(us) / 1000;
   const opsPerSecond = Math.round(result.ops / result.seconds);
   if (flags.json) {
     console.log(JSON.stringify({
       system: "vstamp",
+      app: appTag(app),
       replicas,
       clients: flags.clients,
       connections: result.connections,
@@ -404,9 +431,13 @@ function report(flags: BenchFlags, replicas: number, result: LoadResult): void {
   console.log(
     `vstamp bench: ${replicas} replicas, ${flags.clients} clients on ${result.connections} connection${
       result.connections === 1 ? "" : "s"
-    }, ${flags.valueSize}-byte values, ${flags.keys} keys, ${
-      Math.round(flags.readRatio * 100)
-    }% reads`,
+    }, ${
+      app === kvApp
+        ? `${flags.valueSize}-byte values, ${flags.keys} keys, ${
+          Math.round(flags.readRatio * 100)
+        }% reads`
+        : `app ${appTag(app)}, operations from its workload`
+    }`,
   );
   console.log(
     `throughput: ${opsPerSecond} ops/s (${result.ops} ops in ${

@@ -18,7 +18,10 @@ import {
   loadConfig,
   renderConfig,
 } from "../config.ts";
+import type { App } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
 import { RespGateway } from "../resp/gateway.ts";
+import { absoluteAppSpecifier, appOption, withApp } from "./app_option.ts";
 import {
   type ConsoleProcess,
   describeFaults,
@@ -37,7 +40,7 @@ import { parseCount } from "./sim.ts";
 interface UpFlags {
   replicas: number;
   configOut: string;
-  dataDir: string;
+  dataDir?: string;
   host: string;
   sync: "fsync" | "none";
   logLevel: string;
@@ -48,6 +51,7 @@ interface UpFlags {
   logRetain?: number;
   metrics?: boolean;
   respPort?: number;
+  app?: string;
 }
 
 const encoder = new TextEncoder();
@@ -98,11 +102,12 @@ export function clusterCommand(): Command {
       )
       .option(
         "--data-dir <dir>",
-        "replica i keeps its data in <dir>/replica-<i>",
-        "./vstamp-data/cluster",
+        "replica i keeps its data in <dir>/replica-<i> (default ./vstamp-data/cluster, " +
+          "or ./vstamp-data/cluster-<app name> with --app)",
       )
       .option("--host <host>", "address to bind", "127.0.0.1")
       .option("--repl", "also open a REPL on the group here; QUIT stops the cluster")
+      .addOption(appOption())
       .option(
         "--faults",
         "route peer traffic through relays here, so that the REPL can cut and heal links",
@@ -144,6 +149,8 @@ export function clusterCommand(): Command {
         `
 Examples:
   vstamp cluster up -n 3 --repl        a group and a prompt to type into
+  vstamp cluster up -n 3 --app examples/ledger.ts --repl
+                                       the same, replicating the example ledger
   vstamp cluster up -n 5 --repl --faults
                                        ... and kill, pause, cut and heal replicas there
   vstamp cluster up -n 3 --config-out c.yaml
@@ -152,7 +159,9 @@ Examples:
   vstamp status --config c.yaml`,
       )
       .action(async (flags: UpFlags) => {
-        Deno.exitCode = await clusterUp(flags);
+        // Loaded here first, so that a module that cannot serve is one line before any child
+        // starts; each child loads it again by its absolute path.
+        Deno.exitCode = await withApp(flags.app, (app) => clusterUp(flags, app));
       }),
   );
   return cluster;
@@ -199,11 +208,25 @@ interface Child {
   paused: boolean;
 }
 
-async function clusterUp(flags: UpFlags): Promise<number> {
+async function clusterUp(options: UpFlags, app: App): Promise<number> {
+  // Each app's group keeps its data apart: a data directory refuses a replica of another app.
+  const flags = {
+    ...options,
+    dataDir: options.dataDir ??
+      (app === kvApp ? "./vstamp-data/cluster" : `./vstamp-data/cluster-${app.name}`),
+  };
+  const appArgs = flags.app === undefined ? [] : ["--app", absoluteAppSpecifier(flags.app)];
   if (flags.faults === true && flags.tls === true) {
     console.error(
       "cluster up: --faults cannot be used with --tls (the relays read who is speaking from " +
         "each connection's first frame, which TLS encrypts)",
+    );
+    return 2;
+  }
+  if (flags.respPort !== undefined && app !== kvApp) {
+    console.error(
+      `cluster up: --resp-port serves the key-value store to Redis clients; the group runs ` +
+        `app ${app.name}`,
     );
     return 2;
   }
@@ -279,6 +302,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
         "--log-level",
         flags.logLevel,
         ...(flags.metrics === true ? ["--metrics-port", "0", "--metrics-host", flags.host] : []),
+        ...appArgs,
       ]);
       const process = new Deno.Command(command, {
         args,
@@ -324,7 +348,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
     await Deno.writeTextFile(flags.configOut, configText(addresses));
     const access = await loadAccess(await loadConfig(flags.configOut));
     for (const child of children) await child.stdin.write(encoder.encode(`${flags.configOut}\n`));
-    const rows = await waitUntilServing(addresses, access);
+    const rows = await waitUntilServing(addresses, access, children);
     console.log(renderTable(rows, children.map((child) => child.process.pid)));
     for (const child of flags.metrics === true ? children : []) {
       console.log(
@@ -494,7 +518,7 @@ async function clusterUp(flags: UpFlags): Promise<number> {
           return true;
         }
       };
-      await runSession(addresses, addresses[0]!, undefined, access, extra);
+      await runSession(addresses, addresses[0]!, undefined, access, extra, app);
       await stopAll();
       return 0;
     }
@@ -662,9 +686,16 @@ async function readPort(child: Child): Promise<number> {
   }
 }
 
-async function waitUntilServing(addresses: readonly string[], access: GroupAccess) {
+async function waitUntilServing(
+  addresses: readonly string[],
+  access: GroupAccess,
+  children: readonly Child[],
+) {
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (true) {
+    // A child that exited said why on stderr (which it shares with us): waiting is in vain.
+    const exited = children.find((child) => child.exited);
+    if (exited !== undefined) throw new Error(`replica ${exited.index} exited before serving`);
     const rows = await collectStatus(addresses, access);
     if (rows.every((row) => row.reachable && row.status === "normal")) return rows;
     if (Date.now() > deadline) {

@@ -7,10 +7,12 @@
 import { createInterface } from "node:readline/promises";
 import process from "node:process";
 import { Command } from "commander";
-import { decodeKvResult, encodeKvOperation, formatKvResult, type KvOperation } from "../app/kv.ts";
+import { type App, appTag, formatResult } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
 import { Client, ClientError } from "../client/client.ts";
 import { ConfigError, type GroupAccess, loadAccess, loadConfig } from "../config.ts";
-import { helpText, parseReplLine } from "./repl_parse.ts";
+import { appOption, withApp } from "./app_option.ts";
+import { appHelpText, parseAppLine } from "./repl_parse.ts";
 import { parseCount } from "./sim.ts";
 
 interface ReplFlags {
@@ -18,6 +20,7 @@ interface ReplFlags {
   port: number;
   id?: number;
   config?: string;
+  app?: string;
 }
 
 /** Lines of history kept in an interactive session. */
@@ -25,7 +28,9 @@ const HISTORY_LINES_MAX = 1000;
 
 export function replCommand(): Command {
   return new Command("repl")
-    .description("An interactive client: SET, GET, DEL, SIZE, help, QUIT.")
+    .description(
+      "An interactive client: SET, GET, DEL, SIZE, help, QUIT (or the commands of --app).",
+    )
     .option("--host <host>", "a replica to start from", "127.0.0.1")
     .option("--port <port>", "its port", parseCount("--port"), 14621)
     .option(
@@ -34,6 +39,7 @@ export function replCommand(): Command {
       parseCount("--id"),
     )
     .option("--config <file>", "start from every replica of this configuration file instead")
+    .addOption(appOption())
     .addHelpText(
       "after",
       `
@@ -47,11 +53,11 @@ Example:
 Scripted: printf 'SET a 1\\nGET a\\n' | vstamp repl --config c.yaml`,
     )
     .action(async (flags: ReplFlags) => {
-      Deno.exitCode = await runRepl(flags);
+      Deno.exitCode = await withApp(flags.app, (app) => runRepl(flags, app));
     });
 }
 
-async function runRepl(flags: ReplFlags): Promise<number> {
+async function runRepl(flags: ReplFlags, app: App): Promise<number> {
   let addresses: string[];
   let promptAddress: string;
   let access: GroupAccess;
@@ -73,7 +79,7 @@ async function runRepl(flags: ReplFlags): Promise<number> {
     }
     throw error;
   }
-  return await runSession(addresses, promptAddress, flags.id, access);
+  return await runSession(addresses, promptAddress, flags.id, access, undefined, app);
 }
 
 /** Connect to the group at `addresses` and read commands until QUIT or end of input. */
@@ -87,11 +93,13 @@ export async function runSession(
    * false to let the REPL run it.
    */
   extra?: ((line: string, client: Client) => Promise<boolean>) | undefined,
+  /** The app whose commands the REPL knows; the key-value store by default. */
+  app: App = kvApp,
 ): Promise<number> {
   const interactive = Deno.stdin.isTerminal();
   let client: Client;
   try {
-    client = await Client.connect({ addresses, clientId, ...access });
+    client = await Client.connect({ addresses, clientId, ...access, app: appTag(app) });
   } catch (error) {
     if (error instanceof ClientError) {
       console.error(`Could not connect to ${addresses.join(", ")}: ${error.message}`);
@@ -109,7 +117,9 @@ export async function runSession(
   try {
     if (interactive) {
       console.log(
-        `connected to a group of ${client.addresses.length} in epoch ${client.epoch} (client id ${client.clientId}); type help`,
+        `connected to a group of ${client.addresses.length} in epoch ${client.epoch} (client id ${client.clientId}, app ${
+          appTag(app)
+        }); type help`,
       );
       while (true) {
         let line: string;
@@ -119,12 +129,12 @@ export async function runSession(
           break; // Ctrl-D or Ctrl-C.
         }
         if (extra !== undefined && await extra(line, client)) continue;
-        if (!(await runLine(client, line))) break;
+        if (!(await runLine(client, app, line))) break;
       }
     } else {
       for await (const line of rl) {
         if (extra !== undefined && await extra(line, client)) continue;
-        if (!(await runLine(client, line))) break;
+        if (!(await runLine(client, app, line))) break;
       }
     }
   } finally {
@@ -135,37 +145,34 @@ export async function runSession(
 }
 
 /** Run one line; false when the session should end. */
-async function runLine(client: Client, line: string): Promise<boolean> {
-  const command = parseReplLine(line);
-  if ("error" in command) {
-    console.log(`(error) ${command.error}`);
+async function runLine(client: Client, app: App, line: string): Promise<boolean> {
+  const parsed = parseAppLine(line, app.commands);
+  if ("error" in parsed) {
+    console.log(`(error) ${parsed.error}`);
     return true;
   }
-  let operation: KvOperation;
-  switch (command.kind) {
+  switch (parsed.kind) {
     case "empty":
       return true;
     case "quit":
       return false;
     case "help":
-      console.log(helpText(command.topic));
+      console.log(appHelpText(app.commands, parsed.topic));
       return true;
-    case "set":
-      operation = { command: "SET", key: command.key, value: command.value };
-      break;
-    case "get":
-      operation = { command: "GET", key: command.key };
-      break;
-    case "del":
-      operation = { command: "DEL", key: command.key };
-      break;
-    case "size":
-      operation = { command: "SIZE" };
-      break;
+  }
+  const { command } = parsed;
+  let operation: Uint8Array | { readonly error: string };
+  try {
+    operation = command.encode(parsed.args, parsed.raw);
+  } catch (error) {
+    operation = { error: `${command.name}: ${error instanceof Error ? error.message : error}` };
+  }
+  if (!(operation instanceof Uint8Array)) {
+    console.log(`(error) ${operation.error}`);
+    return true;
   }
   try {
-    const result = await client.request(encodeKvOperation(operation));
-    console.log(formatKvResult(decodeKvResult(result)));
+    console.log(formatResult(command, await client.request(operation)));
   } catch (error) {
     if (!(error instanceof ClientError)) throw error;
     console.log(`(error) ${error.message}`);

@@ -322,7 +322,8 @@ function displayName(bytes: Uint8Array): string {
     : quoteBytes(bytes);
 }
 
-function wrongArguments(name: string): { readonly error: string } {
+/** The error a command gives for the wrong number of arguments, worded as redis does. */
+export function wrongArguments(name: string): { readonly error: string } {
   return { error: `ERR wrong number of arguments for '${name.toLowerCase()}' command` };
 }
 
@@ -363,36 +364,128 @@ export function parseReplLine(line: string): ReplCommand | { readonly error: str
 }
 
 /**
- * Help text: without a topic, every command with a one-line summary and the quoting rules; with a
- * command name (any case), its usage, description and example; with an unknown topic, an `ERR`
- * line pointing back at `help`.
+ * Help text for the key-value store's REPL: without a topic, every command with a one-line
+ * summary and the quoting rules; with a command name (any case), its usage, description and
+ * example; with an unknown topic, an `ERR` line pointing back at `help`. (`appHelpText` for the
+ * store's commands.)
  */
 export function helpText(topic?: string): string {
+  const commands = (["SET", "GET", "DEL", "SIZE"] as const).map((name) => ({
+    name,
+    ...kvCommandHelp(name),
+  }));
+  return appHelpText(commands, topic);
+}
+
+// ---------------------------------------------------------------- any app's commands
+
+/** What the REPL needs of an app's command to parse and describe it (see `AppCommand`). */
+export interface ReplAppCommand {
+  readonly name: string;
+  readonly usage: string;
+  readonly help: string;
+  readonly example?: string;
+}
+
+/** One line for an app's REPL: one of its commands with its arguments, or the REPL's own. */
+export type ReplAppLine<C extends ReplAppCommand> =
+  | {
+    readonly kind: "command";
+    readonly command: C;
+    /** The arguments as text (invalid UTF-8 replaced by U+FFFD). */
+    readonly args: readonly string[];
+    /** The same arguments as the bytes typed. */
+    readonly raw: readonly Uint8Array[];
+  }
+  | { readonly kind: "help"; readonly topic?: string }
+  | { readonly kind: "quit" }
+  | { readonly kind: "empty" };
+
+/**
+ * Parses one REPL line against an app's commands: tokenized as `tokenize` does, the first
+ * argument names the command (ASCII case-insensitive). HELP, QUIT and EXIT are the REPL's own.
+ */
+export function parseAppLine<C extends ReplAppCommand>(
+  line: string,
+  commands: readonly C[],
+): ReplAppLine<C> | { readonly error: string } {
+  const tokens = tokenize(line);
+  if ("error" in tokens) return tokens;
+  const [first, ...raw] = tokens;
+  if (first === undefined) return { kind: "empty" };
+  const typed = asciiUpper(first);
+  const name = own(COMMAND_ALIASES, typed) ?? typed;
+  if (name === "QUIT") return raw.length === 0 ? { kind: "quit" } : wrongArguments(typed);
+  if (name === "HELP") {
+    if (raw.length > 1) return wrongArguments(typed);
+    return raw[0] === undefined ? { kind: "help" } : {
+      kind: "help",
+      topic: UTF8_LENIENT.decode(raw[0]),
+    };
+  }
+  const command = commands.find((c) => c.name.toUpperCase() === name);
+  if (command === undefined) {
+    return {
+      error: `ERR unknown command '${displayName(first)}', type "help" for the list of commands`,
+    };
+  }
+  return { kind: "command", command, args: raw.map((arg) => UTF8_LENIENT.decode(arg)), raw };
+}
+
+/**
+ * Help for an app's REPL, in the form of `helpText`: without a topic, every command with the
+ * first line of its help, then HELP and QUIT and the quoting rules; with a command name, its
+ * usage, the rest of its help and its example.
+ */
+export function appHelpText(commands: readonly ReplAppCommand[], topic?: string): string {
+  const replOwn = (name: "HELP" | "QUIT"): ReplAppCommand => {
+    const help = COMMAND_HELP[name]!;
+    return { ...help, name, help: [help.summary, ...help.description].join("\n") };
+  };
+  const all: ReplAppCommand[] = [...commands, replOwn("HELP"), replOwn("QUIT")];
   if (topic === undefined) {
-    const width = Math.max(...REPL_COMMANDS.map((name) => COMMAND_HELP[name]!.usage.length));
-    const lines = REPL_COMMANDS.map((name) => {
-      const help = COMMAND_HELP[name]!;
-      return `  ${help.usage.padEnd(width)}  ${help.summary}`;
-    });
+    const width = Math.max(...all.map((c) => c.usage.length));
     return [
       "Commands (case-insensitive):",
-      ...lines,
+      ...all.map((c) => `  ${c.usage.padEnd(width)}  ${c.help.split("\n", 1)[0]}`),
       "",
-      'Arguments are separated by spaces; quote one that holds spaces: SET k "a b".',
+      'Arguments are separated by spaces; quote one that holds spaces: "a b".',
       'Inside double quotes, \\" \\\\ \\n \\r \\t and \\xHH (any byte) are escapes;',
       "inside single quotes everything is literal except \\'.",
       'Type "help <command>" for details.',
     ].join("\n");
   }
   const upper = topic.replace(/[a-z]/g, (c) => c.toUpperCase());
-  const help = own(COMMAND_HELP, own(COMMAND_ALIASES, upper) ?? upper);
-  if (help === undefined) {
+  const name = own(COMMAND_ALIASES, upper) ?? upper;
+  const command = all.find((c) => c.name.toUpperCase() === name);
+  if (command === undefined) {
     const shown = displayName(new TextEncoder().encode(topic));
     return `ERR unknown help topic '${shown}', type "help" for the list of commands`;
   }
+  const lines = command.help.split("\n");
+  const details = lines.length > 1 ? lines.slice(1) : lines;
   return [
-    help.usage,
-    ...help.description.map((line) => `  ${line}`),
-    `  Example: ${help.example}`,
+    command.usage,
+    ...details.map((line) => `  ${line}`),
+    ...(command.example === undefined ? [] : [`  Example: ${command.example}`]),
   ].join("\n");
+}
+
+/**
+ * The help and the number of arguments of the key-value store's commands, for its app module
+ * (`src/app/kv_app.ts`), so that `repl` and `repl --app kv` describe and check them alike.
+ */
+export function kvCommandHelp(name: "SET" | "GET" | "DEL" | "SIZE"): {
+  readonly usage: string;
+  readonly help: string;
+  readonly example: string;
+  readonly arity: number;
+} {
+  const help = COMMAND_HELP[name]!;
+  return {
+    usage: help.usage,
+    help: [help.summary, ...help.description].join("\n"),
+    example: help.example,
+    arity: ARITY[name]!.max,
+  };
 }

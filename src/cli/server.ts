@@ -4,7 +4,8 @@
  * @module
  */
 import { Command, InvalidArgumentError, Option } from "commander";
-import { KvStore } from "../app/kv.ts";
+import { type App, appTag, guardStateMachine } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
 import {
   checkReplicaIndex,
   CONFIG_PATH_DEFAULT,
@@ -20,6 +21,7 @@ import { ReplicaNode } from "../transport/node.ts";
 import { parseCount } from "./sim.ts";
 import { type MetricsServer, serveMetrics } from "../transport/metrics_http.ts";
 import { renderNodeMetrics } from "../metrics/node_metrics.ts";
+import { appOption, withApp } from "./app_option.ts";
 
 /** Where `--metrics-port` listens unless `--metrics-host` says otherwise: the page has no auth. */
 export const METRICS_HOST_DEFAULT = "127.0.0.1";
@@ -39,6 +41,7 @@ interface ServerFlags {
   join?: boolean;
   metricsPort?: number;
   metricsHost: string;
+  app?: string;
 }
 
 export function serverCommand(): Command {
@@ -65,6 +68,7 @@ export function serverCommand(): Command {
       new Option("--log-level <level>", "least severe log lines shown").choices(Object.keys(LEVELS))
         .default("info"),
     )
+    .addOption(appOption())
     .option(
       "--join",
       "a new replica for a running group: wait until `vstamp reconfigure` adds its address " +
@@ -105,7 +109,7 @@ Example (three terminals):
   vstamp server --index 2`,
     )
     .action(async (flags: ServerFlags) => {
-      Deno.exitCode = await runServer(flags);
+      Deno.exitCode = await withApp(flags.app, (app) => runServer(flags, app));
     });
 }
 
@@ -128,9 +132,18 @@ function parsePort(name: string): (value: string) => number {
   };
 }
 
-async function runServer(flags: ServerFlags): Promise<number> {
+/**
+ * The state machine a server runs for `app`: the key-value store as it is (it never throws),
+ * any other app behind the guard that turns a throw in `apply` into an error result.
+ */
+export function serverStateMachine(app: App) {
+  const machine = app.createStateMachine();
+  return app === kvApp ? machine : guardStateMachine(machine);
+}
+
+async function runServer(flags: ServerFlags, app: App): Promise<number> {
   const log = makeLogger(flags.logLevel, `r${flags.index}`);
-  if (flags.metricsPort === undefined) return await runReplica(flags, log, () => {});
+  if (flags.metricsPort === undefined) return await runReplica(flags, app, log, () => {});
   // The page is served from before the replica starts (a 503 until then), so that `cluster up`
   // learns its port with the replica's.
   let node: ReplicaNode | undefined;
@@ -157,7 +170,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
   log("info", `metrics on http://${host}:${metrics.port}/metrics`);
   if (flags.bind !== undefined) console.log(`metrics ${metrics.port}`);
   try {
-    return await runReplica(flags, log, (started) => node = started);
+    return await runReplica(flags, app, log, (started) => node = started);
   } finally {
     node = undefined;
     await metrics.close();
@@ -166,6 +179,7 @@ async function runServer(flags: ServerFlags): Promise<number> {
 
 async function runReplica(
   flags: ServerFlags,
+  app: App,
   log: ReturnType<typeof makeLogger>,
   onStarted: (node: ReplicaNode) => void,
 ): Promise<number> {
@@ -229,9 +243,8 @@ async function runReplica(
       sync: flags.sync,
       identity: identity.identity,
       tls,
-      // The status digest is computed from a snapshot when asked (ReplicaNode), so the store
-      // need not keep one up to date on every SET (about 0.7 us per replica per SET).
-      app: new KvStore({ incrementalDigest: false }),
+      app: serverStateMachine(app),
+      appTag: appTag(app),
       listener,
       log,
       debug: flags.logLevel === "debug",
@@ -273,7 +286,9 @@ async function runReplica(
     "info",
     r.replicaIndex < 0
       ? `waiting on ${node.address} to join a group (data in ${dataDir}, sync ${flags.sync})`
-      : `serving replica ${r.replicaIndex} of ${r.replicaCount} in epoch ${r.epoch} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
+      : `serving ${
+        appTag(app)
+      } as replica ${r.replicaIndex} of ${r.replicaCount} in epoch ${r.epoch} on ${node.address}, data in ${dataDir} (sync ${flags.sync}); ${r.status} in view ${r.viewNumber}, op ${r.opNumber}, commit ${r.commitNumber}`,
   );
   let stopWatchingStdin: (() => void) | undefined;
   let exitCode = 0;

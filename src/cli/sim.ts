@@ -7,6 +7,9 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import type { PlantedBug } from "../vr/replica.ts";
 import { runSimulation, type SimulationResult, type SimulationStats } from "../sim/simulator.ts";
 import { runSweep } from "../sim/sweep.ts";
+import { type App, appTag } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
+import { absoluteAppSpecifier, appOption, withApp } from "./app_option.ts";
 
 const PLANTED_BUGS: readonly PlantedBug[] = [
   "commit_with_too_few_prepare_oks",
@@ -48,6 +51,7 @@ interface SimFlags {
   trace?: boolean;
   plantedBug?: PlantedBug;
   trustDamagedLogs?: boolean;
+  app?: string;
 }
 
 export function simCommand(): Command {
@@ -69,6 +73,7 @@ export function simCommand(): Command {
         .choices(["swarm", "high"]).default("swarm"),
     )
     .option("--trace", "with --seed: print the trace even when the seed passes")
+    .addOption(appOption())
     .addOption(
       new Option("--planted-bug <bug>", "plant a known bug (to see the simulator catch it)")
         .choices(PLANTED_BUGS),
@@ -83,7 +88,9 @@ export function simCommand(): Command {
 Examples:
   vstamp sim --seeds 1000              a sweep from a random seed, one worker per core
   vstamp sim --seeds 200 --replicas 5  only 5-replica groups
-  vstamp sim --seed 4242               replay one seed; a failure prints its trace`,
+  vstamp sim --seed 4242               replay one seed; a failure prints its trace
+  vstamp sim --app examples/ledger.ts --seeds 500
+                                       the same faults, replicating the example ledger`,
     )
     .action(async (flags: SimFlags, command: Command) => {
       if ((flags.seed === undefined) === (flags.seeds === undefined)) {
@@ -92,16 +99,26 @@ Examples:
       if (flags.trustDamagedLogs === true && flags.seed === undefined) {
         command.error("error: --trust-damaged-logs needs --seed <n>", { exitCode: 2 });
       }
-      if (flags.seed !== undefined) {
-        Deno.exitCode = replay(flags);
-      } else {
-        Deno.exitCode = await sweep(flags);
-      }
+      Deno.exitCode = await withApp(flags.app, async (app) => {
+        if (app.workload === undefined) {
+          console.error(
+            `--app ${flags.app}: app ${appTag(app)} has no \`workload\`, which the simulator ` +
+              'needs to draw operations (see README, "Your own app")',
+          );
+          return 2;
+        }
+        if (app !== kvApp && (flags.plantedBug !== undefined || flags.trustDamagedLogs === true)) {
+          console.error("--planted-bug and --trust-damaged-logs run with the key-value store only");
+          return 2;
+        }
+        return flags.seed !== undefined ? replay(flags, app) : await sweep(flags, app);
+      });
     });
 }
 
-function replay(flags: SimFlags): number {
+function replay(flags: SimFlags, app: App): number {
   const result = runSimulation({
+    app: app === kvApp ? undefined : app,
     seed: flags.seed!,
     replicas: flags.replicas,
     plantedBug: flags.plantedBug,
@@ -122,13 +139,15 @@ function replay(flags: SimFlags): number {
   return 1;
 }
 
-async function sweep(flags: SimFlags): Promise<number> {
+async function sweep(flags: SimFlags, app: App): Promise<number> {
   const count = flags.seeds!;
   const from = flags.from ?? freshSeed();
   console.log(
     `sweep: seeds ${from}..${from + count - 1}${
       flags.replicas ? `, ${flags.replicas} replicas` : ""
-    }${flags.plantedBug ? `, planted bug ${flags.plantedBug}` : ""}`,
+    }${flags.plantedBug ? `, planted bug ${flags.plantedBug}` : ""}${
+      app === kvApp ? "" : `, app ${appTag(app)}`
+    }`,
   );
   let done = 0;
   const progressEvery = Math.max(1, Math.floor(count / 10));
@@ -139,6 +158,7 @@ async function sweep(flags: SimFlags): Promise<number> {
     plantedBug: flags.plantedBug,
     load: flags.load,
     jobs: flags.jobs,
+    app: app === kvApp ? undefined : absoluteAppSpecifier(flags.app!),
     onResult: (result: SimulationResult) => {
       done++;
       if (!result.ok) {
@@ -175,6 +195,7 @@ function replayFlags(flags: SimFlags): string {
   if (flags.replicas !== undefined) out += ` --replicas ${flags.replicas}`;
   if (flags.load === "high") out += " --load high";
   if (flags.plantedBug !== undefined) out += ` --planted-bug ${flags.plantedBug}`;
+  if (flags.app !== undefined) out += ` --app ${flags.app}`;
   return out;
 }
 

@@ -30,9 +30,11 @@ import type {
 
 /** Thrown when the group cannot be reached or does not answer in time. */
 export class ClientError extends Error {
+  /** "ClientError". */
   override name = "ClientError";
 }
 
+/** How `Client.connect` reaches the group. */
 export interface ClientOptions {
   /** One or more replica addresses to start from ("host:port"); the rest are located. */
   readonly addresses: readonly string[];
@@ -55,6 +57,11 @@ export interface ClientOptions {
   readonly identity?: ClusterIdentity | undefined;
   /** TLS to the group (its CA), when it uses TLS; for a client's own transport, as `identity`. */
   readonly tls?: TlsMaterial | undefined;
+  /**
+   * The app this client speaks (`name@version`, `appTag` in `src/app/app.ts`): a replica running
+   * another app refuses the connection, naming both. For a client's own transport, as `identity`.
+   */
+  readonly app?: string | undefined;
 }
 
 export const RETRY_MS_DEFAULT = 300;
@@ -77,7 +84,12 @@ interface Pending {
   readonly deadline: number;
 }
 
+/**
+ * A client of a group: sends one operation at a time to the primary, follows view changes and
+ * reconfigurations, and takes only the reply to the very operation it sent (see README).
+ */
 export class Client {
+  /** Its client id (§4.5). */
   readonly clientId: number;
   readonly #retryMs: number;
   readonly #deadlineMs: number;
@@ -101,7 +113,7 @@ export class Client {
     this.#addressKeys = addresses.map(formatAddress);
     this.#ownsTransport = options.transport === undefined;
     this.#transport = options.transport ??
-      new ClientTransport({ identity: options.identity, tls: options.tls });
+      new ClientTransport({ identity: options.identity, tls: options.tls, app: options.app });
     this.#transport.register(this.clientId, this);
   }
 
@@ -144,6 +156,7 @@ export class Client {
     return this.#viewNumber;
   }
 
+  /** The addresses of the group's replicas as it knows them now. */
   get addresses(): readonly string[] {
     return [...this.#addressKeys];
   }
@@ -205,6 +218,7 @@ export class Client {
     }
   }
 
+  /** Stop: a pending request fails, and its own transport (if it made one) closes. */
   close(): void {
     this.#closed = true;
     this.#transport.unregister(this.clientId);
@@ -330,6 +344,7 @@ export class Client {
    * client then uses. Rejects with a one-line reason if the group refuses it (an invalid
    * configuration, or another reconfiguration in progress) or does not answer in time.
    */
+  /** @ignore For `vstamp reconfigure`; not part of the library's API. */
   async reconfigure(addresses: readonly string[]): Promise<Configuration> {
     const epoch = this.#epoch;
     const requestNumber = this.#nextRequestNumber();
@@ -356,6 +371,7 @@ export class Client {
   }
 
   /**
+   * @ignore For `vstamp reconfigure`; not part of the library's API.
    * §7.3 Ask the group of this client's epoch to confirm it runs: the primary commits the check,
    * so its answer means a quorum of the group holds the state (the old machines may go).
    */
@@ -517,6 +533,7 @@ function randomClientId(): number {
 export class ClientTransport {
   readonly #identity: ClusterIdentity;
   readonly #tls: TlsMaterial | undefined;
+  readonly #app: string;
   readonly #connections = new Map<string, Connection>();
   /** Every open connection, those still in their handshake included: `close` closes them all. */
   readonly #open = new Set<Connection>();
@@ -530,18 +547,22 @@ export class ClientTransport {
 
   /**
    * `identity` is presented to every replica (by default none: a group without client auth);
-   * `tls` is how to reach a group that uses TLS.
+   * `tls` is how to reach a group that uses TLS; `app` the app its clients speak (see
+   * `ClientOptions.app`).
    */
   constructor(
     options: {
       readonly identity?: ClusterIdentity | undefined;
       readonly tls?: TlsMaterial | undefined;
+      readonly app?: string | undefined;
     } = {},
   ) {
     this.#identity = options.identity ?? { clusterId: "", key: undefined };
     this.#tls = options.tls;
+    this.#app = options.app ?? "";
   }
 
+  /** @ignore Called by `Client`: route replies for `clientId` to it. */
   register(clientId: number, client: Client): void {
     if (this.#clients.has(clientId)) {
       throw new ClientError(`client id ${clientId} is already in use on this transport`);
@@ -553,6 +574,7 @@ export class ClientTransport {
     }, TIMER_MS);
   }
 
+  /** @ignore Called by `Client.close`. */
   unregister(clientId: number): void {
     this.#clients.delete(clientId);
     if (this.#clients.size === 0 && this.#timer !== undefined) {
@@ -567,6 +589,7 @@ export class ClientTransport {
   }
 
   /**
+   * @ignore Called by `Client`.
    * Send a frame to a replica, connecting first if needed (frames wait meanwhile). `key` is
    * `formatAddress(address)`, which the caller keeps rather than rebuilding it per request.
    */
@@ -587,6 +610,7 @@ export class ClientTransport {
     queue.push(frame);
   }
 
+  /** Close every connection; the clients that share it can send no more. */
   close(): void {
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
@@ -616,7 +640,7 @@ export class ClientTransport {
       frameBodyBytesMax: HANDSHAKE_BODY_BYTES_MAX,
       readPauseBytes: Infinity,
     });
-    const handshake = new ConnectorHandshake(this.#identity, "client", 0);
+    const handshake = new ConnectorHandshake(this.#identity, "client", 0, undefined, this.#app);
     connection.send(handshake.hello);
     this.#open.add(connection);
     const usable = () => {

@@ -17,6 +17,7 @@ import { Client, ClientError, type ClientOptions } from "./client.ts";
 
 /** The store answered with an error result (a malformed or oversized operation). */
 export class KvError extends ClientError {
+  /** "KvError". */
   override name = "KvError";
 }
 
@@ -35,6 +36,7 @@ function bytesOf(value: KvBytes): Uint8Array {
   return typeof value === "string" ? encoder.encode(value) : value;
 }
 
+/** A client of the key-value store: `get`, `getString`, `set`, `del`, `size`. */
 export class KvClient {
   /** The underlying protocol client (its id, the view it believes current). */
   readonly client: Client;
@@ -118,6 +120,7 @@ export class KvClient {
     return results;
   }
 
+  /** Close the underlying client. */
   close(): void {
     this.client.close();
   }

@@ -29,12 +29,15 @@ export interface KvSession {
   batch(operations: readonly KvOperation[]): Promise<KvResult[]>;
 }
 
+/** Where a RESP gateway listens, the group it serves, and its limits. */
 export interface GatewayOptions {
   /** Replica addresses to locate the group from ("host:port"). */
   readonly addresses: readonly string[];
+  /** The group's cluster id and secret, as `loadAccess` reads them from its configuration. */
   readonly access: GroupAccess;
-  /** Address to listen on (default 127.0.0.1) and port (0: any free one). */
+  /** Address to listen on (default 127.0.0.1). */
   readonly host?: string | undefined;
+  /** Port to listen on (0: any free one; `RespGateway.port` tells which). */
   readonly port: number;
   /** Client sessions (client ids) at most; more concurrent commands wait for one. */
   readonly sessionsMax?: number | undefined;
@@ -535,6 +538,10 @@ export class SessionPool {
 
 // ---- The server ----
 
+/**
+ * A RESP2 (Redis protocol) server in front of a group running the key-value store: every command
+ * goes through the client library, so answers are linearizable and survive a failover.
+ */
 export class RespGateway {
   readonly #listener: Deno.TcpListener;
   readonly #pool: SessionPool;
@@ -567,6 +574,7 @@ export class RespGateway {
     return (this.#listener.addr as Deno.NetAddr).port;
   }
 
+  /** Stop listening, close every Redis connection and the group's client sessions. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

@@ -13,6 +13,8 @@ export interface SweepOptions {
   readonly replicas?: 1 | 3 | 5 | undefined;
   readonly plantedBug?: PlantedBug | undefined;
   readonly load?: "swarm" | "high" | undefined;
+  /** Another app than the key-value store: its module's absolute path or URL (see `loadApp`). */
+  readonly app?: string | undefined;
   /** Number of workers; defaults to the number of cores. */
   readonly jobs?: number | undefined;
   /** Called as each seed finishes (in completion order). */
@@ -66,6 +68,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepSummary> {
           replicas: options.replicas,
           plantedBug: options.plantedBug,
           load: options.load,
+          app: options.app,
         };
         next += job.seeds.length;
         worker.postMessage(job);

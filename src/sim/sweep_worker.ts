@@ -6,6 +6,7 @@
  */
 /// <reference lib="deno.worker" />
 import type { PlantedBug } from "../vr/replica.ts";
+import { type App, loadApp } from "../app/app.ts";
 import { runSimulation } from "./simulator.ts";
 
 export interface SweepJob {
@@ -13,16 +14,23 @@ export interface SweepJob {
   readonly replicas?: 1 | 3 | 5 | undefined;
   readonly plantedBug?: PlantedBug | undefined;
   readonly load?: "swarm" | "high" | undefined;
+  /** Another app than the key-value store: its module's absolute path or URL, loaded here. */
+  readonly app?: string | undefined;
 }
 
-self.onmessage = (event: MessageEvent<SweepJob>) => {
+/** The app of the jobs, loaded by the first job that names it (the module's state is its own). */
+let loaded: Promise<App> | undefined;
+
+self.onmessage = async (event: MessageEvent<SweepJob>) => {
   const job = event.data;
+  const app = job.app === undefined ? undefined : await (loaded ??= loadApp(job.app));
   for (const seed of job.seeds) {
     const result = runSimulation({
       seed,
       replicas: job.replicas,
       plantedBug: job.plantedBug,
       load: job.load,
+      app,
     });
     self.postMessage(result);
   }

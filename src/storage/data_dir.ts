@@ -219,6 +219,12 @@ const MEMBERSHIP_TMP_FILE = "membership.tmp";
  */
 export const REPLICA_ID_FILE = "replica.id";
 const REPLICA_ID_TMP_FILE = "replica.id.tmp";
+/**
+ * The app whose state the directory holds (`name@version`, see `src/app/app.ts`): a replica
+ * started with another `--app` would replay this log into a machine that cannot read it.
+ */
+export const APP_FILE = "app.id";
+const APP_TMP_FILE = "app.id.tmp";
 
 /** A problem with the files of a data directory; the message names the file. */
 export class DataDirError extends Error {
@@ -1845,9 +1851,35 @@ export class DataDir {
 
   /** §7 Record the replica id (`REPLICA_ID_FILE`): a temporary file, synced, renamed over it. */
   async writeReplicaId(id: number): Promise<void> {
-    const tmpPath = `${this.#path}/${REPLICA_ID_TMP_FILE}`;
+    await this.#replaceFile(REPLICA_ID_FILE, REPLICA_ID_TMP_FILE, `${id}\n`, "the replica id");
+  }
+
+  /** The app recorded in the directory (`APP_FILE`), or undefined if none was. */
+  async readApp(): Promise<string | undefined> {
+    const path = `${this.#path}/${APP_FILE}`;
+    let text: string;
     try {
-      await Deno.writeTextFile(tmpPath, `${id}\n`);
+      text = await Deno.readTextFile(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw new DataDirError(`${path}: cannot read it (${describe(error)})`);
+    }
+    if (!/^[\x21-\x7e]{1,100}\n?$/.test(text)) {
+      throw new DataDirError(`${path}: not an app name: ${JSON.stringify(text.slice(0, 40))}`);
+    }
+    return text.trim();
+  }
+
+  /** Record the app (`APP_FILE`), as `writeReplicaId` records the id. */
+  async writeApp(tag: string): Promise<void> {
+    await this.#replaceFile(APP_FILE, APP_TMP_FILE, `${tag}\n`, "the app");
+  }
+
+  /** Replace file `name` by `text`: written to `tmpName`, synced, renamed over it. */
+  async #replaceFile(name: string, tmpName: string, text: string, what: string): Promise<void> {
+    const tmpPath = `${this.#path}/${tmpName}`;
+    try {
+      await Deno.writeTextFile(tmpPath, text);
       if (this.#sync) {
         const file = await Deno.open(tmpPath, { read: true, write: true });
         try {
@@ -1856,10 +1888,10 @@ export class DataDir {
           file.close();
         }
       }
-      await Deno.rename(tmpPath, `${this.#path}/${REPLICA_ID_FILE}`);
+      await Deno.rename(tmpPath, `${this.#path}/${name}`);
       if (this.#sync) await syncDirectory(this.#path);
     } catch (error) {
-      throw new DataDirError(`${tmpPath}: cannot record the replica id (${describe(error)})`);
+      throw new DataDirError(`${tmpPath}: cannot record ${what} (${describe(error)})`);
     }
   }
 

@@ -7,7 +7,8 @@
  * only after the link proved, both ways, that each end holds the secret of the same cluster id:
  *
  * ```text
- * connector → acceptor  hello      "vstp", version, role, index, target, flags, cluster id, nonce C
+ * connector → acceptor  hello      "vstp", version, role, index, target, flags, cluster id, nonce C,
+ *                                   [app]
  * acceptor  → connector challenge  "vsth", 1, nonce A, HMAC(secret, "acceptor", id, role, index,
  *                                   target, C, A)
  * connector → acceptor  proof      "vsth", 3, HMAC(secret, "connector", id, role, index, target,
@@ -25,6 +26,12 @@
  * Clients (and `vstamp status`) authenticate the same way when they hold the secret or when the
  * group requires it (`require_client_auth`); otherwise a client's hello is accepted at once, so a
  * client costs no extra round trip.
+ *
+ * The hello may end with the app the connector runs or speaks (`name@version`, one length byte
+ * and the bytes; see `src/app/app.ts`): an acceptor that knows its own app refuses a peer or a
+ * client that names another one, so that replicas of different services never form a group and a
+ * REPL for one service is not pointed at another. A hello without it (a status query, a tool)
+ * is accepted.
  *
  * Handshake frames start with the bytes "vsth"; a message body is a msgpack array, whose first
  * byte is never 0x76 ('v'), so a connector can tell a refusal from a message at any time.
@@ -53,6 +60,8 @@ export const HANDSHAKE_BODY_BYTES_MAX = 512;
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
 /** The shortest secret accepted, in bytes: 128 bits. */
 export const SECRET_BYTES_MIN = 16;
+/** The longest app tag (`name@version`) a hello carries, in bytes. */
+export const APP_TAG_BYTES_MAX = 100;
 /** The longest reason a refusal carries, in bytes. */
 const REASON_BYTES_MAX = 400;
 
@@ -91,6 +100,8 @@ export interface Hello {
   readonly authenticate: boolean;
   /** The connector's nonce, `NONCE_BYTES` random bytes. */
   readonly nonce: Uint8Array;
+  /** The app the connector runs or speaks (`name@version`); "" or absent when it does not say. */
+  readonly app?: string | undefined;
 }
 
 /** A frame of the handshake after the hello. */
@@ -101,6 +112,7 @@ export type HandshakeFrame =
 
 /** The identity a process presents and checks: its cluster id and, if any, the secret's key. */
 export interface ClusterIdentity {
+  /** The group's name (`cluster_id` in the configuration). */
   readonly clusterId: string;
   /** The HMAC key made from the cluster secret; undefined when the group has no secret. */
   readonly key: CryptoKey | undefined;
@@ -139,7 +151,9 @@ export function newNonce(): Uint8Array {
 
 export function encodeHello(hello: Hello): Uint8Array {
   const id = encoder.encode(hello.clusterId);
-  const out = new Uint8Array(HELLO_FIXED_BYTES + id.length + NONCE_BYTES);
+  const app = encoder.encode(hello.app ?? "").subarray(0, APP_TAG_BYTES_MAX);
+  const appBytes = app.length === 0 ? 0 : 1 + app.length;
+  const out = new Uint8Array(HELLO_FIXED_BYTES + id.length + NONCE_BYTES + appBytes);
   out.set(HELLO_MAGIC, 0);
   out[4] = HELLO_VERSION;
   out[5] = ROLE_CODES[hello.role];
@@ -152,6 +166,10 @@ export function encodeHello(hello: Hello): Uint8Array {
   out[11] = id.length;
   out.set(id, HELLO_FIXED_BYTES);
   out.set(hello.nonce, HELLO_FIXED_BYTES + id.length);
+  if (appBytes > 0) {
+    out[HELLO_FIXED_BYTES + id.length + NONCE_BYTES] = app.length;
+    out.set(app, HELLO_FIXED_BYTES + id.length + NONCE_BYTES + 1);
+  }
   return out;
 }
 
@@ -175,8 +193,25 @@ export function decodeHello(body: Uint8Array): Hello | { readonly error: string 
   if (idLength > CLUSTER_ID_BYTES_MAX) {
     return { error: `hello: cluster id of ${idLength} bytes exceeds ${CLUSTER_ID_BYTES_MAX}` };
   }
-  if (body.length !== HELLO_FIXED_BYTES + idLength + NONCE_BYTES) {
-    return { error: `hello: ${body.length} bytes, expected ${HELLO_FIXED_BYTES + idLength + 16}` };
+  const appAt = HELLO_FIXED_BYTES + idLength + NONCE_BYTES;
+  const appLength = body[appAt] ?? 0;
+  if (
+    body.length !== appAt &&
+    (appLength === 0 || appLength > APP_TAG_BYTES_MAX || body.length !== appAt + 1 + appLength)
+  ) {
+    return {
+      error: `hello: ${body.length} bytes, expected ${appAt}, or ${appAt + 1} and an app tag ` +
+        `of 1 to ${APP_TAG_BYTES_MAX} bytes`,
+    };
+  }
+  let app = "";
+  if (body.length > appAt) {
+    try {
+      app = decoder.decode(body.subarray(appAt + 1));
+    } catch {
+      return { error: "hello: the app tag is not UTF-8" };
+    }
+    if (!/^[\x21-\x7e]+$/.test(app)) return { error: "hello: the app tag is not printable ASCII" };
   }
   let clusterId: string;
   try {
@@ -192,7 +227,8 @@ export function decodeHello(body: Uint8Array): Hello | { readonly error: string 
     target: (body[8]! << 8) | body[9]!,
     clusterId,
     authenticate: (flags & FLAG_AUTHENTICATE) !== 0,
-    nonce: body.slice(HELLO_FIXED_BYTES + idLength),
+    nonce: body.slice(HELLO_FIXED_BYTES + idLength, appAt),
+    app,
   };
 }
 
@@ -307,8 +343,17 @@ export class ConnectorHandshake {
   readonly #hello: Hello;
   #ready: boolean;
 
-  /** `target`: the replica this connection means to reach, if known (a replica link). */
-  constructor(identity: ClusterIdentity, role: Role, index: number, target = TARGET_ANY) {
+  /**
+   * `target`: the replica this connection means to reach, if known (a replica link). `app`: the
+   * app this end runs or speaks (`name@version`), for the acceptor to check; "" says nothing.
+   */
+  constructor(
+    identity: ClusterIdentity,
+    role: Role,
+    index: number,
+    target: number = TARGET_ANY,
+    app: string = "",
+  ) {
     this.#identity = identity;
     this.#hello = {
       role,
@@ -317,6 +362,7 @@ export class ConnectorHandshake {
       clusterId: identity.clusterId,
       authenticate: identity.key !== undefined,
       nonce: newNonce(),
+      app,
     };
     // Without a secret there is nothing to prove: messages may follow the hello at once.
     this.#ready = identity.key === undefined;
@@ -383,6 +429,8 @@ export interface AcceptorOptions {
   /** Replica indexes must be below this, and not `selfIndex`. */
   readonly replicaCount: number;
   readonly selfIndex: number;
+  /** The app this replica runs (`name@version`): a hello naming another one is refused. */
+  readonly app?: string | undefined;
 }
 
 /** What to do after a hello: refuse, accept at once, or send a challenge and wait for a proof. */
@@ -429,6 +477,14 @@ export class AcceptorHandshake {
       return {
         hello,
         refuse: `cluster id "${hello.clusterId}" is not this group's "${identity.clusterId}"`,
+      };
+    }
+    const app = this.#options.app ?? "";
+    if (app !== "" && hello.app !== undefined && hello.app !== "" && hello.app !== app) {
+      return {
+        hello,
+        refuse: `the ${hello.role} runs app ${hello.app}, this replica runs ${app} ` +
+          "(every replica of a group, and its clients, must use the same --app)",
       };
     }
     const key = identity.key;

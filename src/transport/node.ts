@@ -175,7 +175,9 @@ const EARLY_BYTES_HELD_MAX = 1024 * 1024;
 export const RECONNECT_MS_MIN = 20;
 export const RECONNECT_MS_MAX = 1000;
 
+/** What `ReplicaNode.start` runs: one replica of the group in `config`. */
 export interface NodeOptions {
+  /** The group: its addresses, cluster id, limits (see `loadConfig`). */
   readonly config: ServerConfig;
   /**
    * The cluster id and secret this replica presents and requires (see `loadIdentity`); by
@@ -184,15 +186,26 @@ export interface NodeOptions {
   readonly identity?: ClusterIdentity | undefined;
   /** TLS for every connection (`tls.ts`); plain TCP when undefined. */
   readonly tls?: TlsMaterial | undefined;
-  /** Lower limits for tests; the defaults otherwise. */
+  /** @ignore Lower limits for tests; the defaults otherwise. */
   readonly connectionLimits?: Partial<ConnectionLimits> | undefined;
+  /** Which address of `config` this replica is (its index in the configuration). */
   readonly index: number;
+  /** Where it keeps its superblock, log and checkpoints (made if missing). */
   readonly dataDir: string;
+  /** "fsync" (the default): durable before acknowledging; "none": survives a killed process. */
   readonly sync?: "fsync" | "none" | undefined;
+  /** The state machine it replicates (put an app's behind `guardStateMachine`). */
   readonly app: StateMachine;
+  /**
+   * The app the state machine belongs to, as `name@version` (`appTag` in `src/app/app.ts`):
+   * peers and clients that name another app in their hello are refused. Undefined: unchecked.
+   */
+  readonly appTag?: string | undefined;
   /** A listener already bound to this replica's address (used by `cluster up`). */
   readonly listener?: Deno.Listener | undefined;
+  /** Where its log lines go, one line each. */
   readonly log: (level: LogLevel | "error", text: string) => void;
+  /** Log the core's debug lines too. */
   readonly debug?: boolean | undefined;
   /**
    * Told once when the node cannot go on: a disk write failed for a reason other than a full
@@ -200,11 +213,11 @@ export interface NodeOptions {
    * exits (see `vstamp server`).
    */
   readonly onFatal?: ((error: unknown) => void) | undefined;
-  /** For tests: faults to inject into the data directory's writes (`DataDirOptions`). */
+  /** @ignore For tests: faults to inject into the data directory's writes (`DataDirOptions`). */
   readonly injectFault?: DataDirOptions["injectFault"];
-  /** For tests: the core's limits (checkpoint intervals, say), the defaults otherwise. */
+  /** @ignore For tests: the core's limits (checkpoint intervals, say), the defaults otherwise. */
   readonly limits?: Partial<Limits> | undefined;
-  /** For tests: the size of a log segment (`DataDirOptions.logSegmentBytes`). */
+  /** @ignore For tests: the size of a log segment (`DataDirOptions.logSegmentBytes`). */
   readonly logSegmentBytes?: number | undefined;
   /**
    * §7 A new process joining a group: it waits for a StartEpoch naming its address
@@ -225,24 +238,38 @@ export interface NodeOptions {
 export interface ReplicaStatus {
   /** The replica's member id (its index in the configuration of epoch 0; -1 before it joined). */
   readonly index: number;
+  /** The address it serves on. */
   readonly address: string;
   /** §7 The epoch, and the addresses of its members. */
   readonly epoch: number;
+  /** §7 The addresses of the epoch's members. */
   readonly members: readonly string[];
+  /** normal, view-change, recovering, transferring, ... */
   readonly status: string;
+  /** The view it is in. */
   readonly viewNumber: number;
+  /** Whether it is the primary of that view. */
   readonly role: "primary" | "backup";
+  /** The op-number of the last entry in its log. */
   readonly opNumber: number;
+  /** The op-number of the last committed entry it knows. */
   readonly commitNumber: number;
+  /** The last view in which it was normal. */
   readonly lastNormalView: number;
+  /** Clients in its client table. */
   readonly clients: number;
+  /** Seconds since its process started. */
   readonly uptimeSeconds: number;
+  /** Its process id. */
   readonly pid: number;
   /** §5.1 The op-number of the newest durable checkpoint, 0 if none. */
   readonly checkpointOpNumber: number;
   /** The op-number of the first log entry on disk: entries before it left with a checkpoint. */
   readonly logStartOpNumber: number;
-  /** Counters since the process started: how well messages and disk writes are batched. */
+  /**
+   * @ignore Counters since the process started: how well messages and disk writes are batched
+   * (for `vstamp bench`).
+   */
   readonly counters: NodeCounters;
   /**
    * A digest of the state machine's state after executing every op up to `commitNumber` (the
@@ -306,7 +333,13 @@ export interface NodeMetrics {
   readonly latency: LatencyTracker;
 }
 
+/**
+ * One replica of a group in this process: it drives the pure protocol core (`src/vr/`) with the
+ * network, a clock and its data directory. Start it with `ReplicaNode.start`, stop it with
+ * `close`.
+ */
 export class ReplicaNode {
+  /** @ignore The protocol core it drives, for vstamp's own CLI and tests. */
   readonly replica: Replica;
   readonly #options: NodeOptions;
   readonly #listener: Deno.Listener;
@@ -391,6 +424,11 @@ export class ReplicaNode {
     this.#commitNumberAtStart = replica.commitNumber;
   }
 
+  /**
+   * Open the data directory (restoring the newest checkpoint and replaying the log), listen on
+   * the replica's address, and start serving. Throws if the data directory cannot be used or
+   * the address is taken.
+   */
   static async start(options: NodeOptions): Promise<ReplicaNode> {
     const { config, index } = options;
     const address = config.addresses[index]!;
@@ -407,6 +445,17 @@ export class ReplicaNode {
     let listener: Deno.Listener;
     const selfAddress = config.addressTexts[index]!;
     try {
+      // The log and checkpoints are operations and state of one app: another cannot read them.
+      if (options.appTag !== undefined) {
+        const app = await opened.dataDir.readApp();
+        if (app !== undefined && app !== options.appTag) {
+          throw new Error(
+            `${options.dataDir} holds the state of app ${app}, not ${options.appTag}: ` +
+              "a wrong --app, or another group's data directory",
+          );
+        }
+        if (app === undefined) await opened.dataDir.writeApp(options.appTag);
+      }
       durable = await ReplicaNode.#restoreCheckpoint(options, opened.dataDir, opened.state);
       // The membership persisted, else that of the checkpoint installed (a crash can come
       // between installing a checkpoint of a later epoch and persisting its membership).
@@ -564,6 +613,7 @@ export class ReplicaNode {
     return { ...state, checkpoint: restored, logStartOpNumber: logStart };
   }
 
+  /** The address it serves on ("host:port"). */
   get address(): string {
     return this.replica.address;
   }
@@ -594,6 +644,7 @@ export class ReplicaNode {
       this.#identity,
       this.#options.tls,
       this.#options.log,
+      this.#options.appTag ?? "",
     );
     this.#peers.set(id, link);
     return link;
@@ -655,7 +706,10 @@ export class ReplicaNode {
     };
   }
 
-  /** The numbers `/metrics` shows: plain reads of counters, cheap enough for any scrape rate. */
+  /**
+   * @ignore The numbers `/metrics` shows (`server --metrics-port`): plain reads of counters,
+   * cheap enough for any scrape rate.
+   */
   metrics(): NodeMetrics {
     const r = this.replica;
     const protocol = r.protocolStats;
@@ -697,6 +751,7 @@ export class ReplicaNode {
     };
   }
 
+  /** @ignore What the process did since it started (for `vstamp bench`). */
   counters(): NodeCounters {
     const cpu = process.cpuUsage();
     return {
@@ -710,6 +765,7 @@ export class ReplicaNode {
     };
   }
 
+  /** Stop serving: close every connection, the listener and the data directory. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -786,6 +842,7 @@ export class ReplicaNode {
       requireClientAuth: config.requireClientAuth,
       replicaCount,
       selfIndex: this.replica.replicaIndex,
+      app: this.#options.appTag,
     });
     let state: "hello" | "challenged" | "verifying" | "ready" = "hello";
     let role: Role | undefined;
@@ -1488,6 +1545,7 @@ class PeerLink {
     readonly identity: ClusterIdentity,
     readonly tls: TlsMaterial | undefined,
     readonly log: (level: LogLevel | "error", text: string) => void,
+    readonly appTag: string = "",
   ) {
     if (enabled) this.#connect();
   }
@@ -1553,6 +1611,7 @@ class PeerLink {
         "replica",
         this.selfIndex,
         this.peerIndex,
+        this.appTag,
       );
       const where = `${this.address.host}:${this.address.port}`;
       this.#handshaking = connection;

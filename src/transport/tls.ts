@@ -11,6 +11,7 @@
 export interface TlsMaterial {
   /** PEM certificate chain and key of this replica (replicas only). */
   readonly cert?: string | undefined;
+  /** The PEM private key of `cert`. */
   readonly key?: string | undefined;
   /** PEM certificates of the CA that signed the replicas' certificates. */
   readonly caCerts: readonly string[];

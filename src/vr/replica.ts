@@ -230,6 +230,7 @@ export type PlantedBug =
   | "recovery_forgets_persisted_view"
   | "adopt_newer_view_before_its_state";
 
+/** How severe a log line is (the node adds "error" for its own). */
 export type LogLevel = "debug" | "info" | "warn";
 
 export interface ReplicaOptions {
