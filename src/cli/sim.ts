@@ -201,7 +201,7 @@ function replayFlags(flags: SimFlags): string {
 
 export function describeStats(t: SimulationStats): string {
   return `exercised: ${t.opsCommitted} ops committed, ${t.requestsCompleted} requests completed ` +
-    `(${t.readsWithoutLog} reads answered without the log), ` +
+    `(${t.readsWithoutLog} reads answered without the log, ${t.batchesCompleted} batches), ` +
     `${t.viewChanges} view changes, ${t.recoveries} recoveries, ${t.restartsFromDisk} restarts from disk, ` +
     `${t.stateTransfers} state transfers, ${t.spareSwaps} spare swaps, ${t.crashes} crashes, ${t.partitions} partitions, ` +
     `${t.clientRestarts} client restarts, ${t.rejectedEvicted} evicted and ${t.rejectedConflict} conflicting requests rejected, ` +

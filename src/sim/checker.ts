@@ -18,7 +18,14 @@
  * @module
  */
 import { GROUP_CLIENT_ID } from "../vr/membership.ts";
-import { decodeKvOperation, encodeKvResult, KvStore } from "../app/kv.ts";
+import {
+  decodeKvBatch,
+  decodeKvBatchResult,
+  decodeKvOperation,
+  encodeKvResult,
+  type KvOperation,
+  KvStore,
+} from "../app/kv.ts";
 import { bytesEqual } from "../lib/bytes.ts";
 import { crc32c } from "../lib/crc32c.ts";
 import { LIMITS_DEFAULT } from "../vr/constants.ts";
@@ -328,12 +335,14 @@ export class Checker {
       this.#clientTableDigests.push(this.#clientTable.digest());
       const decoded = this.#kv === undefined
         ? { error: "not the key-value store" }
-        : decodeKvOperation(entry.operation);
-      if (!("error" in decoded) && (decoded.command === "SET" || decoded.command === "DEL")) {
-        const key = keyString(decoded.key);
+        : kvOperations(entry.operation);
+      for (const operation of "error" in decoded ? [] : decoded) {
+        if (operation.command !== "SET" && operation.command !== "DEL") continue;
+        // A batch's writes in its order: the last one of a key is the one its op-number leaves.
+        const key = keyString(operation.key);
         let writes = this.#keyWrites.get(key);
         if (writes === undefined) this.#keyWrites.set(key, writes = []);
-        writes.push({ op, value: decoded.command === "SET" ? decoded.value : null });
+        writes.push({ op, value: operation.command === "SET" ? operation.value : null });
       }
     }
     const digest = this.#digests[replica.commitNumber];
@@ -368,8 +377,11 @@ export class Checker {
     // the log is then a reply to nothing committed.
     const decoded = this.#kv === undefined
       ? { error: "not the key-value store" }
-      : decodeKvOperation(sent.operation);
-    if ("error" in decoded || (decoded.command !== "GET" && decoded.command !== "SIZE")) {
+      : kvOperations(sent.operation);
+    if (
+      "error" in decoded ||
+      decoded.some((operation) => operation.command !== "GET" && operation.command !== "SIZE")
+    ) {
       throw new InvariantViolation(`${name} for an uncommitted request`);
     }
     if (reply.opNumber > this.#committed.length) {
@@ -384,11 +396,11 @@ export class Checker {
           `committed before it was sent`,
       );
     }
-    let expected: Uint8Array;
-    if (decoded.command === "SIZE") {
-      expected = encodeKvResult({ kind: "integer", value: this.#sizes[reply.opNumber]! });
-    } else {
-      const writes = this.#keyWrites.get(keyString(decoded.key)) ?? [];
+    const expected = decoded.map((operation) => {
+      if (operation.command !== "GET") {
+        return encodeKvResult({ kind: "integer", value: this.#sizes[reply.opNumber]! });
+      }
+      const writes = this.#keyWrites.get(keyString(operation.key)) ?? [];
       let value: Uint8Array | null = null;
       for (let index = writes.length - 1; index >= 0; index--) {
         if (writes[index]!.op <= reply.opNumber) {
@@ -396,9 +408,19 @@ export class Checker {
           break;
         }
       }
-      expected = encodeKvResult(value === null ? { kind: "nil" } : { kind: "bytes", value });
+      return encodeKvResult(value === null ? { kind: "nil" } : { kind: "bytes", value });
+    });
+    let answered: Uint8Array[];
+    if (decodeKvBatch(sent.operation) === undefined) {
+      answered = [reply.result];
+    } else {
+      const results = decodeKvBatchResult(reply.result);
+      answered = Array.isArray(results) ? results.map(encodeKvResult) : [];
     }
-    if (!bytesEqual(expected, reply.result)) {
+    if (
+      answered.length !== expected.length ||
+      answered.some((result, index) => !bytesEqual(expected[index]!, result))
+    ) {
       throw new InvariantViolation(
         `${name}: the read differs from the model's at op ${reply.opNumber}`,
       );
@@ -409,6 +431,23 @@ export class Checker {
   #fail(index: number, cause: string, text: string): never {
     throw new InvariantViolation(`r${index} after ${cause}: ${text}`);
   }
+}
+
+/** The key-value operations of `bytes`: one, or a BATCH's in its order. */
+function kvOperations(bytes: Uint8Array): KvOperation[] | { readonly error: string } {
+  const batch = decodeKvBatch(bytes);
+  if (batch === undefined) {
+    const operation = decodeKvOperation(bytes);
+    return "error" in operation ? operation : [operation];
+  }
+  if ("error" in batch) return batch;
+  const operations: KvOperation[] = [];
+  for (const encoded of batch) {
+    const operation = decodeKvOperation(encoded);
+    if ("error" in operation) return operation;
+    operations.push(operation);
+  }
+  return operations;
 }
 
 function operationKey(clientId: number, requestNumber: number, checksum: number): string {

@@ -14,7 +14,15 @@
  * @module
  */
 import { sha256 } from "../lib/sha256.ts";
-import { decodeKvResult, encodeKvOperation, KvStore } from "../app/kv.ts";
+import {
+  decodeKvBatchResult,
+  decodeKvResult,
+  encodeKvBatch,
+  encodeKvOperation,
+  type KvOperation,
+  type KvResult,
+  KvStore,
+} from "../app/kv.ts";
 import { type App, guardStateMachine } from "../app/app.ts";
 import type { StateMachine } from "../app/state_machine.ts";
 import { crc32c } from "../lib/crc32c.ts";
@@ -121,6 +129,12 @@ export interface SwarmParameters {
   readonly sizeProbability: number;
   /** The share of SETs with a large value (`LARGE_VALUE_BYTES`), to reach the byte limits. */
   readonly largeValueProbability: number;
+  /**
+   * The share of operations that are a BATCH of 2 to 4 GETs, SETs and DELs of distinct keys (what
+   * the RESP gateway sends for a pipeline): one request, executed in order; each of its operations
+   * is in the history on its own key, with the batch's call and return times.
+   */
+  readonly batchProbability: number;
   /**
    * On a crash that keeps the writes in flight, the probability that the last log write among
    * them is torn (partly written: the data directory cuts the bad last record), so that it and
@@ -265,6 +279,8 @@ export interface SimulationStats {
   opsCommitted: number;
   /** Client requests answered (and checked against the model). */
   requestsCompleted: number;
+  /** Of them, BATCHes (`batchProbability`). */
+  batchesCompleted: number;
   /** Reads the primary answered without the log (§6.3), each checked against the model. */
   readsWithoutLog: number;
   /** §4.2 Views a replica started. */
@@ -333,6 +349,7 @@ export function emptyStats(): SimulationStats {
     events: 0,
     opsCommitted: 0,
     requestsCompleted: 0,
+    batchesCompleted: 0,
     readsWithoutLog: 0,
     viewChanges: 0,
     recoveries: 0,
@@ -483,6 +500,8 @@ export function drawParameters(
     ),
     // Drawn last, so that the draws before are as they were.
     reconfigurations: drawReconfigurations(prng, replicaCount, options),
+    // Drawn last: a seed that draws 0 runs as it did before batches existed.
+    batchProbability: prng.pick([0, 0.1, 0.3]),
   };
 }
 
@@ -669,10 +688,26 @@ class SimReplica {
   }
 }
 
+/** What a key-value result is in the history; an error result is a violation (none is sent). */
+function historyOutput(client: SimClient, result: KvResult): string | number | null {
+  switch (result.kind) {
+    case "nil":
+      return null;
+    case "bytes":
+      return decoder.decode(result.value);
+    case "integer":
+      return result.value;
+    case "error":
+      throw new InvariantViolation(`client ${client.clientId} got an error: ${result.message}`);
+  }
+}
+
 interface ClientOperation {
   /** Undefined for SIZE, which is checked against the model but is not in the history. */
   readonly call: KvCall | undefined;
   readonly key: string;
+  /** A BATCH: its operations' keys and calls, in order (`call` is then undefined). */
+  readonly batch?: readonly { readonly key: string; readonly call: KvCall }[] | undefined;
   requestNumber: number;
   readonly invokeTime: number;
   readonly operation: Uint8Array;
@@ -1738,6 +1773,16 @@ class Simulation {
   /** Give up on `pending`: its outcome is unknown (indefinite in the history). */
   #abandon(client: SimClient, pending: ClientOperation): void {
     client.pending = undefined;
+    for (const { key, call } of pending.batch ?? []) {
+      this.history.push({
+        clientId: client.clientId,
+        key,
+        call,
+        invokeTime: pending.invokeTime,
+        returnTime: undefined,
+        output: null,
+      });
+    }
     if (pending.call === undefined) return;
     this.history.push({
       clientId: client.clientId,
@@ -1767,6 +1812,9 @@ class Simulation {
       return;
     }
     const prng = this.workloadPrng;
+    if (this.parameters.batchProbability > 0 && prng.chance(this.parameters.batchProbability)) {
+      return this.#clientIssueBatch(client);
+    }
     const key = `k${prng.int(1, this.parameters.keyCount)}`;
     const roll = prng.int(0, 9);
     client.requestNumber++;
@@ -1800,6 +1848,43 @@ class Simulation {
       requestNumber: client.requestNumber,
       invokeTime: this.now,
       operation,
+    };
+    this.#clientSend(client, false);
+    this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
+  }
+
+  /** A BATCH of 2 to 4 operations on distinct keys (as many as there are keys, at most). */
+  #clientIssueBatch(client: SimClient): void {
+    const prng = this.workloadPrng;
+    const keys = Array.from({ length: this.parameters.keyCount }, (_, i) => `k${i + 1}`);
+    const count = Math.min(keys.length, prng.int(2, 4));
+    client.requestNumber++;
+    client.issued++;
+    const batch: { key: string; call: KvCall }[] = [];
+    const operations: KvOperation[] = [];
+    for (let i = 0; i < count; i++) {
+      const key = keys.splice(prng.int(0, keys.length - 1), 1)[0]!;
+      const roll = prng.int(0, 9);
+      const bytes = encoder.encode(key);
+      if (roll < 4) {
+        batch.push({ key, call: { kind: "get" } });
+        operations.push({ command: "GET", key: bytes });
+      } else if (roll < 8) {
+        const value = `c${client.clientId}.${client.requestNumber}.${i}`;
+        batch.push({ key, call: { kind: "set", value } });
+        operations.push({ command: "SET", key: bytes, value: encoder.encode(value) });
+      } else {
+        batch.push({ key, call: { kind: "del" } });
+        operations.push({ command: "DEL", key: bytes });
+      }
+    }
+    client.pending = {
+      call: undefined,
+      key: "",
+      batch,
+      requestNumber: client.requestNumber,
+      invokeTime: this.now,
+      operation: encodeKvBatch(operations),
     };
     this.#clientSend(client, false);
     this.#scheduleClient(client, this.parameters.requestTimeoutUnits);
@@ -1869,21 +1954,32 @@ class Simulation {
       this.#clientThink(client);
       return;
     }
-    const result = decodeKvResult(message.result);
-    let output: string | number | null;
-    switch (result.kind) {
-      case "nil":
-        output = null;
-        break;
-      case "bytes":
-        output = decoder.decode(result.value);
-        break;
-      case "integer":
-        output = result.value;
-        break;
-      case "error":
-        throw new InvariantViolation(`client ${client.clientId} got an error: ${result.message}`);
+    if (pending.batch !== undefined) {
+      const results = decodeKvBatchResult(message.result);
+      if (!Array.isArray(results) || results.length !== pending.batch.length) {
+        throw new InvariantViolation(
+          `client ${client.clientId} got ${
+            Array.isArray(results) ? `${results.length} results` : results.message
+          } for a batch of ${pending.batch.length}`,
+        );
+      }
+      pending.batch.forEach(({ key, call }, i) => {
+        this.history.push({
+          clientId: client.clientId,
+          key,
+          call,
+          invokeTime: pending.invokeTime,
+          returnTime: this.now,
+          output: historyOutput(client, results[i]!),
+        });
+      });
+      this.stats.requestsCompleted++;
+      this.stats.batchesCompleted++;
+      client.pending = undefined;
+      this.#clientThink(client);
+      return;
     }
+    const output = historyOutput(client, decodeKvResult(message.result));
     if (pending.call !== undefined) {
       this.history.push({
         clientId: client.clientId,
