@@ -20,6 +20,8 @@
 import { ClientError, ClientTransport } from "../client/client.ts";
 import type { KvOperation, KvResult } from "../app/kv.ts";
 import { KvClient } from "../client/kv_client.ts";
+import { appTag } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
 import type { GroupAccess } from "../config.ts";
 import { RESP_LIMITS_DEFAULT, type RespCommand, RespParser } from "./parser.ts";
 
@@ -486,7 +488,8 @@ export class SessionPool {
     this.#addresses = options.addresses;
     this.#transports = Array.from(
       { length: TRANSPORTS },
-      () => new ClientTransport(options.access),
+      // It speaks the key-value store: a group of another app refuses it, naming both.
+      () => new ClientTransport({ ...options.access, app: appTag(kvApp) }),
     );
   }
 
