@@ -22,6 +22,7 @@
  *
  * @module
  */
+import { concatBytes } from "../lib/bytes.ts";
 import { FRAME_HEADER_BYTES } from "../transport/frame.ts";
 import { decodeHello, HANDSHAKE_BODY_BYTES_MAX } from "../transport/handshake.ts";
 
@@ -245,11 +246,7 @@ async function readMore(
   count: number,
 ): Promise<Uint8Array | undefined> {
   const rest = await readAtLeast(conn, count - head.length);
-  if (rest === undefined) return undefined;
-  const out = new Uint8Array(head.length + rest.length);
-  out.set(head, 0);
-  out.set(rest, head.length);
-  return out;
+  return rest === undefined ? undefined : concatBytes([head, rest]);
 }
 
 async function readAtLeast(conn: Deno.TcpConn, count: number): Promise<Uint8Array | undefined> {
@@ -266,13 +263,7 @@ async function readAtLeast(conn: Deno.TcpConn, count: number): Promise<Uint8Arra
   } catch {
     return undefined;
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {

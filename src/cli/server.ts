@@ -22,6 +22,7 @@ import { parseCount } from "./sim.ts";
 import { type MetricsServer, serveMetrics } from "../transport/metrics_http.ts";
 import { renderNodeMetrics } from "../metrics/node_metrics.ts";
 import { appOption, withApp } from "./app_option.ts";
+import { parsePort } from "./gateway.ts";
 
 /** Where `--metrics-port` listens unless `--metrics-host` says otherwise: the page has no auth. */
 export const METRICS_HOST_DEFAULT = "127.0.0.1";
@@ -118,17 +119,6 @@ export function makeLogger(level: LogLevelName, prefix: string) {
   return (lineLevel: LogLevelName, text: string) => {
     if (LEVELS[lineLevel] < threshold) return;
     console.error(`${new Date().toISOString()} ${prefix} ${lineLevel} ${text}`);
-  };
-}
-
-/** A TCP port, 0 to 65535 (0: any free port). */
-function parsePort(name: string): (value: string) => number {
-  return (value) => {
-    const port = Number(value);
-    if (!/^\d+$/.test(value) || port > 65535) {
-      throw new InvalidArgumentError(`${name} must be a port from 0 to 65535, got "${value}"`);
-    }
-    return port;
   };
 }
 

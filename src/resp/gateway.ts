@@ -21,6 +21,7 @@ import { ClientError, ClientTransport } from "../client/client.ts";
 import type { KvOperation, KvResult } from "../app/kv.ts";
 import { KvClient } from "../client/kv_client.ts";
 import { appTag } from "../app/app.ts";
+import { concatBytes } from "../lib/bytes.ts";
 import { kvApp } from "../app/kv_app.ts";
 import type { GroupAccess } from "../config.ts";
 import { RESP_LIMITS_DEFAULT, type RespCommand, RespParser } from "./parser.ts";
@@ -107,25 +108,13 @@ export function bulkReply(value: Uint8Array | string | null): Uint8Array {
 }
 
 export function arrayReply(items: readonly Uint8Array[]): Uint8Array {
-  return concat([encoder.encode(`*${items.length}\r\n`), ...items]);
+  return concatBytes([encoder.encode(`*${items.length}\r\n`), ...items]);
 }
 
 const CRLF = Uint8Array.of(0x0d, 0x0a);
 const NIL = encoder.encode("$-1\r\n");
 const OK = simpleString("OK");
 const PONG = simpleString("PONG");
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
-}
 
 /** An argument as Redis quotes it in an error: printable, cut to `QUOTED_CHARS_MAX`. */
 function quoted(arg: Uint8Array): string {
@@ -369,7 +358,7 @@ export async function executeCommand(
   const close = await runCommands([args], connection, withSession, (reply) => {
     replies.push(reply);
   });
-  return { reply: concat(replies), close };
+  return { reply: concatBytes(replies), close };
 }
 
 /** HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 only. */
@@ -653,7 +642,7 @@ export class RespGateway {
       let pending = 0;
       const flush = async () => {
         if (replies.length === 0) return;
-        const bytes = replies.length === 1 ? replies[0]! : concat(replies);
+        const bytes = replies.length === 1 ? replies[0]! : concatBytes(replies);
         replies.length = 0;
         pending = 0;
         await writeAll(conn, bytes);

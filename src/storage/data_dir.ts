@@ -1835,13 +1835,8 @@ export class DataDir {
    */
   async readReplicaId(): Promise<number | undefined> {
     const path = `${this.#path}/${REPLICA_ID_FILE}`;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw new DataDirError(`${path}: cannot read it (${describe(error)})`);
-    }
+    const text = await readOptionalText(path);
+    if (text === undefined) return undefined;
     const id = /^\d{1,9}\n?$/.test(text) ? Number.parseInt(text, 10) : NaN;
     if (!Number.isSafeInteger(id)) {
       throw new DataDirError(`${path}: not a replica id: ${JSON.stringify(text.slice(0, 40))}`);
@@ -1857,13 +1852,8 @@ export class DataDir {
   /** The app recorded in the directory (`APP_FILE`), or undefined if none was. */
   async readApp(): Promise<string | undefined> {
     const path = `${this.#path}/${APP_FILE}`;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return undefined;
-      throw new DataDirError(`${path}: cannot read it (${describe(error)})`);
-    }
+    const text = await readOptionalText(path);
+    if (text === undefined) return undefined;
     if (!/^[\x21-\x7e]{1,100}\n?$/.test(text)) {
       throw new DataDirError(`${path}: not an app name: ${JSON.stringify(text.slice(0, 40))}`);
     }
@@ -2395,5 +2385,15 @@ export class DataDir {
     this.#log.close();
     for (const slot of this.#slots) slot.close();
     this.#lock.close();
+  }
+}
+
+/** The text of the file at `path`, or undefined if there is none; any other failure is named. */
+async function readOptionalText(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw new DataDirError(`${path}: cannot read it (${describe(error)})`);
   }
 }
