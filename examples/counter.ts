@@ -44,7 +44,8 @@ function decode(bytes: Uint8Array): CounterOp | { readonly error: string } {
     return { error: `name must be a string of at most ${NAME_LENGTH_MAX} characters` };
   }
   if (op.op === "get" || op.op === "reset") return { op: op.op, name: op.name };
-  if (op.op !== "incr") return { error: `unknown op ${JSON.stringify(op.op)}` };
+  // (Not echoing the op back: a result must stay small whatever a client sends.)
+  if (op.op !== "incr") return { error: 'op must be "incr", "get" or "reset"' };
   if (!Number.isSafeInteger(op.by)) return { error: "by must be an integer" };
   return { op: "incr", name: op.name, by: op.by as number };
 }

@@ -96,7 +96,7 @@ Deno.test("a REPL for another app is refused by the group, naming both apps", as
     assert.equal(result.code, 1);
     assert.match(
       result.stderr,
-      /refused: the client runs app counter@1, this replica runs kv@1 \(every replica of a group/,
+      /refused: the client runs app counter@1, this replica runs kv@2 \(every replica of a group/,
     );
   }, { sync: "none" });
 });
@@ -128,7 +128,7 @@ Deno.test("a replica started with another app is refused by its peers, naming bo
     try {
       await waitFor(
         () =>
-          /refused: the replica runs app counter@1, this replica runs kv@1/.test(
+          /refused: the replica runs app counter@1, this replica runs kv@2/.test(
             server.output().stderr,
           ),
         15_000,

@@ -7,6 +7,7 @@ import { strict as assert } from "node:assert";
 import fc from "fast-check";
 import {
   type App,
+  APP_RESULT_BYTES_MAX,
   AppError,
   applyThrewMessage,
   defineApp,
@@ -443,4 +444,45 @@ Deno.test("ledger: a transfer needs the money available and both accounts", () =
       "bob: 10 available, 0 held",
     ],
   );
+});
+
+Deno.test("the guard turns a result too large for a reply into an error result", () => {
+  const big: StateMachine = {
+    apply: (operation) => new Uint8Array(operation[0] === 1 ? APP_RESULT_BYTES_MAX + 1 : 3),
+    digest: () => "",
+    snapshot: () => new Uint8Array(),
+    restore: () => {},
+  };
+  const guarded = guardStateMachine(big);
+  assert.equal(guarded.apply(Uint8Array.of(0), context(1)).byteLength, 3);
+  const message = applyThrewMessage(guarded.apply(Uint8Array.of(1), context(2)));
+  assert.match(message ?? "", /^result of 1048577 bytes, over the 1048576 a reply may carry$/);
+});
+
+Deno.test("loadApp names a module whose snapshot cannot be restored, or whose app cannot be read", async () => {
+  await withModule(
+    `export const app = {
+      name: "broken", version: "1", commands: [],
+      createStateMachine: () => ({
+        apply: () => new Uint8Array(), digest: () => "d",
+        snapshot: () => new Uint8Array(), restore: () => { throw new Error("not a snapshot"); },
+      }),
+    };`,
+    async (path) => {
+      assert.match(
+        await loadError(path),
+        /restore\(snapshot\(\)\) of the empty state failed: not a snapshot$/,
+      );
+    },
+  );
+  await withModule(
+    `export const app = { get name() { throw new Error("no name today"); } };`,
+    async (path) => {
+      assert.match(await loadError(path), /the exported app cannot be read: no name today$/);
+    },
+  );
+  await withModule(`export const app = ;`, async (path) => {
+    // The syntax error keeps where it is (a later line of Deno's message).
+    assert.match(await loadError(path), /cannot load the module: .*app\.ts:1:\d+/);
+  });
 });

@@ -6,6 +6,7 @@
 import { strict as assert } from "node:assert";
 import type { Limits } from "../src/vr/constants.ts";
 import type { CheckpointChunk } from "../src/vr/message.ts";
+import { KvStore } from "../src/app/kv.ts";
 import { Cluster, kvSet, ofType, resultOf } from "./_harness.ts";
 
 /** Small limits: a checkpoint every 10 ops, and 5 entries kept before it. */
@@ -295,4 +296,33 @@ Deno.test("checkpoints: a state large beside the operations is checkpointed less
     [1, 2].map((i) => cluster.replica(i).checkpointOpNumber),
     [cluster.replica(0).checkpointOpNumber, cluster.replica(0).checkpointOpNumber],
   );
+});
+
+Deno.test("a state machine whose snapshot throws gets no checkpoint, and its replicas go on serving", () => {
+  let throwing = true;
+  // The key-value store, but its snapshot throws while `throwing` (an app's bug).
+  const cluster = new Cluster({
+    limits: SMALL,
+    app: () => {
+      const store = new KvStore();
+      const begin = store.beginSnapshot.bind(store);
+      return Object.assign(store, {
+        beginSnapshot: (chunkBytesTarget: number) => {
+          if (throwing) throw new Error("snapshot bug");
+          return begin(chunkBytesTarget);
+        },
+      });
+    },
+  });
+  commitSets(cluster, 1, 1, 25);
+  cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
+  for (let i = 0; i < 3; i++) {
+    assert.equal(cluster.replica(i).checkpointOpNumber, 0, `r${i} took no checkpoint`);
+    assert.equal(cluster.replica(i).commitNumber, 25);
+  }
+  // Fixed, the next interval checkpoints as usual.
+  throwing = false;
+  commitSets(cluster, 1, 26, 10);
+  cluster.settleUntil(() => converged(cluster, [0, 1, 2]));
+  for (let i = 0; i < 3; i++) assert.equal(cluster.replica(i).checkpointOpNumber, 30);
 });

@@ -100,6 +100,12 @@ export class AppError extends Error {
 export const APPLY_THREW_PREFIX = "error: apply threw: ";
 /** How many characters of a thrown error's message the error result keeps. */
 const THROWN_MESSAGE_CHARS_MAX = 200;
+/**
+ * The largest result the guard passes on (1 MiB, as the key-value store's largest value): every
+ * replica keeps the last result of each client in its client table, and a reply must fit in a
+ * frame, so a larger one becomes the error result `error: apply threw: result of N bytes ...`.
+ */
+export const APP_RESULT_BYTES_MAX = 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -165,9 +171,10 @@ export function appTag(app: Pick<App, "name" | "version">): string {
   return `${app.name}@${app.version}`;
 }
 
-function messageOf(error: unknown): string {
+function messageOf(error: unknown, allLines = false): string {
   const text = error instanceof Error ? error.message : String(error);
-  const line = text.split("\n", 1)[0] ?? "";
+  // A load error's later lines say where (`at file:///…:1:21`); a throw's first line is its own.
+  const line = allLines ? text.replace(/\s*\n\s*/g, " ").trim() : text.split("\n", 1)[0] ?? "";
   return line.length > THROWN_MESSAGE_CHARS_MAX
     ? `${line.slice(0, THROWN_MESSAGE_CHARS_MAX)}...`
     : line;
@@ -200,7 +207,7 @@ export async function loadApp(specifier: string): Promise<App> {
   try {
     module = await import(url);
   } catch (error) {
-    throw new AppError(`${where}: cannot load the module: ${messageOf(error)}`);
+    throw new AppError(`${where}: cannot load the module: ${messageOf(error, true)}`);
   }
   const app = module.app ?? module.default;
   if (app === undefined) {
@@ -208,7 +215,13 @@ export async function loadApp(specifier: string): Promise<App> {
       `${where}: the module exports no app (export an App as \`app\` or as the default export)`,
     );
   }
-  const problem = appProblem(app);
+  let problem: string | undefined;
+  try {
+    problem = appProblem(app);
+  } catch (error) {
+    // A getter that throws, a Proxy: the shape cannot be read.
+    problem = `cannot be read: ${messageOf(error)}`;
+  }
   if (problem !== undefined) throw new AppError(`${where}: the exported app ${problem}`);
   checkStateMachine(app as App, where);
   return app as App;
@@ -238,6 +251,32 @@ export function checkStateMachine(app: App, where: string = `app ${appTag(app)}`
     throw new AppError(`${where}: digest() threw: ${messageOf(error)}`);
   }
   if (typeof digest !== "string") throw new AppError(`${where}: digest() is not a string`);
+  // Snapshot and restore, on the empty state: a machine that cannot would stop at its first
+  // checkpoint or state transfer, long after the start.
+  try {
+    const copy = app.createStateMachine();
+    copy.restore((machine as StateMachine).snapshot());
+    if (copy.digest() !== digest) {
+      throw new Error(`the restored state's digest ${copy.digest()} is not ${digest}`);
+    }
+  } catch (error) {
+    throw new AppError(`${where}: restore(snapshot()) of the empty state failed: ${messageOf(error)}`);
+  }
+}
+
+/** `result`, if it is bytes of at most `APP_RESULT_BYTES_MAX`; else the guard's error result. */
+function checkedResult(result: unknown, method: string): Uint8Array {
+  if (!(result instanceof Uint8Array)) {
+    return applyThrewResult(new Error(`${method} did not return a Uint8Array`));
+  }
+  if (result.byteLength > APP_RESULT_BYTES_MAX) {
+    return applyThrewResult(
+      new Error(
+        `result of ${result.byteLength} bytes, over the ${APP_RESULT_BYTES_MAX} a reply may carry`,
+      ),
+    );
+  }
+  return result;
 }
 
 /** The error result the guard gives for a throw in `apply` or `query`. */
@@ -266,11 +305,7 @@ export function guardStateMachine(machine: StateMachine): StateMachine {
   const guarded: StateMachine = {
     apply(operation: Uint8Array, context: ApplyContext): Uint8Array {
       try {
-        const result = machine.apply(operation, context);
-        if (!(result instanceof Uint8Array)) {
-          return applyThrewResult(new Error("apply did not return a Uint8Array"));
-        }
-        return result;
+        return checkedResult(machine.apply(operation, context), "apply");
       } catch (error) {
         return applyThrewResult(error);
       }
@@ -289,7 +324,7 @@ export function guardStateMachine(machine: StateMachine): StateMachine {
     };
     guarded.query = (operation) => {
       try {
-        return machine.query!(operation);
+        return checkedResult(machine.query!(operation), "query");
       } catch (error) {
         return applyThrewResult(error);
       }

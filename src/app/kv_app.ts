@@ -35,7 +35,8 @@ function kvCommand(
 /** The key-value store: SET, GET, DEL and SIZE, keys and values any bytes. */
 export const kvApp: App = defineApp({
   name: "kv",
-  version: "1",
+  // 2: BATCH, which version 1 answered with an error result (replicas of both would diverge).
+  version: "2",
   // The status digest is computed from a snapshot when asked (ReplicaNode), so the store need not
   // keep one up to date on every SET (about 0.7 us per replica per SET). The simulator, which
   // digests after every step, makes its own stores.

@@ -522,7 +522,10 @@ async function clusterUp(options: UpFlags, app: App): Promise<number> {
       await stopAll();
       return 0;
     }
-    console.log(`try: vstamp repl --config ${flags.configOut}    (Ctrl-C here stops the cluster)`);
+    const appFlag = flags.app === undefined ? "" : ` --app ${absoluteAppSpecifier(flags.app)}`;
+    console.log(
+      `try: vstamp repl --config ${flags.configOut}${appFlag}    (Ctrl-C here stops the cluster)`,
+    );
     // Stay in the foreground until a signal stops everything.
     await Promise.all(children.map((child) => child.process.status));
     if (!stopping) {

@@ -13,6 +13,8 @@ import {
   type KvOperation,
   type KvResult,
 } from "../app/kv.ts";
+import { appTag } from "../app/app.ts";
+import { kvApp } from "../app/kv_app.ts";
 import { Client, ClientError, type ClientOptions } from "./client.ts";
 
 /** The store answered with an error result (a malformed or oversized operation). */
@@ -47,7 +49,8 @@ export class KvClient {
 
   /** Locate the group from `options.addresses` and return a client for the store. */
   static async connect(options: ClientOptions): Promise<KvClient> {
-    return new KvClient(await Client.connect(options));
+    // It speaks the key-value store: a group of another app refuses it, naming both.
+    return new KvClient(await Client.connect({ app: appTag(kvApp), ...options }));
   }
 
   /** The value stored under `key`, or null when there is none. */

@@ -12,7 +12,7 @@
  */
 import { sha256 } from "../lib/sha256.ts";
 import process from "node:process";
-import { beginSnapshotOf, type StateMachine } from "../app/state_machine.ts";
+import { beginSnapshotOf, type SnapshotReader, type StateMachine } from "../app/state_machine.ts";
 import { formatAddress, parseAddress, type ServerConfig } from "../config.ts";
 import { ADDRESS_BOOK_MAX, memberAddresses } from "../vr/membership.ts";
 import {
@@ -662,7 +662,14 @@ export class ReplicaNode {
   #statusWithDigest(): Promise<ReplicaStatus> {
     this.#digestJob ??= (async () => {
       const status = this.status();
-      const reader = beginSnapshotOf(this.replica.app, DIGEST_CHUNK_BYTES);
+      let reader: SnapshotReader;
+      try {
+        reader = beginSnapshotOf(this.replica.app, DIGEST_CHUNK_BYTES);
+      } catch (error) {
+        this.#digestJob = undefined;
+        const why = error instanceof Error ? error.message : String(error);
+        return { ...status, digest: `unavailable: the state machine's snapshot threw: ${why}` };
+      }
       try {
         const hashes: Uint8Array[] = [];
         for (let chunk = reader.next(); chunk !== undefined; chunk = reader.next()) {
@@ -675,6 +682,9 @@ export class ReplicaNode {
         const digest = Array.from(root.subarray(0, 12), (b) => b.toString(16).padStart(2, "0"))
           .join("");
         return { ...status, digest };
+      } catch (error) {
+        const why = error instanceof Error ? error.message : String(error);
+        return { ...status, digest: `unavailable: the state machine's snapshot threw: ${why}` };
       } finally {
         reader.close();
         this.#digestJob = undefined;

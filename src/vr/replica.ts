@@ -2668,14 +2668,27 @@ export class Replica {
     // one after this op, and a checkpoint must carry the one after its op (found by review).
     if (entry.opNumber < this.#membership.opNumber) return;
     if (entry.opNumber <= (this.#checkpoint?.opNumber ?? 0)) return;
-    this.#checkpointWriting = entry.opNumber;
-    this.#bytesSinceCheckpointBegun = 0;
-    this.#checkpointsTaken++;
+    let reader: CheckpointChunkReader | undefined;
     const chunkBytes = this.limits.checkpointChunkBytes;
     const table = encodeClientTable(
       this.#plantedBug === "checkpoint_without_client_table" ? [] : this.#clientTable.records(),
       chunkBytes,
     );
+    try {
+      reader = new CheckpointChunkReader(table, this.app, chunkBytes);
+    } catch (error) {
+      // The app's snapshot threw (a bug of the app's): no checkpoint, the log keeps its entries,
+      // and the replica goes on serving; a later op-number tries again.
+      return this.#log_(
+        "warn",
+        `no checkpoint of op ${entry.opNumber}: the state machine's snapshot threw: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
+    }
+    this.#checkpointWriting = entry.opNumber;
+    this.#bytesSinceCheckpointBegun = 0;
+    this.#checkpointsTaken++;
     const metadata = encodeCheckpointMetadata({
       opNumber: entry.opNumber,
       entryViewNumber: entry.viewNumber,
@@ -2689,7 +2702,7 @@ export class Replica {
       opNumber: entry.opNumber,
       viewNumber: entry.viewNumber,
       metadata,
-      reader: new CheckpointChunkReader(table, this.app, chunkBytes),
+      reader,
     };
     if (this.#logDurableOpNumber >= entry.opNumber) this.#effects.push(effect);
     else this.#checkpointHeld = effect;
