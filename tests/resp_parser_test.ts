@@ -183,3 +183,35 @@ Deno.test("resp parser reads a mutated stream intact up to the mutation, without
     { numRuns: 500 },
   );
 });
+
+Deno.test("resp parser: arguments and lines over 64 KiB, fed in small pieces, come out whole", () => {
+  // Past the buffer the parser keeps between feeds: the path that grows and keeps an owned buffer.
+  const value = new Uint8Array(300 * 1024).map((_, i) => (i * 31) & 0xff);
+  const command = encodeCommand([encoder.encode("SET"), encoder.encode("big"), value]);
+  const inline = encoder.encode(`ECHO ${"y".repeat(60_000)}\r\n`);
+  const stream = concat([command, inline, command]);
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 5000 }),
+      fc.integer({ min: 1, max: 2 ** 31 }),
+      (max, s) => {
+        const parser = new RespParser();
+        const commands: RespCommand[] = [];
+        let seed = s;
+        for (let at = 0; at < stream.byteLength;) {
+          seed = (seed * 1103515245 + 12345) % 2 ** 31;
+          const size = 1 + (seed % max);
+          const result = parser.feed(stream.subarray(at, at + size));
+          assert.equal(result.error, undefined);
+          commands.push(...result.commands);
+          at += size;
+        }
+        assert.equal(commands.length, 3);
+        assert.deepEqual(commands[0]![2], value);
+        assert.equal(commands[1]![1]!.byteLength, 60_000);
+        assert.deepEqual(commands[2], commands[0]);
+      },
+    ),
+    { numRuns: 20 },
+  );
+});

@@ -75,6 +75,8 @@ export class RespParser {
   #end = 0;
   #state: State = { kind: "start" };
   #error: string | undefined;
+  /** How far past `#start` the current line was already searched for its end (see `#line`). */
+  #lineScanned = 0;
 
   constructor(limits: RespLimits = RESP_LIMITS_DEFAULT) {
     this.#limits = limits;
@@ -144,8 +146,13 @@ export class RespParser {
     if (pending === 0) {
       this.#buffer = EMPTY;
       this.#start = this.#end = 0;
-    } else if (this.#borrowed || this.#buffer.byteLength > BUFFER_BYTES_KEPT_MAX) {
-      const owned = new Uint8Array(Math.max(pending, BUFFER_BYTES_INITIAL));
+    } else if (
+      this.#borrowed ||
+      (this.#buffer.byteLength > BUFFER_BYTES_KEPT_MAX && this.#buffer.byteLength > 4 * pending)
+    ) {
+      // Room to grow geometrically: a large argument arriving in many small reads is copied a
+      // few times in all, not once per read (and a buffer much larger than its bytes shrinks).
+      const owned = new Uint8Array(Math.max(2 * pending, BUFFER_BYTES_INITIAL));
       owned.set(this.#buffer.subarray(this.#start, this.#end), 0);
       this.#buffer = owned;
       this.#start = 0;
@@ -222,13 +229,16 @@ export class RespParser {
   #line(): [number, number] | undefined {
     const buffer = this.#buffer;
     const limit = Math.min(this.#end, this.#start + this.#limits.lineBytesMax + 2);
-    for (let i = this.#start; i < limit; i++) {
+    // A line that arrives a byte at a time is searched once in all, not once per byte.
+    for (let i = this.#start + this.#lineScanned; i < limit; i++) {
       if (buffer[i] !== LF) continue;
       const from = this.#start;
       const to = i > from && buffer[i - 1] === CR ? i - 1 : i;
       this.#start = i + 1;
+      this.#lineScanned = 0;
       return [from, to];
     }
+    this.#lineScanned = Math.max(0, limit - this.#start);
     return undefined;
   }
 
