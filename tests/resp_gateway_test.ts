@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
+import { ClientError } from "../src/client/client.ts";
 import {
   decodeKvBatchResult,
   decodeKvResult,
@@ -39,10 +40,13 @@ class MemorySession implements KvSession {
   readonly store = new KvStore();
   /** The operations of each request, to see what went in one batch. */
   readonly requests: KvOperation[][] = [];
-  batch(operations: readonly KvOperation[]): Promise<KvResult[]> {
+  /** What happened, in order: "request n" (its operations) and "reply" (one handed on). */
+  readonly events: string[] = [];
+  batchOnce(operations: readonly KvOperation[]): Promise<KvResult[]> {
     // As KvClient: a prefix of at most 256 here, to see batches split.
     const taken = operations.slice(0, 256);
     this.requests.push(taken);
+    this.events.push(`request ${taken.length}`);
     const context = { opNumber: 1, timestamp: 0, clientId: 1, requestNumber: 1 };
     if (taken.length === 1) {
       return Promise.resolve([
@@ -164,6 +168,70 @@ Deno.test("resp pipelined commands go as batches, answered in order", async () =
   await runCommands(pipeline, state, (use) => use(session), () => {});
   assert.deepEqual(session.requests.map((ops) => ops.length), [200, 100]);
   assert.equal(session.store.size, 100);
+});
+
+Deno.test("resp: a request takes whole commands up to a batch's bytes, and its replies go first", async () => {
+  const session = new MemorySession();
+  const state: ConnectionState = { id: 2, name: null };
+  const args = (...words: (string | Uint8Array)[]) =>
+    words.map((word) => typeof word === "string" ? encoder.encode(word) : word);
+  const big = new Uint8Array(600 * 1024);
+  const keys = Array.from({ length: 8 }, (_, i) => `${i}`.padEnd(60 * 1024, "k"));
+  const commands = [
+    args("SET", "a", big),
+    args("DEL", ...keys), // 480 KiB of keys: not in the SET's request, and not split.
+    args("SET", "oversized", new Uint8Array(1024 * 1024 + 1)), // The store's error, alone.
+    args("SET", "c", "3"),
+    args("GET", "c"),
+  ];
+  const replies: string[] = [];
+  const closed = await runCommands(commands, state, (use) => use(session), (reply) => {
+    session.events.push("reply");
+    replies.push(decoder.decode(reply).slice(0, 60));
+  });
+  assert.equal(closed, false);
+  assert.deepEqual(replies, [
+    "+OK\r\n",
+    ":0\r\n",
+    "-ERR value is 1048577 bytes, the limit is 1048576\r\n",
+    "+OK\r\n",
+    "$1\r\n3\r\n",
+  ]);
+  // Each request's replies are handed on before the next request goes.
+  assert.deepEqual(session.events, [
+    "request 1",
+    "reply",
+    "request 8",
+    "reply",
+    "reply",
+    "request 2",
+    "reply",
+    "reply",
+  ]);
+});
+
+Deno.test("resp: a command the group did not answer fails the rest, and the connection closes", async () => {
+  const state: ConnectionState = { id: 3, name: null };
+  const failing: KvSession = {
+    batchOnce: () => Promise.reject(new ClientError("no answer from the group within 60000 ms")),
+  };
+  const replies: string[] = [];
+  const closed = await runCommands(
+    [[encoder.encode("SET"), encoder.encode("a"), encoder.encode("1")], [
+      encoder.encode("GET"),
+      encoder.encode("a"),
+    ], [encoder.encode("PING")]],
+    state,
+    (use) => use(failing),
+    (reply) => {
+      replies.push(decoder.decode(reply));
+    },
+  );
+  assert.equal(closed, true);
+  assert.deepEqual(replies, [
+    "-ERR no answer from the group within 60000 ms\r\n",
+    "-ERR no answer from the group within 60000 ms\r\n",
+  ]);
 });
 
 /** Output of a Redis tool, failing clearly when the tool is not installed. */

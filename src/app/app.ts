@@ -260,7 +260,9 @@ export function checkStateMachine(app: App, where: string = `app ${appTag(app)}`
       throw new Error(`the restored state's digest ${copy.digest()} is not ${digest}`);
     }
   } catch (error) {
-    throw new AppError(`${where}: restore(snapshot()) of the empty state failed: ${messageOf(error)}`);
+    throw new AppError(
+      `${where}: restore(snapshot()) of the empty state failed: ${messageOf(error)}`,
+    );
   }
 }
 

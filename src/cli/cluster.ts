@@ -30,7 +30,7 @@ import {
   type FaultTarget,
   runFaultCommand,
 } from "./fault_console.ts";
-import { parsePort } from "./gateway.ts";
+import { listenError, parsePort } from "./gateway.ts";
 import { ReconfigureError, reconfigureGroup } from "./reconfigure.ts";
 import { FaultNetwork } from "./relays.ts";
 import { runSession } from "./repl.ts";
@@ -356,12 +356,13 @@ async function clusterUp(options: UpFlags, app: App): Promise<number> {
       );
     }
     if (flags.respPort !== undefined) {
-      gateway = RespGateway.start({
-        addresses,
-        access,
-        host: flags.host,
-        port: flags.respPort,
-      });
+      try {
+        gateway = RespGateway.start({ addresses, access, host: flags.host, port: flags.respPort });
+      } catch (error) {
+        const why = listenError(error, flags.host, flags.respPort);
+        if (why === undefined) throw error;
+        throw new Error(`--resp-port: ${why}`);
+      }
       console.log(`resp gateway listening on ${hostText}:${gateway.port}`);
     }
     console.log(`configuration written to ${flags.configOut}`);

@@ -31,13 +31,13 @@ export function gatewayCommand(): Command {
     .option(
       "--sessions <n>",
       "client sessions (client ids) at most: concurrent commands beyond wait",
-      parseCount("--sessions"),
+      parsePositive("--sessions"),
       SESSIONS_MAX_DEFAULT,
     )
     .option(
       "--deadline-ms <ms>",
       "answer a command that the group did not answer in this long with an error",
-      parseCount("--deadline-ms"),
+      parsePositive("--deadline-ms"),
       GATEWAY_DEADLINE_MS_DEFAULT,
     )
     .addHelpText(
@@ -64,6 +64,29 @@ export function parsePort(name: string): (value: string) => number {
   };
 }
 
+function parsePositive(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = parseCount(name)(value);
+    if (n < 1) throw new InvalidArgumentError(`${name} must be at least 1, got "${value}"`);
+    return n;
+  };
+}
+
+/** Why `RespGateway.start` could not listen on `host:port`, in one line. */
+export function listenError(error: unknown, host: string, port: number): string | undefined {
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `cannot listen on ${host}:${port}: the address is in use`;
+  }
+  if (
+    error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.NotFound ||
+    error instanceof Deno.errors.PermissionDenied ||
+    (error instanceof Error && /lookup address/.test(error.message))
+  ) {
+    return `cannot listen on ${host}:${port}: ${error.message}`;
+  }
+  return undefined;
+}
+
 async function runGateway(flags: GatewayFlags): Promise<number> {
   let gateway: RespGateway;
   try {
@@ -81,8 +104,9 @@ async function runGateway(flags: GatewayFlags): Promise<number> {
       console.error(error.message);
       return error.exitCode;
     }
-    if (error instanceof Deno.errors.AddrInUse) {
-      console.error(`cannot listen on ${flags.host}:${flags.port}: the address is in use`);
+    const why = listenError(error, flags.host, flags.port);
+    if (why !== undefined) {
+      console.error(`vstamp gateway: ${why}`);
       return 1;
     }
     throw error;

@@ -91,36 +91,37 @@ export class KvClient {
    */
   async batch(operations: readonly KvOperation[]): Promise<KvResult[]> {
     const results: KvResult[] = [];
-    let from = 0;
-    while (from < operations.length) {
-      let to = from;
-      let bytes = 0;
-      const encoded: KvOperation[] = [];
-      while (to < operations.length && encoded.length < BATCH_OPERATIONS_MAX) {
-        const operation = operations[to]!;
-        const size = operationBytes(operation);
-        if (encoded.length > 0 && bytes + size > BATCH_BYTES_MAX) break;
-        encoded.push(operation);
-        bytes += size;
-        to++;
-      }
-      if (encoded.length === 1) {
-        results.push(await this.#result(encoded[0]!));
-        from = to;
-        continue;
-      }
-      const answer = decodeKvBatchResult(
-        await this.client.request(encodeKvBatch(encoded)),
-      );
-      if (!Array.isArray(answer)) throw new KvError(`BATCH: ${answer.message}`);
-      if (answer.length > encoded.length) {
-        throw new KvError(`BATCH: ${answer.length} results for ${encoded.length} operations`);
-      }
-      // The store may stop a batch early (its results' size): the rest goes in the next one.
-      results.push(...answer);
-      from += answer.length;
+    while (results.length < operations.length) {
+      results.push(...await this.batchOnce(operations.slice(results.length)));
     }
     return results;
+  }
+
+  /**
+   * One request of `batch`: the longest prefix of `operations` that fits in one (at most
+   * `BATCH_OPERATIONS_MAX` operations and `BATCH_BYTES_MAX` bytes; at least one), executed
+   * together. Returns the results of the operations executed, in order: all of that prefix, or
+   * fewer where the store stopped once its results reached `BATCH_RESULT_BYTES_MAX` (at least one).
+   * A caller that must hold little (the RESP gateway) hands these on before the next request.
+   */
+  async batchOnce(operations: readonly KvOperation[]): Promise<KvResult[]> {
+    if (operations.length === 0) return [];
+    let bytes = 0;
+    const encoded: KvOperation[] = [];
+    for (const operation of operations) {
+      if (encoded.length >= BATCH_OPERATIONS_MAX) break;
+      const size = operationBytes(operation);
+      if (encoded.length > 0 && bytes + size > BATCH_BYTES_MAX) break;
+      encoded.push(operation);
+      bytes += size;
+    }
+    if (encoded.length === 1) return [await this.#result(encoded[0]!)];
+    const answer = decodeKvBatchResult(await this.client.request(encodeKvBatch(encoded)));
+    if (!Array.isArray(answer)) throw new KvError(`BATCH: ${answer.message}`);
+    if (answer.length === 0 || answer.length > encoded.length) {
+      throw new KvError(`BATCH: ${answer.length} results for ${encoded.length} operations`);
+    }
+    return answer;
   }
 
   /** Close the underlying client. */
@@ -148,7 +149,8 @@ export class KvClient {
 }
 
 /** About the bytes `operation` takes in a batch (its key and value, and a few of framing). */
-function operationBytes(operation: KvOperation): number {
+/** About how many bytes `operation` takes in a batch (what `BATCH_BYTES_MAX` counts). */
+export function operationBytes(operation: KvOperation): number {
   if (operation.command === "SIZE") return 8;
   return 16 + operation.key.byteLength +
     (operation.command === "SET" ? operation.value.byteLength : 0);

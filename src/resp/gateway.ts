@@ -18,8 +18,8 @@
  * @module
  */
 import { ClientError, ClientTransport } from "../client/client.ts";
-import type { KvOperation, KvResult } from "../app/kv.ts";
-import { KvClient } from "../client/kv_client.ts";
+import { KEY_SIZE_MAX, type KvOperation, type KvResult, VALUE_SIZE_MAX } from "../app/kv.ts";
+import { BATCH_BYTES_MAX, KvClient, operationBytes } from "../client/kv_client.ts";
 import { appTag } from "../app/app.ts";
 import { concatBytes } from "../lib/bytes.ts";
 import { kvApp } from "../app/kv_app.ts";
@@ -29,7 +29,7 @@ import { RESP_LIMITS_DEFAULT, type RespCommand, RespParser } from "./parser.ts";
 /** What the gateway needs of a client session (a `KvClient`). */
 export interface KvSession {
   /** Execute a prefix of `operations` (at least one) in order, in one request: its results. */
-  batch(operations: readonly KvOperation[]): Promise<KvResult[]>;
+  batchOnce(operations: readonly KvOperation[]): Promise<KvResult[]>;
 }
 
 /** Where a RESP gateway listens, the group it serves, and its limits. */
@@ -170,20 +170,25 @@ export type CommandPlan =
  * are local error replies; nothing here throws for anything a client sent.
  */
 export function planCommand(args: RespCommand, connection: ConnectionState): CommandPlan {
-  const name = decoder.decode(args[0]!).toUpperCase();
+  // ASCII only, as Redis compares names: "ſet" is not SET.
+  const name = decoder.decode(args[0]!).replace(/[a-z]+/g, (word) => word.toUpperCase());
   const local = (reply: Uint8Array): CommandPlan => ({ kind: "local", run: () => ({ reply }) });
   const store = (
     operations: readonly KvOperation[],
     reply: (results: readonly KvResult[]) => Uint8Array,
-  ): CommandPlan => ({
-    kind: "store",
-    operations,
-    // A result that is an error (a key or value beyond the store's limits) is the reply.
-    reply: (results) => {
-      const failed = results.find((result) => result.kind === "error");
-      return failed?.kind === "error" ? errorReply(`ERR ${failed.message}`) : reply(results);
-    },
-  });
+  ): CommandPlan => {
+    // A key or value beyond the store's limits is this command's error, not its batch's.
+    const tooLarge = storeLimitError(operations);
+    return tooLarge !== undefined ? local(errorReply(`ERR ${tooLarge}`)) : {
+      kind: "store",
+      operations,
+      // A result that is an error (a key or value beyond the store's limits) is the reply.
+      reply: (results) => {
+        const failed = results.find((result) => result.kind === "error");
+        return failed?.kind === "error" ? errorReply(`ERR ${failed.message}`) : reply(results);
+      },
+    };
+  };
   const wrongArity = () =>
     local(errorReply(`ERR wrong number of arguments for '${name.toLowerCase()}' command`));
   switch (name) {
@@ -258,6 +263,20 @@ export function planCommand(args: RespCommand, connection: ConnectionState): Com
   }
 }
 
+/** The store's message for a key or value over its limits, as the store words it. */
+function storeLimitError(operations: readonly KvOperation[]): string | undefined {
+  for (const operation of operations) {
+    if (operation.command === "SIZE") continue;
+    if (operation.key.byteLength > KEY_SIZE_MAX) {
+      return `key is ${operation.key.byteLength} bytes, the limit is ${KEY_SIZE_MAX}`;
+    }
+    if (operation.command === "SET" && operation.value.byteLength > VALUE_SIZE_MAX) {
+      return `value is ${operation.value.byteLength} bytes, the limit is ${VALUE_SIZE_MAX}`;
+    }
+  }
+  return undefined;
+}
+
 function bytesOf(result: KvResult | undefined): Uint8Array | null {
   return result?.kind === "bytes" ? result.value : null;
 }
@@ -307,32 +326,58 @@ export async function runCommands(
       count += following.operations.length;
       next++;
     }
-    await runStorePlans(plans, withSession, emit);
+    if (await runStorePlans(plans, withSession, emit)) return true;
   }
   return false;
 }
 
+/**
+ * Run consecutive store commands, one request at a time: each request takes whole commands (as
+ * many as fit: `GATEWAY_BATCH_OPERATIONS` operations, `BATCH_BYTES_MAX` bytes), so a command that
+ * fits in one runs atomically; only a command too large by itself goes in pieces. The replies of
+ * a request are handed to `emit` (written) before the next request goes, so a connection holds one
+ * request's results at most. True when the connection must close: the group did not answer in
+ * time, so a write's outcome is unknown, and a later command must not overtake it.
+ */
 async function runStorePlans(
   plans: readonly Extract<CommandPlan, { kind: "store" }>[],
   withSession: WithSession,
   emit: (reply: Uint8Array) => void | Promise<void>,
-): Promise<void> {
+): Promise<boolean> {
   const operations = plans.flatMap((plan) => plan.operations);
+  // Where each plan's operations end in `operations`.
+  const ends: number[] = [];
+  for (const plan of plans) ends.push((ends[ends.length - 1] ?? 0) + plan.operations.length);
   let done = 0;
   let planAt = 0;
   let results: KvResult[] = [];
   while (done < operations.length) {
+    let end = done;
+    let count = 0;
+    let bytes = 0;
+    for (let p = planAt; p < plans.length; p++) {
+      const slice = operations.slice(Math.max(done, p === 0 ? 0 : ends[p - 1]!), ends[p]!);
+      const size = slice.reduce((sum, operation) => sum + operationBytes(operation), 0);
+      if (
+        end > done &&
+        (count + slice.length > GATEWAY_BATCH_OPERATIONS || bytes + size > BATCH_BYTES_MAX)
+      ) {
+        break;
+      }
+      end = ends[p]!;
+      count += slice.length;
+      bytes += size;
+    }
     let answered: KvResult[];
     try {
-      answered = await withSession((session) =>
-        session.batch(operations.slice(done, done + GATEWAY_BATCH_OPERATIONS))
-      );
+      answered = await withSession((session) => session.batchOnce(operations.slice(done, end)));
     } catch (error) {
       if (!(error instanceof ClientError)) throw error;
       // No answer from the group in time (the outcome of a write is then unknown), or a reply
-      // that made no sense: every command not answered yet gets the error.
+      // that made no sense: every command not answered yet gets the error, and the connection
+      // closes (a client reconnects, knowing the state is unknown).
       for (; planAt < plans.length; planAt++) await emit(errorReply(`ERR ${error.message}`));
-      return;
+      return true;
     }
     // The store may stop a batch early (the size of its results): the rest goes next round.
     for (const result of answered) {
@@ -346,6 +391,7 @@ async function runStorePlans(
       }
     }
   }
+  return false;
 }
 
 /** Run one command (as `runCommands`); its reply, and whether the connection closes. */
@@ -663,9 +709,34 @@ export class RespGateway {
   }
 }
 
+/**
+ * How long a write to a Redis client may wait for the client to read (30 s, as a replica waits on
+ * a stalled client): a client that pipelines and never reads its replies is closed, and gives
+ * back what its replies held.
+ */
+const WRITE_STALL_MS = 30_000;
+
+/** The client read nothing for `WRITE_STALL_MS`: its connection was closed. */
+class WriteStalled extends Error {}
+
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let at = 0;
-  while (at < bytes.byteLength) at += await conn.write(bytes.subarray(at));
+  while (at < bytes.byteLength) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        closeQuietly(conn);
+        reject(new WriteStalled(`the client read nothing for ${WRITE_STALL_MS} ms: closed`));
+      }, WRITE_STALL_MS);
+    });
+    const write = conn.write(bytes.subarray(at));
+    write.catch(() => {}); // Rejected once the stall closed the connection: handled below.
+    try {
+      at += await Promise.race([write, stalled]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 }
 
 function closeQuietly(conn: Deno.Conn): void {
