@@ -336,7 +336,12 @@ export class Checker {
       const decoded = this.#kv === undefined
         ? { error: "not the key-value store" }
         : kvOperations(entry.operation);
-      for (const operation of "error" in decoded ? [] : decoded) {
+      // A batch the store stopped early (its results' size) executed only its first ones.
+      const executed = "error" in decoded || decodeKvBatch(entry.operation) === undefined
+        ? undefined
+        : decodeKvBatchResult(this.#results[op - 1]!);
+      const ran = executed === undefined ? 1 : Array.isArray(executed) ? executed.length : 0;
+      for (const operation of "error" in decoded ? [] : decoded.slice(0, ran)) {
         if (operation.command !== "SET" && operation.command !== "DEL") continue;
         // A batch's writes in its order: the last one of a key is the one its op-number leaves.
         const key = keyString(operation.key);
