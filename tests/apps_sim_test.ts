@@ -11,6 +11,7 @@ import { app as counterApp } from "../examples/counter.ts";
 import { app as ledgerApp } from "../examples/ledger.ts";
 import { app as wallClockApp } from "./_apps/ledger_wall_clock.ts";
 import { app as throwingApp } from "./_apps/throwing_counter.ts";
+import { badQueryApp, readOnlyAllApp } from "./_apps/counter_bad_reads.ts";
 import { runVstamp } from "./_process.ts";
 
 /** Seeds per example in the suite; `vstamp sim --app ... --seeds 500` for more (README). */
@@ -46,6 +47,22 @@ Deno.test("sim: a ledger that reads Date.now() in apply is caught as divergence"
     assert.match(result.failure!, /state digest at op \d+ differs from the model/);
   }
 });
+
+for (
+  const [app, wrong] of [
+    [badQueryApp, /differs from apply's result .*query must answer what apply would/],
+    // (An INCR by 0 changes nothing, but its answer still is not apply's.)
+    [readOnlyAllApp, /answered without the log, but apply changes the state|differs from apply's/],
+  ] as const
+) {
+  Deno.test(`sim: reads without the log are checked against apply (${app.name} is caught)`, () => {
+    let failure: string | undefined;
+    for (let seed = 1; seed <= 20 && failure === undefined; seed++) {
+      failure = runSimulation({ seed, app }).failure;
+    }
+    assert.match(failure ?? "no seed failed", wrong);
+  });
+}
 
 Deno.test("sim: an apply that throws deterministically crashes no replica and diverges none", () => {
   for (let seed = 1; seed <= 5; seed++) {

@@ -89,16 +89,27 @@ export class Checker {
   #maxNormalEpoch = 0;
   #maxNormalView = 0;
   viewChanges = 0;
+  /**
+   * Another app's reads without the log: a fresh machine of the app, and the model's snapshot
+   * after each of the last `APP_SNAPSHOTS_KEPT` ops (index: op-number), to rebuild the state a
+   * read was answered in.
+   */
+  readonly #createModel: (() => StateMachine) | undefined;
+  readonly #appSnapshots = new Map<number, Uint8Array>();
 
   /**
    * `model`: a fresh state machine of the app the replicas run (their digests must be its); the
-   * key-value store by default, whose reads without the log are checked too.
+   * key-value store by default, whose reads without the log are checked too. `createModel`, for
+   * another app whose replicas answer reads without the log: makes fresh machines of it, to check
+   * those reads (see `#checkAppRead`).
    */
   constructor(
     replicaCount: number,
     clientsMax: number = LIMITS_DEFAULT.clientsMax,
     model?: StateMachine,
+    createModel?: () => StateMachine,
   ) {
+    this.#createModel = createModel;
     this.#kv = model === undefined ? new KvStore() : undefined;
     this.#model = model ?? this.#kv!;
     this.#clientTable = new ClientTableModel(clientsMax);
@@ -330,6 +341,10 @@ export class Checker {
         requestNumber: entry.requestNumber,
       }));
       this.#digests.push(this.#model.digest());
+      if (this.#createModel !== undefined) {
+        this.#appSnapshots.set(op, this.#model.snapshot());
+        this.#appSnapshots.delete(op - APP_SNAPSHOTS_KEPT);
+      }
       this.#sizes.push(this.#kv?.size ?? 0);
       this.#clientTable.onExecute(entry, this.#results[op - 1]!, crc32c(entry.operation));
       this.#clientTableDigests.push(this.#clientTable.digest());
@@ -378,8 +393,11 @@ export class Checker {
     if (sent === undefined) {
       throw new InvariantViolation(`${name}: answers an operation no client sent under it`);
     }
-    // Another app's reads all go through the log in the simulator: a reply to a request not in
-    // the log is then a reply to nothing committed.
+    if (this.#kv === undefined && this.#createModel !== undefined) {
+      return this.#checkAppRead(reply, sent, name);
+    }
+    // Another app's reads without the log are checked above: without `createModel` they all go
+    // through the log, and a reply to a request not in the log is a reply to nothing committed.
     const decoded = this.#kv === undefined
       ? { error: "not the key-value store" }
       : kvOperations(sent.operation);
@@ -433,6 +451,55 @@ export class Checker {
     this.readsChecked++;
   }
 
+  /**
+   * Another app's read answered without the log (`readOnly`, `query`), at `reply.opNumber`: the
+   * reply must be what `apply` gives in the state after that op (the model's, rebuilt from its
+   * snapshot), and that `apply` must leave the state as it was: an operation that changes the
+   * state answered without the log would be lost.
+   */
+  #checkAppRead(
+    reply: Reply,
+    sent: { readonly operation: Uint8Array; readonly committedBefore: number },
+    name: string,
+  ): void {
+    const at = reply.opNumber;
+    if (at > this.#committed.length) {
+      throw new InvariantViolation(`${name}: a read at op ${at}, not yet committed`);
+    }
+    if (at < sent.committedBefore) {
+      throw new InvariantViolation(
+        `${name}: a stale read at op ${at}; op ${sent.committedBefore} was committed before it ` +
+          "was sent",
+      );
+    }
+    const machine = this.#createModel!();
+    if (at > 0) {
+      const snapshot = this.#appSnapshots.get(at);
+      if (snapshot === undefined) return; // Older than the snapshots kept: not checked.
+      machine.restore(snapshot);
+    }
+    const before = machine.digest();
+    const expected = machine.apply(sent.operation, {
+      opNumber: at + 1,
+      timestamp: this.#committed[at - 1]?.timestamp ?? 0,
+      clientId: reply.clientId,
+      requestNumber: reply.requestNumber,
+    });
+    if (machine.digest() !== before) {
+      throw new InvariantViolation(
+        `${name}: answered without the log, but apply changes the state (readOnly accepted a ` +
+          "write)",
+      );
+    }
+    if (!bytesEqual(expected, reply.result)) {
+      throw new InvariantViolation(
+        `${name}: the read answered without the log differs from apply's result at op ${at} ` +
+          "(query must answer what apply would)",
+      );
+    }
+    this.readsChecked++;
+  }
+
   #fail(index: number, cause: string, text: string): never {
     throw new InvariantViolation(`r${index} after ${cause}: ${text}`);
   }
@@ -454,6 +521,9 @@ function kvOperations(bytes: Uint8Array): KvOperation[] | { readonly error: stri
   }
   return operations;
 }
+
+/** How many of the model's latest snapshots another app's reads may be checked against. */
+const APP_SNAPSHOTS_KEPT = 1024;
 
 function operationKey(clientId: number, requestNumber: number, checksum: number): string {
   return `${clientId}:${requestNumber}:${checksum}`;

@@ -810,7 +810,10 @@ class Simulation {
     this.checker = new Checker(
       machines,
       p.clientsMax,
-      options.app === undefined ? undefined : this.#appMachine(options.app),
+      options.app === undefined ? undefined : this.#appMachine(options.app, false),
+      options.app === undefined || !this.parameters.readsWithoutLog
+        ? undefined
+        : () => this.#appMachine(options.app!, false),
     );
     for (let i = 0; i < machines; i++) this.replicas.push(new SimReplica(i));
     p.reconfigurations.forEach((step, k) => {
@@ -1062,10 +1065,17 @@ class Simulation {
   // ---------------------------------------------------------------- replicas
 
   /** A machine of `app` as the simulator runs it: guarded, and every operation through the log. */
-  #appMachine(app: App): StateMachine {
+  /**
+   * A replica's (or the model's) machine of another app, behind the guard; with `reads`, its
+   * `readOnly`/`query` (if it has them), so that reads are answered without the log, as in a real
+   * group (the checker rebuilds the state each was answered in, `Checker.#checkAppRead`).
+   */
+  #appMachine(app: App, reads: boolean): StateMachine {
     const machine = guardStateMachine(app.createStateMachine());
-    delete machine.readOnly;
-    delete machine.query;
+    if (!reads) {
+      delete machine.readOnly;
+      delete machine.query;
+    }
     return machine;
   }
 
@@ -1073,7 +1083,7 @@ class Simulation {
     sim.incarnation++;
     const index = sim.index;
     const app = this.options.app !== undefined
-      ? this.#appMachine(this.options.app)
+      ? this.#appMachine(this.options.app, this.parameters.readsWithoutLog)
       : this.parameters.readsWithoutLog
       ? new KvStore()
       : new LogOnlyKvStore();
