@@ -98,6 +98,9 @@ Deno.test("a REPL for another app is refused by the group, naming both apps", as
       result.stderr,
       /refused: the client runs app counter@1, this replica runs kv@2 \(every replica of a group/,
     );
+    // At the refusal, not at the client's deadline (which would say "no answer within").
+    assert.match(result.stderr, /cannot use the group: /);
+    assert.doesNotMatch(result.stderr, /no answer within/);
   }, { sync: "none" });
 });
 

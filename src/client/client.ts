@@ -200,6 +200,14 @@ export class Client {
   checkTimers(now: number): void {
     const pending = this.#pending;
     if (pending === undefined) return;
+    // A replica runs another app: so does its group (every replica runs one app), and waiting
+    // for the deadline would change nothing.
+    const appRefusal = this.#transport.appRefusal;
+    if (appRefusal !== undefined) {
+      this.#pending = undefined;
+      pending.reject(new ClientError(`cannot use the group: ${appRefusal}`));
+      return;
+    }
     if (now >= pending.deadline) {
       this.#pending = undefined;
       pending.reject(this.#explain(
@@ -291,6 +299,7 @@ export class Client {
   #explain<E>(error: E): E | ClientError {
     const refusal = this.#transport.lastRefusal;
     if (!(error instanceof ClientError) || refusal === undefined) return error;
+    if (error.message.includes(refusal)) return error;
     return new ClientError(`${error.message}; ${refusal}`);
   }
 
@@ -500,6 +509,13 @@ export class Client {
       this.#waiters.push(waiter);
       const attempt = () => {
         if (answers.size >= count) return done(); // Enough, without `wanted`.
+        const appRefusal = this.#transport.appRefusal;
+        if (appRefusal !== undefined) {
+          // The group runs another app: no answer will come (see `checkTimers`).
+          finish();
+          reject(new ClientError(`cannot use the group: ${appRefusal}`));
+          return;
+        }
         if (Date.now() >= deadline) {
           finish();
           reject(
@@ -544,6 +560,8 @@ export class ClientTransport {
   #closed = false;
   /** The last reason a replica gave for refusing a connection, with its address. */
   lastRefusal: string | undefined;
+  /** A refusal because this transport's clients speak another app than the replica runs. */
+  appRefusal: string | undefined;
 
   /**
    * `identity` is presented to every replica (by default none: a group without client auth);
@@ -659,6 +677,7 @@ export class ClientTransport {
             if (connection.closed) return;
             if ("error" in outcome) {
               this.lastRefusal = `${key} ${outcome.error}`;
+              if (/ runs app /.test(outcome.error)) this.appRefusal = this.lastRefusal;
               connection.close(outcome.error);
               return;
             }
