@@ -511,7 +511,11 @@ export class SessionPool {
   readonly #options: GatewayOptions;
   readonly #transports: ClientTransport[];
   readonly #idle: KvClient[] = [];
-  readonly #waiting: ((session: KvClient) => void)[] = [];
+  /** Commands waiting for a session: given one as it is released, or failed at `close`. */
+  readonly #waiting: {
+    readonly resolve: (session: KvClient) => void;
+    readonly reject: (error: Error) => void;
+  }[] = [];
   readonly #all: KvClient[] = [];
   #creating = 0;
   /** The group's addresses as the sessions last learned them (§7: they follow epochs). */
@@ -540,6 +544,9 @@ export class SessionPool {
 
   close(): void {
     this.#closed = true;
+    for (const waiter of this.#waiting.splice(0)) {
+      waiter.reject(new ClientError("the gateway is closing"));
+    }
     for (const session of this.#all) session.close();
     for (const transport of this.#transports) transport.close();
   }
@@ -563,13 +570,13 @@ export class SessionPool {
         this.#creating--;
       }
     }
-    return await new Promise((resolve) => this.#waiting.push(resolve));
+    return await new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
   #release(session: KvClient): void {
     this.#addresses = session.client.addresses;
     const next = this.#waiting.shift();
-    if (next !== undefined) next(session);
+    if (next !== undefined) next.resolve(session);
     else this.#idle.push(session);
   }
 }
@@ -649,9 +656,10 @@ export class RespGateway {
       this.#serve(conn).catch((error) => {
         // A peer that went away mid-reply is routine; anything else is worth a line.
         if (
-          error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.ConnectionReset
+          this.#closed || error instanceof Deno.errors.BrokenPipe ||
+          error instanceof Deno.errors.ConnectionReset
         ) {
-          return;
+          return; // (Closing, the gateway closed the connection under it.)
         }
         this.#log(
           `resp gateway: connection failed: ${error instanceof Error ? error.message : error}`,
