@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { concatBytes } from "../src/lib/bytes.ts";
 import {
   RESP_LIMITS_DEFAULT,
   type RespCommand,
@@ -16,17 +17,7 @@ function encodeCommand(args: readonly Uint8Array[]): Uint8Array {
   for (const arg of args) {
     parts.push(encoder.encode(`$${arg.byteLength}\r\n`), arg, encoder.encode("\r\n"));
   }
-  return concat(parts);
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 function texts(commands: readonly RespCommand[]): string[][] {
@@ -115,7 +106,7 @@ Deno.test("resp parser gives the same commands whatever the chunk boundaries", (
       fc.array(command, { minLength: 1, maxLength: 8 }),
       fc.array(fc.nat(), { maxLength: 12 }),
       (commands, cuts) => {
-        const stream = concat(commands.map(encodeCommand));
+        const stream = concatBytes(commands.map(encodeCommand));
         const points = [...new Set(cuts.map((cut) => cut % (stream.byteLength + 1)))].sort((a, b) =>
           a - b
         );
@@ -167,7 +158,7 @@ Deno.test("resp parser reads a mutated stream intact up to the mutation, without
       fc.integer({ min: 0, max: 255 }),
       (commands, at, byte) => {
         const encoded = commands.map(encodeCommand);
-        const stream = concat(encoded);
+        const stream = concatBytes(encoded);
         const mutated = at % stream.byteLength;
         stream[mutated] = byte;
         // The commands that end before the mutated byte.
@@ -189,7 +180,7 @@ Deno.test("resp parser: arguments and lines over 64 KiB, fed in small pieces, co
   const value = new Uint8Array(300 * 1024).map((_, i) => (i * 31) & 0xff);
   const command = encodeCommand([encoder.encode("SET"), encoder.encode("big"), value]);
   const inline = encoder.encode(`ECHO ${"y".repeat(60_000)}\r\n`);
-  const stream = concat([command, inline, command]);
+  const stream = concatBytes([command, inline, command]);
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 5000 }),

@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { concatBytes } from "../src/lib/bytes.ts";
 import { sha256 } from "../src/lib/sha256.ts";
 import { ScratchBuffer } from "../src/lib/msgpack_fast.ts";
 import fc from "fast-check";
@@ -335,18 +336,6 @@ function assertRejected(body: Uint8Array, context: ValidationContext, fragment: 
       `error ${JSON.stringify(result.error)} lacks ${JSON.stringify(fragment)}`,
     );
   }
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const part of parts) length += part.byteLength;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.byteLength;
-  }
-  return out;
 }
 
 /** Feeds `stream` to a decoder in chunks ending at `cuts`; fails on a frame error. */
@@ -1342,7 +1331,7 @@ Deno.test("encodeFrame writes the length and checksum big-endian before the body
   const frame = encodeFrame(body);
   assert.deepStrictEqual(
     frame,
-    concat([bytes(0, 0, 0, 9, 0xe3, 0x06, 0x92, 0x83), body]),
+    concatBytes([bytes(0, 0, 0, 9, 0xe3, 0x06, 0x92, 0x83), body]),
   );
   assert.equal(FRAME_HEADER_BYTES, 8);
 });
@@ -1353,7 +1342,7 @@ Deno.test("writeFrame batches frames into one buffer", () => {
   let offset = 0;
   for (const body of bodies) offset = writeFrame(out, offset, body);
   assert.equal(offset, out.byteLength);
-  assert.deepStrictEqual(out, concat(bodies.map(encodeFrame)));
+  assert.deepStrictEqual(out, concatBytes(bodies.map(encodeFrame)));
   assert.throws(() => writeFrame(out, out.byteLength - 3, text("x")), RangeError);
 });
 
@@ -1430,7 +1419,7 @@ Deno.test("FrameDecoder decodes a stream split at any chunk boundaries", () => {
       ),
       (messages, split) => {
         const frames = messages.map(encodeFramedMessage);
-        const stream = concat(frames);
+        const stream = concatBytes(frames);
         const cuts = split === "one-byte"
           ? Array.from({ length: stream.byteLength }, (_, index) => index + 1)
           : split.map((cut) => cut % (stream.byteLength + 1)).sort((a, b) => a - b);
@@ -1449,7 +1438,7 @@ Deno.test("FrameDecoder decodes a stream split at any chunk boundaries", () => {
 });
 
 Deno.test("FrameDecoder returns views within one chunk and copies across chunks", () => {
-  const frames = concat([encodeFrame(text("first")), encodeFrame(text("second"))]);
+  const frames = concatBytes([encodeFrame(text("first")), encodeFrame(text("second"))]);
   const decoder = new FrameDecoder();
   const whole = decoder.push(frames);
   assert.ok(Array.isArray(whole) && whole.length === 2);
@@ -1469,7 +1458,7 @@ Deno.test("FrameDecoder returns views within one chunk and copies across chunks"
 });
 
 Deno.test("FrameDecoder decodes empty bodies, whole or byte by byte", () => {
-  const stream = concat([encodeFrame(bytes()), encodeFrame(text("x")), encodeFrame(bytes())]);
+  const stream = concatBytes([encodeFrame(bytes()), encodeFrame(text("x")), encodeFrame(bytes())]);
   const expected = [bytes(), text("x"), bytes()];
   assert.deepStrictEqual(decodeStream(stream, []), expected);
   const everyByte = Array.from({ length: stream.byteLength }, (_, index) => index + 1);
@@ -1553,9 +1542,9 @@ function mutate(data: Uint8Array, mutations: readonly Mutation[]): Uint8Array {
     if (mutation.kind === "flip" && at < out.byteLength) {
       out[at] = (out[at] as number) ^ mutation.mask;
     } else if (mutation.kind === "insert") {
-      out = concat([out.subarray(0, at), bytes(mutation.byte), out.subarray(at)]);
+      out = concatBytes([out.subarray(0, at), bytes(mutation.byte), out.subarray(at)]);
     } else if (mutation.kind === "delete" && at < out.byteLength) {
-      out = concat([out.subarray(0, at), out.subarray(at + 1)]);
+      out = concatBytes([out.subarray(0, at), out.subarray(at + 1)]);
     }
   }
   return out;
