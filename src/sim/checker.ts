@@ -22,8 +22,10 @@ import {
   decodeKvBatch,
   decodeKvBatchResult,
   decodeKvOperation,
+  decodeKvResult,
   encodeKvResult,
   type KvOperation,
+  type KvResult,
   KvStore,
 } from "../app/kv.ts";
 import { bytesEqual } from "../lib/bytes.ts";
@@ -352,11 +354,8 @@ export class Checker {
         ? { error: "not the key-value store" }
         : kvOperations(entry.operation);
       // A batch the store stopped early (its results' size) executed only its first ones.
-      const executed = "error" in decoded || decodeKvBatch(entry.operation) === undefined
-        ? undefined
-        : decodeKvBatchResult(this.#results[op - 1]!);
-      const ran = executed === undefined ? 1 : Array.isArray(executed) ? executed.length : 0;
-      for (const operation of "error" in decoded ? [] : decoded.slice(0, ran)) {
+      const ran = "error" in decoded ? 0 : resultsOf(decoded, this.#results[op - 1]!).length;
+      for (const operation of "error" in decoded ? [] : decoded.operations.slice(0, ran)) {
         if (operation.command !== "SET" && operation.command !== "DEL") continue;
         // A batch's writes in its order: the last one of a key is the one its op-number leaves.
         const key = keyString(operation.key);
@@ -403,7 +402,9 @@ export class Checker {
       : kvOperations(sent.operation);
     if (
       "error" in decoded ||
-      decoded.some((operation) => operation.command !== "GET" && operation.command !== "SIZE")
+      decoded.operations.some((operation) =>
+        operation.command !== "GET" && operation.command !== "SIZE"
+      )
     ) {
       throw new InvariantViolation(`${name} for an uncommitted request`);
     }
@@ -419,7 +420,7 @@ export class Checker {
           `committed before it was sent`,
       );
     }
-    const expected = decoded.map((operation) => {
+    const expected = decoded.operations.map((operation) => {
       if (operation.command !== "GET") {
         return encodeKvResult({ kind: "integer", value: this.#sizes[reply.opNumber]! });
       }
@@ -433,13 +434,10 @@ export class Checker {
       }
       return encodeKvResult(value === null ? { kind: "nil" } : { kind: "bytes", value });
     });
-    let answered: Uint8Array[];
-    if (decodeKvBatch(sent.operation) === undefined) {
-      answered = [reply.result];
-    } else {
-      const results = decodeKvBatchResult(reply.result);
-      answered = Array.isArray(results) ? results.map(encodeKvResult) : [];
-    }
+    // One read: its bytes as sent (a batch's results, re-encoded one by one).
+    const answered = decoded.batch
+      ? resultsOf(decoded, reply.result).map(encodeKvResult)
+      : [reply.result];
     if (
       answered.length !== expected.length ||
       answered.some((result, index) => !bytesEqual(expected[index]!, result))
@@ -506,11 +504,13 @@ export class Checker {
 }
 
 /** The key-value operations of `bytes`: one, or a BATCH's in its order. */
-function kvOperations(bytes: Uint8Array): KvOperation[] | { readonly error: string } {
+function kvOperations(
+  bytes: Uint8Array,
+): { readonly operations: KvOperation[]; readonly batch: boolean } | { readonly error: string } {
   const batch = decodeKvBatch(bytes);
   if (batch === undefined) {
     const operation = decodeKvOperation(bytes);
-    return "error" in operation ? operation : [operation];
+    return "error" in operation ? operation : { operations: [operation], batch: false };
   }
   if ("error" in batch) return batch;
   const operations: KvOperation[] = [];
@@ -519,7 +519,17 @@ function kvOperations(bytes: Uint8Array): KvOperation[] | { readonly error: stri
     if ("error" in operation) return operation;
     operations.push(operation);
   }
-  return operations;
+  return { operations, batch: true };
+}
+
+/**
+ * The results `result` holds for `decoded`: one, or a batch's (fewer than its operations when the
+ * store stopped it early; none when the whole batch was refused).
+ */
+function resultsOf(decoded: { readonly batch: boolean }, result: Uint8Array): KvResult[] {
+  if (!decoded.batch) return [decodeKvResult(result)];
+  const results = decodeKvBatchResult(result);
+  return Array.isArray(results) ? results : [];
 }
 
 /** How many of the model's latest snapshots another app's reads may be checked against. */

@@ -688,6 +688,27 @@ class SimReplica {
   }
 }
 
+/**
+ * The workload's GET (roll 0-3), SET (4-7, of `value()`) or DEL (8-9) of `key`: its call in the
+ * history and its operation.
+ */
+function kvCallOf(
+  roll: number,
+  key: string,
+  value: () => string,
+): { readonly call: KvCall; readonly operation: KvOperation } {
+  const bytes = encoder.encode(key);
+  if (roll < 4) return { call: { kind: "get" }, operation: { command: "GET", key: bytes } };
+  if (roll < 8) {
+    const text = value();
+    return {
+      call: { kind: "set", value: text },
+      operation: { command: "SET", key: bytes, value: encoder.encode(text) },
+    };
+  }
+  return { call: { kind: "del" }, operation: { command: "DEL", key: bytes } };
+}
+
 /** What a key-value result is in the history; an error result is a violation (none is sent). */
 function historyOutput(client: SimClient, result: KvResult): string | number | null {
   switch (result.kind) {
@@ -1834,23 +1855,15 @@ class Simulation {
     if (prng.chance(this.parameters.sizeProbability)) {
       call = undefined;
       operation = encodeKvOperation({ command: "SIZE" });
-    } else if (roll < 4) {
-      call = { kind: "get" };
-      operation = encodeKvOperation({ command: "GET", key: encoder.encode(key) });
-    } else if (roll < 8) {
-      let value = `c${client.clientId}.${client.requestNumber}`;
-      if (prng.chance(this.parameters.largeValueProbability)) {
-        value = value.padEnd(LARGE_VALUE_BYTES, ".");
-      }
-      call = { kind: "set", value };
-      operation = encodeKvOperation({
-        command: "SET",
-        key: encoder.encode(key),
-        value: encoder.encode(value),
-      });
     } else {
-      call = { kind: "del" };
-      operation = encodeKvOperation({ command: "DEL", key: encoder.encode(key) });
+      const drawn = kvCallOf(roll, key, () => {
+        const value = `c${client.clientId}.${client.requestNumber}`;
+        return prng.chance(this.parameters.largeValueProbability)
+          ? value.padEnd(LARGE_VALUE_BYTES, ".")
+          : value;
+      });
+      call = drawn.call;
+      operation = encodeKvOperation(drawn.operation);
     }
     client.pending = {
       call,
@@ -1874,19 +1887,13 @@ class Simulation {
     const operations: KvOperation[] = [];
     for (let i = 0; i < count; i++) {
       const key = keys.splice(prng.int(0, keys.length - 1), 1)[0]!;
-      const roll = prng.int(0, 9);
-      const bytes = encoder.encode(key);
-      if (roll < 4) {
-        batch.push({ key, call: { kind: "get" } });
-        operations.push({ command: "GET", key: bytes });
-      } else if (roll < 8) {
-        const value = `c${client.clientId}.${client.requestNumber}.${i}`;
-        batch.push({ key, call: { kind: "set", value } });
-        operations.push({ command: "SET", key: bytes, value: encoder.encode(value) });
-      } else {
-        batch.push({ key, call: { kind: "del" } });
-        operations.push({ command: "DEL", key: bytes });
-      }
+      const { call, operation } = kvCallOf(
+        prng.int(0, 9),
+        key,
+        () => `c${client.clientId}.${client.requestNumber}.${i}`,
+      );
+      batch.push({ key, call });
+      operations.push(operation);
     }
     client.pending = {
       call: undefined,
