@@ -414,3 +414,39 @@ export function primaryRow(rows: readonly StatusRow[]): StatusRow | undefined {
   }
   return primary;
 }
+
+/**
+ * Runs `cluster up -n <replicas> --repl <args…>` of 3 replicas (no fsync) in a new temporary
+ * directory, typing `script` (one command a line) at its prompt; the directory is removed after.
+ * The configuration the cluster wrote is read before that, for tests that check it.
+ */
+export async function runClusterRepl(
+  script: readonly string[],
+  args: readonly string[] = [],
+  timeoutMs = 90_000,
+): Promise<RunResult & { readonly addressCount: number }> {
+  const dir = await Deno.makeTempDir({ prefix: "vstamp-test-" });
+  try {
+    const result = await runVstamp([
+      "cluster",
+      "up",
+      "-n",
+      "3",
+      "--repl",
+      ...args,
+      "--config-out",
+      `${dir}/cluster.yaml`,
+      "--data-dir",
+      `${dir}/data`,
+      "--sync",
+      "none",
+    ], { stdin: [...script, ""].join("\n"), cwd: dir, timeoutMs });
+    const addressCount = await loadConfig(`${dir}/cluster.yaml`).then(
+      (config) => config.addressTexts.length,
+      () => 0,
+    );
+    return { ...result, addressCount };
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}

@@ -3,35 +3,27 @@
  * examples, and a REPL for one app refused by a group running another.
  */
 import { strict as assert } from "node:assert";
-import { runVstamp, startServer, statusRows, waitFor, withCluster } from "./_process.ts";
+import {
+  runClusterRepl,
+  runVstamp,
+  startServer,
+  statusRows,
+  waitFor,
+  withCluster,
+} from "./_process.ts";
 
-/** Runs `cluster up -n 3 --app <app> --repl` in a temporary directory with `script` as stdin. */
+/** Runs `cluster up -n 3 --app <app> --repl` with `script` as stdin: the lines after the table. */
 async function clusterRepl(app: string, script: readonly string[]) {
-  const dir = await Deno.makeTempDir({ prefix: "vstamp-test-" });
-  try {
-    const result = await runVstamp([
-      "cluster",
-      "up",
-      "-n",
-      "3",
-      "--app",
-      new URL(`../${app}`, import.meta.url).pathname,
-      "--repl",
-      "--config-out",
-      `${dir}/cluster.yaml`,
-      "--data-dir",
-      `${dir}/data`,
-      "--sync",
-      "none",
-    ], { stdin: [...script, ""].join("\n"), cwd: dir, timeoutMs: 60_000 });
-    assert.equal(result.code, 0, result.stderr);
-    // The results follow the table and the "configuration written" line.
-    return result.stdout.split("\n").slice(
-      result.stdout.split("\n").findIndex((line) => line.startsWith("configuration written")) + 1,
-    ).filter((line) => line !== "");
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  const result = await runClusterRepl(
+    script,
+    ["--app", new URL(`../${app}`, import.meta.url).pathname],
+    60_000,
+  );
+  assert.equal(result.code, 0, result.stderr);
+  // The results follow the table and the "configuration written" line.
+  const lines = result.stdout.split("\n");
+  return lines.slice(lines.findIndex((line) => line.startsWith("configuration written")) + 1)
+    .filter((line) => line !== "");
 }
 
 Deno.test("cluster up --app examples/counter.ts --repl runs the counter's commands", async () => {

@@ -4,11 +4,12 @@
  */
 import { strict as assert } from "node:assert";
 import { Client } from "../src/client/client.ts";
-import { loadConfig, renderConfig } from "../src/config.ts";
+import { renderConfig } from "../src/config.ts";
 import {
   type Cluster,
   primaryRow,
   processGone,
+  runClusterRepl,
   type RunningProcess,
   runVstamp,
   signal,
@@ -362,51 +363,32 @@ Deno.test({
 });
 
 Deno.test("cluster up --repl replaces, adds and removes replicas live (§7)", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "vstamp-test-" });
-  try {
-    const script = [
-      "SET a 1",
-      "remove 1", // Refused: a group stays odd.
-      "replace 2",
-      "GET a",
-      "add",
-      "SET b 2",
-      "remove 0 1",
-      "GET a",
-      "GET b",
-      "members",
-      "QUIT",
-      "",
-    ].join("\n");
-    const result = await runVstamp([
-      "cluster",
-      "up",
-      "-n",
-      "3",
-      "--repl",
-      "--config-out",
-      `${dir}/cluster.yaml`,
-      "--data-dir",
-      `${dir}/data`,
-      "--sync",
-      "none",
-    ], { stdin: script, cwd: dir, timeoutMs: 90_000 });
-    assert.equal(result.code, 0, result.stderr);
-    const out = result.stdout;
-    assert.match(out, /\(error\) usage: remove <i> <j>: a group needs an odd number of replicas/);
-    for (const epoch of [1, 2, 3]) {
-      assert.match(out, new RegExp(`epoch ${epoch} runs: a CheckEpoch committed`), out);
-    }
-    assert.match(out, /the old replicas .* left the group \(each exits by itself/);
-    // SET a, GET a after the replacement, SET b, then GET a and GET b after the removal: the
-    // values survive every epoch.
-    const results = out.split("\n").filter((line) => line === "1" || line === "2");
-    assert.deepEqual(results, ["1", "1", "2", "1", "2"], out);
-    // The configuration file names the group's members now: three, in epoch 3.
-    const rows = out.split("\n").filter((line) => /^\| \d+ /.test(line));
-    assert.ok(rows.length >= 3, out);
-    assert.equal((await loadConfig(`${dir}/cluster.yaml`)).addressTexts.length, 3);
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  const result = await runClusterRepl([
+    "SET a 1",
+    "remove 1", // Refused: a group stays odd.
+    "replace 2",
+    "GET a",
+    "add",
+    "SET b 2",
+    "remove 0 1",
+    "GET a",
+    "GET b",
+    "members",
+    "QUIT",
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const out = result.stdout;
+  assert.match(out, /\(error\) usage: remove <i> <j>: a group needs an odd number of replicas/);
+  for (const epoch of [1, 2, 3]) {
+    assert.match(out, new RegExp(`epoch ${epoch} runs: a CheckEpoch committed`), out);
   }
+  assert.match(out, /the old replicas .* left the group \(each exits by itself/);
+  // SET a, GET a after the replacement, SET b, then GET a and GET b after the removal: the
+  // values survive every epoch.
+  const results = out.split("\n").filter((line) => line === "1" || line === "2");
+  assert.deepEqual(results, ["1", "1", "2", "1", "2"], out);
+  // The configuration file names the group's members now: three, in epoch 3.
+  const rows = out.split("\n").filter((line) => /^\| \d+ /.test(line));
+  assert.ok(rows.length >= 3, out);
+  assert.equal(result.addressCount, 3);
 });
